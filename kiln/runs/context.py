@@ -1,0 +1,33 @@
+"""Opening the stores a run (or a CLI command) works on, from the Settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kiln.settings import Settings
+from kiln.stores import ContentStore, FsspecArtifactStore, MetadataStore
+
+__all__ = ["Stores", "open_stores"]
+
+
+@dataclass(frozen=True)
+class Stores:
+    metadata: MetadataStore
+    content: ContentStore
+
+    def close(self) -> None:
+        self.metadata.dispose()
+
+
+def open_stores(settings: Settings, *, upgrade: bool = False) -> Stores:
+    """``upgrade=True`` is the explicit start-up migration of `kiln run` and `kiln db upgrade`;
+    every other command only checks that the schema is current."""
+    if settings.db_url is None or settings.artifacts_url is None:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    metadata = MetadataStore(settings.metadata_url)
+    if upgrade:
+        metadata.upgrade()
+    else:
+        metadata.check_schema()
+    content = ContentStore(FsspecArtifactStore(settings.artifact_root))
+    return Stores(metadata=metadata, content=content)

@@ -1,0 +1,146 @@
+"""Data side of a run: extract to a content-addressed snapshot, split by time, build matrices."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kiln.config.loader import LoadedConfig
+from kiln.errors import SchemaError
+from kiln.pipeline.features import FeatureSchema
+from kiln.pipeline.plan import holdout_mask, time_cutoff
+from kiln.stores.content import ContentStore
+
+__all__ = ["Prepared", "load_snapshot", "prepare", "reference_profile", "snapshot"]
+
+_QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+
+
+def snapshot(content: ContentStore, table: pa.Table) -> str:
+    """Store the extracted rows as Parquet; the digest is the run's data lineage."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return content.put(buf.getvalue())
+
+
+def load_snapshot(content: ContentStore, digest: str, *, label: str) -> pa.Table:
+    return pq.read_table(io.BytesIO(content.get(digest, what=f"the data snapshot of {label}")))
+
+
+def where_field(loaded: LoadedConfig) -> Any:
+    def where(field: str) -> str:
+        return f"{loaded.where(*field.split('.'))}: {field}"
+
+    return where
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The run's data as the train tasks need it."""
+
+    schema: FeatureSchema
+    X: np.ndarray
+    y: np.ndarray
+    segments: np.ndarray
+    holdout: np.ndarray
+    cutoff: pd.Timestamp
+    dropped_null_target: int
+
+    def rows(self) -> dict[str, int]:
+        n_hold = int(self.holdout.sum())
+        return {
+            "total": len(self.y) + self.dropped_null_target,
+            "used": len(self.y),
+            "train": len(self.y) - n_hold,
+            "holdout": n_hold,
+            "dropped_null_target": self.dropped_null_target,
+        }
+
+
+def prepare(df: pd.DataFrame, loaded: LoadedConfig) -> Prepared:
+    cfg = loaded.config
+    target = cfg.target.column
+    keep = df[target].notna().to_numpy()
+    dropped = int((~keep).sum())
+    if dropped:
+        df = df.loc[keep].reset_index(drop=True)
+    y = _target(df[target], cfg.target.task, where_field(loaded)("target"))
+    cutoff = time_cutoff(df[cfg.data.time_column], cfg.evaluation.split)
+    hold = holdout_mask(df[cfg.data.time_column], cutoff)
+    _check_split(hold, loaded)
+    train_df = df.loc[~hold]
+    schema = FeatureSchema.infer(train_df, cfg.features, where=where_field(loaded)("features"))
+    if cfg.segments is not None:
+        segs = df[cfg.segments.column].astype("string").to_numpy(dtype=object)
+    else:
+        segs = np.full(len(df), None, dtype=object)
+    return Prepared(
+        schema=schema,
+        X=schema.encode(df),
+        y=y,
+        segments=segs,
+        holdout=hold,
+        cutoff=cutoff,
+        dropped_null_target=dropped,
+    )
+
+
+def _target(s: pd.Series, task: str, where: str) -> np.ndarray:
+    if task == "regression":
+        if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            raise SchemaError(
+                f"{where}: target {s.name!r} has dtype {s.dtype}; regression needs numbers",
+                hint="use task: classification for labels, or cast the column in data.query",
+            )
+        return s.to_numpy(dtype=np.float64)
+    values = set(pd.unique(s.astype("float64") if pd.api.types.is_bool_dtype(s) else s))
+    if not values <= {0, 1}:
+        shown = sorted(map(str, values))[:5]
+        raise SchemaError(
+            f"{where}: classification target {s.name!r} must be 0/1 or true/false, got {shown}",
+            hint="map it to 0/1 in data.query, e.g. (arr_delay > 15)::int AS late",
+        )
+    return s.astype("float64").to_numpy(dtype=np.float64)
+
+
+def _check_split(hold: np.ndarray, loaded: LoadedConfig) -> None:
+    n_hold = int(hold.sum())
+    if n_hold == 0 or n_hold == len(hold):
+        side = "no rows" if n_hold == 0 else "every row"
+        raise SchemaError(
+            f"{loaded.where('evaluation', 'split')}: evaluation.split puts {side} in the holdout",
+            hint="move holdout_start inside the data's time range, or use holdout_fraction",
+        )
+
+
+def reference_profile(df: pd.DataFrame, schema: FeatureSchema, target: str) -> dict[str, Any]:
+    """Summary of the training data that the monitor compares live traffic with."""
+    profile: dict[str, Any] = {}
+    for spec in schema.features:
+        s = df[spec.name]
+        entry: dict[str, Any] = {"kind": spec.kind, "null_share": float(s.isna().mean())}
+        if spec.kind == "numeric":
+            v = pd.to_numeric(s, errors="coerce").dropna().astype("float64")
+            if len(v):
+                entry |= {
+                    "mean": float(v.mean()),
+                    "std": float(v.std(ddof=0)),
+                    "min": float(v.min()),
+                    "max": float(v.max()),
+                    "quantiles": dict(
+                        zip(map(str, _QUANTILES), v.quantile(_QUANTILES).tolist(), strict=True)
+                    ),
+                }
+        else:
+            freq = s.astype("string").value_counts(normalize=True, dropna=True).head(50)
+            entry["top"] = {str(k): float(p) for k, p in freq.items()}
+        profile[spec.name] = entry
+    t = df[target].astype("float64")
+    profile["__target__"] = {"mean": float(t.mean()), "std": float(t.std(ddof=0))}
+    return profile

@@ -1,0 +1,199 @@
+"""From finished train tasks to a version's manifest: metrics, lineage, environment, profile."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import pickle
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kiln.config.loader import LoadedConfig
+from kiln.executors import TaskOutcome
+from kiln.pipeline.metrics import score
+from kiln.pipeline.plan import FALLBACK, SegmentPlan
+from kiln.registry.adapters import predict_fn
+from kiln.registry.package import MANIFEST_FORMAT, environment_lock
+from kiln.runs.data import Prepared, reference_profile
+from kiln.runs.training import TrainResult, TrainSpec
+from kiln.stores.content import ContentStore
+
+__all__ = ["TaskInfo", "build_manifest"]
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    key: str
+    ok: bool
+    hold_idx: np.ndarray
+    started_at: datetime
+    finished_at: datetime
+    wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    digest: str | None = None
+    metrics: dict[str, Any] | None = None
+    holdout_pred: np.ndarray | None = None
+    rows_train: int = 0
+    rows_holdout: int = 0
+    model_type: str = ""
+    error: str | None = None
+    log: str = ""
+
+    @classmethod
+    def from_outcome(
+        cls, outcome: TaskOutcome[TrainResult], content: ContentStore, hold_idx: np.ndarray
+    ) -> TaskInfo:
+        u = outcome.usage
+        common: dict[str, Any] = {
+            "key": outcome.key, "hold_idx": hold_idx, "started_at": outcome.started_at,
+            "finished_at": outcome.finished_at, "wall_seconds": u.wall_seconds,
+            "cpu_seconds": u.cpu_seconds, "peak_memory_bytes": u.peak_memory_bytes,
+            "log": outcome.log,
+        }  # fmt: skip
+        r = outcome.value
+        if not outcome.ok or r is None:
+            return cls(ok=False, error=outcome.error or "no result", **common)
+        return cls(
+            ok=True,
+            digest=content.put(r.artifact),
+            metrics=r.metrics,
+            holdout_pred=r.holdout_pred,
+            rows_train=r.rows_train,
+            rows_holdout=r.rows_holdout,
+            model_type=r.model_type,
+            **common,
+        )
+
+    @classmethod
+    def from_record(
+        cls, rec: Any, content: ContentStore, spec: TrainSpec, prep: Prepared, hold_idx: np.ndarray
+    ) -> TaskInfo:
+        """A task finished by an earlier attempt: reload its model to score the holdout again."""
+        model = pickle.loads(content.get(rec.artifact_digest, what=f"segment {rec.segment!r}"))
+        pred = (
+            predict_fn(model, spec.task, spec.features)(prep.X[hold_idx]) if len(hold_idx) else None
+        )
+        return cls(
+            key=rec.segment, ok=True, hold_idx=hold_idx, started_at=rec.started_at,
+            finished_at=rec.finished_at, wall_seconds=rec.wall_seconds,
+            cpu_seconds=rec.cpu_seconds, peak_memory_bytes=rec.peak_memory_bytes,
+            digest=rec.artifact_digest, metrics=rec.metrics,
+            holdout_pred=np.asarray(pred, dtype=np.float64) if pred is not None else np.empty(0),
+            rows_train=rec.rows_train, rows_holdout=rec.rows_holdout,
+            model_type=type(model).__module__ + "." + type(model).__qualname__, log=rec.log or "",
+        )  # fmt: skip
+
+    def record_fields(self) -> dict[str, Any]:
+        return {
+            "status": "succeeded" if self.ok else "failed",
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "wall_seconds": self.wall_seconds,
+            "cpu_seconds": self.cpu_seconds,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "rows_train": self.rows_train,
+            "rows_holdout": self.rows_holdout,
+            "metrics": self.metrics or {},
+            "artifact_digest": self.digest,
+            "error": self.error,
+            "log": self.log,
+        }
+
+    def ref(self) -> dict[str, Any]:
+        return {
+            "sha256": self.digest,
+            "model_type": self.model_type,
+            "metrics": self.metrics,
+            "rows_train": self.rows_train,
+            "rows_holdout": self.rows_holdout,
+            "usage": {
+                "wall_seconds": round(self.wall_seconds, 4),
+                "cpu_seconds": round(self.cpu_seconds, 4),
+                "peak_memory_bytes": self.peak_memory_bytes,
+            },
+        }
+
+
+def build_manifest(
+    loaded: LoadedConfig,
+    run_id: str,
+    *,
+    df: pd.DataFrame,
+    prep: Prepared,
+    plan: SegmentPlan,
+    infos: dict[str, TaskInfo],
+    data_digest: str,
+    code_revision: str | None,
+) -> dict[str, Any]:
+    cfg = loaded.config
+    names = cfg.metrics
+    y = prep.y
+    fb = infos[FALLBACK]
+    fb_full = np.full(len(y), np.nan)
+    fb_full[fb.hold_idx] = fb.holdout_pred if fb.holdout_pred is not None else np.nan
+    routed = fb_full.copy()
+
+    models: dict[str, Any] = {}
+    for seg in plan.trained:
+        info = infos[seg]
+        routed[info.hold_idx] = info.holdout_pred if info.holdout_pred is not None else np.nan
+        models[seg] = info.ref() | {
+            "fallback_metrics": score(names, y[info.hold_idx], fb_full[info.hold_idx])
+        }
+    to_fallback = {}
+    for seg, reason in sorted(plan.to_fallback.items()):
+        idx = np.flatnonzero((prep.segments == seg) & prep.holdout)
+        to_fallback[seg] = {
+            "reason": reason,
+            "rows_holdout": len(idx),
+            "fallback_metrics": score(names, y[idx], fb_full[idx]),
+        }
+    hold = fb.hold_idx
+    metrics = {
+        "primary": cfg.primary_metric,
+        "overall": score(names, y[hold], routed[hold]),
+        "fallback_only": score(names, y[hold], fb_full[hold]),
+        "segments": len(models),
+    }
+    used = df[df[cfg.target.column].notna()].reset_index(drop=True)
+    lineage = {
+        "run_id": run_id,
+        "config_digest": cfg.digest,
+        "data_digest": data_digest,
+        "rows": prep.rows(),
+        "code_revision": code_revision,
+        "source": cfg.data.source,
+        "query": cfg.data.query,
+        "time_column": cfg.data.time_column,
+        "holdout_start": prep.cutoff.isoformat(),
+    }
+    return {
+        "format": MANIFEST_FORMAT,
+        "pipeline": cfg.name,
+        "run_id": run_id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "task": cfg.target.task,
+        "target": cfg.target.column,
+        "segment_column": cfg.segments.column if cfg.segments else None,
+        "features": prep.schema.to_dict(),
+        "models": models,
+        "fallback": fb.ref(),
+        "routed_to_fallback": to_fallback,
+        "metrics": metrics,
+        "lineage": lineage,
+        "environment": environment_lock(_distributions(cfg.model.estimator)),
+        "reference_profile": reference_profile(
+            used.loc[~prep.holdout], prep.schema, cfg.target.column
+        ),
+    }
+
+
+def _distributions(estimator: str | None) -> tuple[str, ...]:
+    if not estimator:
+        return ()
+    root = estimator.split(".")[0]
+    return tuple(importlib.metadata.packages_distributions().get(root, [root]))

@@ -1,0 +1,453 @@
+"""The run lifecycle: extract -> check -> train x segment -> package -> register.
+
+This is the only module that joins the planner, an executor and the stores. Registration is one
+transaction at the very end, so a run killed at any point leaves nothing half-registered; every
+finished segment is recorded as it finishes, so ``resume`` retrains only what did not finish.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kiln.config.loader import LoadedConfig, import_object, parse_config
+from kiln.errors import KilnError, SourceError, TrainingError
+from kiln.executors import Executor, make_executor
+from kiln.pipeline.plan import FALLBACK, SegmentPlan, plan_segments
+from kiln.runs.context import Stores
+from kiln.runs.data import Prepared, load_snapshot, prepare, snapshot, where_field
+from kiln.runs.packaging import TaskInfo, build_manifest
+from kiln.runs.reporting import Measured, Meter, NullReporter, Reporter, host_and_pid
+from kiln.runs.training import TrainSpec, TrainTask, train_segment
+from kiln.settings import Settings
+from kiln.sources import open_source
+from kiln.sources.checks import check_columns, validate_data
+from kiln.stores.metadata.records import RunStatus, RunTrigger, StepStatus
+
+__all__ = ["RunResult", "Runner", "check_importable"]
+
+LOCK_STALE_AFTER = timedelta(seconds=120)
+HEARTBEAT_EVERY = 20.0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    pipeline: str
+    version: int
+    manifest_digest: str
+    manifest: dict[str, Any]
+    reused_tasks: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+class Runner:
+    def __init__(
+        self, settings: Settings, stores: Stores, reporter: Reporter | None = None
+    ) -> None:
+        self.settings = settings
+        self.stores = stores
+        self.reporter = reporter or NullReporter()
+
+    # -- entry points -------------------------------------------------------------------------
+    def run(self, loaded: LoadedConfig, *, trigger: RunTrigger = "manual") -> RunResult:
+        cfg = loaded.config
+        check_importable(loaded)
+        host, pid = host_and_pid()
+        with self.stores.metadata.unit_of_work() as uow:
+            uow.pipelines.upsert(cfg.name, cfg.owner, cfg.description, str(loaded.path.resolve()))
+            run = uow.runs.create(
+                pipeline=cfg.name,
+                trigger=trigger,
+                config_text=loaded.text,
+                config_digest=cfg.digest,
+                config_path=str(loaded.path.resolve()),
+                host=host,
+                pid=pid,
+                code_revision=_code_revision(loaded.base_dir),
+            )
+            previous = uow.locks.acquire(cfg.name, run.id, host, pid, LOCK_STALE_AFTER)
+            if previous and previous != run.id:
+                uow.runs.mark_finished(previous, "interrupted", error="its process died")
+        return self._execute(loaded, run.id, data_digest=None)
+
+    def resume(self, run_id: str) -> RunResult:
+        host, pid = host_and_pid()
+        with self.stores.metadata.unit_of_work() as uow:
+            run = uow.runs.get(run_id)
+            if run.status == "succeeded":
+                raise KilnError(
+                    f"run {run_id} already succeeded (model version {run.model_version})",
+                    hint="start a new run with `kiln run kiln.yaml`",
+                )
+            uow.locks.acquire(run.pipeline, run_id, host, pid, LOCK_STALE_AFTER)
+            uow.runs.update(
+                run_id, status="running", attempt=run.attempt + 1, host=host, pid=pid,
+                error=None, finished_at=None,
+            )  # fmt: skip
+        loaded = parse_config(run.config_text, Path(run.config_path))
+        return self._execute(loaded, run_id, data_digest=run.data_digest)
+
+    # -- the lifecycle ------------------------------------------------------------------------
+    def _execute(self, loaded: LoadedConfig, run_id: str, data_digest: str | None) -> RunResult:
+        cfg = loaded.config
+        heartbeat = _Heartbeat(self.stores, cfg.name, run_id)
+        executor = self._executor(loaded)
+        try:
+            heartbeat.start()
+            executor.warm_up()
+            df, data_digest = self._step_extract(loaded, run_id, data_digest)
+            prep = self._step_check(loaded, run_id, df)
+            infos, plan, reused = self._step_train(loaded, run_id, prep, executor)
+            manifest, digest = self._step_package(
+                loaded, run_id, df=df, prep=prep, plan=plan, infos=infos, data_digest=data_digest
+            )
+            version = self._step_register(cfg.name, run_id, digest, manifest)
+            return RunResult(run_id, cfg.name, version, digest, manifest, reused_tasks=reused)
+        except KilnError as e:
+            self._finish(cfg.name, run_id, "failed", str(e))
+            raise
+        except BaseException as e:  # KeyboardInterrupt, SIGTERM, or a bug: never leave it running
+            status: RunStatus = (
+                "interrupted" if isinstance(e, KeyboardInterrupt | SystemExit) else "failed"
+            )
+            self._finish(cfg.name, run_id, status, f"{type(e).__name__}: {e}")
+            raise
+        finally:
+            heartbeat.stop()
+            executor.close()
+
+    def _executor(self, loaded: LoadedConfig) -> Executor:
+        res = loaded.config.resources
+        cpus = res.cpus or os.cpu_count() or 1
+        workers = min(cpus, self.settings.max_workers or cpus)
+        return make_executor(
+            self.settings.executor,
+            workers=workers,
+            threads_per_task=max(1, cpus // workers),
+            memory_per_task=res.memory,
+            ray_address=self.settings.ray_address,
+        )
+
+    def _step_extract(
+        self, loaded: LoadedConfig, run_id: str, digest: str | None
+    ) -> tuple[pd.DataFrame, str]:
+        cfg = loaded.config
+        with self._step(run_id, "extract") as m:
+            if digest is not None:  # resuming: the same rows as the first attempt
+                table = load_snapshot(self.stores.content, digest, label=f"run {run_id}")
+                m.details["reused_snapshot"] = True
+            else:
+                source = open_source(
+                    cfg.data.source,
+                    base_dir=loaded.base_dir,
+                    where=f"{loaded.where('data', 'source')}: data.source",
+                )
+                table = source.read(cfg.data.query)
+                if table.num_rows == 0:
+                    raise SourceError(
+                        f"{loaded.where('data', 'query')}: data.query returned no rows "
+                        f"from {source.describe()}",
+                        hint="check the WHERE clause of data.query",
+                    )
+                digest = snapshot(self.stores.content, table)
+                with self.stores.metadata.unit_of_work() as uow:
+                    uow.runs.update(run_id, data_digest=digest, rows={"extracted": table.num_rows})
+            m.details |= {"rows": table.num_rows, "data_digest": digest}
+            df = table.to_pandas()
+        return df, digest
+
+    def _step_check(self, loaded: LoadedConfig, run_id: str, df: pd.DataFrame) -> Prepared:
+        cfg = loaded.config
+        with self._step(run_id, "check") as m:
+            where = where_field(loaded)
+            check_columns(
+                df,
+                target=cfg.target.column,
+                features=cfg.features,
+                segment_column=cfg.segments.column if cfg.segments else None,
+                time_column=cfg.data.time_column,
+                where=where,
+            )
+            m.details["checks"] = validate_data(
+                df, cfg.checks, time_column=cfg.data.time_column, where=where
+            )
+            prep = prepare(df, loaded)
+            m.details["rows"] = prep.rows()
+            if prep.dropped_null_target:
+                self.reporter.warn(
+                    f"{prep.dropped_null_target} rows without a target value were left out"
+                )
+        return prep
+
+    def _step_train(
+        self, loaded: LoadedConfig, run_id: str, prep: Prepared, executor: Executor
+    ) -> tuple[dict[str, TaskInfo], SegmentPlan, int]:
+        cfg = loaded.config
+        with self._step(run_id, "train") as m:
+            groups: dict[str, np.ndarray] = {
+                str(k): np.asarray(v)
+                for k, v in pd.Series(prep.segments)
+                .groupby(prep.segments, dropna=True)
+                .indices.items()
+            }
+            train_idx = {k: idx[~prep.holdout[idx]] for k, idx in groups.items()}
+            hold_idx = {k: idx[prep.holdout[idx]] for k, idx in groups.items()}
+            declared = None
+            if cfg.segments is not None and isinstance(cfg.segments.values, list):
+                declared = [str(v) for v in cfg.segments.values]
+            plan = plan_segments(cfg, {k: len(v) for k, v in train_idx.items()}, declared=declared)
+            train_idx[FALLBACK] = np.flatnonzero(~prep.holdout)
+            hold_idx[FALLBACK] = np.flatnonzero(prep.holdout)
+            spec = _train_spec(loaded, prep, executor)
+            with self.stores.metadata.unit_of_work() as uow:
+                done = uow.tasks.succeeded(run_id)
+            infos: dict[str, TaskInfo] = {}
+            for key in plan.tasks:
+                rec = done.get(key)
+                if (
+                    rec is not None
+                    and rec.artifact_digest
+                    and self.stores.content.exists(rec.artifact_digest)
+                ):
+                    infos[key] = TaskInfo.from_record(
+                        rec, self.stores.content, spec, prep, hold_idx[key]
+                    )
+            todo = sorted(
+                (k for k in plan.tasks if k not in infos), key=lambda k: -len(train_idx[k])
+            )  # longest first: the fallback does not become the tail of the run
+            tasks = [
+                (k, TrainTask(k, spec, prep.X[train_idx[k]], prep.y[train_idx[k]],
+                              prep.X[hold_idx[k]], prep.y[hold_idx[k]]))
+                for k in todo
+            ]  # fmt: skip
+            self.reporter.tasks_started(total=len(plan.tasks), done=len(infos))
+            failed: dict[str, str] = {}
+            for outcome in executor.map(train_segment, tasks):
+                info = TaskInfo.from_outcome(outcome, self.stores.content, hold_idx[outcome.key])
+                with self.stores.metadata.unit_of_work() as uow:
+                    uow.tasks.record(run_id, outcome.key, **info.record_fields())
+                if info.ok:
+                    infos[outcome.key] = info
+                else:
+                    failed[outcome.key] = info.error or "failed"
+                self.reporter.task_done(outcome.key, info.ok)
+            m.details |= {"tasks": len(plan.tasks), "reused": len(done), "failed": sorted(failed)}
+            plan = _apply_failures(cfg.segments.on_segment_failure if cfg.segments else "fail",
+                                   plan, failed)  # fmt: skip
+        return infos, plan, len(plan.tasks) - len(todo)
+
+    def _step_package(
+        self,
+        loaded: LoadedConfig,
+        run_id: str,
+        *,
+        df: pd.DataFrame,
+        prep: Prepared,
+        plan: SegmentPlan,
+        infos: dict[str, TaskInfo],
+        data_digest: str,
+    ) -> tuple[dict[str, Any], str]:
+        from kiln.registry.package import save_manifest
+
+        with self._step(run_id, "package") as m:
+            manifest = build_manifest(
+                loaded, run_id, df=df, prep=prep, plan=plan, infos=infos,
+                data_digest=data_digest, code_revision=_code_revision(loaded.base_dir),
+            )  # fmt: skip
+            digest = save_manifest(self.stores.content, manifest)
+            m.details |= {"manifest": digest, "models": len(manifest["models"])}
+        return manifest, digest
+
+    def _step_register(
+        self, pipeline: str, run_id: str, digest: str, manifest: dict[str, Any]
+    ) -> int:
+        with self._step(run_id, "register") as m:
+            with self.stores.metadata.unit_of_work() as uow:
+                version = uow.versions.register(
+                    pipeline, run_id, digest, manifest["metrics"], manifest["lineage"]
+                )
+                uow.runs.mark_finished(run_id, "succeeded", model_version=version.version)
+                uow.audit.record(
+                    _actor(), "register", pipeline, version=version.version,
+                    details={"run_id": run_id, "manifest": digest},
+                )  # fmt: skip
+                uow.locks.release(pipeline, run_id)
+            m.details["version"] = version.version
+        return version.version
+
+    # -- plumbing -----------------------------------------------------------------------------
+    @contextmanager
+    def _step(self, run_id: str, name: str) -> Iterator[Measured]:
+        """Records a step's start, its resource use and its outcome."""
+        with self.stores.metadata.unit_of_work() as uow:
+            uow.steps.start(run_id, name)
+        self.reporter.step(name, "running")
+        meter, measured = Meter(), Measured()
+        error: BaseException | None = None
+        try:
+            yield measured
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            meter.read(measured)
+            status: StepStatus = "succeeded" if error is None else "failed"
+            with self.stores.metadata.unit_of_work() as uow:
+                uow.steps.finish(
+                    run_id,
+                    name,
+                    status,
+                    wall_seconds=measured.wall_seconds,
+                    cpu_seconds=measured.cpu_seconds,
+                    peak_memory_bytes=measured.peak_memory_bytes,
+                    details=jsonable(measured.details),
+                    error=None if error is None else str(error),
+                )
+            self.reporter.step(name, status, f"{measured.wall_seconds:.2f}s")
+
+    def _finish(self, pipeline: str, run_id: str, status: RunStatus, error: str) -> None:
+        with self.stores.metadata.unit_of_work() as uow:
+            uow.runs.mark_finished(run_id, status, error=error)
+            uow.locks.release(pipeline, run_id)
+
+
+class _Heartbeat:
+    """Keeps the pipeline lock fresh so that another scheduler never takes it over."""
+
+    def __init__(self, stores: Stores, pipeline: str, run_id: str) -> None:
+        self._stores, self._pipeline, self._run_id = stores, pipeline, run_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="kiln-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_EVERY):
+            try:
+                with self._stores.metadata.unit_of_work() as uow:
+                    uow.locks.heartbeat(self._pipeline, self._run_id)
+            except KilnError:
+                continue  # the next beat tries again; staleness is judged generously
+
+
+def check_importable(loaded: LoadedConfig) -> None:
+    """Fail before any data is read if the estimator or train function does not import."""
+    model = loaded.config.model
+    if model.estimator:
+        obj = import_object(
+            model.estimator, base_dir=loaded.base_dir,
+            where=loaded.where("model", "estimator"), field="model.estimator",
+        )  # fmt: skip
+        if not callable(obj):
+            raise KilnError(
+                f"{loaded.where('model', 'estimator')}: model.estimator: {model.estimator} "
+                "is not a class",
+                hint="name an estimator class such as lightgbm.LGBMRegressor",
+            )
+    if model.train:
+        obj = import_object(
+            model.train, base_dir=loaded.base_dir,
+            where=loaded.where("model", "train"), field="model.train",
+        )  # fmt: skip
+        if not callable(obj):
+            raise KilnError(
+                f"{loaded.where('model', 'train')}: model.train: {model.train} is not a function",
+                hint="point it at a function train(X, y, context) -> fitted model",
+            )
+
+
+def _train_spec(loaded: LoadedConfig, prep: Prepared, executor: Executor) -> TrainSpec:
+    cfg = loaded.config
+    cpus = cfg.resources.cpus or os.cpu_count() or 1
+    return TrainSpec(
+        task=cfg.target.task,
+        features=prep.schema.names,
+        categorical=prep.schema.categorical_indices,
+        metrics=cfg.metrics,
+        base_dir=str(loaded.base_dir.resolve()),
+        where=loaded.where("model"),
+        estimator=cfg.model.estimator,
+        params=dict(cfg.model.params),
+        train=cfg.model.train,
+        threads=max(1, cpus // max(1, executor.workers)),
+    )
+
+
+def _apply_failures(policy: str, plan: SegmentPlan, failed: dict[str, str]) -> SegmentPlan:
+    if FALLBACK in failed:
+        raise TrainingError(
+            f"the fallback model failed to train: {_first_line(failed[FALLBACK])}",
+            hint="every version needs its fallback; see `kiln runs show` for the task's log",
+        )
+    if not failed:
+        return plan
+    if policy == "fail":
+        listed = "; ".join(f"{k}: {_first_line(v)}" for k, v in sorted(failed.items()))
+        raise TrainingError(
+            f"{len(failed)} segment(s) failed to train: {listed}",
+            hint="fix the cause, then `kiln run --resume RUN` retrains only those; or set "
+            "segments.on_segment_failure: fallback",
+        )
+    to_fallback = dict(plan.to_fallback)
+    to_fallback |= {k: f"training failed: {_first_line(v)}" for k, v in failed.items()}
+    return SegmentPlan(
+        trained=[k for k in plan.trained if k not in failed], to_fallback=to_fallback
+    )
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def _code_revision(folder: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )  # fmt: skip
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--", "."],
+            capture_output=True, text=True, timeout=5, check=False,
+        )  # fmt: skip
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float | int | str | bool) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,168 @@
+"""The train task: runs inside an executor worker, once per segment and once for the fallback.
+
+It must stay importable without the metadata store or the CLI: workers import only this.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import numpy as np
+import pandas as pd
+
+from kiln.config.loader import import_object
+from kiln.errors import TrainingError
+from kiln.pipeline.metrics import score
+from kiln.registry.adapters import predict_fn
+
+__all__ = ["TrainContext", "TrainResult", "TrainSpec", "TrainTask", "train_segment"]
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What every task of one run shares."""
+
+    task: str
+    features: list[str]
+    categorical: list[int]
+    metrics: list[str]
+    base_dir: str
+    where: str
+    estimator: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    train: str | None = None
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class TrainTask:
+    segment: str
+    spec: TrainSpec
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_holdout: np.ndarray
+    y_holdout: np.ndarray
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    artifact: bytes
+    metrics: dict[str, float | None]
+    holdout_pred: np.ndarray
+    rows_train: int
+    rows_holdout: int
+    model_type: str
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    """Handed to a custom ``train(X, y, context)`` function next to its data."""
+
+    segment: str
+    task: str
+    features: list[str]
+    categorical: list[str]
+    threads: int
+
+
+def train_segment(task: TrainTask) -> TrainResult:
+    spec = task.spec
+    label = "the fallback" if task.segment == "__fallback__" else f"segment {task.segment!r}"
+    model = _train_custom(task, label) if spec.train is not None else _fit_estimator(task)
+    predict = predict_fn(model, spec.task, spec.features)
+    if len(task.y_holdout):
+        pred = np.asarray(predict(task.X_holdout), dtype=np.float64).reshape(-1)
+    else:
+        pred = np.empty(0)
+    if pred.shape != task.y_holdout.shape:
+        raise TrainingError(
+            f"{label}: the model returned {pred.shape[0]} predictions for "
+            f"{task.y_holdout.shape[0]} holdout rows",
+            hint="predict(X) must return one number per row",
+        )
+    return TrainResult(
+        artifact=_dumps(model, spec),
+        metrics=score(spec.metrics, task.y_holdout, pred),
+        holdout_pred=pred,
+        rows_train=len(task.y_train),
+        rows_holdout=len(task.y_holdout),
+        model_type=f"{type(model).__module__}.{type(model).__qualname__}",
+    )
+
+
+def _dumps(model: Any, spec: TrainSpec) -> bytes:
+    """Classes from the user's own train module are pickled by value, so the package loads in a
+    server that does not have that file on its path."""
+    if spec.train is None:
+        return pickle.dumps(model, protocol=5)
+    module = sys.modules.get(spec.train.partition(":")[0])
+    if module is not None:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        return cloudpickle.dumps(model, protocol=5)
+    finally:
+        if module is not None:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+def _fit_estimator(task: TrainTask) -> Any:
+    spec = task.spec
+    cls = import_object(
+        str(spec.estimator), base_dir=Path(spec.base_dir), where=spec.where, field="model.estimator"
+    )
+    params = dict(spec.params)
+    accepted = _accepted_params(cls)
+    lightgbm = cls.__module__.startswith("lightgbm")
+    if "n_jobs" in accepted:
+        params.setdefault("n_jobs", spec.threads)
+    if lightgbm:
+        params.setdefault("verbose", -1)
+    try:
+        model = cls(**params)
+    except TypeError as e:
+        raise TrainingError(
+            f"{spec.where}: model.params do not fit {spec.estimator}: {e}",
+            hint="check the parameter names against the estimator's documentation",
+        ) from None
+    fit_kwargs: dict[str, Any] = {}
+    if lightgbm and spec.categorical:
+        fit_kwargs["categorical_feature"] = spec.categorical
+    model.fit(task.X_train, task.y_train, **fit_kwargs)
+    return model
+
+
+def _accepted_params(cls: Any) -> set[str]:
+    try:
+        return set(inspect.signature(cls).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _train_custom(task: TrainTask, label: str) -> Any:
+    spec = task.spec
+    fn = import_object(
+        str(spec.train), base_dir=Path(spec.base_dir), where=spec.where, field="model.train"
+    )
+    X = pd.DataFrame(task.X_train, columns=spec.features, copy=False)
+    y = pd.Series(task.y_train, name="target")
+    ctx = TrainContext(
+        segment=task.segment,
+        task=spec.task,
+        features=list(spec.features),
+        categorical=[spec.features[i] for i in spec.categorical],
+        threads=spec.threads,
+    )
+    model = fn(X, y, ctx)
+    if not callable(getattr(model, "predict", None)):
+        raise TrainingError(
+            f"{label}: train function {spec.train} returned {type(model).__name__!r}, "
+            "which has no predict method",
+            hint="return a fitted model whose predict(X) takes a 2-D array of the features",
+        )
+    return model

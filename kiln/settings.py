@@ -1,0 +1,48 @@
+"""One typed Settings object, built once at start-up and passed down (no globals).
+
+Values come from keyword arguments (CLI flags), then ``KILN_*`` environment variables, then
+the defaults: everything embedded under ``.kiln/`` in the working directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KILN_", extra="forbid", frozen=True)
+
+    home: Path = Field(default=Path(".kiln"), description="Folder of the embedded defaults.")
+    db_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the metadata store (default: SQLite in home)."
+    )
+    artifacts_url: str | None = Field(
+        default=None, description="fsspec URL of the artifact store (default: folder in home)."
+    )
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster address; unset starts a local Ray cluster."
+    )
+    max_workers: int | None = Field(
+        default=None, ge=1, description="Cap on training processes (default: resources.cpus)."
+    )
+    admin_token: SecretStr | None = None
+    predict_token: SecretStr | None = None
+
+    @property
+    def metadata_url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{(self.home / 'kiln.db').resolve()}"
+
+    @property
+    def artifact_root(self) -> str:
+        if self.artifacts_url:
+            return self.artifacts_url
+        return str((self.home / "artifacts").resolve())

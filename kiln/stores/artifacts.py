@@ -1,0 +1,142 @@
+"""The artifact seam: bytes in, bytes out, under string keys. Hashing and layout live above it."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+import posixpath
+import tempfile
+from typing import Protocol, runtime_checkable
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from kiln.errors import NotFoundError, StoreError
+
+__all__ = ["ArtifactStore", "FsspecArtifactStore"]
+
+_TMP_MARK = ".kiln-tmp-"
+
+
+@runtime_checkable
+class ArtifactStore(Protocol):
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str = "") -> builtins.list[str]: ...
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"invalid artifact key {key!r}: expected a relative path like 'a/b/c'")
+    if any(p.startswith(_TMP_MARK) for p in parts):
+        raise ValueError(f"invalid artifact key {key!r}: {_TMP_MARK!r} names are reserved")
+    return key
+
+
+class FsspecArtifactStore:
+    """An artifact store on a local folder or any fsspec URL (``s3://bucket/prefix``, ``memory://x``).
+
+    Local writes go to a temporary file in the target folder and are renamed into place, so a
+    killed process leaves either the whole object or none of it (plus, at worst, a temporary
+    file that ``list`` ignores).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            fs, root = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError, OSError) as e:
+            raise StoreError(
+                f"cannot open the artifact store at {url}: {e}",
+                hint="set KILN_ARTIFACTS_URL to a folder or an fsspec URL (s3://bucket/prefix)",
+            ) from e
+        self._fs: fsspec.AbstractFileSystem = fs
+        self._root = root.rstrip("/") if root not in ("/", "") else root
+        self._local = isinstance(fs, LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"FsspecArtifactStore({self.url!r})"
+
+    def _path(self, key: str) -> str:
+        _check_key(key)
+        if not self._root:
+            return key
+        return f"{self._root.rstrip('/')}/{key}"
+
+    def _fail(self, action: str, key: str, error: BaseException) -> StoreError:
+        return StoreError(
+            f"cannot {action} artifact {key!r} in the artifact store at {self.url}: {error}",
+            hint="check that the artifact store is reachable and writable",
+        )
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            if self._local:
+                self._put_local(path, data)
+            else:
+                self._fs.pipe_file(path, bytes(data))
+        except OSError as e:
+            raise self._fail("write", key, e) from e
+
+    def _put_local(self, path: str, data: bytes) -> None:
+        folder, name = os.path.split(path)
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{_TMP_MARK}{name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            data = self._fs.cat_file(path)
+        except FileNotFoundError as e:
+            raise NotFoundError(
+                f"no artifact {key!r} in the artifact store at {self.url}",
+                hint="check KILN_ARTIFACTS_URL points at the store this registry was built with",
+            ) from e
+        except (IsADirectoryError, NotADirectoryError) as e:
+            raise NotFoundError(f"no artifact {key!r} in the artifact store at {self.url}") from e
+        except OSError as e:
+            raise self._fail("read", key, e) from e
+        return bytes(data)
+
+    def exists(self, key: str) -> bool:
+        path = self._path(key)
+        try:
+            return bool(self._fs.isfile(path))
+        except OSError as e:
+            raise self._fail("look up", key, e) from e
+
+    def list(self, prefix: str = "") -> builtins.list[str]:
+        """Keys starting with ``prefix`` (a plain string prefix, not only a folder), sorted."""
+        folder = posixpath.dirname(prefix)
+        base = f"{self._root}/{folder}" if folder else self._root
+        base = base.rstrip("/") or "/"
+        try:
+            found = self._fs.find(base) if self._fs.isdir(base) else []
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise self._fail("list", prefix or "<all>", e) from e
+        strip = self._root.rstrip("/") + "/" if self._root else ""
+        keys = []
+        for p in found:
+            key = p[len(strip) :] if strip and p.startswith(strip) else p.lstrip("/")
+            if key.startswith(prefix) and _TMP_MARK not in key:
+                keys.append(key)
+        return sorted(keys)

@@ -1,0 +1,130 @@
+"""What the repositories return: frozen values, never ORM objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+__all__ = [
+    "AuditRecord",
+    "LockRecord",
+    "PipelineRecord",
+    "RunRecord",
+    "RunStatus",
+    "RunTrigger",
+    "Stage",
+    "StepRecord",
+    "StepStatus",
+    "TaskRecord",
+    "TaskStatus",
+    "VersionRecord",
+]
+
+RunStatus = Literal["running", "succeeded", "failed", "interrupted"]
+RunTrigger = Literal["manual", "schedule", "resume"]
+StepStatus = Literal["running", "succeeded", "failed", "skipped"]
+TaskStatus = Literal["succeeded", "failed"]
+Stage = Literal["candidate", "shadow", "production", "archived", "blocked"]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineRecord:
+    name: str
+    owner: str
+    description: str
+    config_path: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: str
+    pipeline: str
+    status: RunStatus
+    trigger: RunTrigger
+    config_text: str
+    config_digest: str
+    config_path: str
+    data_digest: str | None
+    rows: dict[str, Any] | None
+    code_revision: str | None
+    host: str
+    pid: int
+    attempt: int
+    started_at: datetime
+    finished_at: datetime | None
+    error: str | None
+    model_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    id: int
+    run_id: str
+    name: str
+    status: StepStatus
+    started_at: datetime
+    finished_at: datetime | None
+    wall_seconds: float | None
+    cpu_seconds: float | None
+    peak_memory_bytes: int | None
+    details: dict[str, Any]
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    id: int
+    run_id: str
+    segment: str
+    status: TaskStatus
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    wall_seconds: float
+    cpu_seconds: float
+    peak_memory_bytes: int
+    rows_train: int
+    rows_holdout: int
+    metrics: dict[str, Any]
+    artifact_digest: str | None
+    error: str | None
+    log: str
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    id: int
+    pipeline: str
+    version: int
+    run_id: str
+    stage: Stage
+    manifest_digest: str
+    created_at: datetime
+    stage_changed_at: datetime
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    pipeline: str
+    version: int | None
+    reason: str | None
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LockRecord:
+    pipeline: str
+    run_id: str
+    host: str
+    pid: int
+    acquired_at: datetime
+    heartbeat_at: datetime
