@@ -77,7 +77,7 @@ def init(
 @app.command()
 def validate(file: Annotated[Path, typer.Argument(help="The kiln.yaml to check.")]) -> None:
     """Check a kiln.yaml: schema, types, cron, and that the model imports."""
-    from kiln.runs.runner import check_importable
+    from kiln.runs.preflight import check_importable
 
     loaded = load_config(file)
     check_importable(loaded)

@@ -137,9 +137,14 @@ class LocalExecutor:
         def submit(key: str, arg: T) -> None:
             pool = self._ensure_pool()
             seq = next(self._seq)
-            pending[seq] = _Pending(key, arg, pool, datetime.now(UTC))
             call = LazyPacked((fn, arg), owner=self._owner)
-            future = pool.submit(run_packed, key, cast(Packed, call), seq)
+            try:
+                future = pool.submit(run_packed, key, cast(Packed, call), seq)
+            except BrokenProcessPool:  # a worker died while no task of ours ran
+                deaths.update(self._recover(pool))
+                pool = self._ensure_pool()
+                future = pool.submit(run_packed, key, cast(Packed, call), seq)
+            pending[seq] = _Pending(key, arg, pool, datetime.now(UTC))
             futures[seq] = future
             future.add_done_callback(partial(_on_done, done, seq, call))
 

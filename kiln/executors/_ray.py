@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from kiln.errors import ExecutorError
 from kiln.executors._types import TaskOutcome, check_keys, failure
-from kiln.executors._worker import format_error, noop, run_task
+from kiln.executors._worker import THREAD_ENV_VARS, format_error, noop, run_task
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -43,9 +43,11 @@ class RayExecutor:
 
     Without ``ray_address`` it starts a local Ray cluster of ``workers * threads_per_task``
     CPUs whose workers see the caller's ``sys.path``; with one, it connects to that cluster,
-    where the task functions must be importable (install the code there, or use a Ray
-    runtime_env). If Ray is already initialized in this process, it reuses that connection.
-    ``close()`` shuts Ray down only if this executor called ``ray.init``.
+    where the task functions must be importable (install the code there). Either way the
+    workers' native thread pools are capped at ``threads_per_task``. If Ray is already
+    initialized in this process, that connection is reused as it is. ``close()`` shuts Ray
+    down only if this executor called ``ray.init``. Numpy inputs arrive read-only (Ray maps
+    them from its object store without copying).
     """
 
     name = "ray"
@@ -73,7 +75,7 @@ class RayExecutor:
         self._preload = tuple(preload)
         self._owns_ray = False
         if not ray.is_initialized():
-            _init_ray(ray, ray_address, cpus=workers * threads_per_task)
+            _init_ray(ray, ray_address, workers=workers, threads=threads_per_task)
             self._owns_ray = True
         options: dict[str, Any] = {"num_cpus": threads_per_task, "max_retries": 0}
         if memory_per_task is not None:
@@ -137,7 +139,13 @@ class RayExecutor:
                 ray.cancel(ref)
 
 
-def _init_ray(ray: ModuleType, address: str | None, *, cpus: int) -> None:
+def _init_ray(ray: ModuleType, address: str | None, *, workers: int, threads: int) -> None:
+    """Start a local cluster, or connect to ``address``.
+
+    Every worker of the job gets its native thread pools capped at ``threads`` (the CPUs of
+    one task); on a local cluster, workers also get the caller's import path.
+    """
+    env = {var: str(threads) for var in THREAD_ENV_VARS}
     common: dict[str, Any] = {
         "include_dashboard": False,
         "log_to_driver": False,
@@ -145,9 +153,11 @@ def _init_ray(ray: ModuleType, address: str | None, *, cpus: int) -> None:
         "ignore_reinit_error": True,
     }
     if address is None:
-        env = {"PYTHONPATH": os.pathsep.join(_driver_paths())}
+        env["PYTHONPATH"] = os.pathsep.join(_driver_paths())
         try:
-            ray.init(address="local", num_cpus=cpus, runtime_env={"env_vars": env}, **common)
+            ray.init(
+                address="local", num_cpus=workers * threads, runtime_env={"env_vars": env}, **common
+            )
         except Exception as e:
             raise ExecutorError(
                 f"could not start a local Ray cluster: {type(e).__name__}: {e}",
@@ -155,7 +165,7 @@ def _init_ray(ray: ModuleType, address: str | None, *, cpus: int) -> None:
             ) from e
         return
     try:
-        ray.init(address=address, **common)
+        ray.init(address=address, runtime_env={"env_vars": env}, **common)
     except Exception as e:
         raise ExecutorError(
             f"could not connect to the Ray cluster at {address!r}: {type(e).__name__}: {e}",

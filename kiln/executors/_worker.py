@@ -123,13 +123,21 @@ def run_packed(key: str, call: Packed, seq: int) -> Packed:
     function the worker cannot import, or a result it cannot pickle, is that task's error
     instead of a broken pool.
     """
+    _mark_running(seq)
+    try:
+        return _load_run_pack(key, call)
+    finally:
+        _mark_running(0)
+
+
+def _load_run_pack(key: str, call: Packed) -> Packed:
     started_at = datetime.now(UTC)
     try:
         fn, arg = call.load()
     except Exception as exc:
         error = f"the worker could not load the task: {format_error(exc)}"
         return pack(failure(key, error, started_at), owner=_state.owner)
-    outcome = run_task(key, fn, arg, seq)
+    outcome = run_task(key, fn, arg)
     del arg
     try:
         return pack(outcome, owner=_state.owner)
@@ -138,10 +146,14 @@ def run_packed(key: str, call: Packed, seq: int) -> Packed:
         return pack(replace(outcome, value=None, error=error), owner=_state.owner)
 
 
-def run_task(key: str, fn: Callable[[T], R], arg: T, seq: int = 0) -> TaskOutcome[R]:
-    """Run ``fn(arg)`` and measure it; an exception becomes the outcome's ``error``."""
+def _mark_running(seq: int) -> None:
+    """Tell the parent which task this worker runs (0: none), in case the worker dies."""
     if _state.slots is not None:
         _state.slots[2 * _state.index + 1] = seq
+
+
+def run_task(key: str, fn: Callable[[T], R], arg: T) -> TaskOutcome[R]:
+    """Run ``fn(arg)`` and measure it; an exception becomes the outcome's ``error``."""
     buffer = _BoundedText()
     handler = _BufferHandler(buffer)
     root = logging.getLogger()
@@ -164,8 +176,6 @@ def run_task(key: str, fn: Callable[[T], R], arg: T, seq: int = 0) -> TaskOutcom
         finished_at = datetime.now(UTC)
         root.removeHandler(handler)
         root.setLevel(root_level)
-        if _state.slots is not None:
-            _state.slots[2 * _state.index + 1] = 0
     usage = Usage(wall_seconds=wall, cpu_seconds=cpu, peak_memory_bytes=_peak_memory(reset))
     return TaskOutcome(key, value, error, usage, buffer.getvalue(), started_at, finished_at)
 

@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kiln.config.loader import LoadedConfig, import_object, parse_config
+from kiln.config.loader import LoadedConfig, parse_config
 from kiln.errors import KilnError, SourceError, TrainingError
 from kiln.executors import Executor, make_executor
 from kiln.pipeline.plan import FALLBACK, SegmentPlan, plan_segments
 from kiln.runs.context import Stores
 from kiln.runs.data import Prepared, load_snapshot, prepare, snapshot, where_field
 from kiln.runs.packaging import TaskInfo, build_manifest
+from kiln.runs.preflight import check_importable
 from kiln.runs.reporting import Measured, Meter, NullReporter, Reporter, host_and_pid
 from kiln.runs.training import TrainSpec, TrainTask, train_segment
 from kiln.settings import Settings
@@ -35,7 +36,7 @@ from kiln.sources import open_source
 from kiln.sources.checks import check_columns, validate_data
 from kiln.stores.metadata.records import RunStatus, RunTrigger, StepStatus
 
-__all__ = ["RunResult", "Runner", "check_importable"]
+__all__ = ["RunResult", "Runner"]
 
 LOCK_STALE_AFTER = timedelta(seconds=120)
 HEARTBEAT_EVERY = 20.0
@@ -346,32 +347,6 @@ class _Heartbeat:
                     uow.locks.heartbeat(self._pipeline, self._run_id)
             except KilnError:
                 continue  # the next beat tries again; staleness is judged generously
-
-
-def check_importable(loaded: LoadedConfig) -> None:
-    """Fail before any data is read if the estimator or train function does not import."""
-    model = loaded.config.model
-    if model.estimator:
-        obj = import_object(
-            model.estimator, base_dir=loaded.base_dir,
-            where=loaded.where("model", "estimator"), field="model.estimator",
-        )  # fmt: skip
-        if not callable(obj):
-            raise KilnError(
-                f"{loaded.where('model', 'estimator')}: model.estimator: {model.estimator} "
-                "is not a class",
-                hint="name an estimator class such as lightgbm.LGBMRegressor",
-            )
-    if model.train:
-        obj = import_object(
-            model.train, base_dir=loaded.base_dir,
-            where=loaded.where("model", "train"), field="model.train",
-        )  # fmt: skip
-        if not callable(obj):
-            raise KilnError(
-                f"{loaded.where('model', 'train')}: model.train: {model.train} is not a function",
-                hint="point it at a function train(X, y, context) -> fitted model",
-            )
 
 
 def _train_spec(loaded: LoadedConfig, prep: Prepared, executor: Executor) -> TrainSpec:

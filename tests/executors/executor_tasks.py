@@ -80,3 +80,7 @@ def thread_env(_: object) -> str | None:
 
 def unpicklable_result(_: object) -> object:
     return lambda: None
+
+
+def worker_pid(_: object) -> int:
+    return os.getpid()

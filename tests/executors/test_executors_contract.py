@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC
 
 import executor_tasks as tasks
@@ -102,6 +104,10 @@ class TestExecutorContract:
         assert isinstance(outcome.value, np.ndarray)
         np.testing.assert_array_equal(outcome.value, payload)
 
+    def test_native_threads_are_capped(self, executor: Executor) -> None:
+        [outcome] = executor.map(tasks.thread_env, [("env", None)])
+        assert outcome.value == "1"  # threads_per_task defaults to 1
+
     def test_duplicate_keys_are_refused(self, executor: Executor) -> None:
         with pytest.raises(ValueError, match="duplicate task key 'a'"):
             executor.map(tasks.square, [("a", 1), ("a", 2)])
@@ -109,7 +115,12 @@ class TestExecutorContract:
 
 class TestLocalExecutor:
     def test_a_dead_worker_fails_only_its_task(self) -> None:
-        work = [("crash", "crash"), ("slow", 1.0), ("a", 0.1), ("b", 0.1)]
+        work: list[tuple[str, str | float]] = [
+            ("crash", "crash"),
+            ("slow", 1.0),
+            ("a", 0.1),
+            ("b", 0.1),
+        ]
         with make_executor("local", workers=2) as ex:
             outcomes = by_key(ex.map(tasks.crash_or_sleep, work))
             crash = outcomes.pop("crash")
@@ -118,6 +129,15 @@ class TestLocalExecutor:
             assert all(o.ok for o in outcomes.values()), outcomes
             # The pool was rebuilt: the executor is still usable.
             assert [o.value for o in ex.map(tasks.square, [("after", 3)])] == [9]
+
+    def test_a_worker_killed_between_maps_is_replaced(self) -> None:
+        with make_executor("local", workers=2) as ex:
+            [first] = ex.map(tasks.worker_pid, [("pid", None)])
+            assert isinstance(first.value, int)
+            os.kill(first.value, signal.SIGKILL)
+            time.sleep(0.2)
+            outcomes = by_key(ex.map(tasks.square, [(f"k{i}", i) for i in range(4)]))
+        assert {k: o.value for k, o in outcomes.items()} == {f"k{i}": i * i for i in range(4)}
 
     def test_warm_up_then_map(self) -> None:
         with make_executor("local", workers=2) as ex:
@@ -148,7 +168,9 @@ class TestLocalExecutor:
             [outcome] = ex.map(tasks.thread_env, [("env", None)])
         assert outcome.value == "3"
 
-    def test_per_task_overhead_is_reported(self, record_property: pytest.RecordProperty) -> None:
+    def test_per_task_overhead_is_reported(
+        self, record_property: Callable[[str, object], None]
+    ) -> None:
         """Measured, not asserted: the pool's cost per no-op task over a plain loop."""
         n = 200
         with make_executor("local", workers=2) as ex:

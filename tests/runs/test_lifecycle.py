@@ -1,0 +1,118 @@
+"""A run killed with SIGKILL leaves nothing half-registered; a second run of the same pipeline is
+refused while the first holds the lock; the lock of a dead run is taken over; ``--resume``
+retrains only the segments that did not finish. All through the real `kiln` command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from kiln.runs import open_stores
+from kiln.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+SLOW_TRAIN = """
+import os
+import time
+
+from lightgbm import LGBMRegressor
+
+
+def train(X, y, context):
+    if context.segment == os.environ.get("KILN_TEST_SLOW_SEGMENT"):
+        time.sleep(300)
+    model = LGBMRegressor(n_estimators=10, n_jobs=context.threads, verbose=-1)
+    return model.fit(X.to_numpy(), y.to_numpy())
+"""
+
+
+def wait_for(predicate, timeout: float = 180) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError("timed out waiting")
+
+
+def test_kill_refuse_takeover_and_resume(make_config, cli, tmp_path: Path) -> None:
+    (tmp_path / "slowtrain.py").write_text(textwrap.dedent(SLOW_TRAIN))
+    loaded = make_config(model={"estimator": None, "params": None, "train": "slowtrain:train"})
+    home = tmp_path / ".kiln"
+    settings = Settings(home=home)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KILN_TEST_SLOW_SEGMENT": "LGA"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "kiln.cli", "--home", str(home), "run", str(loaded.path)],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        stores = None
+
+        def three_done() -> bool:
+            nonlocal stores
+            if not (home / "kiln.db").exists():
+                return False
+            try:
+                stores = stores or open_stores(settings)
+                with stores.metadata.unit_of_work() as uow:
+                    runs = uow.runs.list()
+                    return bool(runs) and len(uow.tasks.succeeded(runs[0].id)) == 3
+            except Exception:  # the schema may still be migrating
+                return False
+
+        wait_for(three_done)
+        assert stores is not None
+        with stores.metadata.unit_of_work() as uow:
+            [run_a] = uow.runs.list()
+            before = {t.segment: t for t in uow.tasks.for_run(run_a.id)}
+        assert set(before) == {"__fallback__", "EWR", "JFK"}  # LGA is sleeping
+
+        # a second run of the same pipeline is refused while the first is alive
+        second = cli("--home", str(home), "run", str(loaded.path), cwd=tmp_path)
+        assert second.returncode == 7, second.stderr
+        assert run_a.id in second.stderr and "Traceback" not in second.stderr
+
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        with stores.metadata.unit_of_work() as uow:
+            assert uow.runs.get(run_a.id).status == "running"  # killed: no chance to say so
+            assert uow.versions.list() == []  # nothing half-registered
+
+        # a new run takes over the dead run's lock and marks that run interrupted
+        env_fast = {"KILN_TEST_SLOW_SEGMENT": ""}
+        fresh = cli("--home", str(home), "run", str(loaded.path), cwd=tmp_path, env=env_fast)
+        assert fresh.returncode == 0, fresh.stderr
+        with stores.metadata.unit_of_work() as uow:
+            assert uow.runs.get(run_a.id).status == "interrupted"
+            assert [v.version for v in uow.versions.list()] == [1]
+
+        # resuming the killed run retrains only LGA
+        resumed = cli("--home", str(home), "run", "--resume", run_a.id, cwd=tmp_path, env=env_fast)
+        assert resumed.returncode == 0, resumed.stderr
+        assert "3 tasks reused" in resumed.stdout
+        with stores.metadata.unit_of_work() as uow:
+            run = uow.runs.get(run_a.id)
+            after = {t.segment: t for t in uow.tasks.for_run(run_a.id)}
+            version = uow.versions.for_run(run_a.id)
+        assert run.status == "succeeded" and run.attempt == 2
+        assert version is not None and version.version == 2
+        assert set(after) == {"__fallback__", "EWR", "JFK", "LGA"}
+        for seg in ("__fallback__", "EWR", "JFK"):
+            assert after[seg].finished_at == before[seg].finished_at  # not retrained
+            assert after[seg].attempt == 1
+        assert after["LGA"].status == "succeeded"
+        stores.close()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
