@@ -21,7 +21,7 @@ from kiln.runs.data import Prepared, reference_profile
 from kiln.runs.training import TrainResult, TrainSpec
 from kiln.stores.content import ContentStore
 
-__all__ = ["TaskInfo", "build_manifest"]
+__all__ = ["TaskInfo", "TrainedRun", "build_manifest"]
 
 
 @dataclass(frozen=True)
@@ -118,17 +118,24 @@ class TaskInfo:
         }
 
 
-def build_manifest(
-    loaded: LoadedConfig,
-    run_id: str,
-    *,
-    df: pd.DataFrame,
-    prep: Prepared,
-    plan: SegmentPlan,
-    infos: dict[str, TaskInfo],
-    data_digest: str,
-    code_revision: str | None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TrainedRun:
+    """Everything a run has once its train step is over: what packaging works from."""
+
+    loaded: LoadedConfig
+    run_id: str
+    df: pd.DataFrame
+    prep: Prepared
+    plan: SegmentPlan
+    infos: dict[str, TaskInfo]
+    data_digest: str
+
+
+def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]:
+    loaded, run_id, df, prep, plan, infos = (
+        run.loaded, run.run_id, run.df, run.prep, run.plan, run.infos
+    )  # fmt: skip
+    data_digest = run.data_digest
     cfg = loaded.config
     names = cfg.metrics
     y = prep.y

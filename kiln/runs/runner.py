@@ -25,9 +25,10 @@ from kiln.config.loader import LoadedConfig, parse_config
 from kiln.errors import KilnError, SourceError, TrainingError
 from kiln.executors import Executor, make_executor
 from kiln.pipeline.plan import FALLBACK, SegmentPlan, plan_segments
+from kiln.registry.package import save_manifest
 from kiln.runs.context import Stores
 from kiln.runs.data import Prepared, load_snapshot, prepare, snapshot, where_field
-from kiln.runs.packaging import TaskInfo, build_manifest
+from kiln.runs.packaging import TaskInfo, TrainedRun, build_manifest
 from kiln.runs.preflight import check_importable
 from kiln.runs.reporting import Measured, Meter, NullReporter, Reporter, host_and_pid
 from kiln.runs.training import TrainSpec, TrainTask, train_segment
@@ -111,9 +112,8 @@ class Runner:
             df, data_digest = self._step_extract(loaded, run_id, data_digest)
             prep = self._step_check(loaded, run_id, df)
             infos, plan, reused = self._step_train(loaded, run_id, prep, executor)
-            manifest, digest = self._step_package(
-                loaded, run_id, df=df, prep=prep, plan=plan, infos=infos, data_digest=data_digest
-            )
+            trained = TrainedRun(loaded, run_id, df, prep, plan, infos, data_digest)
+            manifest, digest = self._step_package(trained)
             version = self._step_register(cfg.name, run_id, digest, manifest)
             return RunResult(run_id, cfg.name, version, digest, manifest, reused_tasks=reused)
         except KilnError as e:
@@ -139,6 +139,7 @@ class Runner:
             threads_per_task=max(1, cpus // workers),
             memory_per_task=res.memory,
             ray_address=self.settings.ray_address,
+            preload=_preload(loaded),
         )
 
     def _step_extract(
@@ -244,29 +245,15 @@ class Runner:
                 else:
                     failed[outcome.key] = info.error or "failed"
                 self.reporter.task_done(outcome.key, info.ok)
-            m.details |= {"tasks": len(plan.tasks), "reused": len(done), "failed": sorted(failed)}
-            plan = _apply_failures(cfg.segments.on_segment_failure if cfg.segments else "fail",
-                                   plan, failed)  # fmt: skip
-        return infos, plan, len(plan.tasks) - len(todo)
+            reused = len(plan.tasks) - len(todo)
+            m.details |= {"tasks": len(plan.tasks), "reused": reused, "failed": sorted(failed)}
+            policy = cfg.segments.on_segment_failure if cfg.segments else "fail"
+            plan = _apply_failures(policy, plan, failed)
+        return infos, plan, reused
 
-    def _step_package(
-        self,
-        loaded: LoadedConfig,
-        run_id: str,
-        *,
-        df: pd.DataFrame,
-        prep: Prepared,
-        plan: SegmentPlan,
-        infos: dict[str, TaskInfo],
-        data_digest: str,
-    ) -> tuple[dict[str, Any], str]:
-        from kiln.registry.package import save_manifest
-
-        with self._step(run_id, "package") as m:
-            manifest = build_manifest(
-                loaded, run_id, df=df, prep=prep, plan=plan, infos=infos,
-                data_digest=data_digest, code_revision=_code_revision(loaded.base_dir),
-            )  # fmt: skip
+    def _step_package(self, run: TrainedRun) -> tuple[dict[str, Any], str]:
+        with self._step(run.run_id, "package") as m:
+            manifest = build_manifest(run, _code_revision(run.loaded.base_dir))
             digest = save_manifest(self.stores.content, manifest)
             m.details |= {"manifest": digest, "models": len(manifest["models"])}
         return manifest, digest
@@ -347,6 +334,13 @@ class _Heartbeat:
                     uow.locks.heartbeat(self._pipeline, self._run_id)
             except KilnError:
                 continue  # the next beat tries again; staleness is judged generously
+
+
+def _preload(loaded: LoadedConfig) -> tuple[str, ...]:
+    """Modules the workers import while the data is still being extracted."""
+    model = loaded.config.model
+    extra = model.estimator.rpartition(".")[0] if model.estimator else ""
+    return ("kiln.runs.training", *([extra] if extra else []))
 
 
 def _train_spec(loaded: LoadedConfig, prep: Prepared, executor: Executor) -> TrainSpec:

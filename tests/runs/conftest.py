@@ -20,6 +20,9 @@ from kiln.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
+FEATURES = ["origin", "dest", "carrier", "hour", "day_of_week", "distance", "temp"]
+FEATURES += ["wind_speed", "precip", "visib"]
+
 # Two winter months keep each run to a few seconds while using the real flights and weather.
 BASE: dict[str, Any] = {
     "name": "flights-test",
@@ -42,7 +45,7 @@ BASE: dict[str, Any] = {
         "wind_speed",
         "precip",
         "visib",
-    ],  # fmt: skip
+    ],
     "segments": {"column": "origin", "values": "auto", "min_rows": 100},
     "model": {
         "estimator": "lightgbm.LGBMRegressor",

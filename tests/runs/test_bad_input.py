@@ -108,7 +108,7 @@ def test_estimator_that_does_not_import(make_config, runner: Runner, stores: Sto
 
 
 def test_estimator_params_that_do_not_fit(make_config, runner: Runner) -> None:
-    with pytest.raises(ConfigError, match="has no parameter .n_trees_please."):
+    with pytest.raises(ConfigError, match=r"has no parameter .n_trees_please."):
         runner.run(make_config(model={"params": {"n_trees_please": 3}}))
 
 

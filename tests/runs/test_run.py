@@ -66,7 +66,7 @@ def test_run_registers_a_version_with_lineage(make_config, runner: Runner, store
 def test_holdout_has_no_leakage_and_metrics_are_reproducible(
     make_config, runner: Runner, stores: Stores
 ) -> None:
-    """Predicting the holdout rows of the snapshot through the Predictor gives the recorded metrics."""
+    """The holdout rows of the snapshot, predicted by the Predictor, give the recorded metrics."""
     result = runner.run(make_config())
     m = manifest_of(stores, result.manifest_digest)
     table = pq.read_table(io.BytesIO(stores.content.get(m["lineage"]["data_digest"], what="data")))
@@ -95,8 +95,8 @@ def test_predictor_routes_unknown_segments_to_the_fallback(
 ) -> None:
     result = runner.run(make_config())
     predictor = Predictor.load(stores.content, result.manifest_digest, label="flights-test v1")
-    row = {"origin": "JFK", "dest": "LAX", "carrier": "AA", "hour": 9, "day_of_week": 3,
-           "distance": 2475.0, "temp": 30.0, "wind_speed": 10.0, "precip": 0.0, "visib": 10.0}  # fmt: skip
+    row = {"origin": "JFK", "dest": "LAX", "carrier": "AA", "hour": 9, "day_of_week": 3}
+    row |= {"distance": 2475.0, "temp": 30.0, "wind_speed": 10.0, "precip": 0.0, "visib": 10.0}
     rows = [
         row,
         {**row, "origin": "BOS"},
@@ -145,7 +145,8 @@ def test_small_and_absent_segments_go_to_the_fallback(
 ) -> None:
     loaded = make_config(
         data={
-            "query": "SELECT * FROM flights WHERE month IN (1, 2) AND (origin <> 'LGA' OR day IN (1, 20))"
+            "query": "SELECT * FROM flights "
+            "WHERE month IN (1, 2) AND (origin <> 'LGA' OR day IN (1, 20))"
         },
         segments={"values": ["EWR", "JFK", "LGA", "SFO"], "min_rows": 1000},
     )
