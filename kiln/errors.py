@@ -15,7 +15,8 @@ version, URL) and says what to do next. The CLI prints ``str(error)`` and exits 
      ├── NotFoundError          no such run, pipeline or version
      ├── StoreError             the metadata or artifact store is unreachable or inconsistent
      │    └── ConcurrentRunError another run of the same pipeline holds the lock
-     └── ExecutorError          an executor could not start or lost its workers
+     ├── ExecutorError          an executor could not start or lost its workers
+     └── AuthError              a write without the admin token, or a wrong token
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuthError",
     "ConcurrentRunError",
     "ConfigError",
     "DataCheckError",
@@ -146,3 +148,8 @@ class ConcurrentRunError(StoreError):
 class ExecutorError(KilnError):
     exit_code = 8
     code = "executor_error"
+
+
+class AuthError(KilnError):
+    exit_code = 9
+    code = "not_authorized"

