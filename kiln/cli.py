@@ -28,8 +28,9 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
 
-out = Console()
-err = Console(stderr=True)
+# Piped output (CI logs, files) gets a wide page instead of Rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 _state: dict[str, Any] = {"debug": False}
 
 
@@ -267,6 +268,106 @@ def predict(
         df.to_csv(output, index=False)
 
 
+_Reason = Annotated[str | None, typer.Option(help="Why; kept in the audit log.")]
+_Token = Annotated[
+    str | None,
+    typer.Option(envvar="KILN_TOKEN", show_default=False, help="The admin token (KILN_TOKEN)."),
+]
+
+
+def _stage_service(ctx: typer.Context, token: str | None) -> tuple[Any, Any]:
+    """Check the admin token (before touching any store), then open the stage service."""
+    from kiln.registry.auth import check_admin
+    from kiln.registry.stages import Stages
+
+    check_admin(_settings(ctx).admin_token, token)
+    stores = _stores(ctx)
+    return Stages(stores.metadata), stores
+
+
+def _actor() -> str:
+    import getpass
+    import os
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no user name in the environment or the password database
+        return f"uid {os.getuid()}"
+
+
+def _changed(change: Any) -> None:
+    from rich.markup import escape
+
+    mark = "[green]✓[/]" if change.changed else "[yellow]=[/]"
+    out.print(f"{mark} {escape(str(change))}", highlight=False)
+
+
+@app.command()
+def promote(
+    ctx: typer.Context, pipeline: str, version: int, reason: _Reason = None, token: _Token = None
+) -> None:
+    """Make VERSION the production version of PIPELINE (admin); the previous one is archived."""
+    stages, stores = _stage_service(ctx, token)
+    try:
+        _changed(stages.promote(pipeline, version, actor=_actor(), reason=reason))
+    finally:
+        stores.close()
+
+
+@app.command()
+def rollback(
+    ctx: typer.Context, pipeline: str, reason: _Reason = None, token: _Token = None
+) -> None:
+    """Put back the version that served PIPELINE before the current one (admin)."""
+    stages, stores = _stage_service(ctx, token)
+    try:
+        _changed(stages.rollback(pipeline, actor=_actor(), reason=reason))
+    finally:
+        stores.close()
+
+
+@app.command()
+def shadow(
+    ctx: typer.Context,
+    pipeline: str,
+    version: int,
+    off: Annotated[bool, typer.Option("--off", help="Stop shadowing VERSION.")] = False,
+    reason: _Reason = None,
+    token: _Token = None,
+) -> None:
+    """Serve VERSION in shadow beside production (admin); --off stops it."""
+    stages, stores = _stage_service(ctx, token)
+    try:
+        change = stages.unshadow if off else stages.set_shadow
+        _changed(change(pipeline, version, actor=_actor(), reason=reason))
+    finally:
+        stores.close()
+
+
+@app.command()
+def audit(
+    ctx: typer.Context,
+    pipeline: Annotated[str | None, typer.Option(help="Only this pipeline.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many events.")] = 50,
+) -> None:
+    """The audit log, newest first: who changed what, when, and why."""
+    stores = _stores(ctx)
+    try:
+        with stores.metadata.unit_of_work() as uow:
+            events = uow.audit.list(pipeline=pipeline, limit=limit)
+    finally:
+        stores.close()
+    t = Table("at", "actor", "action", "pipeline", "version", "reason", "details")
+    for e in events:
+        details = " ".join(f"{k}={v}" for k, v in (e.details or {}).items() if v is not None)
+        t.add_row(
+            f"{e.at:%Y-%m-%d %H:%M:%S}", Text(e.actor), e.action, Text(e.pipeline),
+            f"v{e.version}" if e.version is not None else "-", Text(e.reason or ""),
+            Text(details[:80]),
+        )  # fmt: skip
+    out.print(t)
+
+
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Create or migrate the metadata database to the current schema."""
@@ -300,7 +401,11 @@ def _mib(v: int | None) -> str:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if code == 130:  # Typer turns KeyboardInterrupt (and our SIGTERM) into this code
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except KilnError as e:
         if _state["debug"]:
             raise

@@ -85,10 +85,13 @@ class LocalExecutor:
         self._ensure_pool()
         return self._run(fn, list(tasks))
 
-    def close(self) -> None:
+    def close(self, *, cancel: bool = False) -> None:
         self._closed = True
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            if cancel:  # stop running tasks now instead of waiting for them
+                for proc in list(getattr(self._pool, "_processes", {}).values()):
+                    proc.terminate()
+            self._pool.shutdown(wait=not cancel, cancel_futures=True)
             self._pool = None
 
     def __enter__(self) -> Self:

@@ -94,10 +94,10 @@ class RayExecutor:
         self._check_open()
         return self._run(fn, list(tasks))
 
-    def close(self) -> None:
+    def close(self, *, cancel: bool = False) -> None:
         if self._closed:
             return
-        self._closed = True
+        self._closed = True  # a map's generator cancels its waiting tasks when it is closed
         self._warm_ups = []
         if self._owns_ray and self._ray.is_initialized():
             self._ray.shutdown()

@@ -106,6 +106,7 @@ class Runner:
         cfg = loaded.config
         heartbeat = _Heartbeat(self.stores, cfg.name, run_id)
         executor = self._executor(loaded)
+        interrupted = False
         try:
             heartbeat.start()
             executor.warm_up()
@@ -120,14 +121,13 @@ class Runner:
             self._finish(cfg.name, run_id, "failed", str(e))
             raise
         except BaseException as e:  # KeyboardInterrupt, SIGTERM, or a bug: never leave it running
-            status: RunStatus = (
-                "interrupted" if isinstance(e, KeyboardInterrupt | SystemExit) else "failed"
-            )
+            interrupted = isinstance(e, KeyboardInterrupt | SystemExit)
+            status: RunStatus = "interrupted" if interrupted else "failed"
             self._finish(cfg.name, run_id, status, f"{type(e).__name__}: {e}")
             raise
         finally:
             heartbeat.stop()
-            executor.close()
+            executor.close(cancel=interrupted)
 
     def _executor(self, loaded: LoadedConfig) -> Executor:
         res = loaded.config.resources

@@ -1,6 +1,7 @@
 """Kiln's stores: metadata in SQL (SQLite, PostgreSQL), artifacts on fsspec, content-addressed."""
 
 from kiln.stores.artifacts import ArtifactStore, FsspecArtifactStore
+from kiln.stores.captures import CaptureRecord, CaptureWriter, query_captures, read_captures
 from kiln.stores.content import ContentStore
 from kiln.stores.metadata import (
     AuditRecord,
@@ -17,6 +18,8 @@ from kiln.stores.metadata import (
 __all__ = [
     "ArtifactStore",
     "AuditRecord",
+    "CaptureRecord",
+    "CaptureWriter",
     "ContentStore",
     "FsspecArtifactStore",
     "LockRecord",
@@ -27,4 +30,6 @@ __all__ = [
     "TaskRecord",
     "UnitOfWork",
     "VersionRecord",
+    "query_captures",
+    "read_captures",
 ]

@@ -116,3 +116,47 @@ def test_kill_refuse_takeover_and_resume(make_config, cli, tmp_path: Path) -> No
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
+
+
+def test_sigterm_stops_the_run_promptly_and_marks_it_interrupted(
+    make_config, cli, tmp_path: Path
+) -> None:
+    (tmp_path / "slowtrain.py").write_text(textwrap.dedent(SLOW_TRAIN))
+    loaded = make_config(model={"estimator": None, "params": None, "train": "slowtrain:train"})
+    home = tmp_path / ".kiln"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KILN_TEST_SLOW_SEGMENT": "__fallback__"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kiln.cli", "--home", str(home), "run", str(loaded.path)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        stores = None
+
+        def training() -> bool:
+            nonlocal stores
+            if not (home / "kiln.db").exists():
+                return False
+            try:
+                stores = stores or open_stores(Settings(home=home))
+                with stores.metadata.unit_of_work() as uow:
+                    runs = uow.runs.list()
+                    return bool(runs) and len(uow.tasks.succeeded(runs[0].id)) == 3
+            except Exception:
+                return False
+
+        wait_for(training)  # three segments done, the fallback sleeps for 300 s
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert time.monotonic() - started < 30  # did not wait for the sleeping task
+        assert proc.returncode == 130 and "--resume" in err and "Traceback" not in err
+        assert stores is not None
+        with stores.metadata.unit_of_work() as uow:
+            [run] = uow.runs.list()
+            assert run.status == "interrupted"
+            assert uow.locks.get(run.pipeline) is None
+        stores.close()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -67,7 +67,7 @@ class TestMetadataContract:
             metadata.check_schema()
             metadata.upgrade()  # idempotent
             metadata.check_schema()
-            assert metadata.schema_revision() == "0001"
+            assert metadata.schema_revision() == "0002"
         finally:
             metadata.dispose()
 

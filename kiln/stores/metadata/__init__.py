@@ -3,6 +3,7 @@
 from kiln.stores.metadata.engine import make_engine
 from kiln.stores.metadata.records import (
     AuditRecord,
+    DeploymentRecord,
     LockRecord,
     PipelineRecord,
     RunRecord,
@@ -14,6 +15,7 @@ from kiln.stores.metadata.store import MetadataStore, UnitOfWork
 
 __all__ = [
     "AuditRecord",
+    "DeploymentRecord",
     "LockRecord",
     "MetadataStore",
     "PipelineRecord",

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 __all__ = [
     "AuditRecord",
+    "DeploymentAction",
+    "DeploymentRecord",
     "LockRecord",
     "PipelineRecord",
     "RunRecord",
@@ -26,6 +28,7 @@ RunTrigger = Literal["manual", "schedule", "resume"]
 StepStatus = Literal["running", "succeeded", "failed", "skipped"]
 TaskStatus = Literal["succeeded", "failed"]
 Stage = Literal["candidate", "shadow", "production", "archived", "blocked"]
+DeploymentAction = Literal["promote", "rollback", "shadow", "unshadow", "archive"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,21 @@ class AuditRecord:
     version: int | None
     reason: str | None
     details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentRecord:
+    """``version`` is the version the action is about; for promote and rollback,
+    ``from_version`` is the production version it replaced (None when there was none)."""
+
+    id: int
+    pipeline: str
+    version: int
+    action: DeploymentAction
+    from_version: int | None
+    actor: str
+    reason: str | None
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)

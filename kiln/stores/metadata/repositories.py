@@ -24,6 +24,7 @@ from kiln.stores.metadata.base import (
     to_record,
     upsert,
 )
+from kiln.stores.metadata.deployments import DeploymentRepository
 from kiln.stores.metadata.locks import LockRepository
 from kiln.stores.metadata.records import (
     AuditRecord,
@@ -41,6 +42,7 @@ from kiln.stores.metadata.records import (
 
 __all__ = [
     "AuditRepository",
+    "DeploymentRepository",
     "LockRepository",
     "PipelineRepository",
     "RunRepository",
@@ -65,6 +67,20 @@ class PipelineRepository(Repository):
     def get(self, name: str) -> PipelineRecord:
         row = self._session.execute(
             sa.select(self._table).where(self._table.c.name == name)
+        ).first()
+        if row is None:
+            raise no_pipeline(name)
+        return to_record(PipelineRecord, row)
+
+    def lock(self, name: str) -> PipelineRecord:
+        """Serialize changes of the pipeline's stages until this unit of work ends.
+
+        On PostgreSQL a row lock (FOR NO KEY UPDATE, so that runs and registrations, whose
+        foreign keys only take a key-share lock, are not held up); on SQLite every write
+        transaction already holds the database's write lock from its first statement.
+        """
+        row = self._session.execute(
+            sa.select(self._table).where(self._table.c.name == name).with_for_update(key_share=True)
         ).first()
         if row is None:
             raise no_pipeline(name)

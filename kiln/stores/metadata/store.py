@@ -17,6 +17,7 @@ from kiln.errors import StoreError
 from kiln.stores.metadata.engine import make_engine, masked, unreachable
 from kiln.stores.metadata.repositories import (
     AuditRepository,
+    DeploymentRepository,
     LockRepository,
     PipelineRepository,
     RunRepository,
@@ -24,6 +25,7 @@ from kiln.stores.metadata.repositories import (
     TaskRepository,
     VersionRepository,
 )
+from kiln.stores.metadata.tables import ONE_PRODUCTION
 
 __all__ = ["MetadataStore", "UnitOfWork"]
 
@@ -44,6 +46,7 @@ class UnitOfWork:
         self.tasks = TaskRepository(session)
         self.versions = VersionRepository(session)
         self.audit = AuditRepository(session)
+        self.deployments = DeploymentRepository(session)
         self.locks = LockRepository(session)
 
 
@@ -73,6 +76,16 @@ class MetadataStore:
             with self.engine.begin() as conn:
                 config.attributes["connection"] = conn
                 command.upgrade(config, revision)
+        except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
+            raise unreachable(self.url, e) from e
+
+    def downgrade(self, revision: str) -> None:
+        """Migrate back to ``revision`` (for repairs and tests; Kiln never does it by itself)."""
+        config = self._alembic_config()
+        try:
+            with self.engine.begin() as conn:
+                config.attributes["connection"] = conn
+                command.downgrade(config, revision)
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
             raise unreachable(self.url, e) from e
 
@@ -114,6 +127,12 @@ class MetadataStore:
         except sa_exc.IntegrityError as e:
             session.rollback()
             reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
+            if ONE_PRODUCTION in reason or reason.endswith("failed: model_versions.pipeline"):
+                raise StoreError(
+                    "a pipeline has at most one production version, and another change of"
+                    f" stages committed first: {reason}",
+                    hint="`kiln models list` shows the stages now; run the command again",
+                ) from e
             raise StoreError(
                 f"the metadata database at {masked(self.url)} rejected a write: {reason}"
             ) from e

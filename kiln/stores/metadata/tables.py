@@ -12,6 +12,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "AuditEvent",
     "Base",
+    "Deployment",
     "ModelVersion",
     "Pipeline",
     "PipelineLock",
@@ -34,6 +35,9 @@ RUN_TRIGGERS = ("manual", "schedule", "resume")
 STEP_STATUSES = ("running", "succeeded", "failed", "skipped")
 TASK_STATUSES = ("succeeded", "failed")
 STAGES = ("candidate", "shadow", "production", "archived", "blocked")
+DEPLOYMENT_ACTIONS = ("promote", "rollback", "shadow", "unshadow", "archive")
+ONE_PRODUCTION = "ux_model_versions_one_production"
+_PRODUCTION = "stage = 'production'"
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> sa.CheckConstraint:
@@ -146,8 +150,21 @@ class Task(Base):
 
 
 class ModelVersion(Base):
+    """At most one production version per pipeline is a partial unique index: the database
+    itself refuses a second one, whatever process or crash is in between."""
+
     __tablename__ = "model_versions"
-    __table_args__ = (_one_of("stage", STAGES), sa.UniqueConstraint("pipeline", "version"))
+    __table_args__ = (
+        _one_of("stage", STAGES),
+        sa.UniqueConstraint("pipeline", "version"),
+        sa.Index(
+            ONE_PRODUCTION,
+            "pipeline",
+            unique=True,
+            sqlite_where=sa.text(_PRODUCTION),
+            postgresql_where=sa.text(_PRODUCTION),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     pipeline: Mapped[str] = mapped_column(sa.ForeignKey("pipelines.name"))
@@ -175,6 +192,26 @@ class AuditEvent(Base):
     version: Mapped[int | None]
     reason: Mapped[str | None] = mapped_column(sa.Text)
     details: Mapped[dict[str, Any]]
+
+
+class Deployment(Base):
+    """One change of which version serves a pipeline (append-only). Like an audit event it
+    outlives what it names, so ``pipeline`` is a plain string, not a key."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        _one_of("action", DEPLOYMENT_ACTIONS),
+        sa.Index("ix_deployments_pipeline_id", "pipeline", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline: Mapped[str] = mapped_column(sa.String(200))
+    version: Mapped[int]
+    action: Mapped[str] = mapped_column(sa.String(16))
+    from_version: Mapped[int | None]
+    actor: Mapped[str] = mapped_column(sa.String(200))
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    at: Mapped[datetime]
 
 
 class PipelineLock(Base):

@@ -1,0 +1,26 @@
+"""The capture store: samples of served requests and responses, as Parquet files on fsspec.
+
+The prediction server hands each sampled request to :meth:`CaptureWriter.offer`, which never
+blocks on I/O: it appends to a bounded in-memory queue, or drops the capture (never the
+request) when the queue is full. A background thread writes the queue in batches, one Parquet
+file per flush per (pipeline, UTC date)::
+
+    <root>/captures/pipeline=<name>/date=<YYYY-MM-DD>/<writer_id>-<unix_ms>-<seq>.parquet
+
+Local files appear atomically (temporary name, then rename); other fsspec URLs are written as
+one whole object. :func:`read_captures` (the replay gate's last K requests) and
+:func:`query_captures` (any SQL over a view ``captures``) read them with DuckDB.
+"""
+
+from kiln.stores.capture._reader import query_captures, read_captures
+from kiln.stores.capture._records import CAPTURE_SCHEMA, STAGES, CaptureRecord
+from kiln.stores.capture._writer import CaptureWriter
+
+__all__ = [
+    "CAPTURE_SCHEMA",
+    "STAGES",
+    "CaptureRecord",
+    "CaptureWriter",
+    "query_captures",
+    "read_captures",
+]

@@ -1,0 +1,183 @@
+"""Reading captures with DuckDB: the last K of a pipeline, or any SQL over all of them."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Final
+
+import duckdb
+import fsspec
+import pyarrow as pa
+from fsspec.implementations.local import LocalFileSystem
+
+from kiln.errors import NotFoundError, StoreError
+from kiln.stores.capture._records import CAPTURE_SCHEMA, PIPELINE_NAME, STAGES, utc_date
+
+__all__ = ["query_captures", "read_captures"]
+
+_HINT = "the server captures requests when capture.sample_rate > 0"
+_COLUMNS = ", ".join(["request_id", "ts", "pipeline", *CAPTURE_SCHEMA.names[2:]])
+_READ_SCHEMA: Final = CAPTURE_SCHEMA.insert(2, pa.field("pipeline", pa.string()))
+_READ_OPTIONS = (
+    "hive_partitioning = true, union_by_name = true,"
+    " hive_types = {'pipeline': VARCHAR, 'date': DATE}"
+)
+
+
+class _Root:
+    """The capture folder under ``root_url`` and a DuckDB connection that can read it."""
+
+    def __init__(self, root_url: str) -> None:
+        try:
+            fs, root = fsspec.core.url_to_fs(root_url)
+        except (ImportError, ValueError, OSError) as e:
+            raise StoreError(
+                f"cannot open the capture store at {root_url}: {e}",
+                hint="pass a folder or an fsspec URL (s3://bucket/prefix)",
+            ) from e
+        self.fs: fsspec.AbstractFileSystem = fs
+        self.path = f"{root.rstrip('/')}/captures"
+        self.local = isinstance(fs, LocalFileSystem)
+
+    def for_duckdb(self, path: str) -> str:
+        return path if self.local else str(self.fs.unstrip_protocol(path))
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return sorted(str(p).rstrip("/") for p in self.fs.ls(path, detail=False))
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise StoreError(f"cannot list captures in {self.for_duckdb(path)}: {e}") from e
+
+    def parquet_files(self, folder: str) -> list[str]:
+        names = [p for p in self.listdir(folder) if p.endswith(".parquet")]
+        return [self.for_duckdb(p) for p in names if not p.rsplit("/", 1)[-1].startswith(".")]
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        if not self.local:
+            con.register_filesystem(self.fs)
+        return con
+
+
+def read_captures(
+    root_url: str,
+    pipeline: str,
+    *,
+    stage: str | None = "production",
+    last: int | None = None,
+    since: datetime | None = None,
+) -> pa.Table:
+    """The most recent ``last`` captures of ``pipeline`` (all when None), oldest first.
+
+    ``stage=None`` reads every stage; ``since`` keeps captures with ``ts >= since``. Columns are
+    those of :data:`CAPTURE_SCHEMA` plus ``pipeline``; ``features`` is a JSON string. Date
+    folders are read newest first and only as far back as ``last`` needs.
+    """
+    if not PIPELINE_NAME.fullmatch(pipeline):
+        raise ValueError(f"invalid pipeline name {pipeline!r}")
+    if stage is not None and stage not in STAGES:
+        raise ValueError(f"stage {stage!r} is not one of {sorted(STAGES)} (or None for all)")
+    if last is not None and last < 0:
+        raise ValueError(f"last must be >= 0, got {last}")
+    if since is not None and since.utcoffset() is None:
+        raise ValueError("since must be timezone-aware (UTC)")
+    root = _Root(root_url)
+    folder = f"{root.path}/pipeline={pipeline}"
+    days = _date_folders(root, folder, since)
+    where: list[str] = []
+    params: dict[str, Any] = {}
+    if stage is not None:
+        where.append("stage = $stage")
+        params["stage"] = stage
+    if since is not None:
+        where.append("ts >= $since")
+        params["since"] = since
+    sql = f"SELECT {_COLUMNS} FROM read_parquet($files, {_READ_OPTIONS})"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    if last is not None:
+        sql = f"SELECT * FROM ({sql} ORDER BY ts DESC, request_id DESC LIMIT {int(last)})"
+    sql += " ORDER BY ts, request_id"
+
+    files: list[str] = []
+    table: pa.Table | None = None
+    window, grow = 0, (len(days) if last is None else 1)
+    with root.connect() as con:
+        while window < len(days):
+            for day in days[window : window + grow]:
+                files.extend(root.parquet_files(day))
+            window += grow
+            grow = 3 * window
+            if files:
+                table = _run(con, sql, {**params, "files": files}, root.for_duckdb(folder))
+                if last is None or table.num_rows >= last:
+                    break
+    if table is None:
+        raise NotFoundError(
+            f"no captures of pipeline {pipeline!r} in {root.for_duckdb(folder)}", hint=_HINT
+        )
+    return table.cast(_READ_SCHEMA)
+
+
+def _date_folders(root: _Root, folder: str, since: datetime | None) -> list[str]:
+    """``date=`` folders under ``folder``, newest first, none before ``since``'s UTC date."""
+    days: list[tuple[date, str]] = []
+    for path in root.listdir(folder):
+        key, _, value = path.rsplit("/", 1)[-1].partition("=")
+        try:
+            day = date.fromisoformat(value) if key == "date" else None
+        except ValueError:
+            day = None
+        if day is not None and (since is None or day >= utc_date(since)):
+            days.append((day, path))
+    return [path for _, path in sorted(days, reverse=True)]
+
+
+def query_captures(root_url: str, sql: str) -> pa.Table:
+    """Run DuckDB ``sql`` over a view ``captures`` of every capture file of every pipeline.
+
+    The view has the columns of :data:`CAPTURE_SCHEMA` plus the partition columns ``pipeline``
+    (VARCHAR) and ``date`` (DATE).
+    """
+    root = _Root(root_url)
+    pattern = f"{root.path}/pipeline=*/date=*/*.parquet"
+    try:
+        found = root.fs.glob(pattern)
+    except OSError as e:
+        raise StoreError(f"cannot list captures in {root.for_duckdb(root.path)}: {e}") from e
+    if not found:
+        raise NotFoundError(f"no captures in {root.for_duckdb(root.path)}", hint=_HINT)
+    glob = root.for_duckdb(pattern).replace("'", "''")
+    view = f"CREATE VIEW captures AS SELECT * FROM read_parquet('{glob}', {_READ_OPTIONS})"
+    with root.connect() as con:
+        return _run(
+            con,
+            sql,
+            None,
+            root.for_duckdb(root.path),
+            setup=view,
+            hint="query the view 'captures': the capture columns plus pipeline and date",
+        )
+
+
+def _run(
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: dict[str, Any] | None,
+    where: str,
+    *,
+    setup: str | None = None,
+    hint: str | None = None,
+) -> pa.Table:
+    try:
+        if setup:
+            con.execute(setup)
+        relation = con.sql(sql, params=params)
+        if relation is None:
+            raise StoreError(f"the query over the captures in {where} returned no result")
+        return relation.to_arrow_table()
+    except duckdb.Error as e:
+        raise StoreError(f"the query over the captures in {where} failed: {e}", hint=hint) from e
