@@ -3,16 +3,20 @@ against ``kiln run``, in one process run.
 
     python bench/fanout.py [--repeat 3]
 
-Floor: the plain loop trains the same segment models (same estimator, params, rows, holdout
-prediction) one after the other, LightGBM using every core, with the data already in memory.
-Kiln: the whole run end to end on the embedded stores (extract from DuckDB, checks, snapshot,
-fan-out, package, register), once with one worker (same work as the loop: the difference is
-Kiln's overhead) and once with a worker per core (what a user gets). Medians of ``--repeat``.
+Floor: a plain loop trains the same segment models (same estimator, params, rows, holdout
+prediction) one after the other with the data already in memory, once with LightGBM's default
+threads (every core) and once with one thread per fit; the faster is the floor.
+Kiln: the whole run end to end on embedded stores (extract from DuckDB, checks, snapshot,
+fan-out, package, register), once with 1 worker x 1 thread (the same work as the 1-thread loop:
+the difference is Kiln's overhead) and once with a worker per core (what a user gets).
+Medians of ``--repeat``. Run it on a quiet machine: LightGBM's OpenMP threads degrade badly
+when another process competes for the cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -37,8 +41,10 @@ from kiln.sources import open_source  # noqa: E402
 CONFIG = ROOT / "examples" / "flights" / "kiln.dest.yaml"
 
 
-def plain_loop(loaded) -> tuple[float, int]:  # type: ignore[no-untyped-def]
-    """Train every segment with a bare loop; returns (seconds, models trained)."""
+def plain_loop(loaded, threads: int | None) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    """Train every segment with a bare loop; returns (seconds, models trained).
+
+    ``threads=None`` is LightGBM's default (every core); 1 is one thread per fit."""
     from lightgbm import LGBMRegressor
 
     cfg = loaded.config
@@ -57,13 +63,20 @@ def plain_loop(loaded) -> tuple[float, int]:  # type: ignore[no-untyped-def]
     cats = schema.categorical_indices
     t0 = time.perf_counter()
     for tr, ho in jobs:
-        model = LGBMRegressor(**cfg.model.params, verbose=-1)
+        extra = {} if threads is None else {"n_jobs": threads}
+        model = LGBMRegressor(**cfg.model.params, verbose=-1, **extra)
         model.fit(X[tr], y[tr], categorical_feature=cats)
-        model.predict(X[ho])
+        if len(ho):
+            model.booster_.predict(X[ho])
     return time.perf_counter() - t0, len(jobs)
 
 
-def kiln_run(loaded, workers: int) -> tuple[float, dict[str, float]]:  # type: ignore[no-untyped-def]
+def kiln_run(loaded, workers: int, cpus: int) -> tuple[float, dict[str, float]]:  # type: ignore[no-untyped-def]
+    """The whole run; ``cpus`` is resources.cpus (threads per task = cpus // workers)."""
+    resources = loaded.config.resources.model_copy(update={"cpus": cpus})
+    loaded = dataclasses.replace(
+        loaded, config=loaded.config.model_copy(update={"resources": resources})
+    )
     with tempfile.TemporaryDirectory() as home:
         settings = Settings(home=Path(home), max_workers=workers)
         stores = open_stores(settings, upgrade=True)
@@ -85,30 +98,39 @@ def main() -> None:
         build(warehouse)
     loaded = load_config(CONFIG)
     cores = os.cpu_count() or 1
-    plain, k1, kn = [], [], []
+    rows: dict[str, list[float]] = {k: [] for k in ("plain_all", "plain_1", "kiln_1x1", "kiln_n")}
     steps1: list[dict[str, float]] = []
     n = 0
     for i in range(args.repeat):
-        t, n = plain_loop(loaded)
-        plain.append(t)
-        t1, s1 = kiln_run(loaded, workers=1)
-        k1.append(t1)
+        t_all, n = plain_loop(loaded, threads=None)
+        t_one, _ = plain_loop(loaded, threads=1)
+        t_k1, s1 = kiln_run(loaded, workers=1, cpus=1)
+        t_kn, _ = kiln_run(loaded, workers=cores, cpus=cores)
+        for k, v in zip(rows, (t_all, t_one, t_k1, t_kn), strict=True):
+            rows[k].append(v)
         steps1.append(s1)
-        tn, _ = kiln_run(loaded, workers=cores)
-        kn.append(tn)
         print(
-            f"  repeat {i + 1}: plain {t:.2f}s  kiln 1 worker {t1:.2f}s  kiln {cores} workers {tn:.2f}s"
+            f"  repeat {i + 1}: plain (all threads) {t_all:.2f}s, plain (1 thread) {t_one:.2f}s, "
+            f"kiln 1x1 {t_k1:.2f}s, kiln {cores} workers {t_kn:.2f}s",
+            flush=True,
         )
-    p, m1, mn = statistics.median(plain), statistics.median(k1), statistics.median(kn)
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    floor = min(med["plain_all"], med["plain_1"])
     print(
         f"\nfan-out of {n} models ({n - 1} segments + fallback), {cores} cores, medians of {args.repeat}"
     )
-    print(f"  plain loop of fit() (floor):        {p:8.2f} s")
-    print(f"  kiln run, 1 worker:                 {m1:8.2f} s   ratio {m1 / p:.2f}x")
-    print(f"  kiln run, {cores} workers:                {mn:8.2f} s   ratio {mn / p:.2f}x")
-    print(f"  Kiln overhead per segment (1 worker - plain) / models: {(m1 - p) / n * 1000:.1f} ms")
+    print(f"  plain loop of fit(), LightGBM default threads: {med['plain_all']:8.2f} s")
+    print(f"  plain loop of fit(), 1 thread per fit:         {med['plain_1']:8.2f} s")
+    print(f"  floor = the faster plain loop:                 {floor:8.2f} s")
+    print(f"  kiln run, 1 worker x 1 thread:                 {med['kiln_1x1']:8.2f} s")
+    print(
+        f"  kiln run, {cores} workers x 1 thread:                {med['kiln_n']:8.2f} s"
+        f"   ratio to floor {med['kiln_n'] / floor:.2f}x"
+    )
+    overhead = (med["kiln_1x1"] - med["plain_1"]) / n * 1000
+    print(f"  Kiln overhead per segment ((kiln 1x1 - plain 1 thread) / models): {overhead:.1f} ms")
     med_steps = {k: statistics.median(s[k] for s in steps1) for k in steps1[0]}
-    print("  steps of the 1-worker run (median s): "
+    print("  steps of the 1x1 run (median s): "
           + ", ".join(f"{k} {v:.2f}" for k, v in med_steps.items()))  # fmt: skip
 
 

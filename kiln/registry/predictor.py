@@ -63,6 +63,10 @@ class Predictor:
             X = self.schema.encode_rows(rows)
             col = self.segment_column
             segs = [_key(r.get(col)) if col else None for r in rows]
+            if len(segs) == 1:
+                single = self._predict_one(X, segs[0])
+                if single is not None:
+                    return single
         n = X.shape[0]
         values = np.empty(n, dtype=np.float64)
         used = np.full(n, FALLBACK_KEY, dtype=object)
@@ -92,6 +96,26 @@ class Predictor:
             idx = np.concatenate(pending) if len(pending) > 1 else pending[0]
             values[idx] = np.asarray(self._fallback(X[idx]), dtype=np.float64).reshape(-1)
         return Prediction(values=values, model=used.tolist(), fallback=fell_back, errors=errors)
+
+    def _predict_one(self, X: np.ndarray, seg: str | None) -> Prediction | None:
+        """The one-row case of ``predict``, without its grouping and indexing (the serving
+        hot path). None when the segment model gave other than one value: the loop decides."""
+        fn = None if seg is None else self._fns.get(seg)
+        errors = 0
+        if seg is not None and fn is not None:
+            try:
+                out = np.asarray(fn(X), dtype=np.float64).reshape(-1)
+            except Exception:  # a broken segment model must not fail the request
+                out = None
+            if out is not None and out.shape[0] != 1:
+                return None
+            if out is not None and np.isfinite(out[0]):
+                return Prediction(out, [seg], np.zeros(1, dtype=bool))
+            errors = 1
+        values = np.asarray(self._fallback(X), dtype=np.float64).reshape(-1)
+        if values.shape[0] != 1:
+            return None
+        return Prediction(values, [FALLBACK_KEY], np.ones(1, dtype=bool), errors)
 
     def _segments_of_frame(self, df: pd.DataFrame) -> Sequence[str | None]:
         col = self.segment_column

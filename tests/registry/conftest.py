@@ -35,7 +35,7 @@ Register = Callable[..., list[int]]
 
 @pytest.fixture
 def register(store: MetadataStore) -> Register:
-    """``register(count, pipeline=PIPELINE)`` registers candidate versions; returns their numbers."""
+    """``register(count, pipeline=PIPELINE)``: new candidate versions; returns their numbers."""
 
     def register(count: int, pipeline: str = PIPELINE) -> list[int]:
         with store.unit_of_work() as uow:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
+import queue
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +15,7 @@ from kiln.errors import KilnError, NotFoundError, StoreError
 from kiln.registry import StageError, Stages, Transition, previous_production
 from kiln.stores import MetadataStore
 from kiln.stores.metadata import DeploymentRecord
+from kiln.stores.metadata.base import one_production_violated
 
 P = "flights-delay"
 ADMIN = "alice"
@@ -60,9 +63,7 @@ class TestPromote:
         assert details["from_version"] is None and details["to_version"] == 1
         assert details["from_stage"] == "candidate" and details["to_stage"] == "production"
 
-    def test_the_previous_production_is_archived(
-        self, store: MetadataStore, register: Any
-    ) -> None:
+    def test_the_previous_production_is_archived(self, store: MetadataStore, register: Any) -> None:
         register(3)
         stages = Stages(store)
         stages.promote(P, 1, actor=ADMIN)
@@ -250,15 +251,15 @@ class TestOneProductionInTheDatabase:
         self, store: MetadataStore, register: Any
     ) -> None:
         register(2)
-        with pytest.raises(StoreError, match="at most one production version"):
-            with store.unit_of_work() as uow:
-                uow.versions.set_stage(P, 1, "production")
-                uow.versions.set_stage(P, 2, "production")
+        with (
+            pytest.raises(StoreError, match="a pipeline has at most one"),
+            store.unit_of_work() as uow,
+        ):
+            uow.versions.set_stage(P, 1, "production")
+            uow.versions.set_stage(P, 2, "production")
         assert stages_of(store) == {1: "candidate", 2: "candidate"}
 
-    def test_raw_sql_cannot_set_two_productions(
-        self, store: MetadataStore, register: Any
-    ) -> None:
+    def test_raw_sql_cannot_set_two_productions(self, store: MetadataStore, register: Any) -> None:
         register(3)
         register(1, pipeline="airports")
         update = "UPDATE model_versions SET stage = :stage WHERE pipeline = :p AND version = :v"
@@ -267,19 +268,25 @@ class TestOneProductionInTheDatabase:
                 conn.execute(sa.text(update), {"p": p, "v": v, "stage": stage})
             for v in (2, 3):  # any number of the other stages
                 conn.execute(sa.text(update), {"p": P, "v": v, "stage": "shadow"})
-        with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:
+        with pytest.raises(sa.exc.IntegrityError) as info, store.engine.begin() as conn:
             conn.execute(sa.text(update), {"p": P, "v": 2, "stage": "production"})
-        with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO model_versions (pipeline, version, run_id, stage,"
-                    " manifest_digest, created_at, stage_changed_at, metrics, lineage)"
-                    " SELECT pipeline, 99, 'other-run', 'production', manifest_digest,"
-                    " created_at, stage_changed_at, metrics, lineage FROM model_versions"
-                    " WHERE pipeline = :p AND version = 1"
-                ),
-                {"p": P},
-            )
+        assert one_production_violated(info.value)
+        with store.unit_of_work() as uow:
+            run_id = uow.runs.create(P, "manual", "", "c" * 64, "kiln.yaml", "host", 1).id
+        insert = (
+            "INSERT INTO model_versions (pipeline, version, run_id, stage, manifest_digest,"
+            " created_at, stage_changed_at, metrics, lineage) SELECT pipeline, 4, :run,"
+            " 'production', manifest_digest, created_at, stage_changed_at, metrics, lineage"
+            " FROM model_versions WHERE pipeline = :p AND version = 1"
+        )
+        with pytest.raises(sa.exc.IntegrityError) as info, store.engine.begin() as conn:
+            conn.execute(sa.text(insert), {"p": P, "run": run_id})
+        assert one_production_violated(info.value)
+        with (
+            pytest.raises(StoreError, match="a pipeline has at most one"),
+            store.unit_of_work() as uow,
+        ):
+            uow.versions.register(P, run_id, "d" * 64, {}, {}, stage="production")
         assert stages_of(store) == {1: "production", 2: "shadow", 3: "shadow"}
 
 
@@ -336,9 +343,7 @@ def promote_worker(url: str, name: str, versions: list[int], barrier: Any, resul
         store.dispose()
 
 
-def test_two_processes_promoting_leave_one_production(
-    store: MetadataStore, register: Any
-) -> None:
+def test_two_processes_promoting_leave_one_production(store: MetadataStore, register: Any) -> None:
     register(2 * ROUNDS + 1)
     Stages(store).promote(P, 1, actor="setup")
     ctx = multiprocessing.get_context("spawn")
@@ -360,7 +365,7 @@ def test_two_processes_promoting_leave_one_production(
     promoted = [o for o in outcomes if o[3] == "promoted"]
     for round_ in range(ROUNDS):
         assert any(o[0] == round_ for o in promoted), outcomes
-    assert all("at most one production version" in o[4] for o in outcomes if o[3] == "refused")
+    assert all("a pipeline has at most one" in o[4] for o in outcomes if o[3] == "refused")
 
     stages = stages_of(store)
     assert list(stages.values()).count("production") == 1
@@ -368,7 +373,47 @@ def test_two_processes_promoting_leave_one_production(
     assert len(deployed) == 1 + len(promoted)  # every promotion recorded, none twice
     assert len(audit_of(store)) == 1 + len(promoted)
     # The history is one chain: each promotion replaced the one committed before it.
-    for before, after in zip(deployed, deployed[1:], strict=False):
+    for before, after in itertools.pairwise(deployed):
         assert after[2] == before[1]
     assert stages[deployed[-1][1]] == "production"
     assert sorted(o[4] for o in promoted) == sorted(d[2] for d in deployed[1:])
+
+
+def promote_once(url: str, version: int, ready: Any, results: Any) -> None:
+    store = MetadataStore(url)
+    try:
+        ready.set()
+        change = Stages(store).promote(P, version, actor="b")
+        results.put(("promoted", change.from_version))
+    except StoreError as e:
+        results.put(("refused", str(e)))
+    finally:
+        store.dispose()
+
+
+def test_a_promotion_waits_for_a_stage_change_in_progress(
+    store: MetadataStore, register: Any
+) -> None:
+    """The promotion reads the stages only once the change in progress has committed, so it
+    archives the version that change put in production instead of colliding with it."""
+    register(3)
+    Stages(store).promote(P, 1, actor="setup")
+    ctx = multiprocessing.get_context("spawn")
+    ready, results = ctx.Event(), ctx.Queue()
+    worker = ctx.Process(target=promote_once, args=(store.url, 3, ready, results))
+    try:
+        with store.unit_of_work() as uow:
+            uow.pipelines.lock(P)
+            uow.versions.set_stage(P, 1, "archived")
+            uow.versions.set_stage(P, 2, "production")
+            worker.start()
+            assert ready.wait(TIMEOUT)
+            with pytest.raises(queue.Empty):
+                results.get(timeout=1.5)  # it waits for this transaction
+        assert results.get(timeout=TIMEOUT) == ("promoted", 2)
+        worker.join(TIMEOUT)
+        assert worker.exitcode == 0
+    finally:
+        if worker.is_alive():
+            worker.kill()
+    assert stages_of(store) == {1: "archived", 2: "archived", 3: "production"}

@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import exc as sa_exc
 
 from kiln.errors import ConcurrentRunError, NotFoundError, StoreError
 from kiln.stores import MetadataStore, RunRecord, UnitOfWork
@@ -381,6 +382,54 @@ class TestMetadataContract:
             assert [e.actor for e in uow.audit.list(limit=1)] == ["carol"]
         assert [e.actor for e in flights] == ["bob", "alice"]
         assert flights[0].details == {"gate": "replay"}
+
+    # -- deployments --------------------------------------------------------------------------
+
+    def test_deployments_record_and_list(self, store: MetadataStore) -> None:
+        with store.unit_of_work() as uow:
+            first = uow.deployments.record("flights", 1, "promote", actor="alice")
+            uow.deployments.record("flights", 2, "shadow", actor="bob", reason="try it")
+            uow.deployments.record("flights", 2, "promote", actor="bob", from_version=1)
+            uow.deployments.record("airports", 1, "promote", actor="carol")
+        assert (first.pipeline, first.version, first.action, first.from_version) == (
+            "flights",
+            1,
+            "promote",
+            None,
+        )
+        assert first.actor == "alice" and first.reason is None and is_utc(first.at)
+        with store.unit_of_work() as uow:
+            flights = uow.deployments.list("flights")
+            assert [d.action for d in uow.deployments.list("flights", limit=1)] == ["promote"]
+            assert len(uow.deployments.list("flights", limit=None)) == 3
+            assert uow.deployments.list("trains") == []
+        assert [(d.action, d.version, d.from_version) for d in flights] == [
+            ("promote", 2, 1),
+            ("shadow", 2, None),
+            ("promote", 1, None),
+        ]
+        assert flights[1].reason == "try it"
+
+    def test_deployment_action_is_checked(self, store: MetadataStore) -> None:
+        with store.unit_of_work() as uow, pytest.raises(ValueError, match="invalid action"):
+            uow.deployments.record("flights", 1, "deploy", actor="alice")  # type: ignore[arg-type]
+        insert = (
+            "INSERT INTO deployments (pipeline, version, action, actor, at)"
+            " VALUES ('flights', 1, 'deploy', 'alice', CURRENT_TIMESTAMP)"
+        )
+        with (
+            pytest.raises(sa_exc.IntegrityError, match="ck_deployments_action"),
+            store.engine.begin() as conn,
+        ):
+            conn.exec_driver_sql(insert)
+
+    def test_pipeline_lock_for_stage_changes(self, store: MetadataStore) -> None:
+        with store.unit_of_work() as uow:
+            make_run(uow)
+        with store.unit_of_work() as uow:
+            assert uow.pipelines.lock("flights").name == "flights"
+            with pytest.raises(NotFoundError, match="no pipeline 'trains'"):
+                uow.pipelines.lock("trains")
 
     # -- pipeline locks -----------------------------------------------------------------------
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import exc as sa_exc
 
 from kiln.stores import MetadataStore
-from kiln.stores.metadata.tables import Base
+from kiln.stores.metadata.tables import ONE_PRODUCTION, Base
 
 
 def test_migrations_match_the_models(store: MetadataStore) -> None:
@@ -17,8 +22,63 @@ def test_migrations_match_the_models(store: MetadataStore) -> None:
 
 
 def test_tables_exist_after_upgrade(store: MetadataStore) -> None:
-    import sqlalchemy as sa
-
     names = set(sa.inspect(store.engine).get_table_names())
     assert set(Base.metadata.tables) <= names
     assert "alembic_version" in names
+
+
+def _production_index(store: MetadataStore) -> dict[str, Any] | None:
+    for index in sa.inspect(store.engine).get_indexes("model_versions"):
+        if index["name"] == ONE_PRODUCTION:
+            return dict(index)
+    return None
+
+
+def test_one_production_is_a_partial_unique_index(store: MetadataStore) -> None:
+    """Autogenerate does not compare WHERE clauses, so check the reflected one here."""
+    index = _production_index(store)
+    assert index is not None
+    assert index["column_names"] == ["pipeline"] and index["unique"]
+    dialect = store.engine.dialect.name
+    where = str(index["dialect_options"][f"{dialect}_where"])
+    assert where.replace("(", "").replace(")", "").replace("::text", "") in (
+        "stage = 'production'",
+        "stage = 'production'::character varying",
+    )
+
+
+def _seed(store: MetadataStore, stages: list[str]) -> None:
+    with store.unit_of_work() as uow:
+        uow.pipelines.upsert("flights", "data-team", "delays", "kiln.yaml")
+        for stage in stages:
+            run = uow.runs.create("flights", "manual", "", "c" * 64, "kiln.yaml", "h", 1)
+            uow.versions.register("flights", run.id, "m" * 64, {}, {}, stage=stage)  # type: ignore[arg-type]
+
+
+def test_0002_downgrades_and_upgrades_keeping_versions(store: MetadataStore) -> None:
+    _seed(store, ["archived", "production", "shadow"])
+    with store.unit_of_work() as uow:
+        uow.deployments.record("flights", 2, "promote", actor="alice", from_version=1)
+    store.downgrade("0001")
+    assert store.schema_revision() == "0001"
+    assert "deployments" not in sa.inspect(store.engine).get_table_names()
+    assert _production_index(store) is None
+    store.upgrade()
+    assert store.schema_revision() == "0002"
+    assert _production_index(store) is not None
+    with store.unit_of_work() as uow:
+        assert [v.stage for v in uow.versions.list("flights")] == [
+            "archived",
+            "production",
+            "shadow",
+        ]
+        assert uow.deployments.list("flights") == []  # the history went with the downgrade
+
+
+def test_0002_refuses_a_database_with_two_production_versions(store: MetadataStore) -> None:
+    store.downgrade("0001")
+    _seed(store, ["production", "production"])
+    with pytest.raises(sa_exc.IntegrityError):
+        store.upgrade()
+    assert store.schema_revision() == "0001"  # the whole upgrade rolled back
+    assert "deployments" not in sa.inspect(store.engine).get_table_names()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Final
 
 import duckdb
@@ -86,7 +86,9 @@ def read_captures(
         raise ValueError("since must be timezone-aware (UTC)")
     root = _Root(root_url)
     folder = f"{root.path}/pipeline={pipeline}"
-    days = _date_folders(root, folder, since)
+    days = _date_folders(root, folder)
+    first_day = utc_date(since) if since is not None else date.min
+    wanted = [path for day, path in days if day >= first_day]
     where: list[str] = []
     params: dict[str, Any] = {}
     if stage is not None:
@@ -94,7 +96,7 @@ def read_captures(
         params["stage"] = stage
     if since is not None:
         where.append("ts >= $since")
-        params["since"] = since
+        params["since"] = since.astimezone(UTC)
     sql = f"SELECT {_COLUMNS} FROM read_parquet($files, {_READ_OPTIONS})"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -104,26 +106,28 @@ def read_captures(
 
     files: list[str] = []
     table: pa.Table | None = None
-    window, grow = 0, (len(days) if last is None else 1)
+    window, grow = 0, (len(wanted) if last is None else 1)
     with root.connect() as con:
-        while window < len(days):
-            for day in days[window : window + grow]:
-                files.extend(root.parquet_files(day))
+        while window < len(wanted):
+            for path in wanted[window : window + grow]:
+                files.extend(root.parquet_files(path))
             window += grow
             grow = 3 * window
             if files:
                 table = _run(con, sql, {**params, "files": files}, root.for_duckdb(folder))
                 if last is None or table.num_rows >= last:
                     break
-    if table is None:
-        raise NotFoundError(
-            f"no captures of pipeline {pipeline!r} in {root.for_duckdb(folder)}", hint=_HINT
-        )
-    return table.cast(_READ_SCHEMA)
+    if table is not None:
+        return table.cast(_READ_SCHEMA)
+    if any(root.parquet_files(path) for day, path in days if day < first_day):
+        return _READ_SCHEMA.empty_table()  # captures exist, none since `since`
+    raise NotFoundError(
+        f"no captures of pipeline {pipeline!r} in {root.for_duckdb(folder)}", hint=_HINT
+    )
 
 
-def _date_folders(root: _Root, folder: str, since: datetime | None) -> list[str]:
-    """``date=`` folders under ``folder``, newest first, none before ``since``'s UTC date."""
+def _date_folders(root: _Root, folder: str) -> list[tuple[date, str]]:
+    """The ``date=`` folders under ``folder``, newest first."""
     days: list[tuple[date, str]] = []
     for path in root.listdir(folder):
         key, _, value = path.rsplit("/", 1)[-1].partition("=")
@@ -131,9 +135,9 @@ def _date_folders(root: _Root, folder: str, since: datetime | None) -> list[str]
             day = date.fromisoformat(value) if key == "date" else None
         except ValueError:
             day = None
-        if day is not None and (since is None or day >= utc_date(since)):
+        if day is not None:
             days.append((day, path))
-    return [path for _, path in sorted(days, reverse=True)]
+    return sorted(days, reverse=True)
 
 
 def query_captures(root_url: str, sql: str) -> pa.Table:

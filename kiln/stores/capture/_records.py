@@ -66,8 +66,14 @@ class CaptureRecord:
             )
 
 
+def _as_utc(ts: datetime) -> datetime:
+    """``ts`` in UTC. Arrow is not trusted with offsets: with ``PYARROW_IGNORE_TIMEZONE=1``
+    (which ``import pandera`` sets) it stores the wall-clock time and drops the offset."""
+    return ts if ts.tzinfo is UTC else ts.astimezone(UTC)
+
+
 def utc_date(ts: datetime) -> date:
-    return (ts if ts.tzinfo is UTC else ts.astimezone(UTC)).date()
+    return _as_utc(ts).date()
 
 
 def _json_default(value: Any) -> Any:
@@ -97,7 +103,7 @@ def to_table(rows: Sequence[CaptureRecord]) -> pa.Table:
 def _to_batch(rows: Sequence[CaptureRecord]) -> pa.RecordBatch:
     arrays = [
         pa.array([r.request_id for r in rows], pa.string()),
-        pa.array([r.ts for r in rows], _TS),
+        pa.array([_as_utc(r.ts) for r in rows], _TS),
         pa.array([r.version for r in rows], pa.int32()),
         pa.array([r.stage for r in rows], pa.string()),
         pa.array([r.segment for r in rows], pa.string()),

@@ -169,7 +169,7 @@ class CaptureWriter:
                 now = time.monotonic()
                 next_flush = now + self._flush_seconds
                 failures = 0 if ok else failures + 1
-                backoff = min(self._flush_seconds * 2 ** (failures - 1), 30.0)
+                backoff = min(self._flush_seconds * 2 ** min(failures - 1, 20), 30.0)
                 retry_at = 0.0 if ok else now + (min(backoff, 0.05) if stopping else backoff)
             if stopping and (not self._outstanding or now >= self._deadline):
                 return

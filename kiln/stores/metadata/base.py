@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -22,6 +23,8 @@ __all__ = [
     "no_pipeline",
     "no_run",
     "now",
+    "one_production_violated",
+    "second_production",
     "to_record",
     "upsert",
 ]
@@ -76,6 +79,21 @@ def upsert(
     else:
         raise StoreError(f"the metadata store does not support the {name} database")
     return session.execute(stmt.returning(*table.c)).one()
+
+
+def one_production_violated(error: sa_exc.IntegrityError) -> bool:
+    """Whether ``error`` is the database refusing a second production version of a pipeline."""
+    lines = str(error.orig).strip().splitlines()
+    first = lines[0] if lines else ""
+    return t.ONE_PRODUCTION in first or first.endswith("failed: model_versions.pipeline")
+
+
+def second_production(reason: str) -> StoreError:
+    return StoreError(
+        "refused a second production version of a pipeline (a pipeline has at most one;"
+        f" another change of stages may have committed first): {reason}",
+        hint="`kiln models list` shows the stages now; run the command again",
+    )
 
 
 class Repository:

@@ -21,6 +21,8 @@ from kiln.stores.metadata.base import (
     no_pipeline,
     no_run,
     now,
+    one_production_violated,
+    second_production,
     to_record,
     upsert,
 )
@@ -331,7 +333,9 @@ class VersionRepository(Repository):
                     )
                     self._session.add(version)
                     self._session.flush()
-            except sa_exc.IntegrityError:
+            except sa_exc.IntegrityError as e:
+                if one_production_violated(e):
+                    raise second_production(str(e.orig).strip().splitlines()[0]) from e
                 time.sleep(0.005 * (attempt + 1))
                 continue
             return to_record(VersionRecord, version)

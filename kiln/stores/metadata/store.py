@@ -14,6 +14,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from kiln.errors import StoreError
+from kiln.stores.metadata.base import one_production_violated, second_production
 from kiln.stores.metadata.engine import make_engine, masked, unreachable
 from kiln.stores.metadata.repositories import (
     AuditRepository,
@@ -25,7 +26,6 @@ from kiln.stores.metadata.repositories import (
     TaskRepository,
     VersionRepository,
 )
-from kiln.stores.metadata.tables import ONE_PRODUCTION
 
 __all__ = ["MetadataStore", "UnitOfWork"]
 
@@ -127,12 +127,8 @@ class MetadataStore:
         except sa_exc.IntegrityError as e:
             session.rollback()
             reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
-            if ONE_PRODUCTION in reason or reason.endswith("failed: model_versions.pipeline"):
-                raise StoreError(
-                    "a pipeline has at most one production version, and another change of"
-                    f" stages committed first: {reason}",
-                    hint="`kiln models list` shows the stages now; run the command again",
-                ) from e
+            if one_production_violated(e):
+                raise second_production(reason) from e
             raise StoreError(
                 f"the metadata database at {masked(self.url)} rejected a write: {reason}"
             ) from e
