@@ -57,14 +57,16 @@ class _BoosterFn:
             out = self._single(X)
             if out is not None:
                 return out
-        return self._booster.predict(X, num_threads=1)  # type: ignore[no-any-return]
+        return self._booster.predict(X, num_threads=1)
 
     def _single(self, X: np.ndarray) -> np.ndarray | None:
         if self._handle is None and not self._setup():
             return None
         if X.shape[1] != self._ncol:
             return None  # Booster.predict raises its own error about the number of features
-        row = X if X.dtype == np.float64 and X.flags.c_contiguous else np.ascontiguousarray(X, np.float64)
+        row = X if X.dtype == np.float64 and X.flags.c_contiguous else None
+        if row is None:
+            row = np.ascontiguousarray(X, dtype=np.float64)
         out = np.empty(1, dtype=np.float64)
         n = ctypes.c_int64(0)
         self._call(

@@ -105,7 +105,7 @@ class Stages:
         """Make ``version`` the production version; the previous one is archived.
 
         Any version but a blocked one can be promoted, an archived one too: that is how an
-        admin goes back further than ``rollback`` does.
+        admin puts back any earlier version directly.
         """
         with self._metadata.unit_of_work() as uow:
             target = _locked_version(uow, pipeline, version)

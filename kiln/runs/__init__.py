@@ -1,7 +1,33 @@
 """The run lifecycle: the only layer that joins the planner, the executors and the stores."""
 
-from kiln.runs.context import Stores, open_stores
-from kiln.runs.runner import Runner, RunResult, check_importable
-from kiln.runs.training import TrainContext
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kiln.runs.context import Stores, open_stores
+    from kiln.runs.preflight import check_importable
+    from kiln.runs.runner import Runner, RunResult
+    from kiln.runs.training import TrainContext
+
+# Imported on first use: `kiln models list` must not pay for LightGBM and scikit-learn.
+_EXPORTS = {
+    "Stores": "kiln.runs.context",
+    "open_stores": "kiln.runs.context",
+    "Runner": "kiln.runs.runner",
+    "RunResult": "kiln.runs.runner",
+    "check_importable": "kiln.runs.preflight",
+    "TrainContext": "kiln.runs.training",
+}
 
 __all__ = ["RunResult", "Runner", "Stores", "TrainContext", "check_importable", "open_stores"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

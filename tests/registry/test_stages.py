@@ -379,10 +379,11 @@ def test_two_processes_promoting_leave_one_production(store: MetadataStore, regi
     assert sorted(o[4] for o in promoted) == sorted(d[2] for d in deployed[1:])
 
 
-def promote_once(url: str, version: int, ready: Any, results: Any) -> None:
+def promote_once(url: str, version: int, ready: Any, go: Any, results: Any) -> None:
     store = MetadataStore(url)
     try:
         ready.set()
+        go.wait(TIMEOUT)
         change = Stages(store).promote(P, version, actor="b")
         results.put(("promoted", change.from_version))
     except StoreError as e:
@@ -399,17 +400,18 @@ def test_a_promotion_waits_for_a_stage_change_in_progress(
     register(3)
     Stages(store).promote(P, 1, actor="setup")
     ctx = multiprocessing.get_context("spawn")
-    ready, results = ctx.Event(), ctx.Queue()
-    worker = ctx.Process(target=promote_once, args=(store.url, 3, ready, results))
+    ready, go, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    worker = ctx.Process(target=promote_once, args=(store.url, 3, ready, go, results))
+    worker.start()
     try:
+        assert ready.wait(TIMEOUT)
         with store.unit_of_work() as uow:
             uow.pipelines.lock(P)
             uow.versions.set_stage(P, 1, "archived")
             uow.versions.set_stage(P, 2, "production")
-            worker.start()
-            assert ready.wait(TIMEOUT)
+            go.set()
             with pytest.raises(queue.Empty):
-                results.get(timeout=1.5)  # it waits for this transaction
+                results.get(timeout=1.5)  # it waits for this transaction to end
         assert results.get(timeout=TIMEOUT) == ("promoted", 2)
         worker.join(TIMEOUT)
         assert worker.exitcode == 0

@@ -1,0 +1,144 @@
+"""The ASGI app: the predict hot path answered from the raw body, everything else by FastAPI.
+
+``POST /v1/pipelines/{name}/predict`` is taken here before any framework code runs: the body is
+read with a size cap, handed with three headers to ``Predictions.handle``, and its bytes are
+sent back. Large bodies (batches) are predicted in a worker thread so the event loop keeps
+answering single rows meanwhile (LightGBM releases the GIL while it predicts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+import time
+from typing import Any
+
+from fastapi import FastAPI
+
+from kiln.serving._api import build_api
+from kiln.serving._errors import ApiError, error_body
+from kiln.serving._predict import Answer
+from kiln.serving._service import Service
+from kiln.settings import Settings
+
+__all__ = ["ServingApp", "app_from_env", "create_app"]
+
+_PREFIX = "/v1/pipelines/"
+_SUFFIX = "/predict"
+MAX_BODY_BYTES = 64 * 1024 * 1024
+THREAD_BODY_BYTES = 32 * 1024
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+
+class ServingApp:
+    def __init__(self, api: FastAPI, service: Service, *, max_body: int = MAX_BODY_BYTES) -> None:
+        self.api = api
+        self.service = service
+        self._handle = service.predictions.handle
+        self._max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
+                name = path[len(_PREFIX) : -len(_SUFFIX)]
+                if name and "/" not in name:
+                    await self._predict(name, scope, receive, send)
+                    return
+        await self.api(scope, receive, send)
+
+    async def _predict(self, name: str, scope: Scope, receive: Any, send: Any) -> None:
+        started = time.perf_counter()
+        content_type = authorization = request_id = None
+        declared = 0
+        for key, value in scope["headers"]:
+            if key == b"content-type":
+                content_type = value
+            elif key == b"authorization":
+                authorization = value
+            elif key == b"x-request-id":
+                request_id = value
+            elif key == b"content-length":
+                declared = int(value) if value.isdigit() else 0
+        if declared > self._max_body:
+            await _send(send, _too_large(self._max_body))
+            return
+        body = await self._body(receive)
+        if body is None:
+            await _send(send, _too_large(self._max_body))
+            return
+        call = functools.partial(
+            self._handle,
+            name,
+            body,
+            content_type=content_type,
+            authorization=authorization,
+            request_id=request_id,
+            started=started,
+        )
+        if len(body) > THREAD_BODY_BYTES:
+            answer = await asyncio.get_running_loop().run_in_executor(None, call)
+        else:
+            answer = call()
+        await _send(send, answer)
+
+    async def _body(self, receive: Any) -> bytes | None:
+        """The request body, or None when it exceeds the cap."""
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            return body
+        chunks = [body]
+        size = len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+async def _send(send: Any, answer: Answer) -> None:
+    await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers})
+    await send({"type": "http.response.body", "body": answer.body})
+
+
+def _too_large(limit: int) -> Answer:
+    error = ApiError(
+        413,
+        "body_too_large",
+        f"the body is larger than {limit // (1024 * 1024)} MiB",
+        hint="split the batch into several requests",
+    )
+    body = error_body(error)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    return Answer(413, body, headers)
+
+
+def create_app(settings: Settings) -> ServingApp:
+    """The server's ASGI app; nothing starts until the ASGI lifespan start-up."""
+    service = Service(settings)
+    return ServingApp(build_api(service), service)
+
+
+def app_from_env() -> ServingApp:
+    """uvicorn's factory in each worker: Settings from the KILN_* variables ``serve`` set."""
+    logger = logging.getLogger("kiln")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+        )
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    return create_app(Settings())

@@ -1,0 +1,97 @@
+"""Capture: one record per answered row of the sampled requests, handed to the capture writer.
+
+``CaptureWriter.offer`` never blocks: when its queue is full the capture (never the request) is
+dropped and counted in ``kiln_capture_dropped_total``. The rows of a batch are captured as
+``<request id>:<index>``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from kiln.registry import Prediction
+from kiln.serving._metrics import Metrics
+from kiln.serving._routing import Deployed
+from kiln.stores import CaptureRecord, CaptureWriter
+
+__all__ = ["Capture"]
+
+NO_MODEL = "(none)"
+
+
+class Capture:
+    def __init__(self, writer: CaptureWriter | None, metrics: Metrics) -> None:
+        self._writer = writer
+        self._metrics = metrics
+        self._random = random.Random().random
+
+    def attach(self, writer: CaptureWriter) -> None:
+        self._writer = writer
+
+    def sampled(self, rate: float) -> bool:
+        if rate <= 0.0 or self._writer is None:
+            return False
+        return rate >= 1.0 or self._random() < rate
+
+    def rows(
+        self,
+        deployed: Deployed,
+        stage: str,
+        request_id: str,
+        rows: Sequence[dict[str, Any]],
+        prediction: Prediction | None,
+        *,
+        batch: bool,
+        ts: datetime,
+        latency_ms: float,
+        error: str | None = None,
+    ) -> bool:
+        """Offer one record per row; True when every one was accepted.
+
+        ``prediction`` None means the version failed on these rows (``error`` says how).
+        """
+        writer = self._writer
+        if writer is None:
+            return False
+        col = deployed.segment_column
+        known = deployed.segments
+        accepted = 0
+        for i, row in enumerate(rows):
+            raw = row.get(col) if col else None
+            segment = None if raw is None else str(raw)
+            if prediction is None:
+                model, fallback, value, why = NO_MODEL, False, None, error
+            else:
+                model = prediction.model[i]
+                fallback = bool(prediction.fallback[i])
+                value = float(prediction.values[i])
+                why = None
+                if fallback and segment in known:
+                    why = (
+                        f"segment model {segment!r} failed or gave a non-finite value;"
+                        " the fallback answered"
+                    )
+            record = CaptureRecord(
+                request_id=f"{request_id}:{i}" if batch else request_id,
+                ts=ts,
+                pipeline=deployed.pipeline,
+                version=deployed.version,
+                stage=stage,
+                segment=segment,
+                model=model,
+                fallback=fallback,
+                features=row,
+                prediction=value,
+                error=why,
+                latency_ms=latency_ms,
+            )
+            accepted += writer.offer(record)
+        if accepted:
+            self._metrics.captured.labels(deployed.pipeline, stage).inc(accepted)
+        dropped = len(rows) - accepted
+        if dropped:
+            self._metrics.capture_dropped.labels(deployed.pipeline, stage).inc(dropped)
+        return dropped == 0

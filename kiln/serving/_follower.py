@@ -1,0 +1,242 @@
+"""The registry follower: a thread that re-reads the registry and swaps in new routing tables.
+
+Every ``reload_seconds`` (or at once after a promotion made through this server) it reads which
+version of each pipeline is in production and which are in shadow. A version it has not loaded
+yet is loaded here, in the background: the manifest's environment lock must agree with this
+process (major.minor of each library) and every digest must match (``Predictor.load``). Only
+then is the new table swapped in. A refused version is logged once, counted, shown by
+``GET /v1/pipelines/{name}``, retried every ``retry_seconds``, and the version that served
+before keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from kiln.config import parse_config
+from kiln.config.models import CaptureConfig
+from kiln.errors import IntegrityError, KilnError
+from kiln.registry import Predictor, environment_mismatches
+from kiln.runs import Stores
+from kiln.serving._metrics import Metrics
+from kiln.serving._routing import Deployed, PipelineRoute, Refusal, RoutingTable
+from kiln.serving._schema import RequestSchema
+from kiln.stores import VersionRecord
+
+__all__ = ["RegistryFollower"]
+
+logger = logging.getLogger("kiln.serving")
+
+_Key = tuple[str, int, str]
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    production: VersionRecord | None
+    shadows: tuple[VersionRecord, ...]
+
+
+class RegistryFollower:
+    def __init__(
+        self,
+        stores: Stores,
+        metrics: Metrics,
+        *,
+        interval: float,
+        max_instances: int,
+        retry_seconds: float = 30.0,
+    ) -> None:
+        self.table = RoutingTable({})
+        self._stores = stores
+        self._metrics = metrics
+        self._interval = interval
+        self._max_instances = max_instances
+        self._retry_seconds = retry_seconds
+        self._loaded: dict[_Key, Deployed] = {}
+        self._refused: dict[_Key, tuple[Refusal, float]] = {}
+        self._registry_failing = False
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="kiln-registry", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wake(self) -> None:
+        """Re-read the registry now (after a promotion made through this process)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception:  # a bug here must not stop the follower: log it, try again
+                logger.exception("the registry follower failed; retrying")
+            self._wake.wait(self._interval)
+            self._wake.clear()
+
+    def refresh(self) -> RoutingTable:
+        """Read the registry once, load what is new, swap the table in; returns it."""
+        try:
+            wanted = self._read_registry()
+        except Exception as e:  # the database is down or locked: keep serving what we have
+            self._metrics.reload_failures.labels("(registry)").inc()
+            if not self._registry_failing:
+                self._registry_failing = True
+                logger.error("cannot read the registry (serving what was loaded): %s", e)
+            old = self.table
+            self.table = RoutingTable(old.pipelines, old.read_at, registry_error=str(e))
+            return self.table
+        if self._registry_failing:
+            self._registry_failing = False
+            logger.warning("the registry can be read again")
+        old = self.table
+        routes = {
+            name: self._route(name, want, old.pipelines.get(name)) for name, want in wanted.items()
+        }
+        table = RoutingTable(routes, read_at=datetime.now(UTC))
+        _log_changes(old.pipelines, routes)
+        self.table = table
+        serving = {id(d) for r in routes.values() for d in (r.production, *r.shadows) if d}
+        self._loaded = {k: d for k, d in self._loaded.items() if id(d) in serving}
+        wanted_keys = {
+            _key(v) for w in wanted.values() for v in (w.production, *w.shadows) if v is not None
+        }
+        self._refused = {k: v for k, v in self._refused.items() if k in wanted_keys}
+        return table
+
+    def _read_registry(self) -> dict[str, _Wanted]:
+        with self._stores.metadata.unit_of_work() as uow:
+            out = {}
+            for pipeline in uow.pipelines.list():
+                production = uow.versions.by_stage(pipeline.name, "production")
+                shadows = uow.versions.by_stage(pipeline.name, "shadow")
+                out[pipeline.name] = _Wanted(production[0] if production else None, tuple(shadows))
+            return out
+
+    def _route(self, name: str, want: _Wanted, old: PipelineRoute | None) -> PipelineRoute:
+        production = self._deployed(want.production) if want.production else None
+        if production is None and want.production is not None and old is not None:
+            production = old.production  # the version that served keeps serving
+        shadows = tuple(d for v in want.shadows if (d := self._deployed(v)) is not None)
+        refusals = tuple(
+            self._refused[_key(v)][0]
+            for v in (want.production, *want.shadows)
+            if v is not None and _key(v) in self._refused
+        )
+        return PipelineRoute(
+            name=name,
+            production=production,
+            shadows=shadows,
+            registry_production=want.production.version if want.production else None,
+            registry_shadows=tuple(v.version for v in want.shadows),
+            refusals=refusals,
+        )
+
+    def _deployed(self, record: VersionRecord) -> Deployed | None:
+        key = _key(record)
+        found = self._loaded.get(key)
+        if found is not None:
+            return found
+        refused = self._refused.get(key)
+        if refused is not None and time.monotonic() < refused[1]:
+            return None
+        try:
+            deployed = self._load(record)
+        except Exception as e:  # any reason a package cannot serve is a refusal, not a crash
+            message = str(e) if isinstance(e, KilnError) else f"{type(e).__name__}: {e}"
+            self._metrics.reload_failures.labels(record.pipeline).inc()
+            if refused is None or refused[0].message != message:
+                logger.error(
+                    "refused %s v%d (the version that served keeps serving): %s",
+                    record.pipeline, record.version, message,
+                )  # fmt: skip
+            refusal = Refusal(
+                record.pipeline, record.version, record.manifest_digest, message, datetime.now(UTC)
+            )
+            self._refused[key] = (refusal, time.monotonic() + self._retry_seconds)
+            return None
+        self._refused.pop(key, None)
+        self._loaded[key] = deployed
+        return deployed
+
+    def _load(self, record: VersionRecord) -> Deployed:
+        label = f"{record.pipeline} v{record.version}"
+        content = self._stores.content
+        manifest = orjson.loads(
+            content.get(record.manifest_digest, what=f"the manifest of {label}")
+        )
+        problems = environment_mismatches(manifest.get("environment") or {})
+        if problems:
+            raise IntegrityError(
+                f"{label} was built with other library versions than this server has: "
+                + "; ".join(problems),
+                hint="serve it from an environment with the same major.minor versions,"
+                " or re-run the pipeline here to rebuild it",
+            )
+        predictor = Predictor.load(content, record.manifest_digest, label=label)
+        return Deployed(
+            pipeline=record.pipeline,
+            version=record.version,
+            digest=record.manifest_digest,
+            predictor=predictor,
+            request=RequestSchema(
+                predictor.schema, predictor.segment_column, max_instances=self._max_instances
+            ),
+            sample_rate=self._sample_rate(record, label),
+            loaded_at=datetime.now(UTC),
+        )
+
+    def _sample_rate(self, record: VersionRecord, label: str) -> float:
+        """``capture.sample_rate`` of the kiln.yaml that the version was trained from."""
+        with self._stores.metadata.unit_of_work() as uow:
+            run = uow.runs.get(record.run_id)
+        try:
+            loaded = parse_config(run.config_text, Path(run.config_path or "kiln.yaml"))
+        except KilnError as e:
+            default = CaptureConfig().sample_rate
+            logger.warning(
+                "the config of %s does not parse here (%s); capturing at the default rate %s",
+                label, e, default,
+            )  # fmt: skip
+            return default
+        return loaded.config.capture.sample_rate
+
+
+def _key(record: VersionRecord) -> _Key:
+    return (record.pipeline, record.version, record.manifest_digest)
+
+
+def _log_changes(old: Mapping[str, PipelineRoute], new: Mapping[str, PipelineRoute]) -> None:
+    for name, route in new.items():
+        before = old.get(name)
+        was = before.production.version if before and before.production else None
+        now = route.production.version if route.production else None
+        if was != now:
+            logger.info("%s: %s serves (was %s)", name, _v(now), _v(was))
+        was_shadows = {d.version for d in before.shadows} if before else set()
+        now_shadows = {d.version for d in route.shadows}
+        if was_shadows != now_shadows:
+            logger.info(
+                "%s: shadow versions %s (were %s)", name, sorted(now_shadows), sorted(was_shadows)
+            )
+
+
+def _v(version: int | None) -> str:
+    return "nothing" if version is None else f"v{version}"

@@ -1,0 +1,166 @@
+"""The JSON shapes of the API, as pydantic models: they document the OpenAPI spec and check
+the admin request bodies. The predict hot path writes its answers with orjson directly."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kiln.serving._schema import MAX_INSTANCES
+
+__all__ = [
+    "ErrorResponse",
+    "PipelineDetail",
+    "PipelineSummary",
+    "PredictBatchResponse",
+    "PredictResponse",
+    "PromoteRequest",
+    "Readiness",
+    "RollbackRequest",
+    "TransitionResponse",
+    "predict_request_schema",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="Where: features.NAME, instances.INDEX.NAME or (body).")
+    problem: str
+    got: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable error code, e.g. invalid_input, pipeline_not_found.")
+    message: str
+    hint: str | None = None
+    fields: list[FieldProblem] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    pipeline: str
+    version: int
+    prediction: float | None = Field(description="null only if the fallback gave a non-number.")
+    model: str = Field(description="The segment whose model answered, or __fallback__.")
+    fallback: bool
+
+
+class PredictBatchResponse(BaseModel):
+    request_id: str = Field(description="Row i is captured as REQUEST_ID:i.")
+    pipeline: str
+    version: int
+    predictions: list[float | None]
+    models: list[str]
+    fallback: list[bool]
+
+
+def predict_request_schema() -> dict[str, Any]:
+    """The body of POST /v1/pipelines/{name}/predict. The features depend on the version in
+    production: GET /v1/pipelines/{name} lists them."""
+    row = {
+        "type": "object",
+        "description": "Every feature of the production version (and its segment column):"
+        " numbers or null for numeric features, strings or null for categorical ones.",
+        "additionalProperties": {"type": ["number", "string", "null"]},
+    }
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "title": "One row",
+                "properties": {"features": row},
+                "required": ["features"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "title": "A batch",
+                "properties": {
+                    "instances": {
+                        "type": "array",
+                        "items": row,
+                        "minItems": 1,
+                        "maxItems": MAX_INSTANCES,
+                    }
+                },
+                "required": ["instances"],
+                "additionalProperties": False,
+            },
+        ]
+    }
+
+
+class FeatureInfo(BaseModel):
+    name: str
+    kind: Literal["numeric", "categorical", "segment"]
+    dtype: str
+    categories: list[str] | None = None
+
+
+class VersionInfo(BaseModel):
+    version: int
+    manifest_digest: str
+    segments: list[str]
+    routed_to_fallback: list[str]
+    capture_sample_rate: float
+    loaded_at: str
+
+
+class ReloadError(BaseModel):
+    version: int
+    message: str
+    at: str
+
+
+class PipelineSummary(BaseModel):
+    name: str
+    production: int | None = Field(description="The version that answers here.")
+    registry_production: int | None = Field(description="The registry's production version.")
+    shadows: list[int]
+    last_reload_error: ReloadError | None
+
+
+class PipelineDetail(BaseModel):
+    name: str
+    production: VersionInfo | None
+    registry_production: int | None
+    shadows: list[VersionInfo]
+    registry_shadows: list[int]
+    segment_column: str | None
+    features: list[FeatureInfo]
+    last_reload_error: ReloadError | None
+    reload_errors: list[ReloadError]
+
+
+class PromoteRequest(_Strict):
+    version: int = Field(ge=1, le=2**31 - 1)
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class RollbackRequest(_Strict):
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class TransitionResponse(BaseModel):
+    pipeline: str
+    action: str
+    version: int
+    stage: str
+    previous_stage: str
+    from_version: int | None
+    changed: bool
+    message: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    missing: list[str]
+    registry_error: str | None = None

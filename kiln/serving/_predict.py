@@ -1,0 +1,247 @@
+"""The predict hot path: raw body in, orjson out, no framework in between.
+
+``Predictions.handle`` takes the body bytes and the few headers it needs and returns the status,
+headers and body of the answer. It checks the token, finds the production version in the
+current routing table, validates the body with that version's request schema, predicts, counts,
+samples the request for capture and copies it to the shadow versions, in that order.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+
+from kiln.registry import Prediction
+from kiln.serving._capture import Capture
+from kiln.serving._errors import ApiError, error_body, unauthorized
+from kiln.serving._metrics import Metrics
+from kiln.serving._routing import Deployed, PipelineRoute, RoutingTable
+from kiln.serving._shadow import ShadowJob, ShadowRunner
+
+__all__ = ["Answer", "Predictions"]
+
+logger = logging.getLogger("kiln.serving")
+
+_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
+_UNKNOWN = "(unknown)"
+_BATCH = "(batch)"
+_JSON_TYPE = (b"content-type", b"application/json")
+_CAPTURED = (b"x-kiln-captured", b"1")
+_NOT_CAPTURED = (b"x-kiln-captured", b"0")
+_TOKEN_HINT = "send the header 'Authorization: Bearer <token>' with the predict token"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]]
+
+
+class Predictions:
+    def __init__(
+        self,
+        table: Callable[[], RoutingTable],
+        metrics: Metrics,
+        capture: Capture,
+        shadow: Callable[[], ShadowRunner | None],
+        *,
+        tokens: Sequence[str] = (),
+    ) -> None:
+        """``tokens``: the tokens that may predict (none: predicting is open)."""
+        self._table = table
+        self._metrics = metrics
+        self._capture = capture
+        self._shadow = shadow
+        self._tokens = [t.encode() for t in tokens if t]
+
+    def handle(
+        self,
+        name: str,
+        body: bytes,
+        *,
+        content_type: bytes | None,
+        authorization: bytes | None,
+        request_id: bytes | None,
+        started: float,
+    ) -> Answer:
+        rid = _request_id(request_id)
+        route: PipelineRoute | None = None
+        deployed: Deployed | None = None
+        try:
+            if self._tokens and not self._authorized(authorization):
+                raise unauthorized("predicting needs the predict token", _TOKEN_HINT)
+            table = self._table()
+            route = table.pipelines.get(name)
+            if route is None:
+                raise _no_pipeline(name, table)
+            deployed = route.production
+            if deployed is None:
+                raise _no_production(route)
+            if not _is_json(content_type):
+                raise ApiError(
+                    415,
+                    "unsupported_media_type",
+                    "the body must be JSON (Content-Type: application/json)",
+                    hint='send {"features": {...}} or {"instances": [...]} as application/json',
+                )
+            rows, batch = deployed.request.parse(body)
+            prediction = deployed.predictor.predict(rows)
+        except ApiError as e:
+            return self._refuse(e, name if route else _UNKNOWN, deployed, rid)
+        except Exception as e:  # a bug or a broken fallback model: answer 500, log it once here
+            logger.exception("predict %s failed (request %s)", name, rid)
+            error = ApiError(500, "internal_error", f"the prediction failed: {type(e).__name__}")
+            return self._refuse(error, name if route else _UNKNOWN, deployed, rid)
+        seconds = time.perf_counter() - started
+        n = len(rows)
+        answer = self._answer(deployed, n, prediction, batch=batch, rid=rid, seconds=seconds)
+        sampled = self._capture.sampled(deployed.sample_rate)
+        captured = False
+        ts = datetime.now(UTC) if sampled or route.shadows else None
+        if sampled and ts is not None:
+            captured = self._capture.rows(
+                deployed, "production", rid, rows, prediction,
+                batch=batch, ts=ts, latency_ms=seconds * 1000.0,
+            )  # fmt: skip
+        if route.shadows and ts is not None:
+            shadow = self._shadow()
+            if shadow is not None:
+                shadow.offer(ShadowJob(name, rid, rows, batch, sampled, ts, route.shadows))
+        answer.headers.append(_CAPTURED if captured else _NOT_CAPTURED)
+        return answer
+
+    def _answer(
+        self,
+        deployed: Deployed,
+        n_rows: int,
+        prediction: Prediction,
+        *,
+        batch: bool,
+        rid: str,
+        seconds: float,
+    ) -> Answer:
+        name, label = deployed.pipeline, deployed.label
+        m = self._metrics
+        fallbacks = int(prediction.fallback.sum())
+        if batch:
+            body = orjson.dumps(
+                {
+                    "request_id": rid,
+                    "pipeline": name,
+                    "version": deployed.version,
+                    "predictions": prediction.values.tolist(),
+                    "models": prediction.model,
+                    "fallback": prediction.fallback.tolist(),
+                }
+            )
+            segment = _BATCH
+        else:
+            segment = prediction.model[0]
+            body = orjson.dumps(
+                {
+                    "request_id": rid,
+                    "pipeline": name,
+                    "version": deployed.version,
+                    "prediction": float(prediction.values[0]),
+                    "model": segment,
+                    "fallback": fallbacks > 0,
+                }
+            )
+        m.requests.labels(name, label, "200").inc()
+        m.rows.labels(name, label, "production").inc(n_rows)
+        if fallbacks:
+            m.fallbacks.labels(name, label, "production").inc(fallbacks)
+        if prediction.errors:
+            m.model_errors.labels(name, label, "production").inc(prediction.errors)
+        m.latency.labels(name, label, segment).observe(seconds)
+        headers = [
+            _JSON_TYPE,
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", rid.encode()),
+            (b"x-kiln-version", label.encode()),
+        ]
+        return Answer(200, body, headers)
+
+    def _refuse(
+        self, error: ApiError, pipeline: str, deployed: Deployed | None, rid: str
+    ) -> Answer:
+        code = str(error.status)
+        version = deployed.label if deployed is not None else ""
+        self._metrics.requests.labels(pipeline, version, code).inc()
+        self._metrics.errors.labels(pipeline, error.code).inc()
+        body = error_body(error)
+        headers = [
+            _JSON_TYPE,
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", rid.encode()),
+            _NOT_CAPTURED,
+        ]
+        headers.extend((k.encode(), v.encode()) for k, v in error.headers.items())
+        return Answer(error.status, body, headers)
+
+    def _authorized(self, header: bytes | None) -> bool:
+        if header is None or header[:7].lower() != b"bearer ":
+            return False
+        presented = header[7:].strip()
+        ok = False
+        for token in self._tokens:  # every token compared, in constant time
+            ok |= hmac.compare_digest(presented, token)
+        return ok
+
+
+def _request_id(given: bytes | None) -> str:
+    if given is not None and _REQUEST_ID.fullmatch(given):
+        return given.decode("ascii")
+    return uuid.uuid4().hex
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    if not content_type:
+        return False
+    kind = content_type.split(b";", 1)[0].strip().lower()
+    if kind == b"application/json":
+        return True
+    return kind.startswith(b"application/") and kind.endswith(b"+json")
+
+
+def _no_pipeline(name: str, table: RoutingTable) -> ApiError:
+    if table.read_at is None:
+        return ApiError(
+            503,
+            "not_ready",
+            "the server has not read the registry yet",
+            hint="retry in a moment; GET /readyz says when it is ready",
+            headers={"retry-after": "1"},
+        )
+    known = ", ".join(sorted(table.pipelines)) or "none"
+    return ApiError(
+        404,
+        "pipeline_not_found",
+        f"no pipeline {name!r} in the registry (known pipelines: {known})",
+        hint="`kiln run kiln.yaml` registers a pipeline; GET /v1/pipelines lists them",
+    )
+
+
+def _no_production(route: PipelineRoute) -> ApiError:
+    name = route.name
+    if route.registry_production is None:
+        message = f"pipeline {name!r} has no production version"
+    else:
+        why = route.missing() or f"{name} v{route.registry_production}: not loaded yet"
+        message = f"pipeline {name!r} has no loaded production version ({why})"
+    return ApiError(
+        503,
+        "no_production_version",
+        message,
+        hint=f"`kiln promote {name} VERSION` puts a version in production;"
+        " `kiln models list` shows the versions",
+    )

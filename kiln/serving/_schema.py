@@ -1,0 +1,179 @@
+"""The request body of one model version: a pydantic TypeAdapter built from its feature schema.
+
+A body is ``{"features": {...}}`` (one row) or ``{"instances": [{...}, ...]}`` (a batch). A row
+holds every feature of the version, and its segment column even when that is not a feature:
+numeric features take a finite number or null, categorical ones a string or null; no other
+key is allowed. The bytes are validated by ``validate_json`` in one pass (no ``json.loads``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, NotRequired, Required
+
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    with_config,
+)
+from typing_extensions import TypedDict
+
+from kiln.pipeline.features import FeatureSchema
+from kiln.serving._errors import ApiError
+
+__all__ = ["MAX_INSTANCES", "RequestSchema"]
+
+MAX_INSTANCES = 10_000
+_SHOWN = 20
+_FORBID = ConfigDict(extra="forbid")
+_SHAPE = 'send {"features": {...}} for one row or {"instances": [{...}, ...]} for a batch'
+
+
+def _bool_as_number(value: Any) -> Any:
+    return float(value) if isinstance(value, bool) else value
+
+
+def _integral(value: float | None) -> float | int | None:
+    """Integers stay integers, so that a numeric segment column routes as training named it."""
+    return int(value) if value is not None and value.is_integer() else value
+
+
+def _int_as_text(value: Any) -> Any:
+    return str(value) if type(value) is int else value
+
+
+_Number = Annotated[float, Strict(), AllowInfNan(False)]
+_Text = Annotated[str, Strict()]
+
+
+class RequestSchema:
+    """Validates request bodies of one version; ``parse`` returns the rows and whether the
+    body was a batch, or raises ApiError (400 bad JSON, 413 too many rows, 422 bad fields)."""
+
+    def __init__(
+        self, schema: FeatureSchema, segment_column: str | None, *, max_instances: int
+    ) -> None:
+        self.max_instances = max_instances
+        fields: dict[str, Any] = {}
+        for spec in schema.features:
+            if spec.kind == "categorical":
+                kind: Any = _Text | None
+            elif spec.dtype.startswith("bool"):
+                kind = Annotated[_Number | None, BeforeValidator(_bool_as_number)]
+            else:
+                kind = _Number | None
+            if spec.name == segment_column and spec.kind == "numeric":
+                kind = Annotated[kind, AfterValidator(_integral)]
+            fields[spec.name] = Required[kind]
+        if segment_column is not None and segment_column not in fields:
+            fields[segment_column] = Required[
+                Annotated[_Text | None, BeforeValidator(_int_as_text)]
+            ]
+        self.names: tuple[str, ...] = tuple(fields)
+        self._segment_only = segment_column if len(fields) > len(schema.features) else None
+        row = with_config(_FORBID)(TypedDict("Features", fields))  # type: ignore[operator]
+        batch = Annotated[list[row], Field(min_length=1, max_length=max_instances)]  # type: ignore[valid-type]
+        body = with_config(_FORBID)(
+            TypedDict(  # type: ignore[operator]
+                "PredictRequest", {"features": NotRequired[row], "instances": NotRequired[batch]}
+            )
+        )
+        self._adapter: TypeAdapter[dict[str, Any]] = TypeAdapter(body)
+
+    def parse(self, body: bytes) -> tuple[list[dict[str, Any]], bool]:
+        try:
+            parsed = self._adapter.validate_json(body)
+        except ValidationError as e:
+            raise self._refusal(e) from None
+        features = parsed.get("features")
+        instances = parsed.get("instances")
+        if features is not None and instances is None:
+            return [features], False
+        if instances is not None and features is None:
+            return instances, True
+        which = "both" if features is not None else "neither"
+        raise ApiError(
+            422,
+            "invalid_input",
+            f'the body has {which} of "features" and "instances": {_SHAPE}',
+            fields=[{"field": "(body)", "problem": _SHAPE}],
+        )
+
+    def _refusal(self, e: ValidationError) -> ApiError:
+        errors = e.errors(include_url=False, include_context=False)
+        first = errors[0]
+        if first["type"] == "json_invalid":
+            return ApiError(
+                400,
+                "invalid_json",
+                f"the body is not valid JSON: {first['msg'].removeprefix('Invalid JSON: ')}",
+                hint=_SHAPE,
+            )
+        if first["type"] == "too_long" and tuple(first["loc"]) == ("instances",):
+            return ApiError(
+                413,
+                "too_many_instances",
+                f"a batch holds at most {self.max_instances} instances",
+                hint="split the batch into several requests",
+                fields=[{"field": "instances", "problem": f"at most {self.max_instances} rows"}],
+            )
+        fields = [self._field(err) for err in errors]
+        shown = "; ".join(f"{f['field']}: {f['problem']}" for f in fields[:5])
+        more = f" (and {len(fields) - 5} more)" if len(fields) > 5 else ""
+        return ApiError(
+            422,
+            "invalid_input",
+            f"{len(fields)} problem(s) in the request: {shown}{more}",
+            hint="GET /v1/pipelines/{name} lists the features, their kinds and categories",
+            fields=fields[:_SHOWN],
+        )
+
+    def _field(self, err: Any) -> dict[str, Any]:
+        loc: Sequence[str | int] = err["loc"]
+        field = ".".join(str(x) for x in loc) or "(body)"
+        kind = err["type"]
+        name = loc[-1] if loc else None
+        in_row = len(loc) >= 2 and loc[0] in ("features", "instances")
+        if kind == "missing" and in_row:
+            problem = "missing: every feature is required (send null when it is unknown)"
+        elif kind == "missing":
+            problem = "missing"
+        elif kind == "extra_forbidden" and in_row:
+            problem = f"unknown feature; expected {_listed(self.names)}"
+        elif kind == "extra_forbidden":
+            problem = f"unknown key; {_SHAPE}"
+        elif kind in ("float_type", "finite_number", "float_parsing"):
+            problem = "expected a finite number or null"
+        elif kind == "string_type" and in_row and name == self._segment_only:
+            problem = "expected a string, an integer or null (the segment column)"
+        elif kind == "string_type":
+            problem = "expected a string or null"
+        elif kind in ("dict_type", "typed_dict_type"):
+            problem = "expected a JSON object"
+        elif kind == "list_type":
+            problem = "expected a JSON array of rows"
+        elif kind == "too_short":
+            problem = "expected at least one row"
+        else:
+            problem = str(err["msg"])
+        out: dict[str, Any] = {"field": field, "problem": problem}
+        if kind not in ("missing", "extra_forbidden"):
+            out["got"] = _short(err.get("input"))
+        return out
+
+
+def _listed(names: Sequence[str]) -> str:
+    if len(names) <= 30:
+        return "one of " + ", ".join(names)
+    return "one of " + ", ".join(names[:30]) + f", ... ({len(names)} features)"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
