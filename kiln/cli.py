@@ -26,7 +26,9 @@ models_app = typer.Typer(no_args_is_help=True, help="Registered model versions."
 db_app = typer.Typer(no_args_is_help=True, help="The metadata database.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(models_app, name="models")
+capture_app = typer.Typer(no_args_is_help=True, help="Captured requests and responses.")
 app.add_typer(db_app, name="db")
+app.add_typer(capture_app, name="capture")
 
 # Piped output (CI logs, files) gets a wide page instead of Rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -366,6 +368,48 @@ def audit(
             Text(details[:80]),
         )  # fmt: skip
     out.print(t)
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
+    reload_seconds: Annotated[
+        float | None, typer.Option(help="How often to re-read the registry.")
+    ] = None,
+) -> None:
+    """Serve predictions of every pipeline's production version (shadow, capture, metrics)."""
+    from kiln.serving import serve as run_server
+
+    settings = _settings(ctx, reload_seconds=reload_seconds)
+    _stores(ctx).close()  # fail here, with a clear message, if the registry is unreachable
+    out.print(f"serving on http://{host}:{port} ({workers} worker(s)); OpenAPI at /docs")
+    run_server(settings, host=host, port=port, workers=workers)
+
+
+@capture_app.command("query")
+def capture_query(
+    ctx: typer.Context,
+    sql: Annotated[str, typer.Argument(help="SQL over the view `captures`.")],
+    limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
+) -> None:
+    """Query captured traffic with DuckDB, e.g. `SELECT pipeline, count(*) FROM captures
+    GROUP BY 1`."""
+    from kiln.stores.captures import query_captures
+
+    table = query_captures(_settings(ctx).artifact_root, sql)
+    t = Table(*table.column_names)
+    for row in table.slice(0, limit).to_pylist():
+        t.add_row(*(_cell(v) for v in row.values()))
+    out.print(t)
+    if table.num_rows > limit:
+        out.print(f"... {table.num_rows - limit} more rows (--limit)")
+
+
+def _cell(v: Any) -> str:
+    return _num(v) if isinstance(v, float) else str(v)
 
 
 @db_app.command("upgrade")

@@ -56,15 +56,22 @@ class FeatureSchema:
 
     @classmethod
     def infer(
-        cls, df: pd.DataFrame, names: Sequence[str], *, where: str = "features"
+        cls,
+        df: pd.DataFrame,
+        names: Sequence[str],
+        *,
+        rows: np.ndarray | None = None,
+        where: str = "features",
     ) -> FeatureSchema:
+        """Kinds and categories from the training rows (``rows``: a boolean mask of them)."""
         specs = []
         for name in names:
             s = df[name]
             if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
                 specs.append(FeatureSpec(name, "numeric", str(s.dtype)))
             elif pd.api.types.is_string_dtype(s) or isinstance(s.dtype, pd.CategoricalDtype):
-                cats = sorted({str(v) for v in s.dropna().unique()})
+                seen = s if rows is None else s[rows]
+                cats = sorted({str(v) for v in seen.dropna().unique()})
                 specs.append(FeatureSpec(name, "categorical", "string", tuple(cats)))
             else:
                 raise SchemaError(
@@ -80,9 +87,9 @@ class FeatureSchema:
         for j, spec in enumerate(self.features):
             col = df[spec.name]
             if spec.kind == "numeric":
-                out[:, j] = pd.to_numeric(col, errors="coerce").to_numpy(
-                    dtype=np.float64, na_value=np.nan
-                )
+                if not pd.api.types.is_numeric_dtype(col):
+                    col = pd.to_numeric(col, errors="coerce")
+                out[:, j] = col.to_numpy(dtype=np.float64, na_value=np.nan)
             else:
                 codes = spec.lookup.get_indexer(pd.Index(col.astype("string")))
                 out[:, j] = np.where(codes < 0, np.nan, codes)

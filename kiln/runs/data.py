@@ -51,6 +51,8 @@ class Prepared:
     holdout: np.ndarray
     cutoff: pd.Timestamp
     dropped_null_target: int
+    frame: pd.DataFrame
+    """The used rows (target not null) and columns, aligned with X, y and holdout."""
 
     def rows(self) -> dict[str, int]:
         n_hold = int(self.holdout.sum())
@@ -66,6 +68,9 @@ class Prepared:
 def prepare(df: pd.DataFrame, loaded: LoadedConfig) -> Prepared:
     cfg = loaded.config
     target = cfg.target.column
+    seg_col = cfg.segments.column if cfg.segments else None
+    needed = [*cfg.features, target, cfg.data.time_column, *([seg_col] if seg_col else [])]
+    df = df[list(dict.fromkeys(needed))]  # copy only the columns the models need
     keep = df[target].notna().to_numpy()
     dropped = int((~keep).sum())
     if dropped:
@@ -74,10 +79,11 @@ def prepare(df: pd.DataFrame, loaded: LoadedConfig) -> Prepared:
     cutoff = time_cutoff(df[cfg.data.time_column], cfg.evaluation.split)
     hold = holdout_mask(df[cfg.data.time_column], cutoff)
     _check_split(hold, loaded)
-    train_df = df.loc[~hold]
-    schema = FeatureSchema.infer(train_df, cfg.features, where=where_field(loaded)("features"))
-    if cfg.segments is not None:
-        segs = df[cfg.segments.column].astype("string").to_numpy(dtype=object)
+    schema = FeatureSchema.infer(
+        df, cfg.features, rows=~hold, where=where_field(loaded)("features")
+    )
+    if seg_col is not None:
+        segs = df[seg_col].astype("string").to_numpy(dtype=object)
     else:
         segs = np.full(len(df), None, dtype=object)
     return Prepared(
@@ -88,6 +94,7 @@ def prepare(df: pd.DataFrame, loaded: LoadedConfig) -> Prepared:
         holdout=hold,
         cutoff=cutoff,
         dropped_null_target=dropped,
+        frame=df,
     )
 
 
@@ -119,11 +126,12 @@ def _check_split(hold: np.ndarray, loaded: LoadedConfig) -> None:
         )
 
 
-def reference_profile(df: pd.DataFrame, schema: FeatureSchema, target: str) -> dict[str, Any]:
-    """Summary of the training data that the monitor compares live traffic with."""
+def reference_profile(prep: Prepared, target: str) -> dict[str, Any]:
+    """Summary of the training rows that the monitor compares live traffic with."""
+    train = ~prep.holdout
     profile: dict[str, Any] = {}
-    for spec in schema.features:
-        s = df[spec.name]
+    for spec in prep.schema.features:
+        s = prep.frame[spec.name][train]
         entry: dict[str, Any] = {"kind": spec.kind, "null_share": float(s.isna().mean())}
         if spec.kind == "numeric":
             v = pd.to_numeric(s, errors="coerce").dropna().astype("float64")
@@ -141,6 +149,6 @@ def reference_profile(df: pd.DataFrame, schema: FeatureSchema, target: str) -> d
             freq = s.astype("string").value_counts(normalize=True, dropna=True).head(50)
             entry["top"] = {str(k): float(p) for k, p in freq.items()}
         profile[spec.name] = entry
-    t = df[target].astype("float64")
+    t = pd.Series(prep.y[train])
     profile["__target__"] = {"mean": float(t.mean()), "std": float(t.std(ddof=0))}
     return profile

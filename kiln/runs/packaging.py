@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import pickle
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from kiln.config.loader import LoadedConfig
 from kiln.executors import TaskOutcome
@@ -17,7 +17,7 @@ from kiln.pipeline.metrics import score
 from kiln.pipeline.plan import FALLBACK, SegmentPlan
 from kiln.registry.adapters import predict_fn
 from kiln.registry.package import MANIFEST_FORMAT, environment_lock
-from kiln.runs.data import Prepared, reference_profile
+from kiln.runs.data import Prepared
 from kiln.runs.training import TrainResult, TrainSpec
 from kiln.stores.content import ContentStore
 
@@ -124,17 +124,16 @@ class TrainedRun:
 
     loaded: LoadedConfig
     run_id: str
-    df: pd.DataFrame
     prep: Prepared
     plan: SegmentPlan
     infos: dict[str, TaskInfo]
     data_digest: str
+    profile: Future[dict[str, Any]]
+    """The reference profile, computed on a thread while the segments train."""
 
 
 def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]:
-    loaded, run_id, df, prep, plan, infos = (
-        run.loaded, run.run_id, run.df, run.prep, run.plan, run.infos
-    )  # fmt: skip
+    loaded, run_id, prep, plan, infos = run.loaded, run.run_id, run.prep, run.plan, run.infos
     data_digest = run.data_digest
     cfg = loaded.config
     names = cfg.metrics
@@ -166,7 +165,6 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
         "fallback_only": score(names, y[hold], fb_full[hold]),
         "segments": len(models),
     }
-    used = df[df[cfg.target.column].notna()].reset_index(drop=True)
     lineage = {
         "run_id": run_id,
         "config_digest": cfg.digest,
@@ -193,9 +191,7 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
         "metrics": metrics,
         "lineage": lineage,
         "environment": environment_lock(_distributions(cfg.model.estimator)),
-        "reference_profile": reference_profile(
-            used.loc[~prep.holdout], prep.schema, cfg.target.column
-        ),
+        "reference_profile": run.profile.result(),
     }
 
 

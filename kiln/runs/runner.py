@@ -12,6 +12,7 @@ import os
 import subprocess
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -27,7 +28,14 @@ from kiln.executors import Executor, make_executor
 from kiln.pipeline.plan import FALLBACK, SegmentPlan, plan_segments
 from kiln.registry.package import save_manifest
 from kiln.runs.context import Stores
-from kiln.runs.data import Prepared, load_snapshot, prepare, snapshot, where_field
+from kiln.runs.data import (
+    Prepared,
+    load_snapshot,
+    prepare,
+    reference_profile,
+    snapshot,
+    where_field,
+)
 from kiln.runs.packaging import TaskInfo, TrainedRun, build_manifest
 from kiln.runs.preflight import check_importable
 from kiln.runs.reporting import Measured, Meter, NullReporter, Reporter, host_and_pid
@@ -64,8 +72,18 @@ class Runner:
 
     # -- entry points -------------------------------------------------------------------------
     def run(self, loaded: LoadedConfig, *, trigger: RunTrigger = "manual") -> RunResult:
+        executor = self._executor(loaded)
+        try:
+            executor.warm_up()  # workers import the model libraries while this process checks
+            check_importable(loaded)
+            run_id = self._start(loaded, trigger)
+        except BaseException:
+            executor.close(cancel=True)
+            raise
+        return self._execute(loaded, run_id, data_digest=None, executor=executor)
+
+    def _start(self, loaded: LoadedConfig, trigger: RunTrigger) -> str:
         cfg = loaded.config
-        check_importable(loaded)
         host, pid = host_and_pid()
         with self.stores.metadata.unit_of_work() as uow:
             uow.pipelines.upsert(cfg.name, cfg.owner, cfg.description, str(loaded.path.resolve()))
@@ -82,7 +100,7 @@ class Runner:
             previous = uow.locks.acquire(cfg.name, run.id, host, pid, LOCK_STALE_AFTER)
             if previous and previous != run.id:
                 uow.runs.mark_finished(previous, "interrupted", error="its process died")
-        return self._execute(loaded, run.id, data_digest=None)
+        return run.id
 
     def resume(self, run_id: str) -> RunResult:
         host, pid = host_and_pid()
@@ -99,21 +117,26 @@ class Runner:
                 error=None, finished_at=None,
             )  # fmt: skip
         loaded = parse_config(run.config_text, Path(run.config_path))
-        return self._execute(loaded, run_id, data_digest=run.data_digest)
+        executor = self._executor(loaded)
+        executor.warm_up()
+        return self._execute(loaded, run_id, data_digest=run.data_digest, executor=executor)
 
     # -- the lifecycle ------------------------------------------------------------------------
-    def _execute(self, loaded: LoadedConfig, run_id: str, data_digest: str | None) -> RunResult:
+    def _execute(
+        self, loaded: LoadedConfig, run_id: str, *, data_digest: str | None, executor: Executor
+    ) -> RunResult:
         cfg = loaded.config
         heartbeat = _Heartbeat(self.stores, cfg.name, run_id)
-        executor = self._executor(loaded)
+        background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-run")
         interrupted = False
         try:
             heartbeat.start()
-            executor.warm_up()
-            df, data_digest = self._step_extract(loaded, run_id, data_digest)
+            df, pending_digest = self._step_extract(loaded, run_id, data_digest, background)
             prep = self._step_check(loaded, run_id, df)
+            data_digest = self._record_snapshot(run_id, pending_digest, rows=len(df))
+            profile = background.submit(reference_profile, prep, cfg.target.column)
             infos, plan, reused = self._step_train(loaded, run_id, prep, executor)
-            trained = TrainedRun(loaded, run_id, df, prep, plan, infos, data_digest)
+            trained = TrainedRun(loaded, run_id, prep, plan, infos, data_digest, profile)
             manifest, digest = self._step_package(trained)
             version = self._step_register(cfg.name, run_id, digest, manifest)
             return RunResult(run_id, cfg.name, version, digest, manifest, reused_tasks=reused)
@@ -128,6 +151,7 @@ class Runner:
         finally:
             heartbeat.stop()
             executor.close(cancel=interrupted)
+            background.shutdown(wait=True, cancel_futures=True)
 
     def _executor(self, loaded: LoadedConfig) -> Executor:
         res = loaded.config.resources
@@ -143,13 +167,16 @@ class Runner:
         )
 
     def _step_extract(
-        self, loaded: LoadedConfig, run_id: str, digest: str | None
-    ) -> tuple[pd.DataFrame, str]:
+        self, loaded: LoadedConfig, run_id: str, digest: str | None, background: ThreadPoolExecutor
+    ) -> tuple[pd.DataFrame, Future[str]]:
+        """Read the rows; their Parquet snapshot is written on ``background`` during the checks."""
         cfg = loaded.config
         with self._step(run_id, "extract") as m:
+            pending: Future[str] = Future()
             if digest is not None:  # resuming: the same rows as the first attempt
                 table = load_snapshot(self.stores.content, digest, label=f"run {run_id}")
                 m.details["reused_snapshot"] = True
+                pending.set_result(digest)
             else:
                 source = open_source(
                     cfg.data.source,
@@ -163,12 +190,17 @@ class Runner:
                         f"from {source.describe()}",
                         hint="check the WHERE clause of data.query",
                     )
-                digest = snapshot(self.stores.content, table)
-                with self.stores.metadata.unit_of_work() as uow:
-                    uow.runs.update(run_id, data_digest=digest, rows={"extracted": table.num_rows})
-            m.details |= {"rows": table.num_rows, "data_digest": digest}
+                pending = background.submit(snapshot, self.stores.content, table)
+            m.details["rows"] = table.num_rows
             df = table.to_pandas()
-        return df, digest
+        return df, pending
+
+    def _record_snapshot(self, run_id: str, pending: Future[str], *, rows: int) -> str:
+        """The data lineage of the run; from here on a resume reuses exactly these rows."""
+        digest = pending.result()
+        with self.stores.metadata.unit_of_work() as uow:
+            uow.runs.update(run_id, data_digest=digest, rows={"extracted": rows})
+        return digest
 
     def _step_check(self, loaded: LoadedConfig, run_id: str, df: pd.DataFrame) -> Prepared:
         cfg = loaded.config
