@@ -11,10 +11,12 @@ flights rows of July 2013, a different row each request:
   * single rows at concurrency 1, 8 and 32, and 1,000-row batches (v1 in production);
   * capture at 100% (v1) against 0% (v2), single rows at concurrency 32 (throughput ratio);
   * shadow on (v1 in production, v2 in shadow, both captured) against off, single rows at
-    concurrency 8 (production's p99).
+    concurrency 1 and 8 (production's p50, p99 and throughput).
 
-Floor: ``Predictor.predict`` in this process, one row and 1,000 rows (medians), on the same
-rows. Every figure is the median of ``--repeat`` runs of ``--seconds`` each.
+The stages change on the running server through the registry (as a promotion does), and the
+scenarios are interleaved in each of ``--repeat`` rounds of ``--seconds`` each; every figure is
+the median of the rounds. Floor: ``Predictor.predict`` in this process, one row and 1,000 rows
+(medians), on the same rows.
 """
 
 from __future__ import annotations
@@ -179,7 +181,7 @@ def free_port() -> int:
 @contextmanager
 def server(home: Path, workers: int = 2) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "KILN_RELOAD_SECONDS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KILN_RELOAD_SECONDS": "0.5"}
     env.pop("KILN_PREDICT_TOKEN", None)
     log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below)
     proc = subprocess.Popen(
@@ -365,43 +367,83 @@ def main() -> None:  # noqa: PLR0915 (the benchmark's script, top to bottom)
           f" server: 2 workers; {os.cpu_count()} cores; load average before:"
           f" {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
 
-    results: dict[str, dict[str, float]] = {}
+    scenarios = [  # (name, production, shadow, bodies, concurrency)
+        ("single c=1", 1, None, singles, 1),
+        ("single c=8", 1, None, singles, 8),
+        ("single c=32", 1, None, singles, 32),
+        ("batch c=1", 1, None, batches, 1),
+        ("batch c=2", 1, None, batches, 2),
+        ("capture 0% c=32", 2, None, singles, 32),
+        ("shadow on c=1", 1, 2, singles, 1),
+        ("shadow on c=8", 1, 2, singles, 8),
+    ]
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name, *_ in scenarios}
     set_stages(home, production=1, shadow=None)
     with server(home) as url:
-        for c in (1, 8, 32):
-            results[f"single c={c}"] = measure(client, url, singles, c, secs, rep)
-            _line(f"single row, concurrency {c}", results[f"single c={c}"], fl["one"])
-        results["batch c=1"] = measure(client, url, batches, 1, secs, rep)
-        _line(f"{BATCH}-row batch, concurrency 1", results["batch c=1"], fl["batch"], BATCH)
-        results["batch c=2"] = measure(client, url, batches, 2, secs, rep)
-        _line(f"{BATCH}-row batch, concurrency 2", results["batch c=2"], fl["batch"], BATCH)
-    set_stages(home, production=2, shadow=None)
-    with server(home) as url:
-        results["capture 0% c=32"] = measure(client, url, singles, 32, secs, rep)
-        _line("capture 0% (v2), concurrency 32", results["capture 0% c=32"], fl["one"])
-    set_stages(home, production=1, shadow=2)
-    with server(home) as url:
-        results["shadow on c=8"] = measure(client, url, singles, 8, secs, rep)
-        _line("v1 + v2 in shadow, concurrency 8", results["shadow on c=8"], fl["one"])
+        for r in range(rep):  # interleaved, so that a slow minute of the machine hits all alike
+            for name, production, shadow, bodies, conc in scenarios:
+                set_stages(home, production, shadow)
+                wait_serving(url, production, shadow)
+                runs[name].append(run_load(client, url, bodies, conc, secs))
+            print(f"  run {r + 1}/{rep} done (load average {os.getloadavg()[0]:.2f})", flush=True)
+        drops = dropped(url)
     set_stages(home, production=1, shadow=None)
+    results = {name: median_of(v) for name, v in runs.items()}
+    print()
+    for name, *_ in scenarios:
+        batch = name.startswith("batch")
+        _line(name, results[name], fl["batch" if batch else "one"], BATCH if batch else 1)
 
     one = results["single c=1"]
     cap = results["single c=32"]["rps"] / results["capture 0% c=32"]["rps"]
-    shadow = results["shadow on c=8"]["p99"] / results["single c=8"]["p99"]
-    errors = sum(r["errors"] for r in results.values())
-    print("\nsummary (targets in brackets)")
-    print(f"  single-row p50 - floor:        {ms(one['p50'] - fl['one'])}   [<= 1 ms]")
-    print(f"  throughput at concurrency 32:  {results['single c=32']['rps']:9.0f} req/s [>= 5000]")
-    print(f"  capture 100% / 0% throughput:  {cap:9.3f}       [>= 0.90]")
-    print(f"  shadow on / off production p99:{shadow:9.3f}       [~1.00]")
-    print(f"  failed requests:               {errors:9.0f}")
+    errors = sum(r["errors"] for v in runs.values() for r in v)
+    print("\nsummary (targets in brackets); v1 captures 100%, v2 0%; medians of", rep)
+    print(f"  single-row p50 - floor:           {ms(one['p50'] - fl['one'])} [<= 1 ms]")
+    print(f"  throughput at concurrency 32:     {results['single c=32']['rps']:7.0f} req/s"
+          " [>= 5000]")  # fmt: skip
+    print(f"  capture 100% / 0% throughput:     {cap:7.3f}       [>= 0.90]")
+    for c in (1, 8):
+        on, off = results[f"shadow on c={c}"], results[f"single c={c}"]
+        print(f"  shadow on / off, concurrency {c}:   p99 {on['p99'] / off['p99']:5.2f}x,"
+              f" p50 {on['p50'] / off['p50']:5.2f}x, throughput {on['rps'] / off['rps']:5.2f}x"
+              " [p99 1.00x]")  # fmt: skip
+    print(f"  failed requests: {errors:.0f}; capture drops: {drops['capture']:.0f};"
+          f" shadow copies dropped: {drops['shadow']:.0f}")  # fmt: skip
     print(f"  load average after: {os.getloadavg()[0]:.2f} (other processes share these cores)")
     tmp.cleanup()
 
 
+def wait_serving(url: str, production: int, shadow: int | None) -> None:
+    """Until every worker serves ``production`` with ``shadow`` (asked on fresh connections)."""
+    import httpx
+
+    want = {"production": production, "shadows": [] if shadow is None else [shadow]}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        seen = [httpx.get(f"{url}/v1/pipelines").json()[0] for _ in range(6)]
+        if all({k: s[k] for k in want} == want for s in seen):
+            time.sleep(0.5)
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"the server did not switch to {want} in 60 s")
+
+
+def dropped(url: str) -> dict[str, float]:
+    import httpx
+
+    text = httpx.get(f"{url}/metrics").text
+    out = {"capture": 0.0, "shadow": 0.0}
+    for line in text.splitlines():
+        for key, metric in (("capture", "kiln_capture_dropped_total{"),
+                            ("shadow", "kiln_shadow_dropped_total{")):  # fmt: skip
+            if line.startswith(metric):
+                out[key] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def _line(label: str, r: dict[str, float], floor_s: float, rows: int = 1) -> None:
     print(
-        f"  {label:36s} {r['rps']:8.0f} req/s ({r['rps'] * rows:9.0f} rows/s)"
+        f"  {label:16s} {r['rps']:7.0f} req/s ({r['rps'] * rows:9.0f} rows/s)"
         f"  p50 {ms(r['p50'])} ({r['p50'] / floor_s:5.1f}x floor)"
         f"  p99 {ms(r['p99'])}  errors {r['errors']:.0f}",
         flush=True,

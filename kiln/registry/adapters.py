@@ -104,7 +104,10 @@ class _BoosterFn:
                         ctypes.byref(handle),
                     )
                 )
-                fast = lib.LGBM_BoosterPredictForMatSingleRowFast
+                # Called through PyDLL: the GIL stays held for the few microseconds of one row.
+                # Releasing it (as CDLL does) hands it to any busy thread of the process for up
+                # to sys.getswitchinterval() before this thread gets it back.
+                fast = ctypes.PyDLL(lib._name).LGBM_BoosterPredictForMatSingleRowFast
 
                 def call(*args: Any) -> None:
                     check(fast(*args))

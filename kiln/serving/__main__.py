@@ -14,7 +14,9 @@ from kiln.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kiln.serving", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m kiln.serving", description="Run the Kiln prediction server (uvicorn)."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1, help="server processes (default 1)")

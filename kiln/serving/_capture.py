@@ -27,6 +27,7 @@ class Capture:
         self._writer = writer
         self._metrics = metrics
         self._random = random.Random().random
+        self._counters: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def attach(self, writer: CaptureWriter) -> None:
         self._writer = writer
@@ -89,9 +90,15 @@ class Capture:
                 latency_ms=latency_ms,
             )
             accepted += writer.offer(record)
+        key = (deployed.pipeline, stage)
+        counters = self._counters.get(key)
+        if counters is None:
+            m = self._metrics
+            counters = (m.captured.labels(*key), m.capture_dropped.labels(*key))
+            self._counters[key] = counters
         if accepted:
-            self._metrics.captured.labels(deployed.pipeline, stage).inc(accepted)
+            counters[0].inc(accepted)
         dropped = len(rows) - accepted
         if dropped:
-            self._metrics.capture_dropped.labels(deployed.pipeline, stage).inc(dropped)
+            counters[1].inc(dropped)
         return dropped == 0

@@ -9,6 +9,7 @@ samples the request for capture and copies it to the shadow versions, in that or
 from __future__ import annotations
 
 import hmac
+import itertools
 import logging
 import re
 import time
@@ -62,6 +63,8 @@ class Predictions:
         self._capture = capture
         self._shadow = shadow
         self._tokens = [t.encode() for t in tokens if t]
+        self._request_id = _RequestIds()
+        self._children: dict[tuple[str, str, str], _Children] = {}
 
     def handle(
         self,
@@ -73,7 +76,7 @@ class Predictions:
         request_id: bytes | None,
         started: float,
     ) -> Answer:
-        rid = _request_id(request_id)
+        rid = self._request_id(request_id)
         route: PipelineRoute | None = None
         deployed: Deployed | None = None
         try:
@@ -130,9 +133,8 @@ class Predictions:
         seconds: float,
     ) -> Answer:
         name, label = deployed.pipeline, deployed.label
-        m = self._metrics
-        fallbacks = int(prediction.fallback.sum())
         if batch:
+            fallbacks = int(prediction.fallback.sum())
             body = orjson.dumps(
                 {
                     "request_id": rid,
@@ -146,6 +148,8 @@ class Predictions:
             segment = _BATCH
         else:
             segment = prediction.model[0]
+            fell_back = bool(prediction.fallback[0])
+            fallbacks = int(fell_back)
             body = orjson.dumps(
                 {
                     "request_id": rid,
@@ -153,16 +157,20 @@ class Predictions:
                     "version": deployed.version,
                     "prediction": float(prediction.values[0]),
                     "model": segment,
-                    "fallback": fallbacks > 0,
+                    "fallback": fell_back,
                 }
             )
-        m.requests.labels(name, label, "200").inc()
-        m.rows.labels(name, label, "production").inc(n_rows)
+        key = (name, label, segment)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = _Children(self._metrics, name, label, segment)
+        children.requests.inc()
+        children.rows.inc(n_rows)
         if fallbacks:
-            m.fallbacks.labels(name, label, "production").inc(fallbacks)
+            children.fallbacks.inc(fallbacks)
         if prediction.errors:
-            m.model_errors.labels(name, label, "production").inc(prediction.errors)
-        m.latency.labels(name, label, segment).observe(seconds)
+            children.model_errors.inc(prediction.errors)
+        children.latency.observe(seconds)
         headers = [
             _JSON_TYPE,
             (b"content-length", str(len(body)).encode()),
@@ -198,10 +206,30 @@ class Predictions:
         return ok
 
 
-def _request_id(given: bytes | None) -> str:
-    if given is not None and _REQUEST_ID.fullmatch(given):
-        return given.decode("ascii")
-    return uuid.uuid4().hex
+class _RequestIds:
+    """Unique ids without a uuid4 per request: a random prefix per process, then a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = uuid.uuid4().hex[:16]
+        self._next = itertools.count(1).__next__
+
+    def __call__(self, given: bytes | None) -> str:
+        if given is not None and _REQUEST_ID.fullmatch(given):
+            return given.decode("ascii")
+        return f"{self._prefix}{self._next():08x}"
+
+
+class _Children:
+    """The metric children of one (pipeline, version, segment), looked up once."""
+
+    __slots__ = ("fallbacks", "latency", "model_errors", "requests", "rows")
+
+    def __init__(self, m: Metrics, pipeline: str, version: str, segment: str) -> None:
+        self.requests = m.requests.labels(pipeline, version, "200")
+        self.rows = m.rows.labels(pipeline, version, "production")
+        self.fallbacks = m.fallbacks.labels(pipeline, version, "production")
+        self.model_errors = m.model_errors.labels(pipeline, version, "production")
+        self.latency = m.latency.labels(pipeline, version, segment)
 
 
 def _is_json(content_type: bytes | None) -> bool:

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,12 +40,23 @@ class ShadowJob:
 
 class ShadowRunner:
     def __init__(
-        self, capture: Capture, metrics: Metrics, *, max_queue: int = 10_000, max_rows: int = 4_096
+        self,
+        capture: Capture,
+        metrics: Metrics,
+        *,
+        max_queue: int = 10_000,
+        max_rows: int = 64,
+        linger: float = 0.02,
+        busy: Callable[[], bool] = lambda: False,
+        max_wait: float = 1.0,
     ) -> None:
         self._capture = capture
         self._metrics = metrics
         self._max_queue = max_queue
         self._max_rows = max_rows
+        self._linger = linger
+        self._busy = busy
+        self._max_wait = max_wait
         self._queue: deque[ShadowJob] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -68,7 +80,8 @@ class ShadowRunner:
         if full:
             self._metrics.shadow_dropped.labels(job.pipeline).inc()
             return False
-        self._wake.set()
+        if not self._wake.is_set():
+            self._wake.set()
         return True
 
     def close(self, timeout: float = 10.0) -> None:
@@ -89,16 +102,28 @@ class ShadowRunner:
     def _run(self) -> None:
         while True:
             self._wake.wait()
+            if not self._closing:
+                time.sleep(self._linger)  # gather copies: one model call for many requests
             self._wake.clear()
             while jobs := self._take():
+                self._wait_idle()
                 try:
                     self._process(jobs)
                 except Exception:  # a bug here must not stop shadowing: log it and go on
                     logger.exception("shadow: predicting %d copied requests failed", len(jobs))
+                time.sleep(0)  # let the event loop take the GIL between chunks
                 if self._closing and time.monotonic() >= self._deadline:
                     return
             if self._closing:
                 return
+
+    def _wait_idle(self) -> None:
+        """Production first: start a chunk only when no request is being answered here (or
+        after ``max_wait``), so a copy never competes with a request for the GIL. Under
+        sustained load the queue fills instead, and full means dropped, counted."""
+        deadline = time.monotonic() + self._max_wait
+        while self._busy() and not self._closing and time.monotonic() < deadline:
+            time.sleep(0.0005)
 
     def _take(self) -> list[ShadowJob]:
         jobs: list[ShadowJob] = []
