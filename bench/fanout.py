@@ -85,6 +85,11 @@ def kiln_run(loaded, workers: int, cpus: int) -> tuple[float, dict[str, float]]:
         total = time.perf_counter() - t0
         with stores.metadata.unit_of_work() as uow:
             steps = {s.name: s.wall_seconds or 0.0 for s in uow.steps.for_run(result.run_id)}
+            tasks = uow.tasks.for_run(result.run_id)
+        steps["tasks_sum"] = sum(t.wall_seconds for t in tasks)
+        steps["tasks_span"] = (
+            max(t.finished_at for t in tasks) - min(t.started_at for t in tasks)
+        ).total_seconds()
         stores.close()
     return total, steps
 
@@ -130,6 +135,14 @@ def main() -> None:
     overhead = (med["kiln_1x1"] - med["plain_1"]) / n * 1000
     print(f"  Kiln overhead per segment ((kiln 1x1 - plain 1 thread) / models): {overhead:.1f} ms")
     med_steps = {k: statistics.median(s[k] for s in steps1) for k in steps1[0]}
+    inside = (med_steps["tasks_sum"] - med["plain_1"]) / n * 1000
+    between = (med_steps["tasks_span"] - med_steps["tasks_sum"]) / n * 1000
+    fixed = med["kiln_1x1"] - med_steps["tasks_span"]
+    print(
+        f"  of which: inside each task (measure, evaluate, pickle) {inside:.1f} ms/segment, "
+        f"between tasks (transfer, record, store) {between:.1f} ms/segment, "
+        f"fixed per run (worker start, extract, checks, package, register) {fixed:.2f} s"
+    )
     print("  steps of the 1x1 run (median s): "
           + ", ".join(f"{k} {v:.2f}" for k, v in med_steps.items()))  # fmt: skip
 

@@ -50,11 +50,7 @@ class ServingApp:
             if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
                 name = path[len(_PREFIX) : -len(_SUFFIX)]
                 if name and "/" not in name:
-                    self.service.in_flight += 1
-                    try:
-                        await self._predict(name, scope, receive, send)
-                    finally:
-                        self.service.in_flight -= 1
+                    await self._predict(name, scope, receive, send)
                     return
         await self.api(scope, receive, send)
 

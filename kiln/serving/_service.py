@@ -46,8 +46,6 @@ class Service:
         self.follower: RegistryFollower | None = None
         self.shadow: ShadowRunner | None = None
         self._writer: CaptureWriter | None = None
-        self.in_flight = 0
-        """Predict requests being answered by this process (shadow work waits for zero)."""
         self._read_tokens = _tokens(settings.predict_token, settings.admin_token)
         self.predictions = Predictions(
             self.table,
@@ -67,7 +65,7 @@ class Service:
         self._writer = CaptureWriter(settings.artifact_root, writer_id=_writer_id())
         self._writer.start()
         self.capture.attach(self._writer)
-        self.shadow = ShadowRunner(self.capture, self.metrics, busy=lambda: self.in_flight > 0)
+        self.shadow = ShadowRunner(self.capture, self.metrics)
         self.shadow.start()
         self.follower = RegistryFollower(
             self.stores,

@@ -1,9 +1,11 @@
 """Shadow: versions in stage ``shadow`` see a copy of each production request, off the hot path.
 
 The request handler only appends a job to a bounded queue (a full queue drops the copy and
-counts it in ``kiln_shadow_dropped_total``); one background thread takes what has queued, runs
-each shadow version once over all of those rows, and captures its answers and errors beside
-production's, under the same request ids, for the requests that production sampled.
+counts it in ``kiln_shadow_dropped_total``); one background thread wakes when copies arrive,
+lets them gather for ``linger`` seconds, then runs each shadow version once over up to
+``max_rows`` of those rows (one model call per segment for many requests, whose compute
+releases the GIL), and captures its answers and errors beside production's, under the same
+request ids, for the requests that production sampled.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,18 +46,14 @@ class ShadowRunner:
         metrics: Metrics,
         *,
         max_queue: int = 10_000,
-        max_rows: int = 64,
+        max_rows: int = 256,
         linger: float = 0.02,
-        busy: Callable[[], bool] = lambda: False,
-        max_wait: float = 1.0,
     ) -> None:
         self._capture = capture
         self._metrics = metrics
         self._max_queue = max_queue
         self._max_rows = max_rows
         self._linger = linger
-        self._busy = busy
-        self._max_wait = max_wait
         self._queue: deque[ShadowJob] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -106,7 +103,6 @@ class ShadowRunner:
                 time.sleep(self._linger)  # gather copies: one model call for many requests
             self._wake.clear()
             while jobs := self._take():
-                self._wait_idle()
                 try:
                     self._process(jobs)
                 except Exception:  # a bug here must not stop shadowing: log it and go on
@@ -116,14 +112,6 @@ class ShadowRunner:
                     return
             if self._closing:
                 return
-
-    def _wait_idle(self) -> None:
-        """Production first: start a chunk only when no request is being answered here (or
-        after ``max_wait``), so a copy never competes with a request for the GIL. Under
-        sustained load the queue fills instead, and full means dropped, counted."""
-        deadline = time.monotonic() + self._max_wait
-        while self._busy() and not self._closing and time.monotonic() < deadline:
-            time.sleep(0.0005)
 
     def _take(self) -> list[ShadowJob]:
         jobs: list[ShadowJob] = []
