@@ -23,6 +23,7 @@ import yaml
 from kiln.config import LoadedConfig, load_config
 from kiln.runs import Runner, Stores, open_stores
 from kiln.settings import Settings
+from kiln.stores import MetadataStore
 
 PG_ADMIN_URL = os.environ.get(
     "KILN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -82,6 +83,24 @@ def pg_url(pg_server: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a SQLite file (in a folder that does not exist yet) or PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'home' / 'kiln.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[MetadataStore]:
+    """A metadata store at the current schema, on each backend (the contract suites use it)."""
+    metadata = MetadataStore(db_url)
+    metadata.upgrade()
+    yield metadata
+    metadata.dispose()
 
 
 @pytest.fixture(scope="session")

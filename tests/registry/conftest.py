@@ -1,33 +1,16 @@
-"""Backends for the registry suites: every test taking ``store`` runs on SQLite and PostgreSQL,
+"""Registry suites: every test taking ``store`` (tests/conftest.py) runs on SQLite and PostgreSQL,
 with one pipeline whose versions are registered straight into the metadata store (no training:
 stage logic needs only a manifest digest)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from kiln.stores import MetadataStore
 
 PIPELINE = "flights-delay"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'home' / 'kiln.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[MetadataStore]:
-    metadata = MetadataStore(db_url)
-    metadata.upgrade()
-    yield metadata
-    metadata.dispose()
 
 
 Register = Callable[..., list[int]]
