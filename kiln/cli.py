@@ -397,7 +397,7 @@ def capture_query(
 ) -> None:
     """Query captured traffic with DuckDB, e.g. `SELECT pipeline, count(*) FROM captures
     GROUP BY 1`."""
-    from kiln.stores.captures import query_captures
+    from kiln.stores.capture import query_captures
 
     table = query_captures(_settings(ctx).artifact_root, sql)
     t = Table(*table.column_names)

@@ -10,8 +10,6 @@ from rich.table import Table
 
 __all__ = ["RichReporter", "segment_table"]
 
-FALLBACK = "__fallback__"
-
 
 class RichReporter:
     """Steps as lines, the train fan-out as a progress bar of tasks done and failed."""

@@ -28,7 +28,6 @@ __all__ = [
 ]
 
 MANIFEST_FORMAT = 1
-FALLBACK_KEY = "__fallback__"
 _LOCKED = ("numpy", "pandas", "scikit-learn", "lightgbm", "scipy", "pyarrow")
 
 

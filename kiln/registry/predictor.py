@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from kiln.pipeline.features import FeatureSchema
+from kiln.pipeline.plan import FALLBACK
 from kiln.registry.adapters import PredictFn, predict_fn
-from kiln.registry.package import FALLBACK_KEY, LoadedPackage, load_package
+from kiln.registry.package import LoadedPackage, load_package
 from kiln.stores.content import ContentStore
 
 __all__ = ["Prediction", "Predictor"]
@@ -69,7 +70,7 @@ class Predictor:
                     return single
         n = X.shape[0]
         values = np.empty(n, dtype=np.float64)
-        used = np.full(n, FALLBACK_KEY, dtype=object)
+        used = np.full(n, FALLBACK, dtype=object)
         fell_back = np.ones(n, dtype=bool)
         errors = 0
         pending: list[np.ndarray] = []
@@ -115,7 +116,7 @@ class Predictor:
         values = np.asarray(self._fallback(X), dtype=np.float64).reshape(-1)
         if values.shape[0] != 1:
             return None
-        return Prediction(values, [FALLBACK_KEY], np.ones(1, dtype=bool), errors)
+        return Prediction(values, [FALLBACK], np.ones(1, dtype=bool), errors)
 
     def _segments_of_frame(self, df: pd.DataFrame) -> Sequence[str | None]:
         col = self.segment_column

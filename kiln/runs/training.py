@@ -19,6 +19,7 @@ import pandas as pd
 from kiln.config.loader import import_object
 from kiln.errors import TrainingError
 from kiln.pipeline.metrics import score
+from kiln.pipeline.plan import FALLBACK
 from kiln.registry.adapters import predict_fn
 
 __all__ = ["TrainContext", "TrainResult", "TrainSpec", "TrainTask", "train_segment"]
@@ -73,7 +74,7 @@ class TrainContext:
 
 def train_segment(task: TrainTask) -> TrainResult:
     spec = task.spec
-    label = "the fallback" if task.segment == "__fallback__" else f"segment {task.segment!r}"
+    label = "the fallback" if task.segment == FALLBACK else f"segment {task.segment!r}"
     model = _train_custom(task, label) if spec.train is not None else _fit_estimator(task)
     predict = predict_fn(model, spec.task, spec.features)
     if len(task.y_holdout):

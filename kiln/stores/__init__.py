@@ -1,7 +1,7 @@
 """Kiln's stores: metadata in SQL (SQLite, PostgreSQL), artifacts on fsspec, content-addressed."""
 
 from kiln.stores.artifacts import ArtifactStore, FsspecArtifactStore
-from kiln.stores.captures import CaptureRecord, CaptureWriter, query_captures, read_captures
+from kiln.stores.capture import CaptureRecord, CaptureWriter, query_captures, read_captures
 from kiln.stores.content import ContentStore
 from kiln.stores.metadata import (
     AuditRecord,
