@@ -182,3 +182,36 @@ def test_init_scaffold_validates_and_schema_prints(cli, tmp_path: Path) -> None:
     assert again.returncode == 1 and "exists already" in again.stderr
     s = cli("schema", cwd=tmp_path)
     assert json.loads(s.stdout)["title"] == "kiln.yaml"
+
+
+def test_capture_query_command(cli, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from kiln.stores import CaptureRecord, CaptureWriter
+
+    home = tmp_path / ".kiln"
+    writer = CaptureWriter(str(home / "artifacts"), writer_id="test")
+    for i in range(7):
+        writer.offer(
+            CaptureRecord(
+                request_id=f"r{i}",
+                ts=datetime.now(UTC),
+                pipeline="flights-test",
+                version=1,
+                stage="production",
+                segment="JFK",
+                model="JFK",
+                fallback=False,
+                features={"hour": i},
+                prediction=float(i),
+                error=None,
+                latency_ms=0.5,
+            )
+        )
+    writer.close()
+    r = cli("--home", str(home), "capture", "query",
+            "SELECT pipeline, count(*) AS n FROM captures GROUP BY 1", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "flights-test" in r.stdout and " 7 " in r.stdout
+    bad = cli("--home", str(home), "capture", "query", "SELECT nope FROM captures", cwd=tmp_path)
+    assert bad.returncode == 7 and "nope" in bad.stderr and "Traceback" not in bad.stderr
