@@ -265,19 +265,43 @@ class DataQualityGate(_Strict):
 class ChampionChallengerGate(_Strict):
     enabled: bool = True
     tolerance: float = Field(default=0.02, ge=0, description="Allowed relative regression.")
+    min_rows: int = Field(
+        default=30, ge=1, description="Segments with fewer holdout rows are shown, not judged."
+    )
 
 
 class ReplayGate(_Strict):
     enabled: bool = True
     window: int = Field(default=10_000, ge=1, description="Last K captured requests.")
-    max_abs_diff: float | None = Field(default=None, ge=0)
+    max_abs_diff: float | None = Field(
+        default=None, ge=0, description="A prediction moving more than this counts as beyond."
+    )
     max_share_beyond: float = Field(default=0.05, ge=0, le=1)
+
+
+class FeatureAvailabilityGate(_Strict):
+    enabled: bool = True
+    available: list[str] | None = Field(
+        default=None,
+        description="Features the callers send at serving time; None: learn it from captures.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"enabled": data} if isinstance(data, bool) else data
 
 
 class ShadowPolicy(_Strict):
     min_duration: timedelta = timedelta(0)
     min_requests: int = Field(default=0, ge=0)
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    max_p99_ratio: float = Field(
+        default=2.0, gt=0, description="Shadow p99 latency over production p99, at most."
+    )
+    max_mean_shift: float | None = Field(
+        default=None, ge=0, description="Mean absolute prediction change, at most."
+    )
 
     @field_validator("min_duration", mode="before")
     @classmethod
@@ -289,6 +313,9 @@ class RollbackPolicy(_Strict):
     max_error_rate: float = Field(default=0.05, ge=0, le=1)
     max_p99_ms: float | None = Field(default=None, gt=0)
     watch: timedelta = timedelta(minutes=30)
+    min_requests: int = Field(
+        default=20, ge=1, description="Captured requests needed before judging a version."
+    )
 
     @field_validator("watch", mode="before")
     @classmethod
@@ -300,7 +327,7 @@ class GatesConfig(_Strict):
     data_quality: DataQualityGate = Field(default_factory=DataQualityGate)
     champion_challenger: ChampionChallengerGate = Field(default_factory=ChampionChallengerGate)
     replay: ReplayGate = Field(default_factory=ReplayGate)
-    feature_availability: bool = True
+    feature_availability: FeatureAvailabilityGate = Field(default_factory=FeatureAvailabilityGate)
 
 
 class DeployConfig(_Strict):

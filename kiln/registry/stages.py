@@ -1,10 +1,10 @@
 """Stages of model versions: promote, roll back, shadow. Each change is one transaction.
 
-A version is a candidate, shadow, production, archived or blocked. A pipeline has at most one
-production version (the database refuses a second one: a partial unique index) and any number
-of shadow versions. Every change writes, in the same transaction as the stage changes, one row
-of the deployment history and one audit event, so that what served when, who changed it and
-why can never disagree with the stages. Callers check the admin token first (``check_admin``).
+A version is a candidate, shadow, canary, production, archived or blocked. A pipeline has at
+most one production version (the database refuses a second one: a partial unique index), at
+most one canary, and any number of shadow versions. Every change writes, in the same
+transaction as the stage changes, one row of the deployment history and one audit event, so
+that what served when, who changed it and why can never disagree with the stages. Callers check the admin token first (``check_admin``).
 """
 
 from __future__ import annotations
@@ -153,6 +153,78 @@ class Stages:
             _record(uow, change, actor, reason)
         return change
 
+    def override(self, pipeline: str, version: int, *, actor: str, reason: str) -> Transition:
+        """Promote a blocked version anyway: an admin's decision, audited with its reason."""
+        if not reason.strip():
+            raise StageError(
+                f"overriding the gates of version {version} of {pipeline!r} needs a reason",
+                hint='pass --reason "why this version may serve despite its gates"',
+            )
+        with self._metadata.unit_of_work() as uow:
+            target = _locked_version(uow, pipeline, version)
+            if target.stage != "blocked":
+                raise StageError(
+                    f"version {version} of pipeline {pipeline!r} is {target.stage}, not blocked;"
+                    " there is nothing to override",
+                    hint=f"`kiln promote {pipeline} {version}` promotes a version that is not"
+                    " blocked",
+                )
+            current = _production(uow, pipeline)
+            from_version = None if current is None else current.version
+            if from_version is not None:
+                uow.versions.set_stage(pipeline, from_version, "archived")
+            uow.versions.set_stage(pipeline, version, "production")
+            change = Transition(pipeline, "promote", version, "production", "blocked", from_version)
+            _record(uow, change, actor, reason, audit_action="override")
+        return change
+
+    def block(self, pipeline: str, version: int, *, actor: str, reason: str) -> Transition:
+        """Stop a version from taking traffic: it failed a gate (``reason`` says which)."""
+        with self._metadata.unit_of_work() as uow:
+            target = _locked_version(uow, pipeline, version)
+            if target.stage == "blocked":
+                return Transition(pipeline, "block", version, "blocked", "blocked", changed=False)
+            if target.stage == "production":
+                raise StageError(
+                    f"version {version} of pipeline {pipeline!r} is the production version;"
+                    " it cannot be blocked while it serves",
+                    hint=f"`kiln rollback {pipeline}` takes it out of production",
+                )
+            uow.versions.set_stage(pipeline, version, "blocked")
+            change = Transition(pipeline, "block", version, "blocked", target.stage)
+            _record(uow, change, actor, reason)
+        return change
+
+    def set_canary(
+        self, pipeline: str, version: int, share: float, *, actor: str, reason: str | None = None
+    ) -> Transition:
+        """Let ``version`` answer ``share`` of the live requests beside production."""
+        if not 0 < share < 1:
+            raise StageError(
+                f"a canary share must be between 0 and 1 (exclusive), got {share}",
+                hint="set deploy.canary_share in kiln.yaml, e.g. 0.1",
+            )
+        with self._metadata.unit_of_work() as uow:
+            target = _locked_version(uow, pipeline, version)
+            if target.stage in ("production", "blocked"):
+                raise StageError(
+                    f"version {version} of pipeline {pipeline!r} is {target.stage};"
+                    " only a candidate or shadow version can become a canary",
+                    hint=f"`kiln models list {pipeline}` shows the stages",
+                )
+            if _production(uow, pipeline) is None:
+                raise StageError(
+                    f"pipeline {pipeline!r} has no production version to share traffic with",
+                    hint=f"`kiln promote {pipeline} {version}` makes it the first one",
+                )
+            for other in uow.versions.by_stage(pipeline, "canary"):
+                if other.version != version:
+                    uow.versions.set_stage(pipeline, other.version, "candidate")
+            uow.versions.set_stage(pipeline, version, "canary", traffic_share=share)
+            change = Transition(pipeline, "canary", version, "canary", target.stage)
+            _record(uow, change, actor, reason)
+        return change
+
     def set_shadow(
         self, pipeline: str, version: int, *, actor: str, reason: str | None = None
     ) -> Transition:
@@ -215,7 +287,14 @@ def _nothing_to_roll_back(pipeline: str, why: str) -> NotFoundError:
     )
 
 
-def _record(uow: UnitOfWork, change: Transition, actor: str, reason: str | None) -> None:
+def _record(
+    uow: UnitOfWork,
+    change: Transition,
+    actor: str,
+    reason: str | None,
+    *,
+    audit_action: str | None = None,
+) -> None:
     deployment = uow.deployments.record(
         change.pipeline,
         change.version,
@@ -226,7 +305,7 @@ def _record(uow: UnitOfWork, change: Transition, actor: str, reason: str | None)
     )
     uow.audit.record(
         actor,
-        change.action,
+        audit_action or change.action,
         change.pipeline,
         change.version,
         reason,

@@ -64,7 +64,7 @@ def test_0002_downgrades_and_upgrades_keeping_versions(store: MetadataStore) -> 
     assert "deployments" not in sa.inspect(store.engine).get_table_names()
     assert _production_index(store) is None
     store.upgrade()
-    assert store.schema_revision() == "0002"
+    assert store.schema_revision() == "0003"
     assert _production_index(store) is not None
     with store.unit_of_work() as uow:
         assert [v.stage for v in uow.versions.list("flights")] == [
@@ -75,9 +75,40 @@ def test_0002_downgrades_and_upgrades_keeping_versions(store: MetadataStore) -> 
         assert uow.deployments.list("flights") == []  # the history went with the downgrade
 
 
+def _seed_0001(store: MetadataStore, stages: list[str]) -> None:
+    """Rows as revision 0001 holds them (the ORM models describe the newest revision)."""
+    stamp = "2026-01-01 00:00:00"
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO pipelines (name, owner, description, config_path, created_at,"
+                " updated_at) VALUES ('flights', 'data-team', 'delays', 'kiln.yaml', :t, :t)"
+            ),
+            {"t": stamp},
+        )
+        for i, stage in enumerate(stages, start=1):
+            conn.execute(
+                sa.text(
+                    'INSERT INTO runs (id, pipeline, status, "trigger", config_text,'
+                    " config_digest, config_path, host, pid, attempt, started_at)"
+                    " VALUES (:id, 'flights', 'succeeded', 'manual', '', :d, 'kiln.yaml', 'h', 1,"
+                    " 1, :t)"
+                ),
+                {"id": f"run{i}", "d": "c" * 64, "t": stamp},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO model_versions (pipeline, version, run_id, stage,"
+                    " manifest_digest, created_at, stage_changed_at, metrics, lineage)"
+                    " VALUES ('flights', :v, :run, :stage, :m, :t, :t, '{}', '{}')"
+                ),
+                {"v": i, "run": f"run{i}", "stage": stage, "m": "m" * 64, "t": stamp},
+            )
+
+
 def test_0002_refuses_a_database_with_two_production_versions(store: MetadataStore) -> None:
     store.downgrade("0001")
-    _seed(store, ["production", "production"])
+    _seed_0001(store, ["production", "production"])
     with pytest.raises(sa_exc.IntegrityError):
         store.upgrade()
     assert store.schema_revision() == "0001"  # the whole upgrade rolled back

@@ -4,6 +4,8 @@ from kiln.stores.metadata.engine import make_engine
 from kiln.stores.metadata.records import (
     AuditRecord,
     DeploymentRecord,
+    FireRecord,
+    GateRecord,
     LockRecord,
     PipelineRecord,
     RunRecord,
@@ -16,6 +18,8 @@ from kiln.stores.metadata.store import MetadataStore, UnitOfWork
 __all__ = [
     "AuditRecord",
     "DeploymentRecord",
+    "FireRecord",
+    "GateRecord",
     "LockRecord",
     "MetadataStore",
     "PipelineRecord",

@@ -10,6 +10,10 @@ __all__ = [
     "AuditRecord",
     "DeploymentAction",
     "DeploymentRecord",
+    "FireRecord",
+    "FireStatus",
+    "GateRecord",
+    "GateStatus",
     "LockRecord",
     "PipelineRecord",
     "RunRecord",
@@ -27,8 +31,12 @@ RunStatus = Literal["running", "succeeded", "failed", "interrupted"]
 RunTrigger = Literal["manual", "schedule", "resume"]
 StepStatus = Literal["running", "succeeded", "failed", "skipped"]
 TaskStatus = Literal["succeeded", "failed"]
-Stage = Literal["candidate", "shadow", "production", "archived", "blocked"]
-DeploymentAction = Literal["promote", "rollback", "shadow", "unshadow", "archive"]
+Stage = Literal["candidate", "shadow", "canary", "production", "archived", "blocked"]
+DeploymentAction = Literal[
+    "promote", "rollback", "shadow", "unshadow", "archive", "canary", "block"
+]
+GateStatus = Literal["passed", "failed", "pending", "skipped"]
+FireStatus = Literal["running", "succeeded", "retrying", "failed", "skipped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +117,36 @@ class VersionRecord:
     stage_changed_at: datetime
     metrics: dict[str, Any]
     lineage: dict[str, Any]
+    traffic_share: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GateRecord:
+    id: int
+    pipeline: str
+    version: int
+    gate: str
+    status: GateStatus
+    summary: str
+    evidence: dict[str, Any]
+    evaluated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FireRecord:
+    id: int
+    pipeline: str
+    due_at: datetime
+    config_path: str
+    scheduler: str
+    status: FireStatus
+    attempt: int
+    run_id: str | None
+    claimed_at: datetime
+    heartbeat_at: datetime
+    finished_at: datetime | None
+    next_retry_at: datetime | None
+    error: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -376,10 +376,16 @@ class VersionRepository(Repository):
         )
         return [to_record(VersionRecord, v) for v in self._session.scalars(stmt)]
 
-    def set_stage(self, pipeline: str, version: int, stage: Stage) -> VersionRecord:
+    def set_stage(
+        self, pipeline: str, version: int, stage: Stage, *, traffic_share: float | None = None
+    ) -> VersionRecord:
+        """Move the version to ``stage``; ``traffic_share`` is kept only for a canary."""
         check_choice("stage", stage, t.STAGES)
+        if stage == "canary" and not (traffic_share is not None and 0 < traffic_share < 1):
+            raise ValueError(f"a canary needs a traffic share in (0, 1), got {traffic_share!r}")
         found = self._get(pipeline, version)
         found.stage = stage
+        found.traffic_share = traffic_share if stage == "canary" else None
         found.stage_changed_at = now()
         self._session.flush()
         return to_record(VersionRecord, found)

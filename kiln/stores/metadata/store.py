@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from kiln.errors import StoreError
 from kiln.stores.metadata.base import one_production_violated, second_production
 from kiln.stores.metadata.engine import make_engine, masked, unreachable
+from kiln.stores.metadata.gates import GateRepository
 from kiln.stores.metadata.repositories import (
     AuditRepository,
     DeploymentRepository,
@@ -48,6 +49,7 @@ class UnitOfWork:
         self.audit = AuditRepository(session)
         self.deployments = DeploymentRepository(session)
         self.locks = LockRepository(session)
+        self.gates = GateRepository(session)
 
 
 class MetadataStore:

@@ -13,10 +13,12 @@ __all__ = [
     "AuditEvent",
     "Base",
     "Deployment",
+    "GateResult",
     "ModelVersion",
     "Pipeline",
     "PipelineLock",
     "Run",
+    "ScheduleFire",
     "Step",
     "Task",
     "UTCDateTime",
@@ -34,8 +36,10 @@ RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
 RUN_TRIGGERS = ("manual", "schedule", "resume")
 STEP_STATUSES = ("running", "succeeded", "failed", "skipped")
 TASK_STATUSES = ("succeeded", "failed")
-STAGES = ("candidate", "shadow", "production", "archived", "blocked")
-DEPLOYMENT_ACTIONS = ("promote", "rollback", "shadow", "unshadow", "archive")
+STAGES = ("candidate", "shadow", "canary", "production", "archived", "blocked")
+DEPLOYMENT_ACTIONS = ("promote", "rollback", "shadow", "unshadow", "archive", "canary", "block")
+GATE_STATUSES = ("passed", "failed", "pending", "skipped")
+FIRE_STATUSES = ("running", "succeeded", "retrying", "failed", "skipped")
 ONE_PRODUCTION = "ux_model_versions_one_production"
 _PRODUCTION = "stage = 'production'"
 
@@ -176,6 +180,8 @@ class ModelVersion(Base):
     stage_changed_at: Mapped[datetime]
     metrics: Mapped[dict[str, Any]]
     lineage: Mapped[dict[str, Any]]
+    traffic_share: Mapped[float | None] = mapped_column(sa.Float())
+    """The share of live requests a ``canary`` version answers (None for other stages)."""
 
 
 class AuditEvent(Base):
@@ -212,6 +218,51 @@ class Deployment(Base):
     actor: Mapped[str] = mapped_column(sa.String(200))
     reason: Mapped[str | None] = mapped_column(sa.Text)
     at: Mapped[datetime]
+
+
+class GateResult(Base):
+    """The latest outcome of one gate for one version, with its evidence (re-evaluating a gate
+    replaces its row). Like an audit event it outlives what it names: no foreign keys."""
+
+    __tablename__ = "gate_results"
+    __table_args__ = (
+        _one_of("status", GATE_STATUSES),
+        sa.UniqueConstraint("pipeline", "version", "gate"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline: Mapped[str] = mapped_column(sa.String(200))
+    version: Mapped[int]
+    gate: Mapped[str] = mapped_column(sa.String(64))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    summary: Mapped[str] = mapped_column(sa.Text)
+    evidence: Mapped[dict[str, Any]]
+    evaluated_at: Mapped[datetime]
+
+
+class ScheduleFire(Base):
+    """One cron firing of a pipeline, claimed by exactly one scheduler: the unique
+    (pipeline, due_at) pair is the lock, so two schedulers never run the same firing twice."""
+
+    __tablename__ = "schedule_fires"
+    __table_args__ = (
+        _one_of("status", FIRE_STATUSES),
+        sa.UniqueConstraint("pipeline", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline: Mapped[str] = mapped_column(sa.String(200))
+    due_at: Mapped[datetime]
+    config_path: Mapped[str] = mapped_column(sa.Text)
+    scheduler: Mapped[str] = mapped_column(sa.String(255))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    attempt: Mapped[int]
+    run_id: Mapped[str | None] = mapped_column(sa.String(32))
+    claimed_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    next_retry_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class PipelineLock(Base):

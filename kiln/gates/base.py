@@ -1,0 +1,174 @@
+"""What every gate shares: its result, the versions it compares, and the evidence it reads.
+
+A gate answers one question about a candidate version ("does it break a request production
+answered?") with a :class:`GateResult`: a status and the evidence behind it (numbers, the
+failing segments or requests), never a bare boolean. Gates read; they never change a stage.
+The release controller (:mod:`kiln.gates.release`) stores the results and decides.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import pandas as pd
+import pyarrow as pa
+
+from kiln.config.loader import LoadedConfig, parse_config
+from kiln.config.models import DeployConfig
+from kiln.errors import NotFoundError
+from kiln.registry.predictor import Predictor
+from kiln.runs.context import Stores
+from kiln.runs.data import load_snapshot, prepare
+from kiln.stores.capture import read_captures
+from kiln.stores.metadata.records import VersionRecord
+
+__all__ = ["Gate", "GateContext", "GateResult", "GateStatus", "Version", "allowed_range"]
+
+GateStatus = Literal["passed", "failed", "pending", "skipped"]
+MAX_EXAMPLES = 20
+"""Failing requests or rows listed in a gate's evidence (the counts are always complete)."""
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    status: GateStatus
+    summary: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the gate lets the version go on (``skipped``: it did not apply)."""
+        return self.status in ("passed", "skipped")
+
+
+class Version:
+    """One registered version as the gates see it: its record, manifest, config and model.
+
+    The package is loaded (every digest checked) on first use of :attr:`predictor`.
+    """
+
+    def __init__(self, stores: Stores, record: VersionRecord) -> None:
+        self.stores = stores
+        self.record = record
+
+    def __repr__(self) -> str:
+        return f"Version({self.record.pipeline!r}, {self.record.version})"
+
+    @property
+    def pipeline(self) -> str:
+        return self.record.pipeline
+
+    @property
+    def number(self) -> int:
+        return self.record.version
+
+    @property
+    def label(self) -> str:
+        return f"v{self.record.version}"
+
+    @cached_property
+    def predictor(self) -> Predictor:
+        return Predictor.load(
+            self.stores.content,
+            self.record.manifest_digest,
+            label=f"version {self.number} of {self.pipeline!r}",
+        )
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.predictor.manifest
+
+    @cached_property
+    def loaded(self) -> LoadedConfig:
+        """The kiln.yaml of the run that trained this version, as it was then."""
+        with self.stores.metadata.unit_of_work() as uow:
+            run = uow.runs.get(self.record.run_id)
+        return parse_config(run.config_text, Path(run.config_path))
+
+    @property
+    def policy(self) -> DeployConfig:
+        return self.loaded.config.deploy
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.predictor.schema.names)
+
+    @cached_property
+    def holdout(self) -> pd.DataFrame:
+        """The holdout rows of this version's run (from its data snapshot): every column the
+        models need (features, target, time, segment), the rows newer than the cutoff."""
+        digest = self.record.lineage.get("data_digest")
+        if not digest:
+            raise NotFoundError(
+                f"version {self.number} of {self.pipeline!r} records no data snapshot",
+                hint="its lineage has no data_digest; retrain it with `kiln run`",
+            )
+        table = load_snapshot(self.stores.content, digest, label=f"{self.label} of {self.pipeline}")
+        prep = prepare(table.to_pandas(), self.loaded)
+        return prep.frame.loc[prep.holdout].reset_index(drop=True)
+
+
+def allowed_range(version: Version) -> tuple[float, float]:
+    """The answers a version may give: ``deploy.gates.data_quality.prediction_range`` when set,
+    else [0, 1] for a classifier (a probability), else any finite number."""
+    configured = version.policy.gates.data_quality.prediction_range
+    lo, hi = (0.0, 1.0) if version.predictor.task == "classification" else (-math.inf, math.inf)
+    if configured is not None:
+        lo = lo if configured.min is None else configured.min
+        hi = hi if configured.max is None else configured.max
+    return lo, hi
+
+
+class GateContext:
+    """What gates read besides the two versions: the time, the policy and the captures."""
+
+    def __init__(
+        self,
+        stores: Stores,
+        capture_root: str,
+        policy: DeployConfig,
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        self.stores = stores
+        self.capture_root = capture_root
+        self.policy = policy
+        self.now = now or datetime.now(UTC)
+        self._captures: dict[tuple[str, str | None, int | None, datetime | None], pa.Table] = {}
+
+    def captures(
+        self,
+        pipeline: str,
+        *,
+        stage: str | None = "production",
+        last: int | None = None,
+        since: datetime | None = None,
+    ) -> pa.Table | None:
+        """The captured requests (oldest first, columns of ``CAPTURE_SCHEMA`` + pipeline), or
+        None when the pipeline has none yet."""
+        key = (pipeline, stage, last, since)
+        if key not in self._captures:
+            try:
+                table = read_captures(
+                    self.capture_root, pipeline, stage=stage, last=last, since=since
+                )
+            except NotFoundError:
+                return None
+            self._captures[key] = table
+        return self._captures[key]
+
+
+class Gate(Protocol):
+    """``evaluate`` never raises for a failing candidate: it returns a failed result."""
+
+    name: str
+
+    def evaluate(
+        self, candidate: Version, champion: Version | None, context: GateContext
+    ) -> GateResult: ...
