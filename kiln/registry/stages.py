@@ -4,7 +4,8 @@ A version is a candidate, shadow, canary, production, archived or blocked. A pip
 most one production version (the database refuses a second one: a partial unique index), at
 most one canary, and any number of shadow versions. Every change writes, in the same
 transaction as the stage changes, one row of the deployment history and one audit event, so
-that what served when, who changed it and why can never disagree with the stages. Callers check the admin token first (``check_admin``).
+that what served when, who changed it and why can never disagree with the stages. Callers
+check the admin token first (``check_admin``).
 """
 
 from __future__ import annotations
