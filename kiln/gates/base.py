@@ -101,8 +101,8 @@ class Version:
 
     @cached_property
     def holdout(self) -> pd.DataFrame:
-        """The holdout rows of this version's run (from its data snapshot): every column the
-        models need (features, target, time, segment), the rows newer than the cutoff."""
+        """The holdout rows of this version's run (from its data snapshot): every extracted
+        column, the rows (with a target) newer than the cutoff."""
         digest = self.record.lineage.get("data_digest")
         if not digest:
             raise NotFoundError(
@@ -110,8 +110,12 @@ class Version:
                 hint="its lineage has no data_digest; retrain it with `kiln run`",
             )
         table = load_snapshot(self.stores.content, digest, label=f"{self.label} of {self.pipeline}")
-        prep = prepare(table.to_pandas(), self.loaded)
-        return prep.frame.loc[prep.holdout].reset_index(drop=True)
+        df = table.to_pandas()
+        prep = prepare(df, self.loaded)
+        # Every extracted column, not only this version's features: a champion with other
+        # features is scored on the same rows.
+        used = df.loc[df[self.loaded.config.target.column].notna()].reset_index(drop=True)
+        return used.loc[prep.holdout].reset_index(drop=True)
 
 
 def allowed_range(version: Version) -> tuple[float, float]:

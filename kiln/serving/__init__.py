@@ -1,4 +1,5 @@
-"""The prediction server: routing to the production version, fallback, shadow, capture, metrics.
+"""The prediction server: routing to the production version and its canary, fallback, shadow,
+capture, metrics.
 
 ``serve(settings, host=..., port=..., workers=...)`` runs it under uvicorn (``python -m
 kiln.serving``); ``create_app(settings)`` is its ASGI app.

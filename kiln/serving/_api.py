@@ -62,8 +62,9 @@ def build_api(service: Service) -> FastAPI:
     api = FastAPI(
         title="Kiln prediction server",
         version=__version__,
-        description="Predictions from the production version of each pipeline, with fallback,"
-        " shadow versions and capture; stage changes for admins.",
+        description="Predictions from the production version of each pipeline (or its canary,"
+        " for the canary's share of requests), with fallback, shadow versions and capture;"
+        " stage changes for admins.",
         lifespan=lifespan,
     )
     _install_error_handlers(api)
@@ -104,7 +105,7 @@ def build_api(service: Service) -> FastAPI:
     @api.get(
         "/v1/pipelines/{name}",
         tags=["pipelines"],
-        summary="A pipeline: production and shadow versions, features, last reload error",
+        summary="A pipeline: production, canary and shadow versions, features, reload errors",
         response_model=PipelineDetail,
         responses=_errors(401, 404, 503),
     )
@@ -118,7 +119,7 @@ def build_api(service: Service) -> FastAPI:
     @api.post(
         "/v1/pipelines/{name}/predict",
         tags=["predict"],
-        summary="Predict one row or a batch with the production version",
+        summary="Predict one row or a batch with the production version (or the canary)",
         response_model=PredictResponse | PredictBatchResponse,
         responses=_errors(400, 401, 404, 413, 415, 422, 500, 503),
         openapi_extra={
@@ -230,6 +231,8 @@ def _summary(route: PipelineRoute) -> PipelineSummary:
         name=route.name,
         production=route.production.version if route.production else None,
         registry_production=route.registry_production,
+        canary=route.canary.version if route.canary else None,
+        canary_share=route.canary_share if route.canary else None,
         shadows=[d.version for d in route.shadows],
         last_reload_error=_reload_error(route),
     )
@@ -247,6 +250,9 @@ def _detail(route: PipelineRoute) -> PipelineDetail:
         name=route.name,
         production=VersionInfo(**production.describe()) if production else None,
         registry_production=route.registry_production,
+        canary=VersionInfo(**route.canary.describe()) if route.canary else None,
+        canary_share=route.canary_share if route.canary else None,
+        registry_canary=route.registry_canary,
         shadows=[VersionInfo(**d.describe()) for d in route.shadows],
         registry_shadows=list(route.registry_shadows),
         segment_column=production.segment_column if production else None,

@@ -2,7 +2,9 @@
 
 ``CaptureWriter.offer`` never blocks: when its queue is full the capture (never the request) is
 dropped and counted in ``kiln_capture_dropped_total``. The rows of a batch are captured as
-``<request id>:<index>``.
+``<request id>:<index>``. A request that a version refused or failed on (bad JSON, too many
+rows, invalid fields, a crash) is captured as one record with no prediction and the error:
+that is how a version's live error rate is known (``kiln.gates.live``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from kiln.registry import Prediction
+from kiln.serving._errors import ApiError
 from kiln.serving._metrics import Metrics
 from kiln.serving._routing import Deployed
 from kiln.stores import CaptureRecord, CaptureWriter
@@ -20,6 +25,7 @@ from kiln.stores import CaptureRecord, CaptureWriter
 __all__ = ["Capture"]
 
 NO_MODEL = "(none)"
+MAX_ERROR_CHARS = 500
 
 
 class Capture:
@@ -90,7 +96,55 @@ class Capture:
                 latency_ms=latency_ms,
             )
             accepted += writer.offer(record)
-        key = (deployed.pipeline, stage)
+        self._count(deployed.pipeline, stage, accepted, len(rows) - accepted)
+        return accepted == len(rows)
+
+    def refused(
+        self,
+        deployed: Deployed,
+        stage: str,
+        request_id: str,
+        body: bytes,
+        error: ApiError,
+        *,
+        ts: datetime,
+        latency_ms: float,
+    ) -> bool:
+        """Offer one record of a request that ``deployed`` refused or failed on; True if taken.
+
+        Its features are what the body holds, as far as it parses: the ``features`` object, or
+        the first of the ``instances``, or nothing.
+        """
+        writer = self._writer
+        if writer is None:
+            return False
+        features = _features_of(body)
+        col = deployed.segment_column
+        raw = features.get(col) if col else None
+        segment = str(raw) if isinstance(raw, str | int) and not isinstance(raw, bool) else None
+        text = f"{error.status} {error.code}: {error.message}"
+        if len(text) > MAX_ERROR_CHARS:
+            text = text[: MAX_ERROR_CHARS - 3] + "..."
+        record = CaptureRecord(
+            request_id=request_id,
+            ts=ts,
+            pipeline=deployed.pipeline,
+            version=deployed.version,
+            stage=stage,
+            segment=segment,
+            model=NO_MODEL,
+            fallback=False,
+            features=features,
+            prediction=None,
+            error=text,
+            latency_ms=latency_ms,
+        )
+        accepted = writer.offer(record)
+        self._count(deployed.pipeline, stage, int(accepted), int(not accepted))
+        return accepted
+
+    def _count(self, pipeline: str, stage: str, accepted: int, dropped: int) -> None:
+        key = (pipeline, stage)
         counters = self._counters.get(key)
         if counters is None:
             m = self._metrics
@@ -98,7 +152,22 @@ class Capture:
             self._counters[key] = counters
         if accepted:
             counters[0].inc(accepted)
-        dropped = len(rows) - accepted
         if dropped:
             counters[1].inc(dropped)
-        return dropped == 0
+
+
+def _features_of(body: bytes) -> dict[str, Any]:
+    """The ``features`` object of a request body, else its first instance, else {}."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(parsed, dict):
+        return {}
+    features = parsed.get("features")
+    if isinstance(features, dict):
+        return features
+    instances = parsed.get("instances")
+    if isinstance(instances, list) and instances and isinstance(instances[0], dict):
+        return instances[0]
+    return {}

@@ -1,12 +1,13 @@
 """The registry follower: a thread that re-reads the registry and swaps in new routing tables.
 
 Every ``reload_seconds`` (or at once after a promotion made through this server) it reads which
-version of each pipeline is in production and which are in shadow. A version it has not loaded
-yet is loaded here, in the background: the manifest's environment lock must agree with this
-process (major.minor of each library) and every digest must match (``Predictor.load``). Only
-then is the new table swapped in. A refused version is logged once, counted, shown by
-``GET /v1/pipelines/{name}``, retried every ``retry_seconds``, and the version that served
-before keeps serving.
+version of each pipeline is in production, which is its canary (and its traffic share) and which
+are in shadow. A version it has not loaded yet is loaded here, in the background: the manifest's
+environment lock must agree with this process (major.minor of each library) and every digest
+must match (``Predictor.load``). Only then is the new table swapped in. A refused version is
+logged once, counted, shown by ``GET /v1/pipelines/{name}``, retried every ``retry_seconds``,
+and the version that served before keeps serving; a refused canary answers nothing (production
+answers its share).
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ _Key = tuple[str, int, str]
 class _Wanted:
     production: VersionRecord | None
     shadows: tuple[VersionRecord, ...]
+    canary: VersionRecord | None = None
+
+    def records(self) -> tuple[VersionRecord, ...]:
+        wanted = (self.production, self.canary, *self.shadows)
+        return tuple(v for v in wanted if v is not None)
 
 
 class RegistryFollower:
@@ -113,11 +119,11 @@ class RegistryFollower:
         table = RoutingTable(routes, read_at=datetime.now(UTC))
         _log_changes(old.pipelines, routes)
         self.table = table
-        serving = {id(d) for r in routes.values() for d in (r.production, *r.shadows) if d}
-        self._loaded = {k: d for k, d in self._loaded.items() if id(d) in serving}
-        wanted_keys = {
-            _key(v) for w in wanted.values() for v in (w.production, *w.shadows) if v is not None
+        serving = {
+            id(d) for r in routes.values() for d in (r.production, r.canary, *r.shadows) if d
         }
+        self._loaded = {k: d for k, d in self._loaded.items() if id(d) in serving}
+        wanted_keys = {_key(v) for w in wanted.values() for v in w.records()}
         self._refused = {k: v for k, v in self._refused.items() if k in wanted_keys}
         return table
 
@@ -127,7 +133,12 @@ class RegistryFollower:
             for pipeline in uow.pipelines.list():
                 production = uow.versions.by_stage(pipeline.name, "production")
                 shadows = uow.versions.by_stage(pipeline.name, "shadow")
-                out[pipeline.name] = _Wanted(production[0] if production else None, tuple(shadows))
+                canary = uow.versions.by_stage(pipeline.name, "canary")
+                out[pipeline.name] = _Wanted(
+                    production[0] if production else None,
+                    tuple(shadows),
+                    canary[0] if canary else None,
+                )
             return out
 
     def _route(self, name: str, want: _Wanted, old: PipelineRoute | None) -> PipelineRoute:
@@ -135,10 +146,14 @@ class RegistryFollower:
         if production is None and want.production is not None and old is not None:
             production = old.production  # the version that served keeps serving
         shadows = tuple(d for v in want.shadows if (d := self._deployed(v)) is not None)
+        canary, share = None, 0.0
+        if want.canary is not None:
+            share = min(max(want.canary.traffic_share or 0.0, 0.0), 1.0)
+            canary = self._deployed(want.canary) if share > 0.0 else None
+            if canary is None:
+                share = 0.0
         refusals = tuple(
-            self._refused[_key(v)][0]
-            for v in (want.production, *want.shadows)
-            if v is not None and _key(v) in self._refused
+            self._refused[_key(v)][0] for v in want.records() if _key(v) in self._refused
         )
         return PipelineRoute(
             name=name,
@@ -147,6 +162,9 @@ class RegistryFollower:
             registry_production=want.production.version if want.production else None,
             registry_shadows=tuple(v.version for v in want.shadows),
             refusals=refusals,
+            canary=canary,
+            canary_share=share,
+            registry_canary=want.canary.version if want.canary else None,
         )
 
     def _deployed(self, record: VersionRecord) -> Deployed | None:
@@ -230,6 +248,12 @@ def _log_changes(old: Mapping[str, PipelineRoute], new: Mapping[str, PipelineRou
         now = route.production.version if route.production else None
         if was != now:
             logger.info("%s: %s serves (was %s)", name, _v(now), _v(was))
+        was_canary = (
+            (before.canary.version, before.canary_share) if before and before.canary else None
+        )
+        now_canary = (route.canary.version, route.canary_share) if route.canary else None
+        if was_canary != now_canary:
+            logger.info("%s: canary %s (was %s)", name, _canary(now_canary), _canary(was_canary))
         was_shadows = {d.version for d in before.shadows} if before else set()
         now_shadows = {d.version for d in route.shadows}
         if was_shadows != now_shadows:
@@ -240,3 +264,7 @@ def _log_changes(old: Mapping[str, PipelineRoute], new: Mapping[str, PipelineRou
 
 def _v(version: int | None) -> str:
     return "nothing" if version is None else f"v{version}"
+
+
+def _canary(canary: tuple[int, float] | None) -> str:
+    return "none" if canary is None else f"v{canary[0]} answers {canary[1] * 100:g}% of requests"

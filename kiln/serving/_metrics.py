@@ -45,7 +45,7 @@ class Metrics:
         )
         self.rows = Counter(
             "kiln_predicted_rows",
-            "Rows predicted, by pipeline, version and stage (production or shadow).",
+            "Rows predicted, by pipeline, version and stage (production, canary or shadow).",
             ["pipeline", "version", "stage"],
             registry=reg,
         )
@@ -64,13 +64,14 @@ class Metrics:
         )
         self.captured = Counter(
             "kiln_captured",
-            "Rows handed to the capture store, by pipeline and stage.",
+            "Records handed to the capture store (one per answered row, one per refused"
+            " request), by pipeline and stage.",
             ["pipeline", "stage"],
             registry=reg,
         )
         self.capture_dropped = Counter(
             "kiln_capture_dropped",
-            "Sampled rows not captured because the capture queue was full.",
+            "Sampled records not captured because the capture queue was full.",
             ["pipeline", "stage"],
             registry=reg,
         )
@@ -82,7 +83,7 @@ class Metrics:
         )
         self.reload_failures = Counter(
             "kiln_reload_failures",
-            "Attempts to load a production or shadow version that were refused"
+            "Attempts to load a production, canary or shadow version that were refused"
             " (integrity, environment mismatch, unreadable package), and failed registry reads.",
             ["pipeline"],
             registry=reg,

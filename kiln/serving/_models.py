@@ -124,6 +124,10 @@ class PipelineSummary(BaseModel):
     name: str
     production: int | None = Field(description="The version that answers here.")
     registry_production: int | None = Field(description="The registry's production version.")
+    canary: int | None = Field(
+        default=None, description="The canary version that answers canary_share of requests."
+    )
+    canary_share: float | None = Field(default=None, description="None when no canary serves.")
     shadows: list[int]
     last_reload_error: ReloadError | None
 
@@ -132,6 +136,15 @@ class PipelineDetail(BaseModel):
     name: str
     production: VersionInfo | None
     registry_production: int | None
+    canary: VersionInfo | None = Field(
+        default=None, description="The canary loaded here: it answers canary_share of requests."
+    )
+    canary_share: float | None = Field(
+        default=None, description="The share of requests the canary answers (None: no canary)."
+    )
+    registry_canary: int | None = Field(
+        default=None, description="The registry's canary version (it may have been refused)."
+    )
     shadows: list[VersionInfo]
     registry_shadows: list[int]
     segment_column: str | None

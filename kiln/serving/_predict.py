@@ -1,16 +1,24 @@
 """The predict hot path: raw body in, orjson out, no framework in between.
 
 ``Predictions.handle`` takes the body bytes and the few headers it needs and returns the status,
-headers and body of the answer. It checks the token, finds the production version in the
-current routing table, validates the body with that version's request schema, predicts, counts,
-samples the request for capture and copies it to the shadow versions, in that order.
+headers and body of the answer. It checks the token, chooses the version in the current routing
+table (production, or the canary for its share of the requests), validates the body with that
+version's request schema, predicts, counts, samples the request for capture and copies it to
+the shadow versions (when production answered), in that order. A request refused or failed
+after its version was chosen is sampled too, and captured as one record with its error.
+
+The canary answers a request with probability ``canary_share``: decided from a hash of the
+client's ``X-Request-ID`` when it sends one (a retry gets the same version, on any worker),
+else at random. Without a canary the only cost is the check that there is none.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import itertools
 import logging
+import random
 import re
 import time
 import uuid
@@ -38,6 +46,9 @@ _JSON_TYPE = (b"content-type", b"application/json")
 _CAPTURED = (b"x-kiln-captured", b"1")
 _NOT_CAPTURED = (b"x-kiln-captured", b"0")
 _TOKEN_HINT = "send the header 'Authorization: Bearer <token>' with the predict token"
+_PRODUCTION = "production"
+_CANARY = "canary"
+_HASH_SPAN = float(2**64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +75,8 @@ class Predictions:
         self._shadow = shadow
         self._tokens = [t.encode() for t in tokens if t]
         self._request_id = _RequestIds()
-        self._children: dict[tuple[str, str, str], _Children] = {}
+        self._random = random.Random().random
+        self._children: dict[tuple[str, str, str, str], _Children] = {}
 
     def handle(
         self,
@@ -79,6 +91,7 @@ class Predictions:
         rid = self._request_id(request_id)
         route: PipelineRoute | None = None
         deployed: Deployed | None = None
+        stage = _PRODUCTION
         try:
             if self._tokens and not self._authorized(authorization):
                 raise unauthorized("predicting needs the predict token", _TOKEN_HINT)
@@ -89,6 +102,8 @@ class Predictions:
             deployed = route.production
             if deployed is None:
                 raise _no_production(route)
+            if route.canary is not None and self._to_canary(route, request_id):
+                deployed, stage = route.canary, _CANARY
             if not _is_json(content_type):
                 raise ApiError(
                     415,
@@ -98,33 +113,43 @@ class Predictions:
                 )
             rows, batch = deployed.request.parse(body)
             prediction = deployed.predictor.predict(rows)
-        except ApiError as e:
-            return self._refuse(e, name if route else _UNKNOWN, deployed, rid)
-        except Exception as e:  # a bug or a broken fallback model: answer 500, log it once here
-            logger.exception("predict %s failed (request %s)", name, rid)
-            error = ApiError(500, "internal_error", f"the prediction failed: {type(e).__name__}")
-            return self._refuse(error, name if route else _UNKNOWN, deployed, rid)
+        except Exception as e:
+            error = e if isinstance(e, ApiError) else _internal_error(e, name, rid)
+            return self._refuse(
+                error, name if route else _UNKNOWN, deployed,
+                stage=stage, rid=rid, request=body, started=started,
+            )  # fmt: skip
         seconds = time.perf_counter() - started
         n = len(rows)
-        answer = self._answer(deployed, n, prediction, batch=batch, rid=rid, seconds=seconds)
+        answer = self._answer(deployed, stage, n, prediction, batch=batch, rid=rid, seconds=seconds)
         sampled = self._capture.sampled(deployed.sample_rate)
         captured = False
-        ts = datetime.now(UTC) if sampled or route.shadows else None
+        shadows = route.shadows if stage == _PRODUCTION else ()
+        ts = datetime.now(UTC) if sampled or shadows else None
         if sampled and ts is not None:
             captured = self._capture.rows(
-                deployed, "production", rid, rows, prediction,
+                deployed, stage, rid, rows, prediction,
                 batch=batch, ts=ts, latency_ms=seconds * 1000.0,
             )  # fmt: skip
-        if route.shadows and ts is not None:
+        if shadows and ts is not None:
             shadow = self._shadow()
             if shadow is not None:
-                shadow.offer(ShadowJob(name, rid, rows, batch, sampled, ts, route.shadows))
+                shadow.offer(ShadowJob(name, rid, rows, batch, sampled, ts, shadows))
         answer.headers.append(_CAPTURED if captured else _NOT_CAPTURED)
         return answer
+
+    def _to_canary(self, route: PipelineRoute, request_id: bytes | None) -> bool:
+        """Whether the canary answers: sticky per client request id, else at random."""
+        if request_id is not None and _REQUEST_ID.fullmatch(request_id):
+            key = route.name.encode()
+            digest = hashlib.blake2b(request_id, digest_size=8, key=key).digest()
+            return int.from_bytes(digest) / _HASH_SPAN < route.canary_share
+        return self._random() < route.canary_share
 
     def _answer(
         self,
         deployed: Deployed,
+        stage: str,
         n_rows: int,
         prediction: Prediction,
         *,
@@ -160,10 +185,10 @@ class Predictions:
                     "fallback": fell_back,
                 }
             )
-        key = (name, label, segment)
+        key = (name, label, segment, stage)
         children = self._children.get(key)
         if children is None:
-            children = self._children[key] = _Children(self._metrics, name, label, segment)
+            children = self._children[key] = _Children(self._metrics, name, label, segment, stage)
         children.requests.inc()
         children.rows.inc(n_rows)
         if fallbacks:
@@ -180,19 +205,40 @@ class Predictions:
         return Answer(200, body, headers)
 
     def _refuse(
-        self, error: ApiError, pipeline: str, deployed: Deployed | None, rid: str
+        self,
+        error: ApiError,
+        pipeline: str,
+        deployed: Deployed | None,
+        *,
+        stage: str,
+        rid: str,
+        request: bytes,
+        started: float,
     ) -> Answer:
+        """The error answer; captured (sampled) when a version was chosen for the request."""
         code = str(error.status)
         version = deployed.label if deployed is not None else ""
         self._metrics.requests.labels(pipeline, version, code).inc()
         self._metrics.errors.labels(pipeline, error.code).inc()
+        captured = False
+        if deployed is not None and self._capture.sampled(deployed.sample_rate):
+            latency_ms = (time.perf_counter() - started) * 1000.0
+            try:
+                captured = self._capture.refused(
+                    deployed, stage, rid, request, error,
+                    ts=datetime.now(UTC), latency_ms=latency_ms,
+                )  # fmt: skip
+            except Exception:  # capturing an error must never turn it into another one
+                logger.exception("capturing refused request %s of %s failed", rid, pipeline)
         body = error_body(error)
         headers = [
             _JSON_TYPE,
             (b"content-length", str(len(body)).encode()),
             (b"x-request-id", rid.encode()),
-            _NOT_CAPTURED,
+            _CAPTURED if captured else _NOT_CAPTURED,
         ]
+        if deployed is not None:
+            headers.append((b"x-kiln-version", deployed.label.encode()))
         headers.extend((k.encode(), v.encode()) for k, v in error.headers.items())
         return Answer(error.status, body, headers)
 
@@ -220,16 +266,22 @@ class _RequestIds:
 
 
 class _Children:
-    """The metric children of one (pipeline, version, segment), looked up once."""
+    """The metric children of one (pipeline, version, segment, stage), looked up once."""
 
     __slots__ = ("fallbacks", "latency", "model_errors", "requests", "rows")
 
-    def __init__(self, m: Metrics, pipeline: str, version: str, segment: str) -> None:
+    def __init__(self, m: Metrics, pipeline: str, version: str, segment: str, stage: str) -> None:
         self.requests = m.requests.labels(pipeline, version, "200")
-        self.rows = m.rows.labels(pipeline, version, "production")
-        self.fallbacks = m.fallbacks.labels(pipeline, version, "production")
-        self.model_errors = m.model_errors.labels(pipeline, version, "production")
+        self.rows = m.rows.labels(pipeline, version, stage)
+        self.fallbacks = m.fallbacks.labels(pipeline, version, stage)
+        self.model_errors = m.model_errors.labels(pipeline, version, stage)
         self.latency = m.latency.labels(pipeline, version, segment)
+
+
+def _internal_error(error: Exception, name: str, rid: str) -> ApiError:
+    """A bug or a broken fallback model: logged once here (with its traceback), answered 500."""
+    logger.exception("predict %s failed (request %s)", name, rid)
+    return ApiError(500, "internal_error", f"the prediction failed: {type(error).__name__}")
 
 
 def _is_json(content_type: bytes | None) -> bool:

@@ -68,7 +68,12 @@ class Refusal:
 @dataclass(frozen=True)
 class PipelineRoute:
     """``production`` is what answers (an older version while a newer one is refused);
-    ``registry_production`` is what the registry says should."""
+    ``registry_production`` is what the registry says should.
+
+    ``canary``, when loaded, answers ``canary_share`` of the live requests instead of
+    production (a refused canary is None: production answers everything). Shadows see copies
+    of the requests that production answered.
+    """
 
     name: str
     production: Deployed | None
@@ -76,6 +81,10 @@ class PipelineRoute:
     registry_production: int | None
     registry_shadows: tuple[int, ...]
     refusals: tuple[Refusal, ...] = ()
+    canary: Deployed | None = None
+    canary_share: float = 0.0
+    """In (0, 1) when ``canary`` is set, else 0."""
+    registry_canary: int | None = None
 
     @property
     def last_reload_error(self) -> Refusal | None:

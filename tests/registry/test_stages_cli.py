@@ -121,3 +121,50 @@ def test_promote_shadow_rollback_audit(tmp_path: Path, store: MetadataStore, reg
         }  # fmt: skip
         events = uow.audit.list(P)
     assert {e.actor for e in events} == {me}
+
+
+def test_override_needs_the_admin_token_and_a_reason(tmp_path: Path) -> None:
+    store = MetadataStore(f"sqlite:///{tmp_path / 'kiln.db'}")
+    try:
+        store.upgrade()
+        with store.unit_of_work() as uow:
+            uow.pipelines.upsert(P, "data-team", "arrival delays", "kiln.yaml")
+            for i in range(2):
+                run = uow.runs.create(P, "manual", "", "c" * 64, "kiln.yaml", "host", 1)
+                uow.versions.register(P, run.id, f"{i:064x}", {}, {})
+            uow.versions.set_stage(P, 1, "production")
+            uow.versions.set_stage(P, 2, "blocked")
+        env = {"KILN_ADMIN_TOKEN": ADMIN_TOKEN}
+        why = "approved by the route owner"
+
+        no_token = kiln(tmp_path, store.url, "override", P, "2", "--reason", why, **env)
+        assert no_token.returncode == 9, no_token.stderr
+        assert "needs the admin token" in no_token.stderr
+
+        for reason in ([], ["--reason", " "]):
+            refused = kiln(
+                tmp_path, store.url, "override", P, "2", *reason, "--token", ADMIN_TOKEN, **env
+            )
+            assert refused.returncode == 2, refused.stderr
+            assert "needs a reason" in refused.stderr and "--reason" in refused.stderr
+            assert "Traceback" not in refused.stderr
+
+        with store.unit_of_work() as uow:
+            assert uow.versions.get(P, 2).stage == "blocked"  # nothing changed so far
+            assert uow.audit.list(P) == []
+
+        done = kiln(
+            tmp_path, store.url, "override", P, "2", "--reason", why, "--token", ADMIN_TOKEN, **env
+        )
+        assert done.returncode == 0, done.stderr
+        assert "v2 -> production (v1 archived)" in done.stdout
+        assert_no_token(done)
+        with store.unit_of_work() as uow:
+            assert uow.versions.get(P, 2).stage == "production"
+            event = uow.audit.list(P)[0]
+        assert (event.action, event.actor, event.reason) == ("override", getpass.getuser(), why)
+
+        shown = kiln(tmp_path, store.url, "audit", "--pipeline", P)
+        assert "override" in shown.stdout and why in shown.stdout
+    finally:
+        store.dispose()

@@ -20,6 +20,7 @@ from typing import Any
 
 import duckdb
 import httpx
+import orjson
 
 from kiln.registry import Predictor, Stages
 from kiln.runs import Stores, open_stores
@@ -75,6 +76,46 @@ def set_stage(home: Path, version: int, stage: str) -> None:
             stages.set_shadow(PIPELINE, version, actor="tests")
     finally:
         stores.close()
+
+
+def set_canary(home: Path, version: int, share: float) -> None:
+    stores = open_stores(Settings(home=home))
+    try:
+        Stages(stores.metadata).set_canary(PIPELINE, version, share, actor="tests")
+    finally:
+        stores.close()
+
+
+def register_copy(home: Path, version: int) -> int:
+    """A new candidate version with the same package and config as ``version``."""
+    stores = open_stores(Settings(home=home))
+    try:
+        with stores.metadata.unit_of_work() as uow:
+            record = uow.versions.get(PIPELINE, version)
+            run = uow.runs.get(record.run_id)
+            copy = uow.runs.create(
+                PIPELINE, "manual", run.config_text, run.config_digest, run.config_path, "h", 1
+            )
+            return uow.versions.register(PIPELINE, copy.id, record.manifest_digest, {}, {}).version
+    finally:
+        stores.close()
+
+
+def tamper(home: Path, version: int, segment: str = "JFK") -> str:
+    """Flip one byte of the segment model of ``version``; returns the artifact's digest."""
+    stores = open_stores(Settings(home=home))
+    try:
+        with stores.metadata.unit_of_work() as uow:
+            digest = uow.versions.get(PIPELINE, version).manifest_digest
+        manifest = orjson.loads(stores.content.get(digest, what=f"v{version}"))
+        artifact: str = manifest["models"][segment]["sha256"]
+        path = Path(Settings(home=home).artifact_root) / stores.content.key_of(artifact)
+    finally:
+        stores.close()
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    return artifact
 
 
 def predictor(home: Path, version: int) -> Predictor:

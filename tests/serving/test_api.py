@@ -205,6 +205,8 @@ def test_pipeline_reads(client: httpx.Client) -> None:
             "name": PIPELINE,
             "production": 1,
             "registry_production": 1,
+            "canary": None,
+            "canary_share": None,
             "shadows": [],
             "last_reload_error": None,
         }
@@ -217,6 +219,7 @@ def test_pipeline_reads(client: httpx.Client) -> None:
     kinds = {f["name"]: f["kind"] for f in detail["features"]}
     assert kinds["origin"] == "categorical" and kinds["temp"] == "numeric"
     assert detail["last_reload_error"] is None
+    assert (detail["canary"], detail["canary_share"], detail["registry_canary"]) == (None,) * 3
 
 
 def test_health_readiness_metrics_and_openapi(server: Server, client: httpx.Client) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 from prometheus_client import generate_latest
 from serving_support import PIPELINE, Trained, predictor
@@ -17,7 +18,7 @@ from kiln.serving._metrics import Metrics
 from kiln.serving._routing import Deployed, PipelineRoute, RoutingTable
 from kiln.serving._schema import RequestSchema
 from kiln.serving._shadow import ShadowJob, ShadowRunner
-from kiln.stores import CaptureWriter
+from kiln.stores import CaptureWriter, read_captures
 
 SCHEMA = FeatureSchema.from_dict(
     [
@@ -81,6 +82,36 @@ def test_a_full_capture_queue_drops_and_counts(
     assert _count(metrics, "kiln_capture_dropped_total") == 1
     assert _count(metrics, "kiln_captured_total") == 2
     writer.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "features"),
+    [
+        (b'{"features": {"origin": "JFK", "temp": []}}', {"origin": "JFK", "temp": []}),
+        (b'{"instances": [{"origin": 7}, 3]}', {"origin": 7}),
+        (b'{"instances": [3, {"origin": "JFK"}]}', {}),
+        (b'{"features": "origin=JFK"}', {}),
+        (b"[1, 2]", {}),
+        (b'{"features": {', {}),
+        (b"\xff not json", {}),
+    ],
+)
+def test_a_refused_request_is_one_capture_of_what_its_body_holds(
+    trained: Trained, tmp_path: Path, body: bytes, features: dict
+) -> None:
+    deployed = _deployed(trained.home)
+    writer = CaptureWriter(str(tmp_path), writer_id="test")
+    capture = Capture(writer, Metrics())
+    error = ApiError(422, "invalid_input", "x" * 600)
+    ts = datetime.now(UTC)
+    assert capture.refused(deployed, "canary", "r-1", body, error, ts=ts, latency_ms=2.0)
+    writer.close()
+    (got,) = read_captures(str(tmp_path), PIPELINE, stage=None).to_pylist()
+    assert orjson.loads(got["features"]) == features
+    assert got["segment"] == (None if not features else str(features["origin"]))
+    assert (got["request_id"], got["stage"], got["version"]) == ("r-1", "canary", 1)
+    assert (got["model"], got["fallback"], got["prediction"]) == ("(none)", False, None)
+    assert got["error"].startswith("422 invalid_input: xxx") and len(got["error"]) == 500
 
 
 def test_a_full_shadow_queue_drops_and_counts(trained: Trained, flight_rows: list) -> None:

@@ -121,6 +121,17 @@ def test_round_trip_across_pipelines_and_dates(root: str) -> None:
     assert taxi.column("request_id").to_pylist() == ["taxi-fares-4", "taxi-fares-5"]
     assert taxi.column("stage").to_pylist() == ["shadow", "production"]
     assert read_captures(root, "taxi-fares", stage="shadow").num_rows == 1
+    assert read_captures(root, "taxi-fares", stage="canary").num_rows == 0
+    with pytest.raises(ValueError, match="stage 'staging'"):
+        read_captures(root, "taxi-fares", stage="staging")
+
+
+def test_canary_captures_are_read_by_stage(root: str) -> None:
+    write(root, [record(i, stage="canary" if i % 2 else "production") for i in range(6)])
+    canary = read_captures(root, "flights", stage="canary")
+    assert canary.column("request_id").to_pylist() == ["flights-1", "flights-3", "flights-5"]
+    assert set(canary.column("stage").to_pylist()) == {"canary"}
+    assert read_captures(root, "flights", stage=None).num_rows == 6
 
 
 @pytest.mark.parametrize("ignore_timezone", ["0", "1"])
@@ -298,8 +309,9 @@ def test_errors_name_the_pipeline_the_folder_and_the_fix(root: str) -> None:
 def test_records_are_checked_when_built() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         record(1, ts=datetime(2024, 3, 1))
-    with pytest.raises(ValueError, match="stage 'canary'"):
-        record(1, stage="canary")
+    with pytest.raises(ValueError, match="stage 'staging'"):
+        record(1, stage="staging")
+    assert record(1, stage="canary").stage == "canary"
     with pytest.raises(ValueError, match="invalid pipeline name"):
         record(1, pipeline="a/b")
     with pytest.raises(ValueError, match="writer_id"):

@@ -12,7 +12,9 @@ from typing import Any, Final
 import orjson
 import pyarrow as pa
 
-STAGES: Final = frozenset({"production", "shadow"})
+STAGES: Final = frozenset({"production", "canary", "shadow"})
+"""Who answered: the production version, the canary (its share of live requests), or a
+shadow version (a copy of a production request, its answer not used)."""
 PIPELINE_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # as PipelineConfig.name
 _TS = pa.timestamp("us", tz="UTC")
 _BATCH_ROWS = 1_024

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from kiln.errors import StoreError
 from kiln.stores.metadata.base import one_production_violated, second_production
 from kiln.stores.metadata.engine import make_engine, masked, unreachable
+from kiln.stores.metadata.fires import FireRepository
 from kiln.stores.metadata.gates import GateRepository
 from kiln.stores.metadata.repositories import (
     AuditRepository,
@@ -50,6 +51,7 @@ class UnitOfWork:
         self.deployments = DeploymentRepository(session)
         self.locks = LockRepository(session)
         self.gates = GateRepository(session)
+        self.fires = FireRepository(session)
 
 
 class MetadataStore:

@@ -1,0 +1,110 @@
+"""Champion/challenger: the candidate and the production version scored on the same rows (the
+candidate's holdout), per segment; the candidate fails where its primary metric regresses by
+more than the tolerance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kiln.gates.base import GateContext, GateResult, Version
+from kiln.pipeline.metrics import HIGHER_IS_BETTER, score
+
+__all__ = ["ChampionChallengerGate"]
+
+_ALL = "__overall__"
+
+
+class ChampionChallengerGate:
+    name = "champion_challenger"
+
+    def evaluate(
+        self, candidate: Version, champion: Version | None, context: GateContext
+    ) -> GateResult:
+        if champion is None:
+            return GateResult(
+                self.name, "skipped", "no production version to compare with (first release)"
+            )
+        policy = candidate.policy.gates.champion_challenger
+        cfg = candidate.loaded.config
+        metric = cfg.primary_metric
+        rows = candidate.holdout
+        absent = [f for f in champion.features if f not in rows.columns]
+        if absent:
+            return GateResult(
+                self.name,
+                "skipped",
+                f"the candidate's data has no {', '.join(absent)}: champion"
+                f" v{champion.number} cannot be scored on the same rows",
+                {"absent": absent, "champion_version": champion.number},
+            )
+        y = _truth(rows[cfg.target.column])
+        cand = candidate.predictor.predict(rows).values
+        champ = champion.predictor.predict(rows).values
+        seg_col = candidate.predictor.segment_column
+        groups: dict[str, np.ndarray] = {_ALL: np.arange(len(rows))}
+        if seg_col is not None and seg_col in rows.columns:
+            keys = rows[seg_col].astype("string").fillna("<null>")
+            for key, idx in keys.groupby(keys).indices.items():
+                groups[str(key)] = np.asarray(idx)
+        higher = HIGHER_IS_BETTER[metric]
+        table: dict[str, dict[str, Any]] = {}
+        regressed: list[str] = []
+        for key, idx in groups.items():
+            c = score([metric], y[idx], cand[idx])[metric]
+            p = score([metric], y[idx], champ[idx])[metric]
+            change = _relative_change(c, p, higher=higher)
+            judged = len(idx) >= policy.min_rows and change is not None
+            worse = judged and change is not None and change > policy.tolerance
+            table[key] = {
+                "rows": len(idx),
+                "candidate": c,
+                "champion": p,
+                "regression": None if change is None else round(change, 6),
+                "judged": judged,
+                "regressed": worse,
+            }
+            if worse:
+                regressed.append(key)
+        overall = table.pop(_ALL)
+        evidence = {
+            "metric": metric,
+            "higher_is_better": higher,
+            "tolerance": policy.tolerance,
+            "min_rows": policy.min_rows,
+            "candidate_version": candidate.number,
+            "champion_version": champion.number,
+            "holdout_rows": len(rows),
+            "overall": overall,
+            "segments": table,
+            "regressed_segments": [k for k in regressed if k != _ALL],
+        }
+        head = (
+            f"{metric} {overall['candidate']:.4g} vs champion v{champion.number}"
+            f" {overall['champion']:.4g} on {len(rows)} holdout rows"
+            if overall["candidate"] is not None and overall["champion"] is not None
+            else f"{metric} undefined on the holdout"
+        )
+        if regressed:
+            named = ", ".join("overall" if k == _ALL else k for k in regressed)
+            return GateResult(
+                self.name,
+                "failed",
+                f"{head}; regressed beyond {policy.tolerance:.1%} in: {named}",
+                evidence,
+            )
+        return GateResult(self.name, "passed", f"{head}; no segment regressed", evidence)
+
+
+def _truth(column: pd.Series) -> np.ndarray:
+    return column.astype("float64").to_numpy(dtype=np.float64)
+
+
+def _relative_change(cand: float | None, champ: float | None, *, higher: bool) -> float | None:
+    """How much worse the candidate is, relative to the champion (negative: better)."""
+    if cand is None or champ is None:
+        return None
+    worse_by = (champ - cand) if higher else (cand - champ)
+    return worse_by / max(abs(champ), 1e-12)

@@ -1,0 +1,488 @@
+"""The replay gate: would the candidate answer the requests that production answered?
+
+It reads the last ``window`` production requests of the pipeline from the capture store, keeps
+those production answered, and checks each against the candidate's feature schema the way the
+server would check it (every feature and the segment column present, each value of its kind,
+no unknown key). A request the server would refuse, or one the candidate answers with a
+non-finite number or outside its allowed range, fails on the candidate, with its reason. The
+others are predicted in one batch and their answers compared with production's, per segment
+and overall. :func:`replay` is that work as a pure function over a captures table (the
+benchmark times it); :class:`ReplayGate` reads the captures and the policy and judges.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kiln.gates.base import (
+    MAX_EXAMPLES,
+    GateContext,
+    GateResult,
+    GateStatus,
+    Version,
+    allowed_range,
+)
+from kiln.registry.predictor import Predictor
+
+__all__ = ["DiffStats", "ReplayGate", "ReplayReport", "replay"]
+
+_WANTED = {
+    "number": "expected a finite number or null",
+    "bool": "expected a finite number, a boolean or null",
+    "text": "expected a string or null",
+    "segment": "expected a string, an integer or null (the segment column)",
+}
+_NO_SEGMENT = "(null)"
+_REASONS_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class DiffStats:
+    """How far the candidate's answers are from production's on the same requests."""
+
+    requests: int
+    mean_abs_diff: float | None
+    max_abs_diff: float | None
+    mean_diff: float | None
+    """Candidate minus production, on average (the sign says which way answers moved)."""
+    beyond: int | None = None
+    """Requests whose answer moved more than ``max_abs_diff`` (None: no tolerance set)."""
+    share_beyond: float | None = None
+
+    @classmethod
+    def of(cls, diff: np.ndarray, max_abs_diff: float | None) -> DiffStats:
+        n = int(diff.size)
+        if n == 0:
+            return cls(0, None, None, None, 0 if max_abs_diff is not None else None, None)
+        absolute = np.abs(diff)
+        beyond = None if max_abs_diff is None else int((absolute > max_abs_diff).sum())
+        return cls(
+            requests=n,
+            mean_abs_diff=float(absolute.mean()),
+            max_abs_diff=float(absolute.max()),
+            mean_diff=float(diff.mean()),
+            beyond=beyond,
+            share_beyond=None if beyond is None else beyond / n,
+        )
+
+    def as_evidence(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What replaying captured requests on one predictor found (counts are complete; the
+    failing requests listed are the first ``MAX_EXAMPLES``)."""
+
+    captured: int
+    """Rows of the captures table."""
+    replayed: int
+    """Of those, the requests production answered: the ones replayed."""
+    failed: int
+    """Replayed requests that fail on the candidate (refused, or a bad answer)."""
+    overall: DiffStats
+    segments: dict[str, DiffStats]
+    """Per value of the candidate's segment column (empty when it has none)."""
+    segment_column: str | None
+    reasons: dict[str, int] = field(default_factory=dict)
+    """Failing requests per problem, most frequent first."""
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    """Up to ``MAX_EXAMPLES`` failing requests: request_id, reason, features."""
+    production_versions: dict[int, int] = field(default_factory=dict)
+    """Replayed requests per production version that answered them."""
+
+    def as_evidence(self) -> dict[str, Any]:
+        return {
+            "captured": self.captured,
+            "replayed": self.replayed,
+            "failed": self.failed,
+            "compared": self.overall.requests,
+            "reasons": self.reasons,
+            "failures": self.failures,
+            "diff": self.overall.as_evidence(),
+            "segment_column": self.segment_column,
+            "segments": {k: s.as_evidence() for k, s in self.segments.items()},
+        }
+
+
+def replay(
+    predictor: Predictor,
+    captures: pa.Table,
+    *,
+    lo: float = -math.inf,
+    hi: float = math.inf,
+    max_abs_diff: float | None = None,
+) -> ReplayReport:
+    """Replay the requests of ``captures`` that production answered on ``predictor``.
+
+    ``captures`` has the capture columns (request_id, features, prediction, version at least);
+    an answer outside ``[lo, hi]`` or not finite fails its request, and ``max_abs_diff`` (when
+    set) counts the answers that moved more than it.
+    """
+    answered = captures.filter(pc.is_valid(captures["prediction"]))
+    n = answered.num_rows
+    ids: list[str] = answered["request_id"].to_pylist()
+    production = answered["prediction"].to_numpy(zero_copy_only=False).astype(np.float64)
+    versions = Counter(answered["version"].to_pylist())
+
+    texts: list[str] = answered["features"].to_pylist()
+    rows, problems = _parse(texts)
+    kinds = _kinds(predictor)
+    valid, columns = _columns(rows, kinds, problems)
+    frame, valid = _frame(columns, valid, kinds, problems)
+
+    diff = np.empty(0)
+    keys: np.ndarray | None = None
+    if valid.size:
+        answers, failure = _predict(predictor, frame)
+        if failure is not None:
+            for i in valid.tolist():
+                problems.setdefault(i, []).append((failure, None))
+            valid = valid[:0]
+        else:
+            good = _check_answers(answers, valid, lo, hi, problems)
+            valid, answers = valid[good], answers[good]
+            diff = answers - production[valid]
+            col = predictor.segment_column
+            if col is not None:
+                keys = _segment_names(frame[col])[good]
+
+    overall = DiffStats.of(diff, max_abs_diff)
+    segments = {} if keys is None else _per_segment(keys, diff, max_abs_diff)
+    failed = sorted(problems)
+    reasons = Counter(key for i in failed for key, _ in problems[i])
+    return ReplayReport(
+        captured=captures.num_rows,
+        replayed=n,
+        failed=len(failed),
+        overall=overall,
+        segments=segments,
+        segment_column=predictor.segment_column,
+        reasons=dict(reasons.most_common(_REASONS_SHOWN)),
+        failures=[
+            {
+                "request_id": ids[i],
+                "reason": _reason(problems[i]),
+                "features": texts[i] if rows[i] is None else rows[i],
+            }
+            for i in failed[:MAX_EXAMPLES]
+        ],
+        production_versions={int(v): c for v, c in sorted(versions.items())},
+    )
+
+
+# -- parsing and checking requests as the server does --------------------------------------
+
+Problems = dict[int, list[tuple[str, str | None]]]
+"""Per failing request (its position): (problem, the value at fault or None)."""
+
+
+def _parse(texts: list[str]) -> tuple[list[Any], Problems]:
+    """Each request's ``features`` JSON; one that is not a JSON object is a problem."""
+    problems: Problems = {}
+    try:
+        rows: list[Any] = [orjson.loads(t) for t in texts]
+    except orjson.JSONDecodeError:
+        rows = [_loads(t) for t in texts]
+    for i, row in enumerate(rows):
+        if type(row) is not dict:
+            problems[i] = [("features are not a JSON object", _short(texts[i]))]
+            rows[i] = None
+    return rows, problems
+
+
+def _loads(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:  # the standard library reads what orjson refuses (NaN, Infinity)
+            return json.loads(text)
+        except ValueError:
+            return None
+
+
+def _kinds(predictor: Predictor) -> dict[str, str]:
+    """The keys a request must hold and what each takes: the features, then the segment
+    column (required even when it is not a feature), as in ``kiln.serving``'s schema."""
+    kinds: dict[str, str] = {}
+    for spec in predictor.schema.features:
+        if spec.kind == "categorical":
+            kinds[spec.name] = "text"
+        elif spec.dtype.startswith("bool"):
+            kinds[spec.name] = "bool"
+        else:
+            kinds[spec.name] = "number"
+    col = predictor.segment_column
+    if col is not None and col not in kinds:
+        kinds[col] = "segment"
+    return kinds
+
+
+def _columns(
+    rows: list[Any], kinds: dict[str, str], problems: Problems
+) -> tuple[np.ndarray, list[list[Any]]]:
+    """The positions of the requests that hold exactly the keys the candidate takes, and
+    their values, one list per key; the others get their missing and unknown keys as
+    problems."""
+    n = len(kinds)
+    if not problems and all(len(row) == n for row in rows):
+        try:  # the usual case: n keys per request, and each name among them
+            return np.arange(len(rows)), [[row[name] for row in rows] for name in kinds]
+        except KeyError:
+            pass
+    ok = [row is not None and row.keys() == kinds.keys() for row in rows]
+    for i, row in enumerate(rows):
+        if ok[i] or row is None:
+            continue
+        found = problems.setdefault(i, [])
+        for name, kind in kinds.items():
+            if name not in row:
+                what = "segment column" if kind == "segment" else "feature"
+                found.append((f"missing {what} {name!r}", None))
+        for key in row:
+            if key not in kinds:
+                found.append((f"unknown feature {key!r} (the candidate does not take it)", None))
+    valid = np.flatnonzero(np.asarray(ok, dtype=bool))
+    picked = [rows[i] for i in valid.tolist()]
+    return valid, [[row[name] for row in picked] for name in kinds]
+
+
+def _frame(
+    columns: list[list[Any]], valid: np.ndarray, kinds: dict[str, str], problems: Problems
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The requests at ``valid`` as one DataFrame (a column per key), and their positions; a
+    value of the wrong kind makes its request a problem and leaves the frame."""
+    names = list(kinds)
+    if valid.size == 0:
+        return pd.DataFrame(columns=names), valid
+    arrays: list[pa.Array] = []
+    keep = np.ones(valid.size, dtype=bool)
+    for name, values in zip(names, columns, strict=True):
+        array, bad = _column(kinds[name], values)
+        for j, got in bad:
+            keep[j] = False
+            problem = f"{name!r}: {_WANTED[kinds[name]]}"
+            problems.setdefault(int(valid[j]), []).append((problem, _short(got)))
+        arrays.append(array)
+    table = pa.Table.from_arrays(arrays, names=names)
+    if not keep.all():
+        table = table.filter(pa.array(keep))
+        valid = valid[keep]
+    frame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    return frame, valid
+
+
+_NONE = type(None)
+_UNIFORM: dict[str, tuple[frozenset[type], ...]] = {
+    "number": (frozenset({int, float, _NONE}),),
+    "bool": (frozenset({int, float, _NONE}), frozenset({bool, _NONE})),
+    "text": (frozenset({str, _NONE}),),
+    "segment": (frozenset({str, _NONE}), frozenset({int, _NONE})),
+}
+"""Per kind, the sets of Python types that Arrow converts exactly, with no value refused."""
+
+
+def _column(kind: str, values: list[Any]) -> tuple[pa.Array, list[tuple[int, Any]]]:
+    """One key's values as an Arrow array, and the (position, value) of those of the wrong
+    kind. A column of one of the kind's uniform type sets (the usual case) is converted by
+    Arrow at once; any other is checked value by value."""
+    types = set(map(type, values))
+    if any(types <= uniform for uniform in _UNIFORM[kind]):
+        try:
+            array = pa.array(values, from_pandas=False)
+        except (pa.ArrowException, OverflowError):  # an integer beyond 64 bits
+            array = None
+        if array is not None and (
+            not pa.types.is_floating(array.type) or pc.all(pc.is_finite(array)).as_py() is not False
+        ):
+            if pa.types.is_boolean(array.type):
+                array = array.cast(pa.float64())
+            return array, []
+    return _column_by_value(kind, values)
+
+
+def _column_by_value(kind: str, values: list[Any]) -> tuple[pa.Array, list[tuple[int, Any]]]:
+    bad: list[tuple[int, Any]] = []
+    out: list[Any] = []
+    for j, v in enumerate(values):
+        value = _coerce(kind, v)
+        if value is _WRONG:
+            bad.append((j, v))
+            value = None
+        out.append(value)
+    text = kind in ("text", "segment")
+    return pa.array(out, pa.string() if text else pa.float64()), bad
+
+
+_WRONG = object()
+
+
+def _coerce(kind: str, v: Any) -> Any:
+    """``v`` as the server takes it for a key of ``kind``, or ``_WRONG``."""
+    if v is None:
+        return None
+    t = type(v)
+    if kind == "text":
+        return v if t is str else _WRONG
+    if kind == "segment":
+        return v if t is str else str(v) if t is int else _WRONG
+    if t is bool:
+        return float(v) if kind == "bool" else _WRONG
+    if (t is int or t is float) and math.isfinite(v):
+        return float(v)
+    return _WRONG
+
+
+def _predict(predictor: Predictor, frame: pd.DataFrame) -> tuple[np.ndarray, str | None]:
+    """The candidate's answers, or the reason every request fails when it raises."""
+    try:
+        values = predictor.predict(frame).values
+    except Exception as e:  # a crashing candidate is a failing one: evidence, not an outage
+        return np.empty(0), f"the candidate raised {type(e).__name__}: {e}"
+    return np.asarray(values, dtype=np.float64), None
+
+
+def _check_answers(
+    answers: np.ndarray, valid: np.ndarray, lo: float, hi: float, problems: Problems
+) -> np.ndarray:
+    """A mask of the good answers; a non-finite one, or one outside [lo, hi], is a problem."""
+    finite = np.isfinite(answers)
+    inside = finite & (answers >= lo) & (answers <= hi)
+    if inside.all():
+        return inside
+    allowed = f"[{_number(lo)}, {_number(hi)}]"
+    for j in np.flatnonzero(~inside).tolist():
+        v = float(answers[j])
+        if finite[j]:
+            problem, got = f"answer outside the allowed range {allowed}", f"{v:.6g}"
+        else:
+            problem, got = "answer is not a finite number", str(v)
+        problems.setdefault(int(valid[j]), []).append((problem, got))
+    return inside
+
+
+def _segment_names(column: pd.Series) -> np.ndarray:
+    """The segment of each request, named as training named it (nulls as ``(null)``)."""
+    names = column.astype("string").fillna(_NO_SEGMENT)
+    return names.to_numpy(dtype=object)
+
+
+def _per_segment(
+    keys: np.ndarray, diff: np.ndarray, max_abs_diff: float | None
+) -> dict[str, DiffStats]:
+    codes, uniques = pd.factorize(keys, sort=True)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+    return {
+        str(name): DiffStats.of(diff[order[bounds[k] : bounds[k + 1]]], max_abs_diff)
+        for k, name in enumerate(uniques)
+    }
+
+
+def _reason(found: list[tuple[str, str | None]]) -> str:
+    return "; ".join(p if got is None else f"{p}, got {got}" for p, got in found)
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) and value.startswith(("{", "[")) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(x: float) -> str | float:
+    return x if math.isfinite(x) else ("-inf" if x < 0 else "inf")
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+# -- the gate ---------------------------------------------------------------------------------
+
+
+class ReplayGate:
+    """Fails when a production request fails on the candidate, or when more than
+    ``max_share_beyond`` of the answers moved more than ``max_abs_diff``."""
+
+    name = "replay"
+
+    def evaluate(
+        self, candidate: Version, champion: Version | None, context: GateContext
+    ) -> GateResult:
+        policy = context.policy.gates.replay
+        label = f"{candidate.label} of {candidate.pipeline!r}"
+        if not policy.enabled:
+            return self._result("skipped", "off (deploy.gates.replay.enabled: false)")
+        captures = context.captures(candidate.pipeline, stage="production", last=policy.window)
+        if captures is None or captures.num_rows == 0:
+            return self._result(
+                "skipped",
+                f"no captured traffic yet: no production request of {candidate.pipeline!r} to"
+                f" replay on {candidate.label} (the server captures requests when"
+                " capture.sample_rate > 0)",
+            )
+        lo, hi = allowed_range(candidate)
+        report = replay(
+            candidate.predictor, captures, lo=lo, hi=hi, max_abs_diff=policy.max_abs_diff
+        )
+        evidence = {
+            "versions": {
+                "candidate": candidate.number,
+                "champion": None if champion is None else champion.number,
+                "production": {str(v): c for v, c in report.production_versions.items()},
+            },
+            "window": policy.window,
+            "allowed_range": [_finite(lo), _finite(hi)],
+            "max_abs_diff": policy.max_abs_diff,
+            "max_share_beyond": policy.max_share_beyond,
+            **report.as_evidence(),
+        }
+        if report.replayed == 0:
+            return self._result(
+                "skipped",
+                f"none of the {report.captured:,} captured production requests was answered:"
+                f" nothing to replay on {candidate.label}",
+                evidence,
+            )
+        why: list[str] = []
+        if report.failed:
+            top = ", ".join(f"{r} ({c:,})" for r, c in list(report.reasons.items())[:3])
+            why.append(
+                f"{report.failed:,} of {report.replayed:,} production requests fail on {label}:"
+                f" {top}"
+            )
+        share = report.overall.share_beyond
+        if share is not None and share > policy.max_share_beyond:
+            why.append(
+                f"{share:.1%} of the answers moved more than {policy.max_abs_diff:g}"
+                f" (at most {policy.max_share_beyond:.1%} may)"
+            )
+        if why:
+            return self._result("failed", "; ".join(why), evidence)
+        replayed = f"{report.replayed:,} production requests replayed on {label}"
+        return self._result(
+            "passed", f"{replayed}: {_diff_text(report.overall, policy.max_abs_diff)}", evidence
+        )
+
+    def _result(
+        self, status: GateStatus, summary: str, evidence: dict[str, Any] | None = None
+    ) -> GateResult:
+        return GateResult(self.name, status, summary, evidence or {})
+
+
+def _diff_text(stats: DiffStats, max_abs_diff: float | None) -> str:
+    if stats.mean_abs_diff is None or stats.max_abs_diff is None:
+        return "no answer to compare"
+    text = f"none failed; mean |diff| {stats.mean_abs_diff:.4g}, max {stats.max_abs_diff:.4g}"
+    if max_abs_diff is not None and stats.share_beyond is not None:
+        text += f", {stats.share_beyond:.1%} beyond {max_abs_diff:g}"
+    return text

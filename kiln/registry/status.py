@@ -1,0 +1,49 @@
+"""What `kiln status` shows: every pipeline's production version, last run, gates and the
+versions waiting (shadow, canary) or refused (blocked), read in one unit of work."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from kiln.stores import MetadataStore
+
+__all__ = ["pipeline_status"]
+
+
+def pipeline_status(metadata: MetadataStore, now: datetime | None = None) -> list[dict[str, Any]]:
+    now = now or datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    with metadata.unit_of_work() as uow:
+        for pipeline in uow.pipelines.list():
+            versions = uow.versions.list(pipeline.name)
+            production = next((v for v in versions if v.stage == "production"), None)
+            canary = next((v for v in versions if v.stage == "canary"), None)
+            latest = versions[-1] if versions else None
+            run = uow.runs.latest(pipeline.name)
+            gates: dict[str, str] = {}
+            if latest is not None:
+                found = uow.gates.for_version(pipeline.name, latest.version)
+                gates = {g.gate: g.status for g in found}
+            rows.append(
+                {
+                    "pipeline": pipeline.name,
+                    "production": production.version if production else None,
+                    "production_age": (now - production.stage_changed_at).total_seconds()
+                    if production
+                    else None,
+                    "last_run": f"{run.status} {run.started_at:%Y-%m-%d %H:%M} ({run.trigger})"
+                    if run
+                    else None,
+                    "latest": {"version": latest.version, "stage": latest.stage}
+                    if latest
+                    else None,
+                    "gates": gates,
+                    "canary": f"v{canary.version} at {canary.traffic_share:.0%}"
+                    if canary and canary.traffic_share is not None
+                    else None,
+                    "shadows": [v.version for v in versions if v.stage == "shadow"],
+                    "blocked": [v.version for v in versions if v.stage == "blocked"],
+                }
+            )
+    return rows
