@@ -243,9 +243,13 @@ class Release:
         self._store(version, [GateResult("live", "failed", problem, stats.as_evidence())])
         reason = f"automatic rollback within the {policy.watch} watch window: {problem}"
         try:
-            change = self.stages.rollback(record.pipeline, actor=SYSTEM_ACTOR, reason=reason)
+            change = self.stages.rollback(
+                record.pipeline, actor=SYSTEM_ACTOR, reason=reason, only_from=record.version
+            )
         except KilnError as e:
             return [f"{record.pipeline} v{record.version} is unhealthy ({problem}) but: {e}"]
+        if not change.changed:
+            return []  # another watcher rolled it back first
         return [f"{record.pipeline}: rolled back v{record.version} -> v{change.version}: {problem}"]
 
     # -- plumbing -----------------------------------------------------------------------------

@@ -127,14 +127,28 @@ class Stages:
             _record(uow, change, actor, reason)
         return change
 
-    def rollback(self, pipeline: str, *, actor: str, reason: str | None = None) -> Transition:
-        """Put back the version that served before the current one; the current is archived."""
+    def rollback(
+        self,
+        pipeline: str,
+        *,
+        actor: str,
+        reason: str | None = None,
+        only_from: int | None = None,
+    ) -> Transition:
+        """Put back the version that served before the current one; the current is archived.
+
+        ``only_from``: roll back only if that version is still the production one (a no-op
+        otherwise), so that two watchers judging the same bad version roll back once, not twice.
+        """
         with self._metadata.unit_of_work() as uow:
             try:
                 uow.pipelines.lock(pipeline)
             except NotFoundError:
                 raise _nothing_to_roll_back(pipeline, "it has no registered version") from None
             current = _production(uow, pipeline)
+            if only_from is not None and (current is None or current.version != only_from):
+                stage = uow.versions.get(pipeline, only_from).stage
+                return Transition(pipeline, "rollback", only_from, stage, stage, changed=False)
             if current is None:
                 raise _nothing_to_roll_back(pipeline, "it has no production version")
             history = uow.deployments.list(pipeline, limit=None)

@@ -118,3 +118,18 @@ def test_a_crash_in_the_middle_of_a_promotion_leaves_one_production(
     # The pipeline is not wedged: the next promotion goes through.
     Stages(store).promote(P, 2, actor="retry")
     assert stages_of(store) == {1: "archived", 2: "production"}
+
+
+def test_a_conditional_rollback_happens_once(store: MetadataStore, register: Any) -> None:
+    """Two watchers that both judged v3 bad: the second one's rollback is a no-op, it does not
+    roll back v2 as well."""
+    register(3)
+    stages = Stages(store)
+    for v in (1, 2, 3):
+        stages.promote(P, v, actor="setup")
+    first = stages.rollback(P, actor="kiln", only_from=3)
+    second = stages.rollback(P, actor="kiln", only_from=3)
+    assert (first.changed, first.version) == (True, 2)
+    assert not second.changed
+    assert stages_of(store) == {1: "archived", 2: "production", 3: "archived"}
+    assert [h[0] for h in history(store)].count("rollback") == 1

@@ -1,0 +1,119 @@
+"""The release loop seen from the terminal: gate results and their evidence, re-running the
+gates, the controller that moves live versions on, and the status of every pipeline."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from kiln.cli._common import _settings, _sigterm, _stores, out
+from kiln.console import gate_table, status_table
+
+
+def gates_show(
+    ctx: typer.Context,
+    pipeline: str,
+    version: int,
+    as_json: Annotated[bool, typer.Option("--json", help="The full evidence as JSON.")] = False,
+) -> None:
+    """The gate results of VERSION with their evidence."""
+    stores = _stores(ctx)
+    try:
+        with stores.metadata.unit_of_work() as uow:
+            record = uow.versions.get(pipeline, version)
+            results = uow.gates.for_version(pipeline, version)
+    finally:
+        stores.close()
+    if as_json:
+        doc = {
+            "pipeline": pipeline, "version": version, "stage": record.stage,
+            "gates": [
+                {"gate": g.gate, "status": g.status, "summary": g.summary,
+                 "evaluated_at": g.evaluated_at.isoformat(), "evidence": g.evidence}
+                for g in results
+            ],
+        }  # fmt: skip
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        return
+    if not results:
+        out.print(f"{pipeline} v{version} ({record.stage}) has no gate results yet")
+        return
+    out.print(gate_table(results, f"gates of {pipeline} v{version} ({record.stage})"))
+    for g in results:
+        _evidence(g.gate, g.status, g.evidence)
+
+
+def _evidence(gate: str, status: str, evidence: dict[str, Any]) -> None:
+    """The parts of a failed gate's evidence a reader needs first: what failed, where."""
+    if status != "failed":
+        return
+    keys = ("regressed_segments", "missing", "failed", "failing", "examples", "requests_without")
+    for key in keys:
+        value = evidence.get(key)
+        if value:
+            text = json.dumps(value, default=str)
+            out.print(Text(f"  {gate}.{key}: {text[:600]}"), highlight=False)
+
+
+def gates_check(ctx: typer.Context, pipeline: str, version: int) -> None:
+    """Run VERSION's pre-traffic gates again and store the results; no stage changes."""
+    from kiln.gates.release import Release
+
+    settings = _settings(ctx)
+    stores = _stores(ctx)
+    try:
+        results = Release(settings, stores).evaluate(pipeline, version)
+    finally:
+        stores.close()
+    out.print(gate_table(results, f"gates of {pipeline} v{version}"))
+
+
+def watch(
+    ctx: typer.Context,
+    pipeline: Annotated[str | None, typer.Argument(help="Only this pipeline.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+    every: Annotated[float, typer.Option(min=0.1, help="Seconds between passes.")] = 30.0,
+) -> None:
+    """Move live versions on: judge shadows whose period is over, promote or block canaries,
+    roll back a new production version whose error rate or p99 passes its threshold."""
+    import time
+
+    from kiln.gates.release import Release
+
+    settings = _settings(ctx)
+    stores = _stores(ctx)
+    signal.signal(signal.SIGTERM, _sigterm)
+    release = Release(settings, stores)
+    try:
+        while True:
+            events = release.tick(pipeline) if pipeline else release.tick_all()
+            for event in events:
+                out.print(Text(event), highlight=False)
+            if once:
+                if not events:
+                    out.print("nothing to do")
+                return
+            time.sleep(every)
+    finally:
+        stores.close()
+
+
+def status(ctx: typer.Context) -> None:
+    """Every pipeline: production version and its age, last run, gates, canary, shadows,
+    blocked versions."""
+    from kiln.registry.status import pipeline_status
+
+    stores = _stores(ctx)
+    try:
+        rows = pipeline_status(stores.metadata)
+    finally:
+        stores.close()
+    if not rows:
+        out.print("no pipelines yet: `kiln run kiln.yaml` registers the first version")
+        return
+    out.print(status_table(rows))

@@ -1,0 +1,86 @@
+"""`kiln scheduler`: run every kiln.yaml of a folder on its cron, and summarise a single pass."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from kiln.cli._common import _settings, _status, _stores, out
+from kiln.errors import KilnError
+
+
+def scheduler(
+    ctx: typer.Context,
+    folder: Annotated[
+        Path, typer.Option("--dir", help="Folder of the pipelines' kiln.yaml files (recursive).")
+    ],
+    once: Annotated[
+        bool, typer.Option("--once", help="Run what is due now to completion, then exit.")
+    ] = False,
+    poll: Annotated[float, typer.Option(min=0.1, help="Seconds between scans.")] = 10.0,
+    max_runs: Annotated[int, typer.Option(min=1, help="Runs at the same time, at most.")] = 1,
+    retries: Annotated[int, typer.Option(min=0, help="Retries of a failed run.")] = 2,
+    retry_delay: Annotated[
+        float, typer.Option(min=0, help="Seconds before the first retry (doubled each time).")
+    ] = 60.0,
+) -> None:
+    """Run every kiln.yaml under --dir on its cron (its schedule: section), until stopped.
+    A new or changed kiln.yaml is picked up without a restart; many schedulers may share one
+    database (each firing runs once)."""
+    import logging
+
+    from kiln.scheduler import Scheduler
+
+    settings = _settings(ctx)
+    stores = _stores(ctx, upgrade=True)
+    try:
+        try:  # wired to the release controller
+            from kiln.gates.release import Release
+
+            after_tick: Any = Release(settings, stores).tick
+        except ImportError:
+            after_tick = None
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+        logger = logging.getLogger("kiln.scheduler")
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        runner = Scheduler(
+            settings, folder, poll_seconds=poll, max_runs=max_runs, retries=retries,
+            retry_delay=retry_delay, after_tick=after_tick, stores=stores,
+        )  # fmt: skip
+        if not once:
+            runner.run_forever()
+            return
+        summary = runner.run_once()
+    finally:
+        stores.close()
+    _scheduler_summary(summary)
+
+
+def _scheduler_summary(summary: Any) -> None:
+    out.print(
+        f"{len(summary.scheduled)} scheduled, {len(summary.unscheduled)} unscheduled,"
+        f" {len(summary.problems)} refused pipeline file(s)"
+    )
+    if summary.outcomes:
+        t = Table("pipeline", "due (UTC)", "attempt", "status", "run", "error")
+        for o in summary.outcomes:
+            lines = (o.error or "").splitlines()
+            said = [line for line in lines if line.startswith("error: ")]
+            t.add_row(
+                o.pipeline, o.due_at.strftime("%Y-%m-%d %H:%M"), str(o.attempt),
+                _status(o.status), o.run_id or "-", (said or lines or [""])[0],
+            )  # fmt: skip
+        out.print(t)
+    failed = [o for o in summary.outcomes if o.status == "failed"]
+    if failed:
+        raise KilnError(
+            f"{len(failed)} firing(s) failed: {', '.join(o.pipeline for o in failed)}",
+            hint="the log above shows each attempt's error; `kiln runs list` shows the runs",
+        )
