@@ -334,7 +334,9 @@ class DeployConfig(_Strict):
     auto_promote: bool = False
     gates: GatesConfig = Field(default_factory=GatesConfig)
     shadow: ShadowPolicy = Field(default_factory=ShadowPolicy)
-    canary_share: float = Field(default=0.0, ge=0, le=1)
+    canary_share: float = Field(
+        default=0.0, ge=0, lt=1, description="0: no canary; else the share of requests, < 1."
+    )
     rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
 
 

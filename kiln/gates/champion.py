@@ -35,9 +35,10 @@ class ChampionChallengerGate:
         if absent:
             return GateResult(
                 self.name,
-                "skipped",
+                "failed",
                 f"the candidate's data has no {', '.join(absent)}: champion"
-                f" v{champion.number} cannot be scored on the same rows",
+                f" v{champion.number} cannot be scored on the same rows (keep the column in"
+                " data.query, or override)",
                 {"absent": absent, "champion_version": champion.number},
             )
         y = _truth(rows[cfg.target.column])

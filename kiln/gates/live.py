@@ -1,9 +1,11 @@
 """Live health of one version from its captured requests: volume, errors, latency, answers.
 
-A captured request with no prediction is one the version refused or failed (bad request,
-missing feature, a crash); one answered by the fallback because its segment model failed is a
-model error but still an answer. The shadow gate, the canary check and the automatic rollback
-all judge a version by these numbers.
+A captured request with no prediction is one the version refused or failed: a missing or
+mistyped feature (422: the version's own schema), a crash (5xx). Requests refused whatever the
+version (400 not JSON, 413 too large, 415 not JSON content) say nothing about it: they are
+counted apart and left out of the error rate. One answered by the fallback because its segment
+model failed is a model error but still an answer. The shadow gate, the canary check and the
+automatic rollback all judge a version by these numbers.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ import pyarrow.compute as pc
 __all__ = ["LiveStats", "live_stats"]
 
 
+_NOT_THE_VERSION = ("400 ", "413 ", "415 ")
+"""Refusals of the request itself, whatever version serves (the capture's error text starts
+with the HTTP status)."""
+
+
 @dataclass(frozen=True)
 class LiveStats:
     requests: int
@@ -26,6 +33,8 @@ class LiveStats:
     p50_ms: float | None
     p99_ms: float | None
     mean_prediction: float | None
+    client_errors: int = 0
+    """Malformed requests (400, 413, 415): not counted in ``requests`` or ``errors``."""
 
     @property
     def error_rate(self) -> float:
@@ -43,9 +52,12 @@ def live_stats(captures: pa.Table | None, version: int, *, stage: str | None = N
     if stage is not None:
         keep = pc.and_(keep, pc.equal(captures["stage"], stage))
     rows = captures.filter(keep)
+    malformed = pc.fill_null(_starts_with_any(rows["error"], _NOT_THE_VERSION), False)
+    client_errors = int(pc.sum(malformed).as_py() or 0)
+    rows = rows.filter(pc.invert(malformed))
     n = rows.num_rows
     if n == 0:
-        return LiveStats(0, 0, 0, None, None, None)
+        return LiveStats(0, 0, 0, None, None, None, client_errors)
     prediction = rows["prediction"].to_numpy(zero_copy_only=False).astype(np.float64)
     failed = np.isnan(prediction)
     error_col = rows["error"].is_valid().to_numpy(zero_copy_only=False)
@@ -58,4 +70,12 @@ def live_stats(captures: pa.Table | None, version: int, *, stage: str | None = N
         p50_ms=float(np.percentile(latency, 50)),
         p99_ms=float(np.percentile(latency, 99)),
         mean_prediction=float(answered.mean()) if answered.size else None,
+        client_errors=client_errors,
     )
+
+
+def _starts_with_any(column: Any, prefixes: tuple[str, ...]) -> Any:
+    found = pc.starts_with(column, prefixes[0])
+    for prefix in prefixes[1:]:
+        found = pc.or_(found, pc.starts_with(column, prefix))
+    return found

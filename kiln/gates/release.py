@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from kiln.errors import KilnError
+from kiln.errors import KilnError, NotFoundError
 from kiln.gates.base import Gate, GateContext, GateResult, GateStatus, Version
 from kiln.gates.champion import ChampionChallengerGate
 from kiln.gates.features import FeatureAvailabilityGate
@@ -101,13 +101,17 @@ class Release:
         failed = [r for r in results if not r.ok]
         if failed:
             reason = "failed gates: " + "; ".join(f"{r.gate}: {r.summary}" for r in failed)
-            self.stages.block(pipeline, version, actor=SYSTEM_ACTOR, reason=reason[:2000])
+            self.stages.block(
+                pipeline, version, actor=SYSTEM_ACTOR, reason=reason[:2000], only_from="candidate"
+            )
             return Decision(pipeline, version, "blocked", reason, results)
         shadow = candidate.policy.shadow
         if champion is not None and (shadow.min_duration > timedelta(0) or shadow.min_requests):
             self.stages.set_shadow(
                 pipeline, version, actor=SYSTEM_ACTOR, reason="gates passed; shadow period"
             )
+            with self.stores.metadata.unit_of_work() as uow:
+                candidate = Version(self.stores, uow.versions.get(pipeline, version))  # shadow
             pending = ShadowGate().evaluate(candidate, champion, self._context(candidate))
             self._store(candidate, [pending])
             return Decision(
@@ -126,8 +130,10 @@ class Release:
         results: list[GateResult],
         why: str,
     ) -> Decision:
+        """Promote or canary the candidate, if it is still where it was when it was judged."""
         pipeline, version = candidate.pipeline, candidate.number
         policy = candidate.policy
+        was = candidate.record.stage
         if not policy.auto_promote:
             return Decision(
                 pipeline,
@@ -138,12 +144,23 @@ class Release:
                 results,
             )
         if champion is None:
-            self.stages.promote(pipeline, version, actor=SYSTEM_ACTOR, reason=f"{why}; first")
+            change = self.stages.promote(
+                pipeline, version, actor=SYSTEM_ACTOR, reason=f"{why}; first", only_from=was
+            )
+            if not change.changed:
+                return _moved(candidate, change.stage, results)
             return Decision(pipeline, version, "promoted", f"{why}; first version", results)
         if policy.canary_share > 0:
-            self.stages.set_canary(
-                pipeline, version, policy.canary_share, actor=SYSTEM_ACTOR, reason=why
+            change = self.stages.set_canary(
+                pipeline,
+                version,
+                policy.canary_share,
+                actor=SYSTEM_ACTOR,
+                reason=why,
+                only_from=was,
             )
+            if not change.changed:
+                return _moved(candidate, change.stage, results)
             return Decision(
                 pipeline,
                 version,
@@ -152,7 +169,11 @@ class Release:
                 f" {policy.rollback.watch}",
                 results,
             )
-        self.stages.promote(pipeline, version, actor=SYSTEM_ACTOR, reason=why)
+        change = self.stages.promote(
+            pipeline, version, actor=SYSTEM_ACTOR, reason=why, only_from=was
+        )
+        if not change.changed:
+            return _moved(candidate, change.stage, results)
         return Decision(
             pipeline, version, "promoted", f"{why}; v{champion.number} archived", results
         )
@@ -174,6 +195,8 @@ class Release:
                     events += self._tick_production(record)
             except KilnError as e:
                 logger.warning("release watch of %s v%s: %s", pipeline, record.version, e)
+            except Exception:  # one bad capture file must not stop the watch of the others
+                logger.exception("release watch of %s v%s failed", pipeline, record.version)
         return events
 
     def tick_all(self) -> list[str]:
@@ -186,18 +209,24 @@ class Release:
             return []  # shadowed by hand, or already judged
         candidate, champion = self._versions(record.pipeline, record.version)
         result = _run_gate(ShadowGate(), candidate, champion, self._context(candidate))
-        self._store(candidate, [result])
         if result.status == "pending":
+            self._store(candidate, [result])
             return []
+        # The stage changes first: if it fails, the gate is still pending and judged again.
         if not result.ok:
-            self.stages.block(
+            change = self.stages.block(
                 record.pipeline,
                 record.version,
                 actor=SYSTEM_ACTOR,
                 reason=f"failed gates: shadow: {result.summary}",
+                only_from="shadow",
             )
+            self._store(candidate, [result])
+            if not change.changed:
+                return []
             return [f"{record.pipeline} v{record.version} blocked: shadow: {result.summary}"]
         decision = self._advance(candidate, champion, [result], "shadow period passed")
+        self._store(candidate, [result])
         return [f"{record.pipeline} v{record.version} {decision.outcome}: {decision.message}"]
 
     def _tick_canary(self, record: VersionRecord) -> list[str]:
@@ -215,18 +244,29 @@ class Release:
             f"healthy for {policy.watch}: {stats.requests} requests,"
             f" error rate {stats.error_rate:.2%}, p99 {stats.p99_ms:.1f} ms"
         )
-        self._store(candidate, [GateResult("canary", status, summary, stats.as_evidence())])
+        result = GateResult("canary", status, summary, stats.as_evidence())
         if problem:
-            self.stages.block(
+            change = self.stages.block(
                 record.pipeline,
                 record.version,
                 actor=SYSTEM_ACTOR,
                 reason=f"canary: {problem}",
+                only_from="canary",
             )
+            self._store(candidate, [result])
+            if not change.changed:
+                return []
             return [f"{record.pipeline} v{record.version} blocked: canary: {problem}"]
-        self.stages.promote(
-            record.pipeline, record.version, actor=SYSTEM_ACTOR, reason=f"canary: {summary}"
+        change = self.stages.promote(
+            record.pipeline,
+            record.version,
+            actor=SYSTEM_ACTOR,
+            reason=f"canary: {summary}",
+            only_from="canary",
         )
+        self._store(candidate, [result])
+        if not change.changed:
+            return []
         return [f"{record.pipeline} v{record.version} promoted: canary {summary}"]
 
     def _tick_production(self, record: VersionRecord) -> list[str]:
@@ -236,18 +276,26 @@ class Release:
             return []
         if self._stored(record).get("live") == "failed":
             return []  # already judged (and the rollback refused): do not repeat every tick
+        with self.stores.metadata.unit_of_work() as uow:
+            latest = uow.deployments.list(record.pipeline, limit=1)
+        if not latest or latest[0].action != "promote" or latest[0].version != record.version:
+            # Put back by a rollback: it served before, and rolling it back too would walk the
+            # whole history back when the trouble is the traffic, not the versions.
+            return []
         stats = self._live(record, "production", since=record.stage_changed_at)
         problem = _unhealthy(stats, policy.max_error_rate, policy.max_p99_ms, policy.min_requests)
         if problem is None:
             return []
-        self._store(version, [GateResult("live", "failed", problem, stats.as_evidence())])
+        result = GateResult("live", "failed", problem, stats.as_evidence())
         reason = f"automatic rollback within the {policy.watch} watch window: {problem}"
         try:
             change = self.stages.rollback(
                 record.pipeline, actor=SYSTEM_ACTOR, reason=reason, only_from=record.version
             )
-        except KilnError as e:
+        except NotFoundError as e:  # nothing to roll back to: say it once, not every tick
+            self._store(version, [result])
             return [f"{record.pipeline} v{record.version} is unhealthy ({problem}) but: {e}"]
+        self._store(version, [result])
         if not change.changed:
             return []  # another watcher rolled it back first
         return [f"{record.pipeline}: rolled back v{record.version} -> v{change.version}: {problem}"]
@@ -286,6 +334,16 @@ class Release:
         with self.stores.metadata.unit_of_work() as uow:
             found: list[GateRecord] = uow.gates.for_version(record.pipeline, record.version)
         return {g.gate: g.status for g in found}
+
+
+def _moved(candidate: Version, stage: str, results: list[GateResult]) -> Decision:
+    return Decision(
+        candidate.pipeline,
+        candidate.number,
+        "unchanged",
+        f"v{candidate.number} is {stage} now (changed meanwhile); nothing done",
+        results,
+    )
 
 
 def _run_gate(

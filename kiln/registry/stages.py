@@ -101,15 +101,25 @@ class Stages:
             return uow.versions.by_stage(pipeline, "shadow")
 
     def promote(
-        self, pipeline: str, version: int, *, actor: str, reason: str | None = None
+        self,
+        pipeline: str,
+        version: int,
+        *,
+        actor: str,
+        reason: str | None = None,
+        only_from: Stage | None = None,
     ) -> Transition:
         """Make ``version`` the production version; the previous one is archived.
 
         Any version but a blocked one can be promoted, an archived one too: that is how an
-        admin puts back any earlier version directly.
+        admin puts back any earlier version directly. ``only_from``: only if the version is
+        still in that stage (a no-op otherwise) — an automatic decision taken on what was read
+        a moment ago must not undo a change made since.
         """
         with self._metadata.unit_of_work() as uow:
             target = _locked_version(uow, pipeline, version)
+            if only_from is not None and target.stage != only_from:
+                return _unchanged(pipeline, "promote", target)
             current = _production(uow, pipeline)
             if current is not None and current.version == version:
                 return Transition(
@@ -193,10 +203,21 @@ class Stages:
             _record(uow, change, actor, reason, audit_action="override")
         return change
 
-    def block(self, pipeline: str, version: int, *, actor: str, reason: str) -> Transition:
-        """Stop a version from taking traffic: it failed a gate (``reason`` says which)."""
+    def block(
+        self,
+        pipeline: str,
+        version: int,
+        *,
+        actor: str,
+        reason: str,
+        only_from: Stage | None = None,
+    ) -> Transition:
+        """Stop a version from taking traffic: it failed a gate (``reason`` says which).
+        ``only_from``: only if the version is still in that stage (a no-op otherwise)."""
         with self._metadata.unit_of_work() as uow:
             target = _locked_version(uow, pipeline, version)
+            if only_from is not None and target.stage != only_from:
+                return _unchanged(pipeline, "block", target)
             if target.stage == "blocked":
                 return Transition(pipeline, "block", version, "blocked", "blocked", changed=False)
             if target.stage == "production":
@@ -211,9 +232,17 @@ class Stages:
         return change
 
     def set_canary(
-        self, pipeline: str, version: int, share: float, *, actor: str, reason: str | None = None
+        self,
+        pipeline: str,
+        version: int,
+        share: float,
+        *,
+        actor: str,
+        reason: str | None = None,
+        only_from: Stage | None = None,
     ) -> Transition:
-        """Let ``version`` answer ``share`` of the live requests beside production."""
+        """Let ``version`` answer ``share`` of the live requests beside production.
+        ``only_from``: only if the version is still in that stage (a no-op otherwise)."""
         if not 0 < share < 1:
             raise StageError(
                 f"a canary share must be between 0 and 1 (exclusive), got {share}",
@@ -221,6 +250,8 @@ class Stages:
             )
         with self._metadata.unit_of_work() as uow:
             target = _locked_version(uow, pipeline, version)
+            if only_from is not None and target.stage != only_from:
+                return _unchanged(pipeline, "canary", target)
             if target.stage in ("production", "blocked"):
                 raise StageError(
                     f"version {version} of pipeline {pipeline!r} is {target.stage};"
@@ -275,6 +306,10 @@ class Stages:
             change = Transition(pipeline, "unshadow", version, "candidate", "shadow")
             _record(uow, change, actor, reason)
         return change
+
+
+def _unchanged(pipeline: str, action: DeploymentAction, target: VersionRecord) -> Transition:
+    return Transition(pipeline, action, target.version, target.stage, target.stage, changed=False)
 
 
 def _production(uow: UnitOfWork, pipeline: str) -> VersionRecord | None:

@@ -143,6 +143,10 @@ def test_block_override_then_automatic_rollback(env: SimpleNamespace) -> None:
     assert reason is not None and "error rate 100.0%" in reason and "watch window" in reason
     assert env.gates(v2)["live"] == "failed"
     assert env.release.tick(P) == []  # v1 is healthy: nothing more to do
+    # If the trouble was the traffic, v1 (put back by a rollback) is not rolled back in turn.
+    serve(env, v1, "production", 30, failing=True, prefix="still")
+    assert env.release.tick(P) == []
+    assert env.stages() == {v1: "production", v2: "archived"}
 
 
 def test_replay_pass_shadow_period_and_canaries(env: SimpleNamespace) -> None:
