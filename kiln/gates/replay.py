@@ -3,27 +3,33 @@
 It reads the last ``window`` production requests of the pipeline from the capture store, keeps
 those production answered, and checks each against the candidate's feature schema the way the
 server would check it (every feature and the segment column present, each value of its kind,
-no unknown key). A request the server would refuse, or one the candidate answers with a
-non-finite number or outside its allowed range, fails on the candidate, with its reason. The
-others are predicted in one batch and their answers compared with production's, per segment
-and overall. :func:`replay` is that work as a pure function over a captures table (the
-benchmark times it); :class:`ReplayGate` reads the captures and the policy and judges.
+no unknown key; that checking is ``kiln.gates._requests``). A request the server would refuse,
+or one the candidate answers with a non-finite number or outside its allowed range, fails on
+the candidate, with its reason. The others are predicted in one batch and their answers
+compared with production's, per segment and overall. :func:`replay` is that work as a pure
+function over a captures table (the benchmark times it); :class:`ReplayGate` reads the
+captures and the policy and judges.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kiln.gates._requests import (
+    Problems,
+    parse_requests,
+    request_columns,
+    request_frame,
+    request_kinds,
+)
 from kiln.gates.base import (
     MAX_EXAMPLES,
     GateContext,
@@ -36,12 +42,6 @@ from kiln.registry.predictor import Predictor
 
 __all__ = ["DiffStats", "ReplayGate", "ReplayReport", "replay"]
 
-_WANTED = {
-    "number": "expected a finite number or null",
-    "bool": "expected a finite number, a boolean or null",
-    "text": "expected a string or null",
-    "segment": "expected a string, an integer or null (the segment column)",
-}
 _NO_SEGMENT = "(null)"
 _REASONS_SHOWN = 20
 
@@ -136,10 +136,10 @@ def replay(
     versions = Counter(answered["version"].to_pylist())
 
     texts: list[str] = answered["features"].to_pylist()
-    rows, problems = _parse(texts)
-    kinds = _kinds(predictor)
-    valid, columns = _columns(rows, kinds, problems)
-    frame, valid = _frame(columns, valid, kinds, problems)
+    rows, problems = parse_requests(texts)
+    kinds = request_kinds(predictor)
+    valid, columns = request_columns(rows, kinds, problems)
+    frame, valid = request_frame(columns, valid, kinds, problems)
 
     diff = np.empty(0)
     keys: np.ndarray | None = None
@@ -181,166 +181,7 @@ def replay(
     )
 
 
-# -- parsing and checking requests as the server does --------------------------------------
-
-Problems = dict[int, list[tuple[str, str | None]]]
-"""Per failing request (its position): (problem, the value at fault or None)."""
-
-
-def _parse(texts: list[str]) -> tuple[list[Any], Problems]:
-    """Each request's ``features`` JSON; one that is not a JSON object is a problem."""
-    problems: Problems = {}
-    try:
-        rows: list[Any] = [orjson.loads(t) for t in texts]
-    except orjson.JSONDecodeError:
-        rows = [_loads(t) for t in texts]
-    for i, row in enumerate(rows):
-        if type(row) is not dict:
-            problems[i] = [("features are not a JSON object", _short(texts[i]))]
-            rows[i] = None
-    return rows, problems
-
-
-def _loads(text: str) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        try:  # the standard library reads what orjson refuses (NaN, Infinity)
-            return json.loads(text)
-        except ValueError:
-            return None
-
-
-def _kinds(predictor: Predictor) -> dict[str, str]:
-    """The keys a request must hold and what each takes: the features, then the segment
-    column (required even when it is not a feature), as in ``kiln.serving``'s schema."""
-    kinds: dict[str, str] = {}
-    for spec in predictor.schema.features:
-        if spec.kind == "categorical":
-            kinds[spec.name] = "text"
-        elif spec.dtype.startswith("bool"):
-            kinds[spec.name] = "bool"
-        else:
-            kinds[spec.name] = "number"
-    col = predictor.segment_column
-    if col is not None and col not in kinds:
-        kinds[col] = "segment"
-    return kinds
-
-
-def _columns(
-    rows: list[Any], kinds: dict[str, str], problems: Problems
-) -> tuple[np.ndarray, list[list[Any]]]:
-    """The positions of the requests that hold exactly the keys the candidate takes, and
-    their values, one list per key; the others get their missing and unknown keys as
-    problems."""
-    n = len(kinds)
-    if not problems and all(len(row) == n for row in rows):
-        try:  # the usual case: n keys per request, and each name among them
-            return np.arange(len(rows)), [[row[name] for row in rows] for name in kinds]
-        except KeyError:
-            pass
-    ok = [row is not None and row.keys() == kinds.keys() for row in rows]
-    for i, row in enumerate(rows):
-        if ok[i] or row is None:
-            continue
-        found = problems.setdefault(i, [])
-        for name, kind in kinds.items():
-            if name not in row:
-                what = "segment column" if kind == "segment" else "feature"
-                found.append((f"missing {what} {name!r}", None))
-        for key in row:
-            if key not in kinds:
-                found.append((f"unknown feature {key!r} (the candidate does not take it)", None))
-    valid = np.flatnonzero(np.asarray(ok, dtype=bool))
-    picked = [rows[i] for i in valid.tolist()]
-    return valid, [[row[name] for row in picked] for name in kinds]
-
-
-def _frame(
-    columns: list[list[Any]], valid: np.ndarray, kinds: dict[str, str], problems: Problems
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """The requests at ``valid`` as one DataFrame (a column per key), and their positions; a
-    value of the wrong kind makes its request a problem and leaves the frame."""
-    names = list(kinds)
-    if valid.size == 0:
-        return pd.DataFrame(columns=names), valid
-    arrays: list[pa.Array] = []
-    keep = np.ones(valid.size, dtype=bool)
-    for name, values in zip(names, columns, strict=True):
-        array, bad = _column(kinds[name], values)
-        for j, got in bad:
-            keep[j] = False
-            problem = f"{name!r}: {_WANTED[kinds[name]]}"
-            problems.setdefault(int(valid[j]), []).append((problem, _short(got)))
-        arrays.append(array)
-    table = pa.Table.from_arrays(arrays, names=names)
-    if not keep.all():
-        table = table.filter(pa.array(keep))
-        valid = valid[keep]
-    frame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
-    return frame, valid
-
-
-_NONE = type(None)
-_UNIFORM: dict[str, tuple[frozenset[type], ...]] = {
-    "number": (frozenset({int, float, _NONE}),),
-    "bool": (frozenset({int, float, _NONE}), frozenset({bool, _NONE})),
-    "text": (frozenset({str, _NONE}),),
-    "segment": (frozenset({str, _NONE}), frozenset({int, _NONE})),
-}
-"""Per kind, the sets of Python types that Arrow converts exactly, with no value refused."""
-
-
-def _column(kind: str, values: list[Any]) -> tuple[pa.Array, list[tuple[int, Any]]]:
-    """One key's values as an Arrow array, and the (position, value) of those of the wrong
-    kind. A column of one of the kind's uniform type sets (the usual case) is converted by
-    Arrow at once; any other is checked value by value."""
-    types = set(map(type, values))
-    if any(types <= uniform for uniform in _UNIFORM[kind]):
-        try:
-            array = pa.array(values, from_pandas=False)
-        except (pa.ArrowException, OverflowError):  # an integer beyond 64 bits
-            array = None
-        if array is not None and (
-            not pa.types.is_floating(array.type) or pc.all(pc.is_finite(array)).as_py() is not False
-        ):
-            if pa.types.is_boolean(array.type):
-                array = array.cast(pa.float64())
-            return array, []
-    return _column_by_value(kind, values)
-
-
-def _column_by_value(kind: str, values: list[Any]) -> tuple[pa.Array, list[tuple[int, Any]]]:
-    bad: list[tuple[int, Any]] = []
-    out: list[Any] = []
-    for j, v in enumerate(values):
-        value = _coerce(kind, v)
-        if value is _WRONG:
-            bad.append((j, v))
-            value = None
-        out.append(value)
-    text = kind in ("text", "segment")
-    return pa.array(out, pa.string() if text else pa.float64()), bad
-
-
-_WRONG = object()
-
-
-def _coerce(kind: str, v: Any) -> Any:
-    """``v`` as the server takes it for a key of ``kind``, or ``_WRONG``."""
-    if v is None:
-        return None
-    t = type(v)
-    if kind == "text":
-        return v if t is str else _WRONG
-    if kind == "segment":
-        return v if t is str else str(v) if t is int else _WRONG
-    if t is bool:
-        return float(v) if kind == "bool" else _WRONG
-    if (t is int or t is float) and math.isfinite(v):
-        return float(v)
-    return _WRONG
+# -- checking the candidate's answers ---------------------------------------------------------
 
 
 def _predict(predictor: Predictor, frame: pd.DataFrame) -> tuple[np.ndarray, str | None]:
@@ -391,11 +232,6 @@ def _per_segment(
 
 def _reason(found: list[tuple[str, str | None]]) -> str:
     return "; ".join(p if got is None else f"{p}, got {got}" for p, got in found)
-
-
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) and value.startswith(("{", "[")) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _number(x: float) -> str | float:

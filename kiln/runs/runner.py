@@ -1,8 +1,9 @@
 """The run lifecycle: extract -> check -> train x segment -> package -> register.
 
-This is the only module that joins the planner, an executor and the stores. Registration is one
-transaction at the very end, so a run killed at any point leaves nothing half-registered; every
-finished segment is recorded as it finishes, so ``resume`` retrains only what did not finish.
+This module and its train step (``kiln.runs.train_step``) are the only ones that join the
+planner, an executor and the stores. Registration is one transaction at the very end, so a run
+killed at any point leaves nothing half-registered; every finished segment is recorded as it
+finishes, so ``resume`` retrains only what did not finish.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from kiln.config.loader import LoadedConfig, parse_config
-from kiln.errors import KilnError, SourceError, TrainingError
+from kiln.errors import KilnError, SourceError
 from kiln.executors import Executor, make_executor
-from kiln.pipeline.plan import FALLBACK, SegmentPlan, plan_segments
+from kiln.pipeline.plan import SegmentPlan
 from kiln.registry.package import save_manifest
 from kiln.runs.context import Stores
 from kiln.runs.data import (
@@ -39,7 +40,7 @@ from kiln.runs.data import (
 from kiln.runs.packaging import TaskInfo, TrainedRun, build_manifest
 from kiln.runs.preflight import check_importable
 from kiln.runs.reporting import Measured, Meter, NullReporter, Reporter, host_and_pid
-from kiln.runs.training import TrainSpec, TrainTask, train_segment
+from kiln.runs.train_step import apply_failures, preload, train_segments
 from kiln.settings import Settings
 from kiln.sources import open_source
 from kiln.sources.checks import check_columns, validate_data
@@ -163,7 +164,7 @@ class Runner:
             threads_per_task=max(1, cpus // workers),
             memory_per_task=res.memory,
             ray_address=self.settings.ray_address,
-            preload=_preload(loaded),
+            preload=preload(loaded),
         )
 
     def _step_extract(
@@ -230,58 +231,14 @@ class Runner:
     ) -> tuple[dict[str, TaskInfo], SegmentPlan, int]:
         cfg = loaded.config
         with self._step(run_id, "train") as m:
-            groups: dict[str, np.ndarray] = {
-                str(k): np.asarray(v)
-                for k, v in pd.Series(prep.segments)
-                .groupby(prep.segments, dropna=True)
-                .indices.items()
-            }
-            train_idx = {k: idx[~prep.holdout[idx]] for k, idx in groups.items()}
-            hold_idx = {k: idx[prep.holdout[idx]] for k, idx in groups.items()}
-            declared = None
-            if cfg.segments is not None and isinstance(cfg.segments.values, list):
-                declared = [str(v) for v in cfg.segments.values]
-            plan = plan_segments(cfg, {k: len(v) for k, v in train_idx.items()}, declared=declared)
-            train_idx[FALLBACK] = np.flatnonzero(~prep.holdout)
-            hold_idx[FALLBACK] = np.flatnonzero(prep.holdout)
-            spec = _train_spec(loaded, prep, executor)
-            with self.stores.metadata.unit_of_work() as uow:
-                done = uow.tasks.succeeded(run_id)
-            infos: dict[str, TaskInfo] = {}
-            for key in plan.tasks:
-                rec = done.get(key)
-                if (
-                    rec is not None
-                    and rec.artifact_digest
-                    and self.stores.content.exists(rec.artifact_digest)
-                ):
-                    infos[key] = TaskInfo.from_record(
-                        rec, self.stores.content, spec, prep, hold_idx[key]
-                    )
-            todo = sorted(
-                (k for k in plan.tasks if k not in infos), key=lambda k: -len(train_idx[k])
-            )  # longest first: the fallback does not become the tail of the run
-            tasks = [
-                (k, TrainTask(k, spec, prep.X[train_idx[k]], prep.y[train_idx[k]],
-                              prep.X[hold_idx[k]], prep.y[hold_idx[k]]))
-                for k in todo
-            ]  # fmt: skip
-            self.reporter.tasks_started(total=len(plan.tasks), done=len(infos))
-            failed: dict[str, str] = {}
-            for outcome in executor.map(train_segment, tasks):
-                info = TaskInfo.from_outcome(outcome, self.stores.content, hold_idx[outcome.key])
-                with self.stores.metadata.unit_of_work() as uow:
-                    uow.tasks.record(run_id, outcome.key, **info.record_fields())
-                if info.ok:
-                    infos[outcome.key] = info
-                else:
-                    failed[outcome.key] = info.error or "failed"
-                self.reporter.task_done(outcome.key, info.ok)
-            reused = len(plan.tasks) - len(todo)
+            trained = train_segments(
+                loaded, run_id, prep, executor, stores=self.stores, reporter=self.reporter
+            )
+            plan, failed, reused = trained.plan, trained.failed, trained.reused
             m.details |= {"tasks": len(plan.tasks), "reused": reused, "failed": sorted(failed)}
             policy = cfg.segments.on_segment_failure if cfg.segments else "fail"
-            plan = _apply_failures(policy, plan, failed)
-        return infos, plan, reused
+            plan = apply_failures(policy, plan, failed)
+        return trained.infos, plan, reused
 
     def _step_package(self, run: TrainedRun) -> tuple[dict[str, Any], str]:
         with self._step(run.run_id, "package") as m:
@@ -366,56 +323,6 @@ class _Heartbeat:
                     uow.locks.heartbeat(self._pipeline, self._run_id)
             except KilnError:
                 continue  # the next beat tries again; staleness is judged generously
-
-
-def _preload(loaded: LoadedConfig) -> tuple[str, ...]:
-    """Modules the workers import while the data is still being extracted."""
-    model = loaded.config.model
-    extra = model.estimator.rpartition(".")[0] if model.estimator else ""
-    return ("kiln.runs.training", *([extra] if extra else []))
-
-
-def _train_spec(loaded: LoadedConfig, prep: Prepared, executor: Executor) -> TrainSpec:
-    cfg = loaded.config
-    cpus = cfg.resources.cpus or os.cpu_count() or 1
-    return TrainSpec(
-        task=cfg.target.task,
-        features=prep.schema.names,
-        categorical=prep.schema.categorical_indices,
-        metrics=cfg.metrics,
-        base_dir=str(loaded.base_dir.resolve()),
-        where=loaded.where("model"),
-        estimator=cfg.model.estimator,
-        params=dict(cfg.model.params),
-        train=cfg.model.train,
-        threads=max(1, cpus // max(1, executor.workers)),
-    )
-
-
-def _apply_failures(policy: str, plan: SegmentPlan, failed: dict[str, str]) -> SegmentPlan:
-    if FALLBACK in failed:
-        raise TrainingError(
-            f"the fallback model failed to train: {_first_line(failed[FALLBACK])}",
-            hint="every version needs its fallback; see `kiln runs show` for the task's log",
-        )
-    if not failed:
-        return plan
-    if policy == "fail":
-        listed = "; ".join(f"{k}: {_first_line(v)}" for k, v in sorted(failed.items()))
-        raise TrainingError(
-            f"{len(failed)} segment(s) failed to train: {listed}",
-            hint="fix the cause, then `kiln run --resume RUN` retrains only those; or set "
-            "segments.on_segment_failure: fallback",
-        )
-    to_fallback = dict(plan.to_fallback)
-    to_fallback |= {k: f"training failed: {_first_line(v)}" for k, v in failed.items()}
-    return SegmentPlan(
-        trained=[k for k in plan.trained if k not in failed], to_fallback=to_fallback
-    )
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else text
 
 
 def _code_revision(folder: Path) -> str | None:

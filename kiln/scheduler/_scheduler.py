@@ -2,8 +2,9 @@
 
 Every decision that two schedulers could both take is settled in the database: a firing is
 claimed by inserting its (pipeline, due_at) row, a retry or a takeover by a conditional
-update (kiln/stores/metadata/fires.py). The pipeline's run lock (taken by `kiln run`) is the
-second line: two runs of one pipeline never overlap, whoever started them.
+update (kiln/stores/metadata/fires.py; the claiming is :class:`~._claims.Claims`). The
+pipeline's run lock (taken by `kiln run`) is the second line: two runs of one pipeline never
+overlap, whoever started them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -26,7 +27,7 @@ from kiln.errors import KilnError, StoreError
 from kiln.runs.context import Stores, open_stores
 from kiln.runs.reporting import host_and_pid
 from kiln.scheduler._child import Attempt, child_env, explain_exit
-from kiln.scheduler._due import decide, grace_for
+from kiln.scheduler._claims import STALE_AFTER, Claims, Outcome, utcnow, when
 from kiln.scheduler._folder import Folder, Pipeline, Scan
 from kiln.settings import Settings
 from kiln.stores.metadata.records import FireRecord, FireStatus
@@ -37,30 +38,9 @@ __all__ = ["HEARTBEAT_SECONDS", "STALE_AFTER", "Outcome", "Scheduler", "Summary"
 log = logging.getLogger("kiln.scheduler")
 
 HEARTBEAT_SECONDS = 15.0
-STALE_AFTER = timedelta(minutes=2)
 KILL_AFTER_SECONDS = 30.0
 _WAKE_SECONDS = 0.5  # how often a scheduler with runs in flight looks at them
 _RECORD_SECONDS = 10.0  # how long a stopping scheduler tries to record its runs' ends
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How one attempt of a firing ended (or that a missed firing was skipped)."""
-
-    pipeline: str
-    due_at: datetime
-    attempt: int
-    status: FireStatus
-    run_id: str | None = None
-    error: str | None = None
 
 
 @dataclass
@@ -73,7 +53,7 @@ class Summary:
     outcomes: list[Outcome] = field(default_factory=list)
 
 
-class Scheduler:
+class Scheduler(Claims):
     """Runs every scheduled kiln.yaml under ``folder`` on its cron, one run per pipeline at a
     time and at most ``max_runs`` runs at once; a failed run is retried ``retries`` times,
     after ``retry_delay * 2**(attempt - 1)`` seconds.
@@ -93,7 +73,7 @@ class Scheduler:
         retries: int = 2,
         retry_delay: float = 60,
         after_tick: Callable[[str], object] | None = None,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         stores: Stores | None = None,
     ) -> None:
         if poll_seconds <= 0 or max_runs < 1 or retries < 0 or retry_delay < 0:
@@ -295,7 +275,7 @@ class Scheduler:
                     log.warning(
                         "firing of %r due %s was taken over by another scheduler (this one"
                         " missed its heartbeats); stopping its run here",
-                        attempt.pipeline, _when(attempt.fire.due_at),
+                        attempt.pipeline, when(attempt.fire.due_at),
                     )  # fmt: skip
                     attempt.terminate()
 
@@ -322,14 +302,14 @@ class Scheduler:
         if done is None:
             log.warning(
                 "attempt %d of %r due %s ended (%s), but another scheduler holds the firing now",
-                fire.attempt, fire.pipeline, _when(fire.due_at), explain_exit(code),
+                fire.attempt, fire.pipeline, when(fire.due_at), explain_exit(code),
             )  # fmt: skip
             return
         self._outcomes.append(
             Outcome(fire.pipeline, fire.due_at, fire.attempt, status, run_id, error)
         )
         self._pending.discard(fire.id)
-        where = f"{fire.pipeline!r} due {_when(fire.due_at)}, attempt {fire.attempt}"
+        where = f"{fire.pipeline!r} due {when(fire.due_at)}, attempt {fire.attempt}"
         indented = (error or "").replace("\n", "\n  ")
         if status == "succeeded":
             log.info("succeeded %s: %s", where, attempt.summary_line() or f"run {run_id}")
@@ -342,7 +322,7 @@ class Scheduler:
                 self._pending.add(fire.id)
             log.warning(
                 "failed %s (%s); retry in %gs, at %s\n  %s",
-                where, explain_exit(code), delay.total_seconds(), _when(retry_at), indented,
+                where, explain_exit(code), delay.total_seconds(), when(retry_at), indented,
             )  # fmt: skip
         else:
             log.error(
@@ -363,9 +343,6 @@ class Scheduler:
                 return run.id
         return None
 
-    def _backoff(self, attempt: int) -> timedelta:
-        return timedelta(seconds=self.retry_delay * 2 ** (attempt - 1))
-
     def _waiting(self) -> bool:
         """Whether a firing this scheduler left for a retry still waits for it (run_once)."""
         if self._pending:
@@ -373,106 +350,6 @@ class Scheduler:
                 fires = [uow.fires.get(fire_id) for fire_id in self._pending]
             self._pending = {f.id for f in fires if f.status == "retrying"}
         return bool(self._pending)
-
-    # -- claiming ---------------------------------------------------------------------------------
-    def _claim(self, scan: Scan, only: set[int] | None) -> None:
-        self._take_over_stale(scan)
-        self._claim_retries(scan, only)
-        if only is None:
-            for name in sorted(scan.scheduled):
-                self._claim_due(scan.scheduled[name])
-
-    def _free(self, pipeline: str) -> bool:
-        busy = any(a.pipeline == pipeline for a in self._attempts.values())
-        return not busy and len(self._attempts) < self.max_runs
-
-    def _take_over_stale(self, scan: Scan) -> None:
-        older_than = _utcnow() - STALE_AFTER
-        with self._uow() as uow:
-            stale = [
-                f
-                for f in uow.fires.stale_running(older_than)
-                if f.pipeline in scan.scheduled and f.id not in self._attempts
-            ]
-        for fire in stale:
-            with self._uow() as uow:
-                taken = uow.fires.take_over_stale(fire.id, fire.heartbeat_at, self.name)
-                if taken is None:
-                    continue
-                error = (
-                    f"scheduler {fire.scheduler} stopped heartbeating (last at"
-                    f" {_when(fire.heartbeat_at)}); attempt {fire.attempt} counts as failed"
-                )
-                status: FireStatus = "retrying" if fire.attempt <= self.retries else "failed"
-                retry_at = None
-                if status == "retrying":
-                    retry_at = self.clock() + self._backoff(fire.attempt)
-                uow.fires.finish(fire.id, status, None, error, retry_at, scheduler=self.name)
-            self._outcomes.append(
-                Outcome(fire.pipeline, fire.due_at, fire.attempt, status, error=error)
-            )
-            log.warning(
-                "took over firing of %r due %s: %s", fire.pipeline, _when(fire.due_at), error
-            )
-
-    def _claim_retries(self, scan: Scan, only: set[int] | None) -> None:
-        with self._uow() as uow:
-            due = uow.fires.due_retries(self.clock())
-        for fire in due:
-            pipeline = scan.scheduled.get(fire.pipeline)
-            if pipeline is None or (only is not None and fire.id not in only):
-                continue
-            if not self._free(fire.pipeline):
-                continue
-            with self._uow() as uow:
-                if uow.fires.running(fire.pipeline):
-                    continue  # another scheduler is running this pipeline: its turn first
-                taken = uow.fires.claim_retry(fire.id, fire.attempt, self.name, self.clock())
-            if taken is not None:
-                self._pending.discard(fire.id)
-                self._start(taken, pipeline)
-
-    def _claim_due(self, pipeline: Pipeline) -> None:
-        schedule = pipeline.schedule
-        if schedule is None or any(a.pipeline == pipeline.name for a in self._attempts.values()):
-            return
-        now = self.clock()
-        config_path = str(pipeline.path)
-        with self._uow() as uow:
-            due = decide(
-                schedule,
-                now=now,
-                last_due=uow.fires.last_due(pipeline.name),
-                first_seen=self._first_seen.setdefault(pipeline.name, now),
-                grace=grace_for(self.poll_seconds),
-            )
-            if due.skip is not None:
-                late = int((now - due.skip).total_seconds())
-                reason = (
-                    f"missed: due {_when(due.skip)}, {late}s late (catchup: skip runs a missed"
-                    " firing only within its grace; `catchup: once` would run it)"
-                )
-                if uow.fires.skip(pipeline.name, due.skip, config_path, self.name, reason):
-                    self._outcomes.append(
-                        Outcome(pipeline.name, due.skip, 1, "skipped", error=reason)
-                    )
-                    log.warning(
-                        "skipped %r due %s: %ss late (catchup: skip); next at %s",
-                        pipeline.name, _when(due.skip), late, _when(due.next_at),
-                    )  # fmt: skip
-                return
-            if due.fire is None or not self._free(pipeline.name):
-                return
-            if uow.fires.running(pipeline.name):
-                return  # another scheduler is running this pipeline: its turn first
-            fire = uow.fires.claim(pipeline.name, due.fire, config_path, self.name)
-        if fire is None:
-            log.info(
-                "firing of %r due %s was claimed by another scheduler",
-                pipeline.name, _when(due.fire),
-            )  # fmt: skip
-            return
-        self._start(fire, pipeline)
 
     def _start(self, fire: FireRecord, pipeline: Pipeline) -> None:
         logs = self._logs or Path(tempfile.gettempdir())
@@ -488,7 +365,7 @@ class Scheduler:
         self._attempts[fire.id] = attempt
         log.info(
             "started %r due %s, attempt %d: kiln run %s (pid %d)",
-            fire.pipeline, _when(fire.due_at), fire.attempt, pipeline.path, attempt.process.pid,
+            fire.pipeline, when(fire.due_at), fire.attempt, pipeline.path, attempt.process.pid,
         )  # fmt: skip
 
     @contextmanager
