@@ -49,15 +49,26 @@ def gates_show(
 
 
 def _evidence(gate: str, status: str, evidence: dict[str, Any]) -> None:
-    """The parts of a failed gate's evidence a reader needs first: what failed, where."""
+    """The parts of a failed gate's evidence a reader needs first: what failed, where
+    (`--json` has all of it)."""
     if status != "failed":
         return
-    keys = ("regressed_segments", "missing", "failed", "failing", "examples", "requests_without")
+    keys = ("regressed_segments", "missing", "failures", "examples", "requests_without")
     for key in keys:
         value = evidence.get(key)
         if value:
-            text = json.dumps(value, default=str)
-            out.print(Text(f"  {gate}.{key}: {text[:600]}"), highlight=False)
+            text = json.dumps(_first(value), default=str)
+            out.print(Text(f"  {gate}.{key}: {text[:400]}"), highlight=False)
+
+
+def _first(value: Any, n: int = 3) -> Any:
+    """At most ``n`` items of each list, saying how many more there are."""
+    if isinstance(value, list):
+        rest = [f"... {len(value) - n} more"] if len(value) > n else []
+        return [_first(v, n) for v in value[:n]] + rest
+    if isinstance(value, dict):
+        return {k: _first(v, n) for k, v in value.items()}
+    return value
 
 
 def gates_check(ctx: typer.Context, pipeline: str, version: int) -> None:
