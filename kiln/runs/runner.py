@@ -141,13 +141,13 @@ class Runner:
             manifest, digest = self._step_package(trained)
             version = self._step_register(cfg.name, run_id, digest, manifest)
             return RunResult(run_id, cfg.name, version, digest, manifest, reused_tasks=reused)
-        except KilnError as e:
-            self._finish(cfg.name, run_id, "failed", str(e))
-            raise
         except BaseException as e:  # KeyboardInterrupt, SIGTERM, or a bug: never leave it running
-            interrupted = isinstance(e, KeyboardInterrupt | SystemExit)
+            # An interruption can surface as the error it caused while being handled (e.g. the
+            # executor losing its workers): the run was still interrupted, not failed.
+            interrupted = _interruption(e)
             status: RunStatus = "interrupted" if interrupted else "failed"
-            self._finish(cfg.name, run_id, status, f"{type(e).__name__}: {e}")
+            text = str(e) if isinstance(e, KilnError) else f"{type(e).__name__}: {e}"
+            self._finish(cfg.name, run_id, status, text)
             raise
         finally:
             heartbeat.stop()
@@ -359,3 +359,15 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float | int | str | bool) or value is None:
         return value
     return str(value)
+
+
+def _interruption(error: BaseException) -> bool:
+    """Whether ``error`` is, or was raised while handling, a KeyboardInterrupt or SystemExit."""
+    seen: BaseException | None = error
+    for _ in range(20):
+        if seen is None:
+            return False
+        if isinstance(seen, KeyboardInterrupt | SystemExit):
+            return True
+        seen = seen.__context__
+    return False

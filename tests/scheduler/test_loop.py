@@ -129,4 +129,4 @@ def test_stopping_stops_the_run_in_flight_and_leaves_its_firing_for_a_retry(
         [run] = uow.runs.list("flights")
     assert (fire.status, fire.attempt, fire.next_retry_at is not None) == ("retrying", 1, True)
     assert fire.error and "interrupted" in fire.error and fire.run_id == run.id
-    assert run.status == "interrupted"
+    assert run.status == "interrupted", run.error
