@@ -8,13 +8,14 @@ import signal
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from types import FrameType
+from typing import Annotated, NoReturn
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from kiln.cli._common import _mib, _num, _settings, _sigterm, _status, _stores, err, out
+from kiln.cli._common import _mib, _num, _settings, _status, _stores, err, out
 from kiln.config import json_schema, load_config
 from kiln.console import RichReporter, gate_table, segment_table
 from kiln.errors import KilnError, NotFoundError
@@ -79,11 +80,21 @@ def run(
     loaded = load_config(file) if file is not None else None
     settings = _settings(ctx, executor=executor, max_workers=workers, ray_address=ray_address)
     stores = _stores(ctx, upgrade=True, executor=executor, max_workers=workers)
-    signal.signal(signal.SIGTERM, _sigterm)
     runner = Runner(settings, stores, RichReporter(err))
+
+    def stop(signum: int, frame: FrameType | None) -> NoReturn:
+        runner.interrupted.set()  # DuckDB, for one, turns the KeyboardInterrupt into its error
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         how: RunTrigger = "schedule" if trigger == "schedule" else "manual"
         result = runner.resume(resume) if resume else runner.run(loaded, trigger=how)  # type: ignore[arg-type]
+    except Exception:
+        if runner.interrupted.is_set():  # the error an interruption caused: say interrupted
+            raise KeyboardInterrupt from None
+        raise
     finally:
         stores.close()
     out.print(segment_table(result.manifest, f"{result.pipeline} v{result.version}"))

@@ -70,6 +70,9 @@ class Runner:
         self.settings = settings
         self.stores = stores
         self.reporter = reporter or NullReporter()
+        self.interrupted = threading.Event()
+        """Set by whoever turns SIGTERM/SIGINT into a KeyboardInterrupt: a library may swallow
+        that exception into its own error, the run is still interrupted, not failed."""
 
     # -- entry points -------------------------------------------------------------------------
     def run(self, loaded: LoadedConfig, *, trigger: RunTrigger = "manual") -> RunResult:
@@ -144,7 +147,7 @@ class Runner:
         except BaseException as e:  # KeyboardInterrupt, SIGTERM, or a bug: never leave it running
             # An interruption can surface as the error it caused while being handled (e.g. the
             # executor losing its workers): the run was still interrupted, not failed.
-            interrupted = _interruption(e)
+            interrupted = self.interrupted.is_set() or _interruption(e)
             status: RunStatus = "interrupted" if interrupted else "failed"
             text = str(e) if isinstance(e, KilnError) else f"{type(e).__name__}: {e}"
             self._finish(cfg.name, run_id, status, text)

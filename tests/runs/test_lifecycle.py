@@ -160,3 +160,50 @@ def test_sigterm_stops_the_run_promptly_and_marks_it_interrupted(
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_sigterm_during_a_slow_query_marks_the_run_interrupted(make_config, tmp_path: Path) -> None:
+    """DuckDB turns the KeyboardInterrupt of SIGTERM into its own 'Query interrupted' error: the
+    run is still interrupted, not failed."""
+    slow = (
+        "SELECT * FROM flights WHERE (SELECT count(*) FROM flights a, flights b"
+        " WHERE a.flight_id < 20000 AND a.dest = b.dest) > 0"
+    )
+    loaded = make_config(data={"query": slow})
+    home = tmp_path / ".kiln"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kiln.cli", "--home", str(home), "run", str(loaded.path)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    stores = None
+    try:
+
+        def extracting() -> bool:
+            nonlocal stores
+            if not (home / "kiln.db").exists():
+                return False
+            try:
+                stores = stores or open_stores(Settings(home=home))
+                with stores.metadata.unit_of_work() as uow:
+                    runs = uow.runs.list()
+                    steps = uow.steps.for_run(runs[0].id) if runs else []
+                    return [s.name for s in steps] == ["extract"]
+            except Exception:
+                return False
+
+        wait_for(extracting)
+        time.sleep(0.5)  # inside the query
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert stores is not None
+        with stores.metadata.unit_of_work() as uow:
+            [run] = uow.runs.list()
+        assert run.status == "interrupted", run.error
+    finally:
+        if stores is not None:
+            stores.close()
+        if proc.poll() is None:
+            proc.kill()
