@@ -124,6 +124,7 @@ class Claims:
             if not self._free(fire.pipeline):
                 continue
             with self._uow() as uow:
+                uow.fires.serialize(fire.pipeline)
                 if uow.fires.running(fire.pipeline):
                     continue  # another scheduler is running this pipeline: its turn first
                 taken = uow.fires.claim_retry(fire.id, fire.attempt, self.name, self.clock())
@@ -162,6 +163,7 @@ class Claims:
                 return
             if due.fire is None or not self._free(pipeline.name):
                 return
+            uow.fires.serialize(pipeline.name)
             if uow.fires.running(pipeline.name):
                 return  # another scheduler is running this pipeline: its turn first
             fire = uow.fires.claim(pipeline.name, due.fire, config_path, self.name)

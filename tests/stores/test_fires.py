@@ -4,6 +4,7 @@ change of hands (retry, takeover) is won by one scheduler only."""
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -147,3 +148,31 @@ def test_schedulers_racing_for_one_firing_one_wins(store: MetadataStore) -> None
     with store.unit_of_work() as uow:
         fires = uow.fires.list("flights")
     assert [(f.scheduler, f.status) for f in fires] == [(winners[0], "running")]
+
+
+def test_serialize_makes_check_and_claim_one_step_across_schedulers(store: MetadataStore) -> None:
+    """While one scheduler holds a pipeline's scheduling lock, another waits for it (SQLite: the
+    write lock of the unit of work; PostgreSQL: an advisory transaction lock)."""
+    holding, release, acquired = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with store.unit_of_work() as uow:
+            uow.fires.serialize("flights")
+            holding.set()
+            release.wait(30)
+
+    def second() -> None:
+        with store.unit_of_work() as uow:
+            uow.fires.serialize("flights")
+            acquired.set()
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert holding.wait(30)
+    b = threading.Thread(target=second)
+    b.start()
+    assert not acquired.wait(1.0)  # it waits for the first unit of work to end
+    release.set()
+    assert acquired.wait(30)
+    a.join(30)
+    b.join(30)

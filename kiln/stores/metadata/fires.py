@@ -180,6 +180,19 @@ class FireRepository(Repository):
         )
         return latest
 
+    def serialize(self, pipeline: str) -> None:
+        """Hold the pipeline's scheduling lock until this unit of work ends, so that checking
+        for a running firing and claiming the next one are one step across schedulers. SQLite
+        units of work hold the database's write lock already; PostgreSQL takes a
+        transaction-scoped advisory lock on the pipeline's name."""
+        if self._session.get_bind().dialect.name == "postgresql":
+            self._session.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                {"key": f"kiln.schedule:{pipeline}"},
+            )
+        else:  # the first statement starts the (BEGIN IMMEDIATE) transaction
+            self._session.execute(sa.text("SELECT 1"))
+
     def running(self, pipeline: str) -> builtins.list[FireRecord]:
         """The pipeline's firings that are ``running`` now, oldest first."""
         c = self._table.c
