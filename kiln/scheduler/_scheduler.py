@@ -238,6 +238,7 @@ class Scheduler(Claims):
         if self.after_tick is None:
             return
         for name in sorted(scan.scheduled):
+            self._guarded(self._attend)  # keep the runs' heartbeats fresh between the ticks
             try:
                 result = self.after_tick(name)
             except KilnError as e:
