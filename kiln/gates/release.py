@@ -38,7 +38,7 @@ from kiln.gates.shadow import ShadowGate
 from kiln.registry.stages import Stages
 from kiln.runs.context import Stores
 from kiln.settings import Settings
-from kiln.stores.metadata.records import GateRecord, VersionRecord
+from kiln.stores.metadata.records import GateRecord, Stage, VersionRecord
 
 __all__ = ["SYSTEM_ACTOR", "Decision", "Release"]
 
@@ -214,17 +214,7 @@ class Release:
             return []
         # The stage changes first: if it fails, the gate is still pending and judged again.
         if not result.ok:
-            change = self.stages.block(
-                record.pipeline,
-                record.version,
-                actor=SYSTEM_ACTOR,
-                reason=f"failed gates: shadow: {result.summary}",
-                only_from="shadow",
-            )
-            self._store(candidate, [result])
-            if not change.changed:
-                return []
-            return [f"{record.pipeline} v{record.version} blocked: shadow: {result.summary}"]
+            return self._block(candidate, result, only_from="shadow")
         decision = self._advance(candidate, champion, [result], "shadow period passed")
         self._store(candidate, [result])
         return [f"{record.pipeline} v{record.version} {decision.outcome}: {decision.message}"]
@@ -246,17 +236,7 @@ class Release:
         )
         result = GateResult("canary", status, summary, stats.as_evidence())
         if problem:
-            change = self.stages.block(
-                record.pipeline,
-                record.version,
-                actor=SYSTEM_ACTOR,
-                reason=f"canary: {problem}",
-                only_from="canary",
-            )
-            self._store(candidate, [result])
-            if not change.changed:
-                return []
-            return [f"{record.pipeline} v{record.version} blocked: canary: {problem}"]
+            return self._block(candidate, result, only_from="canary")
         change = self.stages.promote(
             record.pipeline,
             record.version,
@@ -299,6 +279,22 @@ class Release:
         if not change.changed:
             return []  # another watcher rolled it back first
         return [f"{record.pipeline}: rolled back v{record.version} -> v{change.version}: {problem}"]
+
+    def _block(self, candidate: Version, result: GateResult, *, only_from: Stage) -> list[str]:
+        """Block a version that failed a live gate (if it is still in ``only_from``), then
+        store the result: a failed stage change leaves the gate to be judged again."""
+        what = f"{result.gate}: {result.summary}"
+        change = self.stages.block(
+            candidate.pipeline,
+            candidate.number,
+            actor=SYSTEM_ACTOR,
+            reason=f"failed gates: {what}",
+            only_from=only_from,
+        )
+        self._store(candidate, [result])
+        if not change.changed:
+            return []
+        return [f"{candidate.pipeline} v{candidate.number} blocked: {what}"]
 
     # -- plumbing -----------------------------------------------------------------------------
     def _versions(self, pipeline: str, version: int) -> tuple[Version, Version | None]:
