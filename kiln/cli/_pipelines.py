@@ -68,7 +68,7 @@ def validate(
     for warning in probe.warnings:
         err.print(Text("! " + warning, style="yellow"), soft_wrap=True)
     segments = (
-        f", {probe.segment_values} distinct {seg.column} values"
+        f", {probe.segment_values} distinct {escape(seg.column)} values"
         if seg and probe.segment_values is not None
         else ""
     )
