@@ -12,6 +12,7 @@ from types import FrameType
 from typing import Annotated, NoReturn
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -36,8 +37,18 @@ def init(
         out.print(f"wrote {target}")
 
 
-def validate(file: Annotated[Path, typer.Argument(help="The kiln.yaml to check.")]) -> None:
-    """Check a kiln.yaml: schema, types, cron, and that the model imports."""
+def validate(
+    file: Annotated[Path, typer.Argument(help="The kiln.yaml to check.")],
+    no_data: Annotated[
+        bool,
+        typer.Option(
+            "--no-data", help="Check the file only; do not open data.source (offline, in CI)."
+        ),
+    ] = False,
+) -> None:
+    """Check a kiln.yaml: schema, types, cron, that the model imports and takes its params;
+    then (unless --no-data) that data.source opens, data.query runs, the named columns exist,
+    and warn about segment values never seen and numbers stored as text (first 10,000 rows)."""
     from kiln.runs.preflight import check_importable
 
     loaded = load_config(file)
@@ -48,6 +59,24 @@ def validate(file: Annotated[Path, typer.Argument(help="The kiln.yaml to check."
         f"[green]✓[/] {file}: pipeline [bold]{cfg.name}[/], target {cfg.target.column} "
         f"({cfg.target.task}), {len(cfg.features)} features, "
         + (f"one model per {seg.column}" if seg else "one global model")
+    )
+    if no_data:
+        return
+    from kiln.runs.probe import probe_data
+
+    probe = probe_data(loaded)
+    for warning in probe.warnings:
+        err.print(Text("! " + warning, style="yellow"), soft_wrap=True)
+    segments = (
+        f", {probe.segment_values} distinct {escape(seg.column)} values"
+        if seg and probe.segment_values is not None
+        else ""
+    )
+    out.print(
+        f"[green]✓[/] data: {escape(probe.described)}: the named columns are in the first "
+        f"{probe.sampled_rows:,} rows{segments}"
+        + (f"; {len(probe.warnings)} warning(s)" if probe.warnings else ""),
+        soft_wrap=True,
     )
 
 

@@ -69,6 +69,7 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
             f"{where}: not valid YAML ({problem})",
             hint="check indentation and quoting around that place",
         ) from e
+    _refuse_duplicate_keys(root, path)
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}:1:1: expected a mapping of sections (name, data, target, ...), "
@@ -90,6 +91,46 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
             hint="`kiln schema` prints the JSON Schema of kiln.yaml for editor completion",
         ) from None
     return LoadedConfig(config=config, path=path, text=text, _root=root)
+
+
+def _refuse_duplicate_keys(root: yaml.Node | None, path: Path) -> None:
+    """YAML keeps the last of two equal keys without a word; Kiln refuses them, naming both."""
+    found: list[tuple[int, int, str]] = []
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, str]] = [(root, "")] if root is not None else []
+    while stack:
+        node, field = stack.pop()
+        if id(node) in seen:  # an alias repeats a node already walked
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], yaml.Node] = {}
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                    name = f"{field}.{k.value}" if field else str(k.value)
+                    earlier = first.setdefault((k.tag, k.value), k)
+                    if earlier is not k:
+                        text = (
+                            f"{path}:{_mark(earlier)} and {path}:{_mark(k)}: key {k.value!r} "
+                            f"given twice in one mapping ({name})"
+                        )
+                        found.append((earlier.start_mark.line, earlier.start_mark.column, text))
+                    stack.append((v, name))
+                else:
+                    stack.append((v, field))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{field}[{i}]") for i, item in enumerate(node.value))
+    if not found:
+        return
+    texts = [text for *_, text in sorted(found)]
+    hint = "keep one of them; YAML would silently use the last one"
+    if len(texts) == 1:
+        raise ConfigError(texts[0], hint=hint)
+    raise ConfigError(f"{path}: {len(texts)} keys given twice", problems=texts, hint=hint)
+
+
+def _mark(node: yaml.Node) -> str:
+    return f"{node.start_mark.line + 1}:{node.start_mark.column + 1}"
 
 
 def _describe(err: Any, root: yaml.Node | None, path: Path) -> str:

@@ -1,4 +1,5 @@
-"""Checks made before any data is read: the model named in kiln.yaml imports, with its params."""
+"""Checks made before any data is read: the model named in kiln.yaml imports, and its params
+have known names and values of the types the estimator declares."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from kiln.config.loader import LoadedConfig, import_object
 from kiln.errors import ConfigError
+from kiln.runs.param_types import wrong_params
 
 __all__ = ["check_importable"]
 
@@ -47,6 +49,23 @@ def _check_params(loaded: LoadedConfig, cls: type, params: dict[str, Any]) -> No
             + ", ".join(repr(u) for u in unknown)
             + (f"; did you mean {close[0]!r}?" if close else ""),
             hint="check the parameter names against the estimator's documentation",
+        )
+    wrong = wrong_params(cls, params)
+    if wrong:
+        lines = [
+            f"{loaded.where('model', 'params', name)}: model.params.{name}: {problem}"
+            for name, problem in wrong
+        ]
+        hint = (
+            f"give each parameter the type {cls.__module__}.{cls.__name__} documents "
+            "(numbers unquoted, true/false for flags)"
+        )
+        if len(lines) == 1:
+            raise ConfigError(lines[0], hint=hint)
+        raise ConfigError(
+            f"{where}: model.params: {len(lines)} values do not fit their types",
+            problems=lines,
+            hint=hint,
         )
     try:
         cls(**params)

@@ -39,10 +39,10 @@ from kiln.runs.data import (
 )
 from kiln.runs.packaging import TaskInfo, TrainedRun, build_manifest
 from kiln.runs.preflight import check_importable
+from kiln.runs.probe import numeric_text_warnings, open_configured_source
 from kiln.runs.reporting import Measured, Meter, NullReporter, Reporter, host_and_pid
 from kiln.runs.train_step import apply_failures, preload, train_segments
 from kiln.settings import Settings
-from kiln.sources import open_source
 from kiln.sources.checks import check_columns, validate_data
 from kiln.stores.metadata.records import RunStatus, RunTrigger, StepStatus
 
@@ -182,11 +182,7 @@ class Runner:
                 m.details["reused_snapshot"] = True
                 pending.set_result(digest)
             else:
-                source = open_source(
-                    cfg.data.source,
-                    base_dir=loaded.base_dir,
-                    where=f"{loaded.where('data', 'source')}: data.source",
-                )
+                source = open_configured_source(loaded)
                 table = source.read(cfg.data.query)
                 if table.num_rows == 0:
                     raise SourceError(
@@ -227,6 +223,11 @@ class Runner:
                 self.reporter.warn(
                     f"{prep.dropped_null_target} rows without a target value were left out"
                 )
+            text = [f.name for f in prep.schema.features if f.kind == "categorical"]
+            if numbers := numeric_text_warnings(loaded, prep.frame, text):
+                m.details["numbers_as_text"] = numbers
+                for warning in numbers:
+                    self.reporter.warn(warning)
         return prep
 
     def _step_train(

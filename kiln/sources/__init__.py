@@ -5,7 +5,16 @@ from ``data.source``. ``checks`` holds the checks run on what was read.
 """
 
 from kiln.sources._base import Source
-from kiln.sources._open import open_source
+from kiln.sources._open import open_source, runs_in_duckdb
+from kiln.sources._probe import distinct_values, sample_rows
 from kiln.sources.checks import check_columns, validate_data
 
-__all__ = ["Source", "check_columns", "open_source", "validate_data"]
+__all__ = [
+    "Source",
+    "check_columns",
+    "distinct_values",
+    "open_source",
+    "runs_in_duckdb",
+    "sample_rows",
+    "validate_data",
+]

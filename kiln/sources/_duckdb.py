@@ -13,6 +13,13 @@ from kiln.sources._base import indent, require_rows, sql_error
 
 FileFormat = Literal["parquet", "csv"]
 
+CSV_NULL_MARKERS = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)  # fmt: skip
+"""Cells read as missing in CSV files: pandas' default ``na_values``, so that a numeric column
+with "NA" cells stays numeric (DuckDB alone reads only empty cells as missing)."""
+
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
@@ -35,9 +42,10 @@ class DuckDBFileSource:
     """A DuckDB database file, opened read-only for each read (so writers are not locked out
     between runs). A query is required: the file may hold many tables."""
 
-    def __init__(self, path: Path, *, where: str) -> None:
+    def __init__(self, path: Path, *, where: str, query_where: str | None = None) -> None:
         self.path = path
         self.where = where
+        self.query_where = query_where or where
 
     def describe(self) -> str:
         return f"DuckDB file {self.path}"
@@ -78,20 +86,23 @@ class DuckDBFileSource:
             )
         con = self._connect()
         try:
-            table = _run(con, query, where=self.where, described=self.describe())
+            table = _run(con, query, where=self.query_where, described=self.describe())
         finally:
             con.close()
-        return require_rows(table, where=self.where, described=self.describe(), query=query)
+        return require_rows(table, where=self.query_where, described=self.describe(), query=query)
 
 
 class FileSource:
     """Parquet or CSV files (one path or a glob), exposed to the query as the view ``data``
     in an in-memory DuckDB. ``read(None)`` returns every row."""
 
-    def __init__(self, pattern: Path, fmt: FileFormat, *, where: str) -> None:
+    def __init__(
+        self, pattern: Path, fmt: FileFormat, *, where: str, query_where: str | None = None
+    ) -> None:
         self.pattern = pattern
         self.fmt = fmt
         self.where = where
+        self.query_where = query_where or where
 
     def describe(self) -> str:
         return f"{self.fmt} file(s) {self.pattern}"
@@ -99,7 +110,8 @@ class FileSource:
     def _reader(self) -> str:
         if self.fmt == "parquet":
             return f"read_parquet({_literal(str(self.pattern))})"
-        return f"read_csv_auto({_literal(str(self.pattern))})"
+        nulls = ", ".join(_literal(m) for m in CSV_NULL_MARKERS)
+        return f"read_csv_auto({_literal(str(self.pattern))}, nullstr = [{nulls}])"
 
     def read(self, query: str | None) -> pa.Table:
         con = duckdb.connect(":memory:")
@@ -112,7 +124,8 @@ class FileSource:
                     hint=f"make sure every file matched by data.source is valid {self.fmt}",
                 ) from e
             sql = "SELECT * FROM data" if query is None else query
-            table = _run(con, sql, where=self.where, described=self.describe())
+            table = _run(con, sql, where=self.query_where, described=self.describe())
         finally:
             con.close()
-        return require_rows(table, where=self.where, described=self.describe(), query=query)
+        where = self.where if query is None else self.query_where
+        return require_rows(table, where=where, described=self.describe(), query=query)

@@ -24,31 +24,43 @@ _KINDS = (
 )
 
 
-def open_source(spec: str, *, base_dir: Path, where: str = "data.source") -> Source:
+def open_source(
+    spec: str, *, base_dir: Path, where: str = "data.source", query_where: str | None = None
+) -> Source:
     """The Source for ``spec`` (``data.source`` of kiln.yaml).
 
     Relative paths resolve against ``base_dir`` (the folder of kiln.yaml). Files are checked
-    here; databases are only reached on ``read``. Every error starts with ``where``.
+    here; databases are only reached on ``read``. Errors about the source start with ``where``;
+    errors about a query (it fails, returns nothing) with ``query_where`` (default: ``where``).
     """
+    q = query_where
     spec = spec.strip()
     scheme = _SCHEME.match(spec)
     if scheme and scheme.group(1).lower() == "duckdb":
         # SQLAlchemy's convention: duckdb:///rel.duckdb is relative, duckdb:////abs is absolute.
         rest = spec[scheme.end() :]
         path = rest[1:] if rest.startswith("/") else rest
-        return DuckDBFileSource(_existing(path, spec, base_dir, where), where=where)
+        return DuckDBFileSource(_existing(path, spec, base_dir, where), where=where, query_where=q)
     if scheme:
-        return SQLSource(spec, base_dir=base_dir, where=where)
+        return SQLSource(spec, base_dir=base_dir, where=where, query_where=q)
     lowered = spec.lower()
     if lowered.endswith(".duckdb"):
-        return DuckDBFileSource(_existing(spec, spec, base_dir, where), where=where)
+        return DuckDBFileSource(_existing(spec, spec, base_dir, where), where=where, query_where=q)
     for suffix, fmt in _FILE_FORMATS:
         if lowered.endswith(suffix):
-            return FileSource(_existing(spec, spec, base_dir, where), fmt, where=where)
+            found = _existing(spec, spec, base_dir, where)
+            return FileSource(found, fmt, where=where, query_where=q)
     raise SourceError(
         f"{where}: cannot tell what kind of source {spec!r} is",
         hint=f"data.source must be {_KINDS}",
     )
+
+
+def runs_in_duckdb(spec: str) -> bool:
+    """Whether data.query runs in DuckDB (files, .duckdb) rather than a database reached by URL,
+    so that hints can suggest DuckDB SQL."""
+    scheme = _SCHEME.match(spec.strip())
+    return scheme is None or scheme.group(1).lower() == "duckdb"
 
 
 def _existing(path_text: str, spec: str, base_dir: Path, where: str) -> Path:

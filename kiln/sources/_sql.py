@@ -51,8 +51,11 @@ def _normalise(url: URL, base_dir: Path) -> URL:
 class SQLSource:
     """A SQLAlchemy engine with no connection pool; each read opens and closes a connection."""
 
-    def __init__(self, spec: str, *, base_dir: Path, where: str) -> None:
+    def __init__(
+        self, spec: str, *, base_dir: Path, where: str, query_where: str | None = None
+    ) -> None:
         self.where = where
+        self.query_where = query_where or where
         try:
             url = _normalise(sa.make_url(spec), base_dir)
         except (sa.exc.ArgumentError, ValueError) as e:
@@ -139,7 +142,8 @@ class SQLSource:
                 cursor.execute(query)
                 if cursor.description is None:
                     raise SourceError(
-                        f"{self.where}: the query returned no result set from {self.describe()}",
+                        f"{self.query_where}: the query returned no result set from "
+                        f"{self.describe()}",
                         hint="data.query must be a SELECT (or another statement that returns rows)",
                     )
                 names = [str(d[0]) for d in cursor.description]
@@ -147,13 +151,13 @@ class SQLSource:
             finally:
                 cursor.close()
         except dbapi_error as e:
-            raise sql_error(self.where, self.describe(), query, self._masked(str(e))) from e
+            raise sql_error(self.query_where, self.describe(), query, self._masked(str(e))) from e
         finally:
             with contextlib.suppress(dbapi_error):
                 raw.rollback()
             raw.close()
         table = self._to_arrow(names, rows)
-        return require_rows(table, where=self.where, described=self.describe(), query=query)
+        return require_rows(table, where=self.query_where, described=self.describe(), query=query)
 
     def _to_arrow(self, names: list[str], rows: list[Any]) -> pa.Table:
         columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
@@ -164,7 +168,7 @@ class SQLSource:
             except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
                 kinds = sorted({type(v).__name__ for v in values if v is not None})
                 raise SourceError(
-                    f"{self.where}: column {name!r} from {self.describe()} mixes value types "
+                    f"{self.query_where}: column {name!r} from {self.describe()} mixes value types "
                     f"({', '.join(kinds)}) and cannot become one column",
                     hint=f"CAST {name} to one type in data.query",
                 ) from e

@@ -16,7 +16,7 @@ from kiln.config.models import ChecksConfig
 from kiln.errors import SchemaError
 from kiln.sources._datachecks import run_checks
 
-__all__ = ["check_columns", "parse_times", "validate_data"]
+__all__ = ["check_columns", "parse_times", "time_cast", "validate_data"]
 
 Where = Callable[[str], str]
 _SHOWN_COLUMNS = 40
@@ -166,10 +166,11 @@ def _check_time_column(series: pd.Series, column: str, where: str) -> None:
     if pd.api.types.is_datetime64_any_dtype(series):
         return
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+        expr, reading = time_cast(series, column)
         raise SchemaError(
-            f"{where}: time column {column!r} holds {series.dtype} values, not timestamps",
-            hint=f"convert it in data.query, e.g. CAST({column} AS TIMESTAMP), or "
-            f"to_timestamp({column}) for epoch seconds",
+            f"{where}: time column {column!r} holds {series.dtype} values, not timestamps"
+            + (f" ({reading})" if reading else ""),
+            hint=f"convert it in data.query (DuckDB SQL), e.g. {expr} AS {column}",
         )
     parsed, bad = parse_times(series)
     if bad.any() or parsed.notna().sum() == 0:
@@ -186,6 +187,34 @@ def _check_time_column(series: pd.Series, column: str, where: str) -> None:
             hint=f"return a TIMESTAMP column from data.query (e.g. CAST({column} AS TIMESTAMP)) "
             "or ISO 8601 text such as 2013-01-01 05:00:00",
         )
+
+
+def time_cast(series: pd.Series, column: str) -> tuple[str, str]:
+    """A DuckDB expression turning the numeric time column ``column`` into timestamps, chosen
+    from its values, and how they were read (e.g. "decimal years such as 2013.5")."""
+    v = pd.to_numeric(series, errors="coerce").dropna().astype("float64")
+    if v.empty:
+        return f"to_timestamp({column})", ""
+    low, high = float(v.min()), float(v.max())
+    fractional = v[v != v.round()]
+    integral = fractional.empty
+    example = float(v.iloc[0] if integral else fractional.iloc[0])
+    shown = f"{example:g}" if abs(example) < 1e6 else f"{example:.0f}"
+    month, day = (v // 100) % 100, v % 100
+    if integral and 1e7 <= low <= high < 1e8 and month.between(1, 12).all() and day.ge(1).all():
+        return (
+            f"strptime(CAST(CAST({column} AS BIGINT) AS VARCHAR), '%Y%m%d')",
+            f"dates written as YYYYMMDD such as {shown}",
+        )
+    if 1000 <= low <= high < 3000:
+        return (
+            f"make_date(CAST(floor({column}) AS INTEGER), 1, 1) + "
+            f"to_seconds(({column} - floor({column})) * 365.25 * 86400)",
+            f"{'years' if integral else 'decimal years'} such as {shown}",
+        )
+    if max(abs(low), abs(high)) >= 1e11:
+        return f"to_timestamp({column} / 1000)", f"epoch milliseconds such as {shown}"
+    return f"to_timestamp({column})", "if they are epoch seconds"
 
 
 def _plain_index(label: object) -> object:

@@ -164,3 +164,28 @@ def test_duration_and_size_parsing(tmp_path: Path) -> None:
     assert cfg.checks.freshness.max_age.total_seconds() == 36 * 3600
     [p] = problems(tmp_path, GOOD + "resources: {memory: lots}\n")
     assert "resources.memory" in p and "expected a size" in p
+
+
+def test_a_key_given_twice_names_both_lines(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "  query: SELECT * FROM flights\n", "  query: SELECT 1\n  query: SELECT 2\n"
+    )
+    [p] = problems(tmp_path, text)
+    assert f"{tmp_path / 'kiln.yaml'}:5:3 and {tmp_path / 'kiln.yaml'}:6:3:" in p
+    assert "key 'query' given twice in one mapping (data.query)" in p
+
+
+def test_every_key_given_twice_is_reported_in_file_order(tmp_path: Path) -> None:
+    text = GOOD + "name: again\n"  # top level, last line
+    text = text.replace("{n_estimators: 10}", "{n_estimators: 10, n_estimators: 5}")
+    ps = problems(tmp_path, text)
+    assert len(ps) == 2
+    assert ":1:1 and " in ps[0] and ":17:1: key 'name'" in ps[0]
+    assert ":15:12 and " in ps[1] and ":15:30: key 'n_estimators'" in ps[1]
+    assert "(model.params.n_estimators)" in ps[1]
+
+
+def test_equal_keys_in_different_mappings_and_merge_keys_are_fine(tmp_path: Path) -> None:
+    text = GOOD + "evaluation: {split: {holdout_fraction: 0.2}, metrics: [mae]}\n"
+    text += "deploy:\n  shadow: &s {min_requests: 5}\n  rollback: {min_requests: 5}\n"
+    assert load_config(write(tmp_path, text)).config.deploy.shadow.min_requests == 5

@@ -176,8 +176,9 @@ def test_init_scaffold_validates_and_schema_prints(cli, tmp_path: Path) -> None:
     r = cli("init", "proj", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "proj" / "kiln.yaml").exists() and (tmp_path / "proj" / "train.py").exists()
-    v = cli("validate", "proj/kiln.yaml", cwd=tmp_path)
-    assert v.returncode == 0, v.stderr
+    v = cli("validate", "proj/kiln.yaml", cwd=tmp_path)  # its data.parquet is to be written
+    assert v.returncode == 3 and "kiln.yaml:7:11: data.source:" in v.stderr
+    assert "data.parquet does not exist" in v.stderr and "Traceback" not in v.stderr
     again = cli("init", "proj", cwd=tmp_path)
     assert again.returncode == 1 and "exists already" in again.stderr
     s = cli("schema", cwd=tmp_path)

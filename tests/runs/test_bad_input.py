@@ -60,9 +60,12 @@ def test_empty_query_result(make_config, runner: Runner, stores: Stores) -> None
 def test_failing_query_names_the_database_error(
     make_config, runner: Runner, stores: Stores
 ) -> None:
+    loaded = make_config(data={"query": "SELECT * FROM flihgts"})
     with pytest.raises(SourceError) as info:
-        runner.run(make_config(data={"query": "SELECT * FROM flihgts"}))
+        runner.run(loaded)
     assert "flihgts" in str(info.value)
+    # the error points at the line of data.query (line 5), not data.source (line 4)
+    assert str(info.value).startswith(f"{loaded.path}:5:10: data.query: the query failed")
     assert_failed_cleanly(stores)
 
 

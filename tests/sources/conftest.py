@@ -90,6 +90,7 @@ def make_postgres(url: str) -> str:
 
 
 CONTRACT_WHERE = "kiln.yaml:4:11: data.source"
+CONTRACT_QUERY_WHERE = "kiln.yaml:5:10: data.query"
 BACKENDS = [
     "duckdb_file",
     "duckdb_url",
@@ -105,29 +106,35 @@ BACKENDS = [
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Source, str]:
     """(source, name of the table the query reads)."""
     kind = request.param
+
+    def opened(spec: str) -> Source:
+        return open_source(
+            spec, base_dir=tmp_path, where=CONTRACT_WHERE, query_where=CONTRACT_QUERY_WHERE
+        )
+
     if kind == "duckdb_file":
         make_duckdb(tmp_path / "wh.duckdb")
-        return open_source("wh.duckdb", base_dir=tmp_path, where=CONTRACT_WHERE), "items"
+        return opened("wh.duckdb"), "items"
     if kind == "duckdb_url":
         make_duckdb(tmp_path / "wh.duckdb")
-        return open_source("duckdb:///wh.duckdb", base_dir=tmp_path, where=CONTRACT_WHERE), "items"
+        return opened("duckdb:///wh.duckdb"), "items"
     if kind == "parquet":
         make_parquet(tmp_path / "rows.parquet")
-        return open_source("rows.parquet", base_dir=tmp_path, where=CONTRACT_WHERE), "data"
+        return opened("rows.parquet"), "data"
     if kind == "csv":
         make_csv(tmp_path / "rows.csv")
-        return open_source("rows.csv", base_dir=tmp_path, where=CONTRACT_WHERE), "data"
+        return opened("rows.csv"), "data"
     if kind == "csv_gz":
         plain = make_csv(tmp_path / "rows.csv")
         with plain.open("rb") as src, gzip.open(tmp_path / "rows.csv.gz", "wb") as dst:
             shutil.copyfileobj(src, dst)
         plain.unlink()
-        return open_source("rows.csv.gz", base_dir=tmp_path, where=CONTRACT_WHERE), "data"
+        return opened("rows.csv.gz"), "data"
     if kind == "sqlite":
         make_sqlite(tmp_path / "rows.db")
-        return open_source("sqlite:///rows.db", base_dir=tmp_path, where=CONTRACT_WHERE), "items"
+        return opened("sqlite:///rows.db"), "items"
     url = make_postgres(request.getfixturevalue("pg_url"))
-    return open_source(url, base_dir=tmp_path, where=CONTRACT_WHERE), "items"
+    return opened(url), "items"
 
 
 @pytest.fixture

@@ -114,3 +114,42 @@ def test_numeric_time_column_is_refused(df: pd.DataFrame, where: Where) -> None:
 def test_empty_time_column_is_refused(df: pd.DataFrame, where: Where) -> None:
     with pytest.raises(SchemaError, match="it has no values"):
         _check(df.assign(time_hour=pd.Series([None] * 4, dtype="str")), where)
+
+
+@pytest.mark.parametrize(
+    ("values", "reading", "expected"),
+    [
+        ([2013.0, 2013.5, 2014.25, 2016.75], "decimal years such as 2013.5", [
+            "2013-01-01 00:00:00", "2013-07-02 15:00:00", "2014-04-02 07:30:00",
+            "2016-09-30 22:30:00",
+        ]),
+        ([2013, 2014, 2015, 2016], "years such as 2013", [
+            "2013-01-01", "2014-01-01", "2015-01-01", "2016-01-01",
+        ]),
+        ([20130105, 20131231, 20140101, 20160229], "dates written as YYYYMMDD", [
+            "2013-01-05", "2013-12-31", "2014-01-01", "2016-02-29",
+        ]),
+        ([1357016400, 1357020000, 1388552400, 1388556000], "if they are epoch seconds", [
+            "2013-01-01 05:00", "2013-01-01 06:00", "2014-01-01 05:00", "2014-01-01 06:00",
+        ]),
+        ([1357016400000, 1357020000000, 1388552400000, 1388556000000], "epoch milliseconds", [
+            "2013-01-01 05:00", "2013-01-01 06:00", "2014-01-01 05:00", "2014-01-01 06:00",
+        ]),
+    ],
+)  # fmt: skip
+def test_numeric_time_column_hint_is_sql_that_runs(
+    df: pd.DataFrame, where: Where, values: list[float], reading: str, expected: list[str]
+) -> None:
+    """The suggested conversion is DuckDB SQL that turns these very values into timestamps
+    (CAST(x AS TIMESTAMP) fails on a number, and to_timestamp reads a year as 1970)."""
+    import duckdb
+
+    bad = df.assign(time_hour=values)
+    with pytest.raises(SchemaError) as info:
+        _check(bad, where)
+    assert reading in info.value.message
+    hint = info.value.hint or ""
+    expr = hint.split("e.g. ", 1)[1].removesuffix(" AS time_hour")
+    got = duckdb.sql(f"SELECT {expr} AS t FROM bad").df()["t"]
+    got = pd.to_datetime(got).dt.tz_localize(None) if got.dt.tz else got
+    assert got.tolist() == pd.to_datetime(expected, format="ISO8601").tolist()

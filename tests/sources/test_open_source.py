@@ -114,6 +114,24 @@ def test_csv_default_query_is_all_of_data(tmp_path: Path) -> None:
     assert str(table.schema.field("when").type).startswith("timestamp")
 
 
+def test_csv_na_markers_are_missing_so_numbers_stay_numbers(tmp_path: Path) -> None:
+    """Numbers with "NA" cells were read as text and trained on as categories."""
+    (tmp_path / "a.csv").write_text(
+        "temp,wind,city,note\n"
+        "40.5,10,NYC,ok\n"
+        "NA,N/A,NA,NULL\n"
+        "38.0,null,LA,\n"
+        "NaN,12,SF,n/a \n"  # 'n/a ' (trailing blank) is not a marker: note stays text
+    )
+    table = open_source("a.csv", base_dir=tmp_path, where=WHERE).read(None)
+    assert str(table.schema.field("temp").type) == "double"
+    assert str(table.schema.field("wind").type) == "int64"
+    assert table.column("temp").to_pylist() == [40.5, None, 38.0, None]
+    assert table.column("wind").to_pylist() == [10, None, None, 12]
+    assert table.column("city").to_pylist() == ["NYC", None, "LA", "SF"]  # as pandas reads it
+    assert table.column("note").to_pylist() == ["ok", None, None, "n/a "]
+
+
 def test_missing_file_and_empty_glob(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as info:
         open_source("data/rows.parquet", base_dir=tmp_path, where=WHERE)

@@ -10,7 +10,7 @@ import pytest
 from kiln.errors import SourceError
 from kiln.sources import Source
 
-WHERE = "kiln.yaml:4:11: data.source"  # what the `backend` fixture passes as `where`
+QUERY_WHERE = "kiln.yaml:5:10: data.query"  # what the `backend` fixture passes as `query_where`
 
 
 def test_is_a_source(backend: tuple[Source, str]) -> None:
@@ -47,7 +47,7 @@ def test_empty_result_is_an_error(backend: tuple[Source, str]) -> None:
     with pytest.raises(SourceError) as info:
         source.read(f"SELECT * FROM {table}\nWHERE id > 100")
     message = str(info.value)
-    assert message.startswith(WHERE + ": the query returned no rows")
+    assert message.startswith(QUERY_WHERE + ": the query returned no rows")
     assert f"SELECT * FROM {table}" in message
     assert "WHERE clause" in (info.value.hint or "")
 
@@ -59,7 +59,7 @@ def test_sql_error_names_the_query_and_the_database_message(
     with pytest.raises(SourceError) as info:
         source.read(f"SELECT no_such_column FROM {table}\nORDER BY 1")
     message = str(info.value)
-    assert message.startswith(WHERE + ": the query failed on ")
+    assert message.startswith(QUERY_WHERE + ": the query failed on ")
     assert "no_such_column" in message  # the database's own message names it
     assert f"query: SELECT no_such_column FROM {table} ..." in message
     assert "data.query" in (info.value.hint or "")
