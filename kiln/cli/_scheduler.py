@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from kiln.cli._common import _settings, _status, _stores, out
-from kiln.errors import KilnError
+from kiln.errors import EXIT_BLOCKED, KilnError
 
 
 def scheduler(
@@ -84,3 +84,11 @@ def _scheduler_summary(summary: Any) -> None:
             f"{len(failed)} firing(s) failed: {', '.join(o.pipeline for o in failed)}",
             hint="the log above shows each attempt's error; `kiln runs list` shows the runs",
         )
+    blocked = [o for o in summary.outcomes if o.status == "blocked"]
+    if blocked:
+        out.print(
+            f"{len(blocked)} version(s) registered but blocked by their gates:"
+            f" {', '.join(o.pipeline for o in blocked)} (`kiln gates show` has the evidence;"
+            f" exit code {EXIT_BLOCKED})"
+        )
+        raise typer.Exit(EXIT_BLOCKED)

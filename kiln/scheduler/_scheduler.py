@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from kiln.errors import KilnError, StoreError
+from kiln.errors import EXIT_BLOCKED, KilnError, StoreError
 from kiln.runs.context import Stores, open_stores
 from kiln.runs.reporting import host_and_pid
 from kiln.scheduler._child import Attempt, child_env, explain_exit
@@ -288,6 +288,9 @@ class Scheduler(Claims):
         interrupted = code != 0 and attempt.terminated_at is not None and self._stop.is_set()
         if code == 0:
             status: FireStatus = "succeeded"
+        elif code == EXIT_BLOCKED:  # an outcome of the run, not a failure: never retried
+            status = "blocked"
+            error = f"{attempt.summary_line()}; {explain_exit(code)}".lstrip("; ")
         elif interrupted:
             status, delay = "retrying", timedelta(0)
             error = "interrupted: the scheduler stopped; the firing is run again"
@@ -314,6 +317,8 @@ class Scheduler(Claims):
         indented = (error or "").replace("\n", "\n  ")
         if status == "succeeded":
             log.info("succeeded %s: %s", where, attempt.summary_line() or f"run {run_id}")
+        elif status == "blocked":
+            log.warning("blocked %s: %s (not retried)", where, error)
         elif interrupted:
             log.info(
                 "stopped %s (%s); it is run again by the next scheduler", where, explain_exit(code)
