@@ -29,6 +29,7 @@ from kiln.runs.reporting import host_and_pid
 from kiln.scheduler._child import Attempt, child_env, explain_exit
 from kiln.scheduler._claims import STALE_AFTER, Claims, Outcome, utcnow, when
 from kiln.scheduler._folder import Folder, Pipeline, Scan
+from kiln.scheduler._summary import PipelinePass, pipeline_pass
 from kiln.settings import Settings
 from kiln.stores.metadata.records import FireRecord, FireStatus
 from kiln.stores.metadata.store import UnitOfWork
@@ -51,6 +52,8 @@ class Summary:
     unscheduled: list[str] = field(default_factory=list)
     problems: dict[str, str] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
+    pipelines: list[PipelinePass] = field(default_factory=list)
+    """Per scheduled pipeline: what ran, what was skipped or waits for a retry, when next."""
 
 
 class Scheduler(Claims):
@@ -143,7 +146,22 @@ class Scheduler(Claims):
                 unscheduled=sorted(scan.unscheduled),
                 problems={str(p): e for p, e in sorted(scan.problems.items())},
                 outcomes=list(self._outcomes),
+                pipelines=self._guarded(lambda: self._passes(scan)) or [],
             )
+
+    def _passes(self, scan: Scan) -> list[PipelinePass]:
+        now = self.clock()
+        found = []
+        for name in sorted(scan.scheduled):
+            with self._uow() as uow:
+                last_due = uow.fires.last_due(name)
+            one = pipeline_pass(
+                scan.scheduled[name], self._outcomes, now=now, last_due=last_due,
+                first_seen=self._first_seen.get(name, now),
+            )  # fmt: skip
+            if one is not None:
+                found.append(one)
+        return found
 
     def stop(self) -> None:
         """Stop claiming; the loop stops the runs in flight and returns (thread-safe)."""

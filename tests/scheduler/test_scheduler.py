@@ -153,3 +153,26 @@ def test_a_blocked_version_is_an_outcome_of_its_firing_not_a_failure_to_retry(
     assert "registered flights v1" in fires[0].error
     assert [r.status for r in runs] == ["succeeded"] and fires[0].run_id == runs[0].id
     assert [v.stage for v in versions] == ["blocked"]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_once_with_the_default_catchup_prints_the_next_due_time_and_why_nothing_ran(
+    add_pipeline: Callable[..., Path],
+    pipelines: Path,
+    kiln_env: dict[str, str],
+    metadata: MetadataStore,
+    tmp_path: Path,
+) -> None:
+    add_pipeline("daily/kiln.yaml", "flights", schedule={"cron": "30 3 * * *",
+                                                         "timezone": "America/New_York"})  # fmt: skip
+    scheduler = start_scheduler(kiln_env, tmp_path, pipelines, "--once")
+    out, logs = scheduler.communicate(timeout=WAIT)
+    assert scheduler.returncode == 0, logs
+    assert "1 scheduled" in out
+    row = next(line for line in out.splitlines() if "flights" in line and "America" in line)
+    assert "03:30 America/New_York" in row
+    assert ":30" in row.split("America/New_York")[1]  # the same time in UTC
+    assert row.count("none") == 3  # ran, skipped, retrying
+    assert "flights: not run: the firing due" in out and "`catchup: skip` (the default)" in out
+    with metadata.unit_of_work() as uow:
+        assert uow.fires.list("flights") == []
