@@ -163,8 +163,8 @@ def test_once_with_the_default_catchup_prints_the_next_due_time_and_why_nothing_
     metadata: MetadataStore,
     tmp_path: Path,
 ) -> None:
-    add_pipeline("daily/kiln.yaml", "flights", schedule={"cron": "30 3 * * *",
-                                                         "timezone": "America/New_York"})  # fmt: skip
+    daily = {"cron": "30 3 * * *", "timezone": "America/New_York"}
+    add_pipeline("daily/kiln.yaml", "flights", schedule=daily)
     scheduler = start_scheduler(kiln_env, tmp_path, pipelines, "--once")
     out, logs = scheduler.communicate(timeout=WAIT)
     assert scheduler.returncode == 0, logs
