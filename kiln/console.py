@@ -72,41 +72,54 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _pair(own: dict[str, Any], fallback: dict[str, Any], name: str) -> str:
+    return f"{_fmt(own.get(name))} ({_fmt(fallback.get(name))})"
+
+
+def _scores(values: dict[str, Any], names: list[str]) -> str:
+    return "  ".join(f"{n}={_fmt(values.get(n))}" for n in names)
+
+
 def segment_table(manifest: dict[str, Any], title: str) -> Table:
-    primary = manifest["metrics"]["primary"]
+    """One row per segment: its model, rows, every configured metric on its holdout rows with
+    the fallback's value on the same rows in brackets, and its resource usage."""
+    metrics = manifest["metrics"]
+    primary = metrics["primary"]
+    names = [primary, *(n for n in metrics["overall"] if n != primary)]
     t = Table(title=title, title_justify="left")
-    for col, just in [
-        ("segment", "left"), ("model", "left"), ("train rows", "right"),
-        ("holdout rows", "right"), (primary, "right"), (f"fallback {primary}", "right"),
-        ("wall s", "right"), ("cpu s", "right"), ("peak MiB", "right"),
-    ]:  # fmt: skip
+    for col, just in [("segment", "left"), ("model", "left"), ("train rows", "right"),
+                      ("holdout rows", "right")]:  # fmt: skip
         t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for name in names:
+        t.add_column(f"{name}{'*' if name == primary else ''} (fallback)", justify="right")
+    for col in ("wall s", "cpu s", "peak MiB"):
+        t.add_column(col, justify="right")
     for seg, ref in sorted(manifest["models"].items()):
         u = ref["usage"]
         t.add_row(
             seg, "own", _fmt(ref["rows_train"]), _fmt(ref["rows_holdout"]),
-            _fmt(ref["metrics"].get(primary)), _fmt(ref["fallback_metrics"].get(primary)),
+            *(_pair(ref["metrics"], ref["fallback_metrics"], n) for n in names),
             f"{u['wall_seconds']:.2f}", f"{u['cpu_seconds']:.2f}",
             f"{u['peak_memory_bytes'] / 2**20:.0f}",
         )  # fmt: skip
     for seg, info in sorted(manifest["routed_to_fallback"].items()):
+        fb_metrics = info["fallback_metrics"]
         t.add_row(
             seg, f"[yellow]fallback[/] ({info['reason']})", "-", _fmt(info["rows_holdout"]),
-            _fmt(info["fallback_metrics"].get(primary)),
-            _fmt(info["fallback_metrics"].get(primary)), "-", "-", "-",
+            *(_pair(fb_metrics, fb_metrics, n) for n in names), "-", "-", "-",
         )  # fmt: skip
     fb = manifest["fallback"]
     u = fb["usage"]
     t.add_row(
         "[bold](fallback)[/]", "global", _fmt(fb["rows_train"]), _fmt(fb["rows_holdout"]),
-        _fmt(fb["metrics"].get(primary)), _fmt(fb["metrics"].get(primary)),
+        *(_pair(fb["metrics"], fb["metrics"], n) for n in names),
         f"{u['wall_seconds']:.2f}", f"{u['cpu_seconds']:.2f}",
         f"{u['peak_memory_bytes'] / 2**20:.0f}",
     )  # fmt: skip
-    overall = manifest["metrics"]["overall"]
     t.caption = (
-        f"routed holdout {primary}: {_fmt(overall.get(primary))}   "
-        f"fallback only: {_fmt(manifest['metrics']['fallback_only'].get(primary))}"
+        f"* primary metric; (fallback): the fallback model on the same holdout rows\n"
+        f"routed holdout: {_scores(metrics['overall'], names)}   "
+        f"fallback only: {_scores(metrics['fallback_only'], names)}"
     )
     return t
 

@@ -17,6 +17,12 @@ version, URL) and says what to do next. The CLI prints ``str(error)`` and exits 
      │    └── ConcurrentRunError another run of the same pipeline holds the lock
      ├── ExecutorError          an executor could not start or lost its workers
      └── AuthError              a write without the admin token, or a wrong token
+
+Exit codes of the `kiln` command: 0 success; 1 internal error; 2 ConfigError (or a bad command
+line); 3 DataError; 4 TrainingError; 5 IntegrityError; 6 NotFoundError; 7 StoreError; 8
+ExecutorError; 9 AuthError; 10 ``EXIT_BLOCKED``: `kiln run` registered its version but the
+version's gates blocked it (an outcome, not an error: the scheduler does not retry it, a CI
+job can fail on it); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "EXIT_BLOCKED",
     "AuthError",
     "ConcurrentRunError",
     "ConfigError",
@@ -38,6 +45,10 @@ __all__ = [
     "StoreError",
     "TrainingError",
 ]
+
+
+EXIT_BLOCKED = 10
+"""`kiln run`: the version was registered, but its gates blocked it."""
 
 
 class KilnError(Exception):

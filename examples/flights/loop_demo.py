@@ -42,6 +42,7 @@ FEATURES = ["origin", "dest", "carrier", "hour", "day_of_week", "distance",
             "sched_dep_time", "temp", "dewp", "humid", "wind_speed", "wind_gust", "precip",
             "pressure", "visib"]  # fmt: skip
 ADMIN_TOKEN = "demo-admin-token"
+EXIT_BLOCKED = 10  # `kiln run`: the version was registered but its gates blocked it
 
 
 class Demo:
@@ -190,7 +191,9 @@ def story(
     demo.wait_for_version(2)
 
     demo.say("4. A candidate that needs dep_delay, which callers never send: blocked")
-    demo.kiln("run", "candidate-with-dep_delay.yaml")
+    code = demo.kiln("run", "candidate-with-dep_delay.yaml", check=False)
+    if code != EXIT_BLOCKED:  # registered, then blocked by its gates: its own exit code
+        raise SystemExit(f"expected exit code {EXIT_BLOCKED} (blocked), got {code}")
     demo.kiln("gates", "show", PIPELINE, "3")
 
     demo.say("5. An admin overrides the block, with a reason")

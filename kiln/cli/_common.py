@@ -68,6 +68,7 @@ def _changed(change: Any) -> None:
 
 def _status(s: str) -> str:
     color = {"succeeded": "green", "failed": "red", "running": "cyan", "interrupted": "yellow"}
+    color |= {"blocked": "red", "retrying": "yellow", "skipped": "yellow"}
     return f"[{color.get(s, 'white')}]{s}[/]"
 
 

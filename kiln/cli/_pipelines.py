@@ -19,7 +19,7 @@ from rich.text import Text
 from kiln.cli._common import _mib, _num, _settings, _status, _stores, err, out
 from kiln.config import json_schema, load_config
 from kiln.console import RichReporter, gate_table, segment_table
-from kiln.errors import KilnError, NotFoundError
+from kiln.errors import EXIT_BLOCKED, KilnError, NotFoundError
 from kiln.settings import Settings
 
 
@@ -100,7 +100,11 @@ def run(
     ] = "manual",
 ) -> None:
     """Run a pipeline: extract, check, train every segment, package, register, then gate the
-    new version and deploy it as its `deploy:` policy says (shadow, canary, promote, block)."""
+    new version and deploy it as its `deploy:` policy says (shadow, canary, promote, block).
+
+    Exits 0 when the version was registered (and not blocked), 10 when the version was
+    registered but its gates blocked it (`kiln gates show` has the evidence), and with the
+    error's code (README: Exit codes) when the run failed."""
     from kiln.runs.runner import Runner
     from kiln.stores.metadata.records import RunTrigger
 
@@ -133,12 +137,13 @@ def run(
         + (f", {result.reused_tasks} tasks reused" if result.reused_tasks else "")
         + ")"
     )
-    if not skip_gates:
-        _release(ctx, settings, result.pipeline, result.version)
+    if not skip_gates and _release(ctx, settings, result.pipeline, result.version) == "blocked":
+        raise typer.Exit(EXIT_BLOCKED)
 
 
-def _release(ctx: typer.Context, settings: Settings, pipeline: str, version: int) -> None:
-    """Gate the new version and act on the outcome (blocked is an outcome, not an error)."""
+def _release(ctx: typer.Context, settings: Settings, pipeline: str, version: int) -> str:
+    """Gate the new version and act on the outcome (blocked is an outcome, not an error: the
+    command exits ``EXIT_BLOCKED``, not with an error message); returns the outcome."""
     from kiln.gates.release import Release
 
     stores = _stores(ctx)
@@ -154,7 +159,9 @@ def _release(ctx: typer.Context, settings: Settings, pipeline: str, version: int
         out.print(
             f"  `kiln gates show {pipeline} {version}` has the evidence;"
             f" `kiln override {pipeline} {version} --reason TEXT` (admin) promotes it anyway"
+            f" (exit code {EXIT_BLOCKED})"
         )
+    return decision.outcome
 
 
 def runs_list(

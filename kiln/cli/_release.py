@@ -9,10 +9,13 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 from rich.text import Text
 
 from kiln.cli._common import _settings, _sigterm, _stores, out
 from kiln.console import gate_table, status_table
+from kiln.stores.metadata.records import GateRecord
 
 
 def gates_show(
@@ -21,22 +24,23 @@ def gates_show(
     version: int,
     as_json: Annotated[bool, typer.Option("--json", help="The full evidence as JSON.")] = False,
 ) -> None:
-    """The gate results of VERSION with their evidence."""
+    """The gate results of VERSION with their evidence: the results its release decision was
+    made on, then every other result (re-checks, earlier ones), oldest first."""
     stores = _stores(ctx)
     try:
         with stores.metadata.unit_of_work() as uow:
             record = uow.versions.get(pipeline, version)
             results = uow.gates.for_version(pipeline, version)
+            history = uow.gates.history(pipeline, version)
     finally:
         stores.close()
+    shown = {g.id for g in results}
+    others = [g for g in history if g.id not in shown]
     if as_json:
         doc = {
             "pipeline": pipeline, "version": version, "stage": record.stage,
-            "gates": [
-                {"gate": g.gate, "status": g.status, "summary": g.summary,
-                 "evaluated_at": g.evaluated_at.isoformat(), "evidence": g.evidence}
-                for g in results
-            ],
+            "gates": [_gate_doc(g) for g in results],
+            "history": [_gate_doc(g) for g in history],
         }  # fmt: skip
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
         return
@@ -46,6 +50,24 @@ def gates_show(
     out.print(gate_table(results, f"gates of {pipeline} v{version} ({record.stage})"))
     for g in results:
         _evidence(g.gate, g.status, g.evidence)
+    if others:
+        t = Table("checked at", "trigger", "gate", "status", "against", "evidence",
+                  title="other results (re-checks and earlier ones), oldest first",
+                  title_justify="left")  # fmt: skip
+        for g in others:
+            t.add_row(
+                f"{g.evaluated_at:%Y-%m-%d %H:%M:%S}", g.trigger, g.gate, g.status,
+                f"v{g.champion_version}" if g.champion_version else "-", escape(g.summary),
+            )  # fmt: skip
+        out.print(t)
+
+
+def _gate_doc(g: GateRecord) -> dict[str, Any]:
+    return {
+        "gate": g.gate, "status": g.status, "summary": g.summary,
+        "evaluated_at": g.evaluated_at.isoformat(), "trigger": g.trigger,
+        "champion_version": g.champion_version, "evidence": g.evidence,
+    }  # fmt: skip
 
 
 def _evidence(gate: str, status: str, evidence: dict[str, Any]) -> None:
@@ -72,16 +94,23 @@ def _first(value: Any, n: int = 3) -> Any:
 
 
 def gates_check(ctx: typer.Context, pipeline: str, version: int) -> None:
-    """Run VERSION's pre-traffic gates again and store the results; no stage changes."""
+    """Run VERSION's pre-traffic gates again against the champion of its release decision and
+    add the results to its history; no stage changes, no earlier result is replaced."""
     from kiln.gates.release import Release
 
     settings = _settings(ctx)
     stores = _stores(ctx)
     try:
-        results = Release(settings, stores).evaluate(pipeline, version)
+        found = Release(settings, stores).evaluate(pipeline, version)
     finally:
         stores.close()
-    out.print(gate_table(results, f"gates of {pipeline} v{version}"))
+    against = f"v{found.champion}" if found.champion else "no production version"
+    why = "the champion of its release decision" if found.as_decided else "production now"
+    out.print(gate_table(found.results, f"re-check of {pipeline} v{version} against {against}"))
+    out.print(
+        f"judged against {against} ({why}); stored beside the earlier results, which stay"
+        f" as they were: `kiln gates show {pipeline} {version}`"
+    )
 
 
 def watch(

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from kiln.cli._common import _settings, _status, _stores, out
-from kiln.errors import KilnError
+from kiln.errors import EXIT_BLOCKED, KilnError
+
+if TYPE_CHECKING:
+    from kiln.scheduler import PipelinePass
 
 
 def scheduler(
@@ -63,6 +68,36 @@ def scheduler(
     _scheduler_summary(summary)
 
 
+def _pipeline_passes(passes: list[PipelinePass]) -> None:
+    """Per pipeline: when it is due next, what ran, what catch-up skipped, what waits."""
+    if not passes:
+        return
+    t = Table("pipeline", "next due", "next due (UTC)", "ran", "skipped (due, UTC)", "retrying",
+              title="pipelines", title_justify="left")  # fmt: skip
+    notes = []
+    for p in passes:
+        ran = ", ".join(f"{_utc(o.due_at)} {o.status}" for o in p.ran) or "none"
+        retrying = ", ".join(f"{_utc(o.due_at)} attempt {o.attempt + 1}" for o in p.retrying)
+        t.add_row(
+            p.pipeline, f"{p.next_local:%Y-%m-%d %H:%M} {p.timezone}", _utc(p.next_due), ran,
+            ", ".join(_utc(d) for d in p.skipped) or "none", retrying or "none",
+        )  # fmt: skip
+        if p.not_run is not None:
+            notes.append(
+                f"{p.pipeline}: not run: the firing due {_utc(p.not_run)} UTC passed before"
+                " this scheduler first saw the pipeline, and `catchup: skip` (the default) waits"
+                f" for the next cron time ({_utc(p.next_due)} UTC); `schedule: {{catchup: once}}`"
+                " runs the latest missed firing at once"
+            )
+    out.print(t)
+    for note in notes:
+        out.print(Text(note), highlight=False)
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
 def _scheduler_summary(summary: Any) -> None:
     out.print(
         f"{len(summary.scheduled)} scheduled, {len(summary.unscheduled)} unscheduled,"
@@ -78,9 +113,18 @@ def _scheduler_summary(summary: Any) -> None:
                 _status(o.status), o.run_id or "-", (said or lines or [""])[0],
             )  # fmt: skip
         out.print(t)
+    _pipeline_passes(summary.pipelines)
     failed = [o for o in summary.outcomes if o.status == "failed"]
     if failed:
         raise KilnError(
             f"{len(failed)} firing(s) failed: {', '.join(o.pipeline for o in failed)}",
             hint="the log above shows each attempt's error; `kiln runs list` shows the runs",
         )
+    blocked = [o for o in summary.outcomes if o.status == "blocked"]
+    if blocked:
+        out.print(
+            f"{len(blocked)} version(s) registered but blocked by their gates:"
+            f" {', '.join(o.pipeline for o in blocked)} (`kiln gates show` has the evidence;"
+            f" exit code {EXIT_BLOCKED})"
+        )
+        raise typer.Exit(EXIT_BLOCKED)

@@ -38,9 +38,9 @@ from kiln.gates.shadow import ShadowGate
 from kiln.registry.stages import Stages
 from kiln.runs.context import Stores
 from kiln.settings import Settings
-from kiln.stores.metadata.records import GateRecord, Stage, VersionRecord
+from kiln.stores.metadata.records import GateRecord, GateTrigger, Stage, VersionRecord
 
-__all__ = ["SYSTEM_ACTOR", "Decision", "Release"]
+__all__ = ["SYSTEM_ACTOR", "Decision", "Recheck", "Release"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,16 @@ class Decision:
     outcome: Outcome
     message: str
     results: list[GateResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """What ``kiln gates check`` found: the new results, the champion they were judged against
+    (None: none), and whether that champion is the one of the release decision."""
+
+    results: list[GateResult]
+    champion: int | None
+    as_decided: bool
 
 
 class Release:
@@ -84,14 +94,32 @@ class Release:
             gates.append(ReplayGate())
         return gates
 
-    def evaluate(self, pipeline: str, version: int) -> list[GateResult]:
-        """Run the version's pre-traffic gates and store their results; change no stage."""
-        return self._evaluate(*self._versions(pipeline, version))
+    def evaluate(self, pipeline: str, version: int) -> Recheck:
+        """Run the version's pre-traffic gates again (``kiln gates check``) and add their
+        results to its history as ``recheck``; change no stage and no earlier result.
 
-    def _evaluate(self, candidate: Version, champion: Version | None) -> list[GateResult]:
+        The version is judged against the champion its release decision was made against
+        (recorded with that decision; an archived version is loaded all the same), not against
+        the version in production now -- which, for an overridden version, is itself."""
+        candidate, current = self._versions(pipeline, version)
+        with self.stores.metadata.unit_of_work() as uow:
+            decided = [g for g in uow.gates.for_version(pipeline, version) if g.trigger == "run"]
+            champion_number = next(
+                (g.champion_version for g in decided if g.champion_version is not None), None
+            )
+            record = uow.versions.get(pipeline, champion_number) if champion_number else None
+        champion = current
+        if decided:
+            champion = Version(self.stores, record) if record is not None else None
+        results = self._evaluate(candidate, champion, trigger="recheck")
+        return Recheck(results, champion.number if champion else None, bool(decided))
+
+    def _evaluate(
+        self, candidate: Version, champion: Version | None, *, trigger: GateTrigger = "run"
+    ) -> list[GateResult]:
         context = self._context(candidate)
         results = [_run_gate(g, candidate, champion, context) for g in self.gates_for(candidate)]
-        self._store(candidate, results)
+        self._store(candidate, results, trigger=trigger, champion=champion)
         return results
 
     def after_run(self, pipeline: str, version: int) -> Decision:
@@ -113,7 +141,7 @@ class Release:
             with self.stores.metadata.unit_of_work() as uow:
                 candidate = Version(self.stores, uow.versions.get(pipeline, version))  # shadow
             pending = ShadowGate().evaluate(candidate, champion, self._context(candidate))
-            self._store(candidate, [pending])
+            self._store(candidate, [pending], trigger="watch", champion=champion)
             return Decision(
                 pipeline,
                 version,
@@ -210,13 +238,13 @@ class Release:
         candidate, champion = self._versions(record.pipeline, record.version)
         result = _run_gate(ShadowGate(), candidate, champion, self._context(candidate))
         if result.status == "pending":
-            self._store(candidate, [result])
+            self._store(candidate, [result], trigger="watch", champion=champion)
             return []
         # The stage changes first: if it fails, the gate is still pending and judged again.
         if not result.ok:
-            return self._block(candidate, result, only_from="shadow")
+            return self._block(candidate, result, only_from="shadow", champion=champion)
         decision = self._advance(candidate, champion, [result], "shadow period passed")
-        self._store(candidate, [result])
+        self._store(candidate, [result], trigger="watch", champion=champion)
         return [f"{record.pipeline} v{record.version} {decision.outcome}: {decision.message}"]
 
     def _tick_canary(self, record: VersionRecord) -> list[str]:
@@ -244,7 +272,7 @@ class Release:
             reason=f"canary: {summary}",
             only_from="canary",
         )
-        self._store(candidate, [result])
+        self._store(candidate, [result], trigger="watch")
         if not change.changed:
             return []
         return [f"{record.pipeline} v{record.version} promoted: canary {summary}"]
@@ -273,14 +301,21 @@ class Release:
                 record.pipeline, actor=SYSTEM_ACTOR, reason=reason, only_from=record.version
             )
         except NotFoundError as e:  # nothing to roll back to: say it once, not every tick
-            self._store(version, [result])
+            self._store(version, [result], trigger="watch")
             return [f"{record.pipeline} v{record.version} is unhealthy ({problem}) but: {e}"]
-        self._store(version, [result])
+        self._store(version, [result], trigger="watch")
         if not change.changed:
             return []  # another watcher rolled it back first
         return [f"{record.pipeline}: rolled back v{record.version} -> v{change.version}: {problem}"]
 
-    def _block(self, candidate: Version, result: GateResult, *, only_from: Stage) -> list[str]:
+    def _block(
+        self,
+        candidate: Version,
+        result: GateResult,
+        *,
+        only_from: Stage,
+        champion: Version | None = None,
+    ) -> list[str]:
         """Block a version that failed a live gate (if it is still in ``only_from``), then
         store the result: a failed stage change leaves the gate to be judged again."""
         what = f"{result.gate}: {result.summary}"
@@ -291,7 +326,7 @@ class Release:
             reason=f"failed gates: {what}",
             only_from=only_from,
         )
-        self._store(candidate, [result])
+        self._store(candidate, [result], trigger="watch", champion=champion)
         if not change.changed:
             return []
         return [f"{candidate.pipeline} v{candidate.number} blocked: {what}"]
@@ -319,12 +354,20 @@ class Release:
         captures = context.captures(record.pipeline, stage=stage, since=since)
         return live_stats(captures, record.version, stage=stage)
 
-    def _store(self, candidate: Version, results: Sequence[GateResult]) -> None:
+    def _store(
+        self,
+        candidate: Version,
+        results: Sequence[GateResult],
+        *,
+        trigger: GateTrigger,
+        champion: Version | None = None,
+    ) -> None:
         with self.stores.metadata.unit_of_work() as uow:
             for r in results:
                 uow.gates.record(
-                    candidate.pipeline, candidate.number, r.gate, r.status, r.summary, r.evidence
-                )
+                    candidate.pipeline, candidate.number, r.gate, r.status, r.summary, r.evidence,
+                    trigger=trigger, champion_version=champion.number if champion else None,
+                )  # fmt: skip
 
     def _stored(self, record: VersionRecord) -> dict[str, str]:
         with self.stores.metadata.unit_of_work() as uow:

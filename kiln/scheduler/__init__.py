@@ -9,12 +9,14 @@ failed run with exponential backoff, and applies the schedule's catch-up policy.
 from kiln.scheduler._due import Due, decide, grace_for, latest_due, next_due
 from kiln.scheduler._folder import Folder, Pipeline, Scan
 from kiln.scheduler._scheduler import Outcome, Scheduler, Summary
+from kiln.scheduler._summary import PipelinePass
 
 __all__ = [
     "Due",
     "Folder",
     "Outcome",
     "Pipeline",
+    "PipelinePass",
     "Scan",
     "Scheduler",
     "Summary",

@@ -18,6 +18,7 @@ from typing import IO
 
 from pydantic import SecretStr
 
+from kiln.errors import EXIT_BLOCKED
 from kiln.settings import Settings
 from kiln.stores.metadata.records import FireRecord
 
@@ -31,6 +32,7 @@ _EXITS = {
     4: "training failed",
     5: "an artifact failed its integrity check",
     7: "the store failed, or another run of the pipeline holds its lock",
+    EXIT_BLOCKED: "its version was registered but blocked by its gates",
     130: "it was interrupted",
 }
 

@@ -23,12 +23,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from kiln.errors import KilnError, StoreError
+from kiln.errors import EXIT_BLOCKED, KilnError, StoreError
 from kiln.runs.context import Stores, open_stores
 from kiln.runs.reporting import host_and_pid
 from kiln.scheduler._child import Attempt, child_env, explain_exit
 from kiln.scheduler._claims import STALE_AFTER, Claims, Outcome, utcnow, when
 from kiln.scheduler._folder import Folder, Pipeline, Scan
+from kiln.scheduler._summary import PipelinePass, pipeline_pass
 from kiln.settings import Settings
 from kiln.stores.metadata.records import FireRecord, FireStatus
 from kiln.stores.metadata.store import UnitOfWork
@@ -51,6 +52,8 @@ class Summary:
     unscheduled: list[str] = field(default_factory=list)
     problems: dict[str, str] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
+    pipelines: list[PipelinePass] = field(default_factory=list)
+    """Per scheduled pipeline: what ran, what was skipped or waits for a retry, when next."""
 
 
 class Scheduler(Claims):
@@ -143,7 +146,22 @@ class Scheduler(Claims):
                 unscheduled=sorted(scan.unscheduled),
                 problems={str(p): e for p, e in sorted(scan.problems.items())},
                 outcomes=list(self._outcomes),
+                pipelines=self._guarded(lambda: self._passes(scan)) or [],
             )
+
+    def _passes(self, scan: Scan) -> list[PipelinePass]:
+        now = self.clock()
+        found = []
+        for name in sorted(scan.scheduled):
+            with self._uow() as uow:
+                last_due = uow.fires.last_due(name)
+            one = pipeline_pass(
+                scan.scheduled[name], self._outcomes, now=now, last_due=last_due,
+                first_seen=self._first_seen.get(name, now),
+            )  # fmt: skip
+            if one is not None:
+                found.append(one)
+        return found
 
     def stop(self) -> None:
         """Stop claiming; the loop stops the runs in flight and returns (thread-safe)."""
@@ -288,6 +306,9 @@ class Scheduler(Claims):
         interrupted = code != 0 and attempt.terminated_at is not None and self._stop.is_set()
         if code == 0:
             status: FireStatus = "succeeded"
+        elif code == EXIT_BLOCKED:  # an outcome of the run, not a failure: never retried
+            status = "blocked"
+            error = f"{attempt.summary_line()}; {explain_exit(code)}".lstrip("; ")
         elif interrupted:
             status, delay = "retrying", timedelta(0)
             error = "interrupted: the scheduler stopped; the firing is run again"
@@ -314,6 +335,8 @@ class Scheduler(Claims):
         indented = (error or "").replace("\n", "\n  ")
         if status == "succeeded":
             log.info("succeeded %s: %s", where, attempt.summary_line() or f"run {run_id}")
+        elif status == "blocked":
+            log.warning("blocked %s: %s (not retried)", where, error)
         elif interrupted:
             log.info(
                 "stopped %s (%s); it is run again by the next scheduler", where, explain_exit(code)

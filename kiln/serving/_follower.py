@@ -6,8 +6,9 @@ are in shadow. A version it has not loaded yet is loaded here, in the background
 environment lock must agree with this process (major.minor of each library) and every digest
 must match (``Predictor.load``). Only then is the new table swapped in. A refused version is
 logged once, counted, shown by ``GET /v1/pipelines/{name}``, retried every ``retry_seconds``,
-and the version that served before keeps serving; a refused canary answers nothing (production
-answers its share).
+and the version that served before keeps serving -- or, when no version of the pipeline ever
+loaded in this process (a fresh server), nothing serves it and ``/readyz`` answers 503; the log
+says which. A refused canary answers nothing (production answers its share).
 """
 
 from __future__ import annotations
@@ -142,14 +143,26 @@ class RegistryFollower:
             return out
 
     def _route(self, name: str, want: _Wanted, old: PipelineRoute | None) -> PipelineRoute:
-        production = self._deployed(want.production) if want.production else None
-        if production is None and want.production is not None and old is not None:
-            production = old.production  # the version that served keeps serving
-        shadows = tuple(d for v in want.shadows if (d := self._deployed(v)) is not None)
+        served = old.production if old is not None else None
+        production = None
+        if want.production is not None:
+            if served is not None and served.version != want.production.version:
+                instead = f"v{served.version}, the version that served, keeps serving"
+            else:
+                instead = f"nothing serves {name}: its predictions answer 503 until a version loads"
+            production = self._deployed(want.production, instead=instead)
+            if production is None:
+                production = served  # the version that served keeps serving (None: nothing)
+        shadows = tuple(
+            d
+            for v in want.shadows
+            if (d := self._deployed(v, instead=f"v{v.version} does not shadow")) is not None
+        )
         canary, share = None, 0.0
         if want.canary is not None:
             share = min(max(want.canary.traffic_share or 0.0, 0.0), 1.0)
-            canary = self._deployed(want.canary) if share > 0.0 else None
+            instead = "production answers the canary's share"
+            canary = self._deployed(want.canary, instead=instead) if share > 0.0 else None
             if canary is None:
                 share = 0.0
         refusals = tuple(
@@ -167,7 +180,9 @@ class RegistryFollower:
             registry_canary=want.canary.version if want.canary else None,
         )
 
-    def _deployed(self, record: VersionRecord) -> Deployed | None:
+    def _deployed(self, record: VersionRecord, *, instead: str) -> Deployed | None:
+        """The loaded version, or None if it is refused; ``instead`` (what answers in its place)
+        is logged with the refusal."""
         key = _key(record)
         found = self._loaded.get(key)
         if found is not None:
@@ -182,8 +197,8 @@ class RegistryFollower:
             self._metrics.reload_failures.labels(record.pipeline).inc()
             if refused is None or refused[0].message != message:
                 logger.error(
-                    "refused %s v%d (the version that served keeps serving): %s",
-                    record.pipeline, record.version, message,
+                    "refused %s v%d (%s): %s",
+                    record.pipeline, record.version, instead, message,
                 )  # fmt: skip
             refusal = Refusal(
                 record.pipeline, record.version, record.manifest_digest, message, datetime.now(UTC)

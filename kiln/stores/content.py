@@ -1,4 +1,9 @@
-"""Content addressing over any ArtifactStore: objects named by SHA-256, re-checked on read."""
+"""Content addressing over any ArtifactStore: objects named by SHA-256, re-checked on read.
+
+A put re-checks an object that exists already and rewrites it when its bytes no longer match
+their name, so re-running the pipeline repairs a corrupted or truncated object instead of
+registering a new version on top of it (the hint of every IntegrityError says so, and it is true).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,10 @@ from kiln.stores.artifacts import ArtifactStore
 __all__ = ["ContentStore"]
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
-_HINT = "the artifact was modified or corrupted; re-run the pipeline to rebuild this version"
+_HINT = (
+    "the artifact was modified or corrupted; re-run the pipeline (`kiln run kiln.yaml`):"
+    " the new version rewrites every object that does not match its SHA-256"
+)
 
 
 class ContentStore:
@@ -25,14 +33,24 @@ class ContentStore:
         return f"objects/{digest[:2]}/{digest}"
 
     def put(self, data: bytes) -> str:
+        """Store ``data`` under its SHA-256. An object that exists is read back and hashed; it is
+        kept only if it matches, otherwise rewritten (the backends write atomically)."""
         digest = hashlib.sha256(data).hexdigest()
-        key = self.key_of(digest)
-        if not self.store.exists(key):
-            self.store.put(key, data)
+        if not self.intact(digest):
+            self.store.put(self.key_of(digest), data)
         return digest
 
     def exists(self, digest: str) -> bool:
         return self.store.exists(self.key_of(digest))
+
+    def intact(self, digest: str) -> bool:
+        """True if the object exists and its bytes still hash to ``digest``."""
+        key = self.key_of(digest)
+        try:
+            data = self.store.get(key)
+        except NotFoundError:
+            return False
+        return hashlib.sha256(data).hexdigest() == digest
 
     def get(self, digest: str, *, what: str) -> bytes:
         """The bytes of ``digest``, or IntegrityError; ``what`` names the object for the user."""

@@ -28,8 +28,11 @@ def test_run_gates_blocks_and_status_shows_it(
         deploy={"auto_promote": True, "gates": {"data_quality": {"prediction_range": {"max": 0}}}},
     )
     done = cli("run", str(narrow.path), cwd=tmp_path, env=env)
-    assert done.returncode == 0, done.stderr  # a blocked version is an outcome, not an error
+    # A blocked version is an outcome, not an error: no error message, its own exit code.
+    assert done.returncode == 10, done.stderr
+    assert "error:" not in done.stderr and "Traceback" not in done.stderr
     assert "blocked: failed gates: data_quality:" in done.stdout
+    assert "registered flights-test v2" in done.stdout
     assert f"kiln override {P} 2 --reason" in done.stdout
 
     shown = cli("gates", "show", P, "2", cwd=tmp_path, env=env)

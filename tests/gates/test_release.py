@@ -192,3 +192,44 @@ def test_replay_pass_shadow_period_and_canaries(env: SimpleNamespace) -> None:
     assert len(events) == 1 and f"v{v4} promoted" in events[0], events
     assert env.gates(v4)["canary"] == "passed"
     assert env.stages() == {v1: "archived", v2: "archived", v3: "blocked", v4: "production"}
+
+
+def test_a_recheck_of_an_overridden_version_keeps_the_evidence_it_was_blocked_on(
+    env: SimpleNamespace, cli: Any
+) -> None:
+    """Re-checking a blocked-then-overridden production version compares it with the champion
+    of its release decision (v1, archived now), adds its results beside the decision's, and
+    `kiln status` and `kiln gates show` still say why it was blocked."""
+    v1 = env.train("v1")
+    assert env.release.after_run(P, v1).outcome == "promoted"
+    weak = {"model": {"params": {"n_estimators": 1, "learning_rate": 0.01}},
+            "deploy": {"gates": {"champion_challenger": {"tolerance": 0.0}}}}  # fmt: skip
+    v2 = env.train("v2", **weak)
+    assert env.release.after_run(P, v2).outcome == "blocked"
+    assert env.gates(v2)["champion_challenger"] == "failed"
+    Stages(env.stores.metadata).override(P, v2, actor="alice", reason="we accept it")
+    assert env.stages() == {v1: "archived", v2: "production"}
+
+    found = env.release.evaluate(P, v2)
+    assert found.champion == v1 and found.as_decided
+    rechecked = next(r for r in found.results if r.gate == "champion_challenger")
+    assert rechecked.status == "failed", rechecked.summary
+    assert rechecked.evidence["champion_version"] == v1
+    assert env.gates(v2)["champion_challenger"] == "failed"  # the decision, unchanged
+    with env.stores.metadata.unit_of_work() as uow:
+        history = uow.gates.history(P, v2)
+    cc = [g for g in history if g.gate == "champion_challenger"]
+    assert [(g.trigger, g.status, g.champion_version) for g in cc] == [
+        ("run", "failed", v1),
+        ("recheck", "failed", v1),
+    ]
+
+    home = {"KILN_HOME": str(env.settings.home)}
+    status = cli("status", cwd=env.settings.home.parent, env=home)
+    line = next(row for row in status.stdout.splitlines() if P in row)
+    assert "failed: champion_challenger" in line, status.stdout
+    shown = cli("gates", "show", P, str(v2), cwd=env.settings.home.parent, env=home)
+    assert shown.returncode == 0, shown.stderr
+    assert "other results (re-checks and earlier ones)" in shown.stdout
+    assert "recheck" in shown.stdout and f"v{v1}" in shown.stdout
+    assert "first release" not in shown.stdout

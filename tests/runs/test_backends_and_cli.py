@@ -135,6 +135,8 @@ def test_cli_end_to_end(make_config, cli, tmp_path: Path) -> None:
     show = cli("--home", home, "models", "show", "flights-test", "1", "--verify", cwd=tmp_path)
     assert show.returncode == 0 and "matches its SHA-256" in show.stdout
     assert "config_digest" in show.stdout
+    for metric in ("mae* (fallback)", "rmse (fallback)", "r2 (fallback)"):  # every metric
+        assert metric in show.stdout, show.stdout
 
     rows = tmp_path / "rows.json"
     rows.write_text(json.dumps([

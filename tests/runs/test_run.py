@@ -130,6 +130,32 @@ def test_tampered_artifact_is_refused(
     assert digest in str(info.value)
 
 
+def test_rerunning_the_pipeline_repairs_a_corrupt_artifact(
+    make_config, runner: Runner, stores: Stores, settings
+) -> None:
+    """The IntegrityError's advice is true: the re-run's version loads and predicts, although
+    it is made of the same bytes (same digests) as the corrupt one."""
+    loaded = make_config()
+    first = runner.run(loaded)
+    digest = manifest_of(stores, first.manifest_digest)["models"]["LGA"]["sha256"]
+    path = Path(settings.artifact_root) / stores.content.key_of(digest)
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(IntegrityError) as info:
+        Predictor.load(stores.content, first.manifest_digest, label="flights-test v1")
+    assert "re-run the pipeline (`kiln run kiln.yaml`)" in str(info.value)
+
+    second = runner.run(loaded)
+    assert second.version == 2
+    assert manifest_of(stores, second.manifest_digest)["models"]["LGA"]["sha256"] == digest
+    predictor = Predictor.load(stores.content, second.manifest_digest, label="flights-test v2")
+    row = {"origin": "LGA", "dest": "ORD", "carrier": "UA", "hour": 9, "day_of_week": 3}
+    row |= {"distance": 733.0, "temp": 30.0, "wind_speed": 10.0, "precip": 0.0, "visib": 10.0}
+    p = predictor.predict([row])
+    assert p.model == ["LGA"] and np.isfinite(p.values).all()
+
+
 def test_tampered_manifest_is_refused(
     make_config, runner: Runner, stores: Stores, settings
 ) -> None:

@@ -54,6 +54,25 @@ def test_a_missed_firing_under_catchup_skip_is_recorded_as_skipped(
 
     again = scheduler(settings_for, pipelines).run_once()  # a second scheduler: nothing to do
     assert again.outcomes == []
+    [first] = summary.pipelines
+    assert first.skipped == (NOW.replace(minute=0),) and first.ran == () and first.not_run is None
+    assert first.next_due == NOW.replace(hour=11, minute=0)
+
+
+def test_a_first_pass_under_the_default_catchup_says_why_nothing_ran_and_when_it_will(
+    add_pipeline: Callable[..., Path],
+    pipelines: Path,
+    settings_for: Settings,
+    metadata: MetadataStore,
+) -> None:
+    add_pipeline("kiln.yaml", "flights", schedule={"cron": "0 3 * * *", "timezone": "Europe/Paris"})
+    summary = scheduler(settings_for, pipelines).run_once()
+    assert summary.outcomes == []
+    [first] = summary.pipelines
+    assert first.ran == () and first.skipped == () and first.retrying == ()
+    assert first.not_run == datetime(2024, 1, 2, 2, 0, tzinfo=UTC)  # 03:00 in Paris, today
+    assert first.next_due == datetime(2024, 1, 3, 2, 0, tzinfo=UTC)
+    assert (first.next_local.hour, first.timezone) == (3, "Europe/Paris")
 
 
 def test_a_firing_of_a_dead_scheduler_is_taken_over_as_a_failed_attempt(

@@ -121,3 +121,58 @@ def test_a_failing_pipeline_is_retried_with_backoff_then_fails(
     assert "attempt 2 (exit code 3: its data cannot be used); retry in 2s" in logs
     assert "attempt 3 (exit code 3: its data cannot be used); no retries left" in logs
     assert "failed" in out
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_blocked_version_is_an_outcome_of_its_firing_not_a_failure_to_retry(
+    add_pipeline: Callable[..., Path],
+    pipelines: Path,
+    kiln_env: dict[str, str],
+    metadata: MetadataStore,
+    tmp_path: Path,
+) -> None:
+    add_pipeline(
+        "blocked/kiln.yaml", "flights", resources={"cpus": 1}, **EVERY_MINUTE,
+        deploy={"gates": {"data_quality": {"prediction_range": {"max": 0}}}},
+    )  # fmt: skip
+    scheduler = start_scheduler(
+        kiln_env, tmp_path, pipelines, "--once", "--retries", "2", "--retry-delay", "1"
+    )
+    out, logs = scheduler.communicate(timeout=WAIT)
+    assert scheduler.returncode == 10, logs  # like `kiln run`: CI can fail on it
+    assert "Traceback" not in logs and "retry in" not in logs
+    assert "blocked 'flights'" in logs and "(not retried)" in logs
+    assert "1 version(s) registered but blocked by their gates: flights" in out
+
+    with metadata.unit_of_work() as uow:
+        fires = uow.fires.list("flights")
+        runs = uow.runs.list("flights")
+        versions = uow.versions.list("flights")
+    assert [(f.status, f.attempt) for f in fires] == [("blocked", 1)]
+    assert fires[0].error and "exit code 10" in fires[0].error
+    assert "registered flights v1" in fires[0].error
+    assert [r.status for r in runs] == ["succeeded"] and fires[0].run_id == runs[0].id
+    assert [v.stage for v in versions] == ["blocked"]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_once_with_the_default_catchup_prints_the_next_due_time_and_why_nothing_ran(
+    add_pipeline: Callable[..., Path],
+    pipelines: Path,
+    kiln_env: dict[str, str],
+    metadata: MetadataStore,
+    tmp_path: Path,
+) -> None:
+    daily = {"cron": "30 3 * * *", "timezone": "America/New_York"}
+    add_pipeline("daily/kiln.yaml", "flights", schedule=daily)
+    scheduler = start_scheduler(kiln_env, tmp_path, pipelines, "--once")
+    out, logs = scheduler.communicate(timeout=WAIT)
+    assert scheduler.returncode == 0, logs
+    assert "1 scheduled" in out
+    row = next(line for line in out.splitlines() if "flights" in line and "America" in line)
+    assert "03:30 America/New_York" in row
+    assert ":30" in row.split("America/New_York")[1]  # the same time in UTC
+    assert row.count("none") == 3  # ran, skipped, retrying
+    assert "flights: not run: the firing due" in out and "`catchup: skip` (the default)" in out
+    with metadata.unit_of_work() as uow:
+        assert uow.fires.list("flights") == []

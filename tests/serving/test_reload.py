@@ -165,3 +165,44 @@ def test_a_package_built_with_other_library_versions_is_refused(
         assert follower.table.missing() == []  # v1 still serves
     finally:
         stores.close()
+
+
+def test_a_fresh_server_that_cannot_load_production_says_nothing_serves(
+    trained: Trained, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In process: v2 (production) is corrupt and no version ever loaded here; the log must not
+    claim that "the version that served keeps serving". Once v1 served, a refusal says it does."""
+    home = trained.copy(tmp_path / "home")
+    stores = open_stores(Settings(home=home))
+    try:
+        with stores.metadata.unit_of_work() as uow:
+            digest = uow.versions.get(PIPELINE, 2).manifest_digest
+        manifest = orjson.loads(stores.content.get(digest, what="v2"))
+        path = Path(Settings(home=home).artifact_root) / stores.content.key_of(
+            manifest["models"]["JFK"]["sha256"]
+        )
+        path.write_bytes(path.read_bytes()[:-10])
+        set_stage(home, 2, "production")
+        follower = RegistryFollower(stores, Metrics(), interval=1.0, max_instances=10)
+        with caplog.at_level("ERROR", logger="kiln.serving"):
+            route = follower.refresh().pipelines[PIPELINE]
+        assert route.production is None
+        refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        assert len(refused) == 1
+        assert f"refused {PIPELINE} v2 (nothing serves {PIPELINE}" in refused[0]
+        assert "keeps serving" not in refused[0]
+        assert follower.table.missing() and "v2: refused" in follower.table.missing()[0]
+
+        caplog.clear()
+        set_stage(home, 1, "production")
+        follower = RegistryFollower(stores, Metrics(), interval=1.0, max_instances=10)
+        assert follower.refresh().pipelines[PIPELINE].production.version == 1
+        set_stage(home, 2, "production")
+        with caplog.at_level("ERROR", logger="kiln.serving"):
+            route = follower.refresh().pipelines[PIPELINE]
+        assert route.production is not None and route.production.version == 1
+        refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        assert refused and "v1, the version that served, keeps serving" in refused[-1]
+        assert follower.table.missing() == []
+    finally:
+        stores.close()

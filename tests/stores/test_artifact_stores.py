@@ -168,13 +168,17 @@ def test_content_roundtrip_and_layout(artifacts: FsspecArtifactStore) -> None:
     assert artifacts.list() == [content.key_of(digest)]
 
 
-def test_content_put_does_not_rewrite_an_existing_object(artifacts: FsspecArtifactStore) -> None:
+def test_content_put_repairs_an_object_that_no_longer_matches(
+    artifacts: FsspecArtifactStore,
+) -> None:
     content = ContentStore(artifacts)
     digest = content.put(b"model")
     tamper(artifacts, content.key_of(digest), b"tampered")
-    content.put(b"model")  # exists already: left alone, so the damage stays visible
-    with pytest.raises(IntegrityError):
-        content.get(digest, what=WHAT)
+    assert content.exists(digest) and not content.intact(digest)
+    assert content.put(b"model") == digest  # rewritten: the advice "re-run the pipeline" works
+    assert content.intact(digest)
+    assert content.get(digest, what=WHAT) == b"model"
+    assert artifacts.list() == [content.key_of(digest)]
 
 
 def test_tampered_object_raises_integrity_error(artifacts: FsspecArtifactStore) -> None:
@@ -187,7 +191,7 @@ def test_tampered_object_raises_integrity_error(artifacts: FsspecArtifactStore) 
     assert WHAT in message
     assert f"expected {digest}" in message
     assert f"actual {hashlib.sha256(b'the fake model').hexdigest()}" in message
-    assert "re-run the pipeline to rebuild this version" in message
+    assert "re-run the pipeline (`kiln run kiln.yaml`)" in message
 
 
 def test_missing_object_raises_integrity_error(artifacts: FsspecArtifactStore) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -64,7 +65,7 @@ def test_0002_downgrades_and_upgrades_keeping_versions(store: MetadataStore) -> 
     assert "deployments" not in sa.inspect(store.engine).get_table_names()
     assert _production_index(store) is None
     store.upgrade()
-    assert store.schema_revision() == "0003"
+    assert store.schema_revision() == "0004"
     assert _production_index(store) is not None
     with store.unit_of_work() as uow:
         assert [v.stage for v in uow.versions.list("flights")] == [
@@ -113,3 +114,67 @@ def test_0002_refuses_a_database_with_two_production_versions(store: MetadataSto
         store.upgrade()
     assert store.schema_revision() == "0001"  # the whole upgrade rolled back
     assert "deployments" not in sa.inspect(store.engine).get_table_names()
+
+
+def _gate_rows(store: MetadataStore) -> list[tuple[Any, ...]]:
+    with store.engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                sa.text("SELECT version, gate, status, summary FROM gate_results ORDER BY id")
+            )
+        ]
+
+
+def test_0004_keeps_gate_results_as_history_and_downgrades_to_the_decision(
+    store: MetadataStore,
+) -> None:
+    store.downgrade("0003")
+    with store.engine.begin() as conn:
+        for version, gate, status, evidence in (
+            (2, "champion_challenger", "failed", '{"champion_version": 1}'),
+            (2, "data_quality", "passed", "{}"),
+            (1, "champion_challenger", "skipped", "{}"),
+        ):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO gate_results (pipeline, version, gate, status, summary,"
+                    " evidence, evaluated_at) VALUES ('flights', :v, :g, :s, :m, :e, :t)"
+                ),
+                {
+                    "v": version,
+                    "g": gate,
+                    "s": status,
+                    "m": status,
+                    "e": evidence,
+                    "t": "2026-01-01",
+                },
+            )
+    store.upgrade()
+    assert store.schema_revision() == "0004"
+    with store.unit_of_work() as uow:
+        found = uow.gates.history("flights", 2)
+        assert [(g.gate, g.trigger, g.champion_version) for g in found] == [
+            ("champion_challenger", "run", 1),
+            ("data_quality", "run", None),
+        ]
+        uow.gates.record(
+            "flights", 2, "champion_challenger", "passed", "recheck", {},
+            trigger="recheck", champion_version=1,
+        )  # fmt: skip
+        fire = uow.fires.claim("flights", datetime(2026, 1, 1, tzinfo=UTC), "kiln.yaml", "s")
+        assert fire is not None
+        uow.fires.finish(fire.id, "blocked", run_id="r1", error="v2 blocked by its gates")
+    assert len(_gate_rows(store)) == 4
+
+    store.downgrade("0003")
+    assert _gate_rows(store) == [
+        (2, "champion_challenger", "failed", "failed"),  # the decision, not the re-check
+        (2, "data_quality", "passed", "passed"),
+        (1, "champion_challenger", "skipped", "skipped"),
+    ]
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT status FROM schedule_fires")).scalar() == "succeeded"
+    store.upgrade()
+    with store.unit_of_work() as uow:
+        assert [g.status for g in uow.gates.for_version("flights", 2)] == ["failed", "passed"]

@@ -23,7 +23,7 @@ from kiln.stores.metadata.records import FireRecord, FireStatus
 
 __all__ = ["FireRepository"]
 
-_ENDINGS = ("succeeded", "retrying", "failed")
+_ENDINGS = ("succeeded", "blocked", "retrying", "failed")
 
 
 class FireRepository(Repository):
@@ -139,7 +139,8 @@ class FireRepository(Repository):
         *,
         scheduler: str | None = None,
     ) -> FireRecord | None:
-        """End the firing's attempt: ``succeeded``, ``failed``, or ``retrying`` at
+        """End the firing's attempt: ``succeeded``, ``blocked`` (the run registered a version
+        that its gates blocked: an outcome, never retried), ``failed``, or ``retrying`` at
         ``next_retry_at``. With ``scheduler``, only while that scheduler holds the running
         firing (None when it lost it); without, the firing must exist."""
         if status not in _ENDINGS:

@@ -1,4 +1,10 @@
-"""Gate results: the latest outcome of each gate of each version, with its evidence."""
+"""Gate results: the history of each gate of each version, with its evidence.
+
+Results are appended, never rewritten: ``kiln gates check`` adds a ``recheck`` row beside the
+``run`` row that decided the version's fate, so the reason a version was blocked (or
+overridden) stays readable. The one exception is a ``pending`` result (a shadow period that is
+not over): the outcome it waited for replaces it, since it judged nothing.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from kiln.stores.metadata import tables as t
-from kiln.stores.metadata.base import Repository, check_choice, now, to_record, upsert
-from kiln.stores.metadata.records import GateRecord, GateStatus
+from kiln.stores.metadata.base import Repository, check_choice, now, to_record
+from kiln.stores.metadata.records import GateRecord, GateStatus, GateTrigger
 
-__all__ = ["GateRepository"]
+__all__ = ["GateRepository", "latest_per_gate"]
 
 
 class GateRepository(Repository):
@@ -25,9 +31,14 @@ class GateRepository(Repository):
         status: GateStatus,
         summary: str,
         evidence: dict[str, Any],
+        *,
+        trigger: GateTrigger = "run",
+        champion_version: int | None = None,
     ) -> GateRecord:
-        """Store the gate's outcome for the version; a re-evaluation replaces the earlier one."""
+        """Add the gate's outcome to the version's history (replacing only a ``pending``
+        result of the same gate and trigger, which it concludes)."""
         check_choice("status", status, t.GATE_STATUSES)
+        check_choice("trigger", trigger, t.GATE_TRIGGERS)
         values = {
             "pipeline": pipeline,
             "version": version,
@@ -36,15 +47,50 @@ class GateRepository(Repository):
             "summary": summary,
             "evidence": evidence,
             "evaluated_at": now(),
+            "trigger": trigger,
+            "champion_version": champion_version,
         }
-        changes = {k: values[k] for k in ("status", "summary", "evidence", "evaluated_at")}
-        row = upsert(self._session, self._table, values, ["pipeline", "version", "gate"], changes)
+        c = self._table.c
+        last = self._session.execute(
+            sa.select(c.id, c.status, c.trigger)
+            .where(c.pipeline == pipeline, c.version == version, c.gate == gate)
+            .order_by(c.id.desc())
+            .limit(1)
+        ).first()
+        stmt: sa.Update | sa.Insert
+        if last is not None and last.status == "pending" and last.trigger == trigger:
+            stmt = sa.update(self._table).where(c.id == last.id).values(**values)
+        else:
+            stmt = sa.insert(self._table).values(**values)
+        row = self._session.execute(stmt.returning(*self._table.c)).one()
         return to_record(GateRecord, row)
 
-    def for_version(self, pipeline: str, version: int) -> builtins.list[GateRecord]:
+    def history(self, pipeline: str, version: int) -> builtins.list[GateRecord]:
+        """Every result of the version, oldest first."""
+        c = self._table.c
         stmt = (
-            sa.select(t.GateResult)
-            .where(t.GateResult.pipeline == pipeline, t.GateResult.version == version)
-            .order_by(t.GateResult.id)
+            sa.select(self._table)
+            .where(c.pipeline == pipeline, c.version == version)
+            .order_by(c.id)
         )
-        return [to_record(GateRecord, g) for g in self._session.scalars(stmt)]
+        return [to_record(GateRecord, g) for g in self._session.execute(stmt)]
+
+    def for_version(self, pipeline: str, version: int) -> builtins.list[GateRecord]:
+        """The results that decided the version's fate: the latest ``run`` or ``watch`` result
+        of each gate (a re-check never replaces them). A version whose gates never ran with a
+        release decision (``kiln run --skip-gates``) has its latest re-check instead."""
+        found = self.history(pipeline, version)
+        decided = [g for g in found if g.trigger != "recheck"]
+        return latest_per_gate(decided or found)
+
+    def latest(self, pipeline: str, version: int) -> builtins.list[GateRecord]:
+        """The latest result of each gate, whatever evaluated it (a re-check included)."""
+        return latest_per_gate(self.history(pipeline, version))
+
+
+def latest_per_gate(results: builtins.list[GateRecord]) -> builtins.list[GateRecord]:
+    """The last result of each gate, in the order the gates were first evaluated."""
+    last: dict[str, GateRecord] = {}
+    for g in sorted(results, key=lambda g: g.id):
+        last[g.gate] = g  # a dict keeps the position of the first insertion
+    return list(last.values())

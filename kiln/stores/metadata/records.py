@@ -14,6 +14,7 @@ __all__ = [
     "FireStatus",
     "GateRecord",
     "GateStatus",
+    "GateTrigger",
     "LockRecord",
     "PipelineRecord",
     "RunRecord",
@@ -36,7 +37,8 @@ DeploymentAction = Literal[
     "promote", "rollback", "shadow", "unshadow", "archive", "canary", "block"
 ]
 GateStatus = Literal["passed", "failed", "pending", "skipped"]
-FireStatus = Literal["running", "succeeded", "retrying", "failed", "skipped"]
+GateTrigger = Literal["run", "watch", "recheck"]
+FireStatus = Literal["running", "succeeded", "blocked", "retrying", "failed", "skipped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,8 @@ class GateRecord:
     summary: str
     evidence: dict[str, Any]
     evaluated_at: datetime
+    trigger: GateTrigger = "run"
+    champion_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,8 @@ TASK_STATUSES = ("succeeded", "failed")
 STAGES = ("candidate", "shadow", "canary", "production", "archived", "blocked")
 DEPLOYMENT_ACTIONS = ("promote", "rollback", "shadow", "unshadow", "archive", "canary", "block")
 GATE_STATUSES = ("passed", "failed", "pending", "skipped")
-FIRE_STATUSES = ("running", "succeeded", "retrying", "failed", "skipped")
+GATE_TRIGGERS = ("run", "watch", "recheck")
+FIRE_STATUSES = ("running", "succeeded", "blocked", "retrying", "failed", "skipped")
 ONE_PRODUCTION = "ux_model_versions_one_production"
 _PRODUCTION = "stage = 'production'"
 
@@ -221,13 +222,18 @@ class Deployment(Base):
 
 
 class GateResult(Base):
-    """The latest outcome of one gate for one version, with its evidence (re-evaluating a gate
-    replaces its row). Like an audit event it outlives what it names: no foreign keys."""
+    """One outcome of one gate for one version, with its evidence. Results are history: a
+    re-check adds a row beside the earlier ones (only a ``pending`` result is replaced by the
+    outcome it waited for). ``trigger`` says what evaluated it (``run``: the release decision
+    after the run, ``watch``: the live checks, ``recheck``: ``kiln gates check``) and
+    ``champion_version`` which production version it was judged against (None: none). Like an
+    audit event it outlives what it names: no foreign keys."""
 
     __tablename__ = "gate_results"
     __table_args__ = (
         _one_of("status", GATE_STATUSES),
-        sa.UniqueConstraint("pipeline", "version", "gate"),
+        _one_of("trigger", GATE_TRIGGERS),
+        sa.Index("ix_gate_results_pipeline_version", "pipeline", "version"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -238,6 +244,8 @@ class GateResult(Base):
     summary: Mapped[str] = mapped_column(sa.Text)
     evidence: Mapped[dict[str, Any]]
     evaluated_at: Mapped[datetime]
+    trigger: Mapped[str] = mapped_column(sa.String(16))
+    champion_version: Mapped[int | None]
 
 
 class ScheduleFire(Base):
