@@ -82,7 +82,7 @@ def compare_segments(
             continue
         rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
         m = min(len(yi), SUBSAMPLE)
-        draws = _bootstrap(metric, yi, ci, pi, resamples, m, rng, higher=higher)
+        draws = _bootstrap(metric, yi, ci, pi, resamples=resamples, size=m, rng=rng, higher=higher)
         draws = draws[np.isfinite(draws)]
         if draws.size < resamples // 2:  # the metric is undefined on most resamples
             out[name] = SegmentComparison(len(yi), c, p, change, None, "not judged")
@@ -114,10 +114,10 @@ def _bootstrap(
     y: np.ndarray,
     cand: np.ndarray,
     champ: np.ndarray,
+    *,
     resamples: int,
     size: int,
     rng: np.random.Generator,
-    *,
     higher: bool,
 ) -> np.ndarray:
     """The relative change on each of ``resamples`` paired resamples of ``size`` rows (NaN
@@ -179,16 +179,21 @@ def _auc(y: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 def _average_ranks(p: np.ndarray) -> np.ndarray:
     """Each row's 1-based ranks, ties averaged (``scipy.stats.rankdata`` per row), in one sort:
-    the values are mapped into [0, 1) (order and ties kept) and row ``i`` shifted by ``2 i``."""
+    the values are mapped into [0, 0.5] (order and ties kept) and row ``i`` shifted by ``2 i``,
+    so sorting the whole array sorts each row in its own block."""
     b, n = p.shape
     lo, hi = float(p.min()), float(p.max())
     scaled = (p - lo) / (hi - lo) * 0.5 if hi > lo else np.zeros_like(p)
     flat = (scaled + 2.0 * np.arange(b)[:, None]).ravel()
-    ordered = np.sort(flat)
-    below = np.searchsorted(ordered, flat, side="left")
-    upto = np.searchsorted(ordered, flat, side="right")
-    start = (np.arange(b) * n).repeat(n)
-    return ((below + upto + 1) / 2.0 - start).reshape(b, n)
+    order = np.argsort(flat, kind="stable")
+    ordered = flat[order]
+    starts = np.r_[True, ordered[1:] != ordered[:-1]]
+    group = np.cumsum(starts) - 1
+    first = np.flatnonzero(starts)
+    last = np.r_[first[1:], ordered.size] - 1
+    ranks = np.empty(ordered.size)
+    ranks[order] = (first[group] + last[group]) / 2.0 + 1.0
+    return (ranks - (np.arange(b) * n).repeat(n)).reshape(b, n)
 
 
 def _looped(metric: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
