@@ -279,6 +279,14 @@ class ChampionChallengerGate(_Strict):
     resamples: int = Field(
         default=1000, ge=100, le=100_000, description="Bootstrap resamples per segment."
     )
+    max_target_spread_change: float | None = Field(
+        default=0.08,
+        gt=0,
+        description="Fail when the standard deviation of the target over the candidate's"
+        " training rows differs from the champion's by more than this share (a target scaled"
+        " or in other units on some rows: its answers move too little for replay to see);"
+        " null: off.",
+    )
     fail_on_lost_segments: bool = Field(
         default=True,
         description="Fail when a segment that production answers with its own model is"

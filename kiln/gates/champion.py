@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kiln.gates.base import GateContext, GateResult, Version
+from kiln.gates.base import GateContext, GateResult, Version, target_std
 from kiln.pipeline.compare import SegmentComparison, compare_segments, relative_change
 from kiln.pipeline.metrics import HIGHER_IS_BETTER, score
 
-__all__ = ["ChampionChallengerGate", "lost_segments"]
+__all__ = ["ChampionChallengerGate", "lost_segments", "target_spread"]
 
 
 class ChampionChallengerGate:
@@ -82,6 +82,10 @@ class ChampionChallengerGate:
         regressed = [k for k, s in compared.items() if s.verdict == "regressed"]
         inconclusive = [k for k, s in compared.items() if s.verdict == "inconclusive"]
         lost = lost_segments(candidate, champion, groups)
+        spread = target_spread(candidate, champion)
+        moved = spread.get("change")
+        limit = policy.max_target_spread_change
+        spread_moved = limit is not None and moved is not None and abs(moved) > limit
         evidence = {
             "metric": metric,
             "higher_is_better": higher,
@@ -98,6 +102,7 @@ class ChampionChallengerGate:
             "inconclusive_segments": inconclusive,
             "lost_segments": lost,
             "fail_on_lost_segments": policy.fail_on_lost_segments,
+            "target_spread": spread | {"max_change": limit, "moved": spread_moved},
         }
         head = (
             f"{metric} {c:.4g} vs champion v{champion.number} {p:.4g} on {len(rows)} holdout rows"
@@ -110,6 +115,13 @@ class ChampionChallengerGate:
             problems.append(f"regressed beyond {policy.tolerance:.1%} in: {', '.join(named)}")
         if lost and policy.fail_on_lost_segments:
             problems.append(_lost_text(lost, champion))
+        if spread_moved:
+            problems.append(
+                f"the target's standard deviation at training moved {moved:+.1%}"
+                f" ({spread['champion']:.4g} in v{champion.number}, {spread['candidate']:.4g}"
+                f" in v{candidate.number}; at most {limit:.0%}): check the target column for"
+                " scaled or converted values, or override"
+            )
         notes: list[str] = []
         if inconclusive:
             notes.append(
@@ -149,6 +161,18 @@ def lost_segments(
             "champion_rows_train": (models.get(seg) or {}).get("rows_train"),
         }
     return out
+
+
+def target_spread(candidate: Version, champion: Version) -> dict[str, float | None]:
+    """The standard deviation of the target over each version's training rows (its reference
+    profile) and the candidate's relative change."""
+    cand, champ = target_std(candidate), target_std(champion)
+    change = None if cand is None or not champ else cand / champ - 1.0
+    return {
+        "candidate": cand,
+        "champion": champ,
+        "change": None if change is None else round(change, 6),
+    }
 
 
 def _lost_text(lost: dict[str, dict[str, Any]], champion: Version) -> str:
