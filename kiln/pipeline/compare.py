@@ -185,7 +185,7 @@ def _average_ranks(p: np.ndarray) -> np.ndarray:
     lo, hi = float(p.min()), float(p.max())
     scaled = (p - lo) / (hi - lo) * 0.5 if hi > lo else np.zeros_like(p)
     flat = (scaled + 2.0 * np.arange(b)[:, None]).ravel()
-    order = np.argsort(flat, kind="stable")
+    order = np.argsort(flat)
     ordered = flat[order]
     starts = np.r_[True, ordered[1:] != ordered[:-1]]
     group = np.cumsum(starts) - 1
