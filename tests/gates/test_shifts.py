@@ -14,7 +14,7 @@ import yaml
 
 from kiln.config import load_config
 from kiln.gates.champion import ChampionChallengerGate
-from kiln.gates.replay import ReplayGate
+from kiln.gates.replay import ReplayGate, tolerance
 from kiln.runs import Runner
 from tests.gates.conftest import GateEnv, GateHome, gate_config
 
@@ -36,6 +36,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     # JFK's flights are gone from the data: the candidate answers them with its fallback.
     "no_jfk": {"data": {"query": f"{MONTHS} AND origin <> 'JFK'"}},
+    # A classifier: its answers are probabilities.
+    "late": {
+        "data": {
+            "query": "SELECT *, (arr_delay > 15)::INT AS late FROM flights WHERE month IN (1, 2)"
+        },
+        "target": {"column": "late", "task": "classification"},
+        "model": {"estimator": "lightgbm.LGBMClassifier"},
+        "evaluation": {"metrics": ["auc", "logloss"], "primary": "auc"},
+    },
 }
 
 
@@ -157,3 +166,18 @@ def test_the_default_replay_tolerance_is_half_the_targets_spread(
     result = ReplayGate().evaluate(candidate, None, gate_env.context(explicit))
     assert result.status == "passed"  # an explicit max_abs_diff wins
     assert result.evidence["max_abs_diff_source"] == "deploy.gates.replay.max_abs_diff"
+
+
+def test_a_classifiers_default_replay_tolerance_is_on_probabilities(
+    shifted: tuple[GateEnv, dict[str, int]],
+) -> None:
+    env, numbers = shifted
+    classifier = env.version(numbers["late"])
+    assert classifier.predictor.task == "classification"
+    policy = env.policy().gates.replay
+    assert tolerance(policy, classifier, env.version(GateHome.PRODUCTION)) == (
+        0.1,
+        "deploy.gates.replay.max_probability_diff (on probabilities)",
+    )
+    explicit = env.policy(gates={"replay": {"max_abs_diff": 0.2}}).gates.replay
+    assert tolerance(explicit, classifier, None) == (0.2, "deploy.gates.replay.max_abs_diff")
