@@ -75,7 +75,8 @@ def _evidence(gate: str, status: str, evidence: dict[str, Any]) -> None:
     (`--json` has all of it)."""
     if status != "failed":
         return
-    keys = ("regressed_segments", "missing", "failures", "examples", "requests_without")
+    keys = ("regressed_segments", "lost_segments", "fallback_segments", "inconclusive_segments",
+            "missing", "failures", "examples", "requests_without")  # fmt: skip
     for key in keys:
         value = evidence.get(key)
         if value:

@@ -266,7 +266,31 @@ class ChampionChallengerGate(_Strict):
     enabled: bool = True
     tolerance: float = Field(default=0.02, ge=0, description="Allowed relative regression.")
     min_rows: int = Field(
-        default=30, ge=1, description="Segments with fewer holdout rows are shown, not judged."
+        default=5, ge=1, description="Segments with fewer holdout rows are shown, not judged."
+    )
+    confidence: float = Field(
+        default=0.9,
+        gt=0,
+        lt=1,
+        description="Level of each segment's paired bootstrap interval: a segment fails only"
+        " when the whole interval of its regression lies beyond `tolerance`; one that straddles"
+        " it is reported as inconclusive. The overall comparison stays a strict point test.",
+    )
+    resamples: int = Field(
+        default=1000, ge=100, le=100_000, description="Bootstrap resamples per segment."
+    )
+    max_target_spread_change: float | None = Field(
+        default=0.08,
+        gt=0,
+        description="Fail when the standard deviation of the target over the candidate's"
+        " training rows differs from the champion's by more than this share (a target scaled"
+        " or in other units on some rows: its answers move too little for replay to see);"
+        " null: off.",
+    )
+    fail_on_lost_segments: bool = Field(
+        default=True,
+        description="Fail when a segment that production answers with its own model is"
+        " answered by the candidate's fallback (routed there, or absent from its data).",
     )
 
 
@@ -274,9 +298,31 @@ class ReplayGate(_Strict):
     enabled: bool = True
     window: int = Field(default=10_000, ge=1, description="Last K captured requests.")
     max_abs_diff: float | None = Field(
-        default=None, ge=0, description="A prediction moving more than this counts as beyond."
+        default=None,
+        ge=0,
+        description="A prediction moving more than this counts as beyond. Unset: "
+        "`max_abs_diff_std` x the target's standard deviation at training (regression), "
+        "`max_probability_diff` (classification).",
+    )
+    max_abs_diff_std: float = Field(
+        default=0.5,
+        gt=0,
+        description="When max_abs_diff is unset (regression): the tolerance in standard"
+        " deviations of the target at training (the candidate's manifest, else the champion's).",
+    )
+    max_probability_diff: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="When max_abs_diff is unset (classification): the tolerance on the"
+        " probability.",
     )
     max_share_beyond: float = Field(default=0.05, ge=0, le=1)
+    fail_on_fallback_segments: bool = Field(
+        default=True,
+        description="Fail when requests that production answered with a segment's own model"
+        " are answered by the candidate's fallback.",
+    )
 
 
 class FeatureAvailabilityGate(_Strict):

@@ -27,7 +27,15 @@ from kiln.runs.data import load_snapshot, prepare
 from kiln.stores.capture import read_captures
 from kiln.stores.metadata.records import VersionRecord
 
-__all__ = ["Gate", "GateContext", "GateResult", "GateStatus", "Version", "allowed_range"]
+__all__ = [
+    "Gate",
+    "GateContext",
+    "GateResult",
+    "GateStatus",
+    "Version",
+    "allowed_range",
+    "target_std",
+]
 
 GateStatus = Literal["passed", "failed", "pending", "skipped"]
 MAX_EXAMPLES = 20
@@ -127,6 +135,14 @@ def allowed_range(version: Version) -> tuple[float, float]:
         lo = lo if configured.min is None else configured.min
         hi = hi if configured.max is None else configured.max
     return lo, hi
+
+
+def target_std(version: Version) -> float | None:
+    """The standard deviation of the target over the version's training rows (its reference
+    profile), or None when it records none."""
+    profile = version.manifest.get("reference_profile") or {}
+    std = (profile.get("__target__") or {}).get("std")
+    return float(std) if isinstance(std, int | float) and math.isfinite(std) else None
 
 
 class GateContext:

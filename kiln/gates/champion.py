@@ -1,6 +1,13 @@
 """Champion/challenger: the candidate and the production version scored on the same rows (the
-candidate's holdout), per segment; the candidate fails where its primary metric regresses by
-more than the tolerance."""
+candidate's holdout), overall and per segment.
+
+Overall, the candidate fails where its primary metric regresses by more than the tolerance (a
+strict point comparison). Per segment, a handful of rows scores better or worse by chance, so
+each segment's regression gets a paired bootstrap interval (``kiln.pipeline.compare``): the
+segment fails only when the whole interval lies beyond the tolerance, and is reported as
+inconclusive when the interval straddles it. A segment that production answers with its own
+model but the candidate leaves to its fallback is *lost*, and fails by default.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kiln.gates.base import GateContext, GateResult, Version
+from kiln.gates.base import GateContext, GateResult, Version, target_std
+from kiln.pipeline.compare import SegmentComparison, compare_segments, relative_change
 from kiln.pipeline.metrics import HIGHER_IS_BETTER, score
 
-__all__ = ["ChampionChallengerGate"]
-
-_ALL = "__overall__"
+__all__ = ["ChampionChallengerGate", "lost_segments", "target_spread"]
 
 
 class ChampionChallengerGate:
@@ -45,67 +51,147 @@ class ChampionChallengerGate:
         cand = candidate.predictor.predict(rows).values
         champ = champion.predictor.predict(rows).values
         seg_col = candidate.predictor.segment_column
-        groups: dict[str, np.ndarray] = {_ALL: np.arange(len(rows))}
+        groups: dict[str, np.ndarray] = {}
         if seg_col is not None and seg_col in rows.columns:
             keys = rows[seg_col].astype("string").fillna("<null>")
             for key, idx in keys.groupby(keys).indices.items():
                 groups[str(key)] = np.asarray(idx)
         higher = HIGHER_IS_BETTER[metric]
-        table: dict[str, dict[str, Any]] = {}
-        regressed: list[str] = []
-        for key, idx in groups.items():
-            c = score([metric], y[idx], cand[idx])[metric]
-            p = score([metric], y[idx], champ[idx])[metric]
-            change = _relative_change(c, p, higher=higher)
-            judged = len(idx) >= policy.min_rows and change is not None
-            worse = judged and change is not None and change > policy.tolerance
-            table[key] = {
-                "rows": len(idx),
-                "candidate": c,
-                "champion": p,
-                "regression": None if change is None else round(change, 6),
-                "judged": judged,
-                "regressed": worse,
-            }
-            if worse:
-                regressed.append(key)
-        overall = table.pop(_ALL)
+        c = score([metric], y, cand)[metric]
+        p = score([metric], y, champ)[metric]
+        change = relative_change(c, p, higher=higher)
+        overall = {
+            "rows": len(rows),
+            "candidate": c,
+            "champion": p,
+            "regression": None if change is None else round(change, 6),
+            "regressed": change is not None and change > policy.tolerance,
+        }
+        compared = compare_segments(
+            metric,
+            y,
+            cand,
+            champ,
+            groups,
+            tolerance=policy.tolerance,
+            min_rows=policy.min_rows,
+            confidence=policy.confidence,
+            resamples=policy.resamples,
+        )
+        table = {key: _row(s) for key, s in compared.items()}
+        regressed = [k for k, s in compared.items() if s.verdict == "regressed"]
+        inconclusive = [k for k, s in compared.items() if s.verdict == "inconclusive"]
+        lost = lost_segments(candidate, champion, groups)
+        spread = target_spread(candidate, champion)
+        moved = spread.get("change")
+        limit = policy.max_target_spread_change
+        spread_moved = limit is not None and moved is not None and abs(moved) > limit
         evidence = {
             "metric": metric,
             "higher_is_better": higher,
             "tolerance": policy.tolerance,
+            "confidence": policy.confidence,
+            "resamples": policy.resamples,
             "min_rows": policy.min_rows,
             "candidate_version": candidate.number,
             "champion_version": champion.number,
             "holdout_rows": len(rows),
             "overall": overall,
             "segments": table,
-            "regressed_segments": [k for k in regressed if k != _ALL],
+            "regressed_segments": regressed,
+            "inconclusive_segments": inconclusive,
+            "lost_segments": lost,
+            "fail_on_lost_segments": policy.fail_on_lost_segments,
+            "target_spread": spread | {"max_change": limit, "moved": spread_moved},
         }
         head = (
-            f"{metric} {overall['candidate']:.4g} vs champion v{champion.number}"
-            f" {overall['champion']:.4g} on {len(rows)} holdout rows"
-            if overall["candidate"] is not None and overall["champion"] is not None
+            f"{metric} {c:.4g} vs champion v{champion.number} {p:.4g} on {len(rows)} holdout rows"
+            if c is not None and p is not None
             else f"{metric} undefined on the holdout"
         )
-        if regressed:
-            named = ", ".join("overall" if k == _ALL else k for k in regressed)
-            return GateResult(
-                self.name,
-                "failed",
-                f"{head}; regressed beyond {policy.tolerance:.1%} in: {named}",
-                evidence,
+        problems: list[str] = []
+        named = ["overall"] * bool(overall["regressed"]) + regressed
+        if named:
+            problems.append(f"regressed beyond {policy.tolerance:.1%} in: {', '.join(named)}")
+        if lost and policy.fail_on_lost_segments:
+            problems.append(_lost_text(lost, champion))
+        if spread_moved:
+            problems.append(
+                f"the target's standard deviation at training moved {moved:+.1%}"
+                f" ({spread['champion']:.4g} in v{champion.number}, {spread['candidate']:.4g}"
+                f" in v{candidate.number}; at most {limit:.0%}): check the target column for"
+                " scaled or converted values, or override"
             )
-        return GateResult(self.name, "passed", f"{head}; no segment regressed", evidence)
+        notes: list[str] = []
+        if inconclusive:
+            notes.append(
+                f"inconclusive (interval straddles {policy.tolerance:.1%}, not judged):"
+                f" {', '.join(inconclusive)}"
+            )
+        if lost and not policy.fail_on_lost_segments:
+            notes.append(_lost_text(lost, champion))
+        if problems:
+            return GateResult(self.name, "failed", "; ".join([head, *problems, *notes]), evidence)
+        return GateResult(
+            self.name, "passed", "; ".join([head, "no segment regressed", *notes]), evidence
+        )
+
+
+def lost_segments(
+    candidate: Version, champion: Version, groups: dict[str, np.ndarray] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The segments that ``champion`` answers with its own model and ``candidate`` leaves to
+    its fallback: why (the candidate's routing reason, or absent from its data), and the rows
+    of each in the candidate's holdout and in the champion's training."""
+    mine = set(candidate.predictor.segments)
+    routed = candidate.manifest.get("routed_to_fallback") or {}
+    models = champion.manifest.get("models") or {}
+    out: dict[str, dict[str, Any]] = {}
+    for seg in sorted(set(champion.predictor.segments) - mine):
+        rows = None if groups is None else len(groups.get(seg, ()))
+        if seg in routed:
+            reason = f"routed to the fallback: {routed[seg].get('reason')}"
+        elif rows == 0:
+            reason = "absent from the candidate's data"
+        else:
+            reason = "no segment model in the candidate"
+        out[seg] = {
+            "reason": reason,
+            "candidate_holdout_rows": rows,
+            "champion_rows_train": (models.get(seg) or {}).get("rows_train"),
+        }
+    return out
+
+
+def target_spread(candidate: Version, champion: Version) -> dict[str, float | None]:
+    """The standard deviation of the target over each version's training rows (its reference
+    profile) and the candidate's relative change."""
+    cand, champ = target_std(candidate), target_std(champion)
+    change = None if cand is None or not champ else cand / champ - 1.0
+    return {
+        "candidate": cand,
+        "champion": champ,
+        "change": None if change is None else round(change, 6),
+    }
+
+
+def _lost_text(lost: dict[str, dict[str, Any]], champion: Version) -> str:
+    named = ", ".join(f"{seg} ({info['reason']})" for seg, info in lost.items())
+    return f"segments with their own model in v{champion.number} left to the fallback: {named}"
+
+
+def _row(s: SegmentComparison) -> dict[str, Any]:
+    return {
+        "rows": s.rows,
+        "candidate": s.candidate,
+        "champion": s.champion,
+        "regression": None if s.change is None else round(s.change, 6),
+        "interval": None if s.interval is None else [round(v, 6) for v in s.interval],
+        "verdict": s.verdict,
+        "judged": s.verdict in ("regressed", "ok"),
+        "regressed": s.verdict == "regressed",
+    }
 
 
 def _truth(column: pd.Series) -> np.ndarray:
     return column.astype("float64").to_numpy(dtype=np.float64)
-
-
-def _relative_change(cand: float | None, champ: float | None, *, higher: bool) -> float | None:
-    """How much worse the candidate is, relative to the champion (negative: better)."""
-    if cand is None or champ is None:
-        return None
-    worse_by = (champ - cand) if higher else (cand - champ)
-    return worse_by / max(abs(champ), 1e-12)

@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kiln.config.models import ReplayGate as ReplayPolicy
 from kiln.gates._requests import (
     Problems,
     parse_requests,
@@ -37,10 +38,11 @@ from kiln.gates.base import (
     GateStatus,
     Version,
     allowed_range,
+    target_std,
 )
 from kiln.registry.predictor import Predictor
 
-__all__ = ["DiffStats", "ReplayGate", "ReplayReport", "replay"]
+__all__ = ["DiffStats", "ReplayGate", "ReplayReport", "replay", "tolerance"]
 
 _NO_SEGMENT = "(null)"
 _REASONS_SHOWN = 20
@@ -100,6 +102,9 @@ class ReplayReport:
     """Up to ``MAX_EXAMPLES`` failing requests: request_id, reason, features."""
     production_versions: dict[int, int] = field(default_factory=dict)
     """Replayed requests per production version that answered them."""
+    fallback_segments: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per segment (as production named it): the requests that production answered with the
+    segment's own model and the candidate answers from its fallback, of those compared."""
 
     def as_evidence(self) -> dict[str, Any]:
         return {
@@ -112,6 +117,7 @@ class ReplayReport:
             "diff": self.overall.as_evidence(),
             "segment_column": self.segment_column,
             "segments": {k: s.as_evidence() for k, s in self.segments.items()},
+            "fallback_segments": self.fallback_segments,
         }
 
 
@@ -143,8 +149,9 @@ def replay(
 
     diff = np.empty(0)
     keys: np.ndarray | None = None
+    moved_to_fallback: dict[str, dict[str, int]] = {}
     if valid.size:
-        answers, failure = _predict(predictor, frame)
+        answers, fell_back, failure = _predict(predictor, frame)
         if failure is not None:
             for i in valid.tolist():
                 problems.setdefault(i, []).append((failure, None))
@@ -153,6 +160,7 @@ def replay(
             good = _check_answers(answers, valid, lo, hi, problems)
             valid, answers = valid[good], answers[good]
             diff = answers - production[valid]
+            moved_to_fallback = _moved_to_fallback(answered, valid, fell_back[good])
             col = predictor.segment_column
             if col is not None:
                 keys = _segment_names(frame[col])[good]
@@ -178,19 +186,42 @@ def replay(
             for i in failed[:MAX_EXAMPLES]
         ],
         production_versions={int(v): c for v, c in sorted(versions.items())},
+        fallback_segments=moved_to_fallback,
     )
 
 
 # -- checking the candidate's answers ---------------------------------------------------------
 
 
-def _predict(predictor: Predictor, frame: pd.DataFrame) -> tuple[np.ndarray, str | None]:
-    """The candidate's answers, or the reason every request fails when it raises."""
+def _predict(
+    predictor: Predictor, frame: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """The candidate's answers and which came from its fallback, or the reason every request
+    fails when it raises."""
     try:
-        values = predictor.predict(frame).values
+        prediction = predictor.predict(frame)
     except Exception as e:  # a crashing candidate is a failing one: evidence, not an outage
-        return np.empty(0), f"the candidate raised {type(e).__name__}: {e}"
-    return np.asarray(values, dtype=np.float64), None
+        return np.empty(0), np.empty(0, dtype=bool), f"the candidate raised {type(e).__name__}: {e}"
+    values = np.asarray(prediction.values, dtype=np.float64)
+    return values, np.asarray(prediction.fallback, dtype=bool), None
+
+
+def _moved_to_fallback(
+    answered: pa.Table, compared: np.ndarray, fell_back: np.ndarray
+) -> dict[str, dict[str, int]]:
+    """Per segment that production answered with its own model (the capture's ``segment`` and
+    ``fallback`` columns): of its requests compared, those the candidate's fallback answers."""
+    if "fallback" not in answered.column_names or "segment" not in answered.column_names:
+        return {}
+    own = ~answered["fallback"].to_numpy(zero_copy_only=False).astype(bool)[compared]
+    if not (own & fell_back).any():
+        return {}
+    names = _segment_names(answered["segment"].to_pandas())[compared]
+    out: dict[str, dict[str, int]] = {}
+    for name in sorted(set(names[own & fell_back].tolist())):
+        mine = own & (names == name)
+        out[str(name)] = {"requests": int((mine & fell_back).sum()), "compared": int(mine.sum())}
+    return out
 
 
 def _check_answers(
@@ -246,8 +277,11 @@ def _finite(x: float) -> float | None:
 
 
 class ReplayGate:
-    """Fails when a production request fails on the candidate, or when more than
-    ``max_share_beyond`` of the answers moved more than ``max_abs_diff``."""
+    """Fails when a production request fails on the candidate, when more than
+    ``max_share_beyond`` of the answers moved more than the tolerance (``max_abs_diff``, else
+    relative to the target's spread at training: :func:`tolerance`), or (by default) when
+    requests that production answered with a segment's own model get the candidate's
+    fallback."""
 
     name = "replay"
 
@@ -267,9 +301,8 @@ class ReplayGate:
                 " capture.sample_rate > 0)",
             )
         lo, hi = allowed_range(candidate)
-        report = replay(
-            candidate.predictor, captures, lo=lo, hi=hi, max_abs_diff=policy.max_abs_diff
-        )
+        limit, source = tolerance(policy, candidate, champion)
+        report = replay(candidate.predictor, captures, lo=lo, hi=hi, max_abs_diff=limit)
         evidence = {
             "versions": {
                 "candidate": candidate.number,
@@ -278,8 +311,10 @@ class ReplayGate:
             },
             "window": policy.window,
             "allowed_range": [_finite(lo), _finite(hi)],
-            "max_abs_diff": policy.max_abs_diff,
+            "max_abs_diff": limit,
+            "max_abs_diff_source": source,
             "max_share_beyond": policy.max_share_beyond,
+            "fail_on_fallback_segments": policy.fail_on_fallback_segments,
             **report.as_evidence(),
         }
         if report.replayed == 0:
@@ -299,15 +334,25 @@ class ReplayGate:
         share = report.overall.share_beyond
         if share is not None and share > policy.max_share_beyond:
             why.append(
-                f"{share:.1%} of the answers moved more than {policy.max_abs_diff:g}"
+                f"{share:.1%} of the answers moved more than {limit:.4g}"
                 f" (at most {policy.max_share_beyond:.1%} may)"
+                + ("" if policy.max_abs_diff is not None else f"; tolerance: {source}")
             )
+        notes: list[str] = []
+        if report.fallback_segments:
+            moved = ", ".join(
+                f"{seg} ({c['requests']:,} of {c['compared']:,})"
+                for seg, c in report.fallback_segments.items()
+            )
+            text = (
+                f"requests production answered with a segment model now get the fallback: {moved}"
+            )
+            (why if policy.fail_on_fallback_segments else notes).append(text)
         if why:
-            return self._result("failed", "; ".join(why), evidence)
+            return self._result("failed", "; ".join(why + notes), evidence)
         replayed = f"{report.replayed:,} production requests replayed on {label}"
-        return self._result(
-            "passed", f"{replayed}: {_diff_text(report.overall, policy.max_abs_diff)}", evidence
-        )
+        text = "; ".join([_diff_text(report.overall, limit), *notes])
+        return self._result("passed", f"{replayed}: {text}", evidence)
 
     def _result(
         self, status: GateStatus, summary: str, evidence: dict[str, Any] | None = None
@@ -315,10 +360,33 @@ class ReplayGate:
         return GateResult(self.name, status, summary, evidence or {})
 
 
+def tolerance(
+    policy: ReplayPolicy, candidate: Version, champion: Version | None
+) -> tuple[float | None, str]:
+    """How far an answer may move, and where that number comes from: ``max_abs_diff`` when
+    set; else, for a classifier, ``max_probability_diff``; else ``max_abs_diff_std`` times the
+    standard deviation of the target over the training rows (the candidate's reference
+    profile, else the champion's)."""
+    where = "deploy.gates.replay"
+    if policy.max_abs_diff is not None:
+        return policy.max_abs_diff, f"{where}.max_abs_diff"
+    if candidate.predictor.task != "regression":
+        return policy.max_probability_diff, f"{where}.max_probability_diff (on probabilities)"
+    for version in (candidate, champion):
+        std = None if version is None else target_std(version)
+        if version is not None and std:
+            k = policy.max_abs_diff_std
+            return k * std, (
+                f"{where}.max_abs_diff_std {k:g} x the target's std at training {std:.4g}"
+                f" ({version.label}'s manifest)"
+            )
+    return None, "none: no max_abs_diff set and no target spread recorded at training"
+
+
 def _diff_text(stats: DiffStats, max_abs_diff: float | None) -> str:
     if stats.mean_abs_diff is None or stats.max_abs_diff is None:
         return "no answer to compare"
     text = f"none failed; mean |diff| {stats.mean_abs_diff:.4g}, max {stats.max_abs_diff:.4g}"
     if max_abs_diff is not None and stats.share_beyond is not None:
-        text += f", {stats.share_beyond:.1%} beyond {max_abs_diff:g}"
+        text += f", {stats.share_beyond:.1%} beyond {max_abs_diff:.4g}"
     return text

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from kiln.config.loader import LoadedConfig
 
 P = "flights-test"
@@ -60,3 +62,24 @@ def test_run_gates_blocks_and_status_shows_it(
     missing = cli("gates", "show", P, "9", cwd=tmp_path, env=env)
     assert missing.returncode == 6 and "no version 9" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_gates_show_names_lost_fallback_and_inconclusive_segments(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from kiln.cli._release import _evidence
+
+    _evidence(
+        "champion_challenger",
+        "failed",
+        {
+            "lost_segments": {"JFK": {"reason": "absent from the candidate's data"}},
+            "inconclusive_segments": ["SFO"],
+            "regressed_segments": [],
+        },
+    )
+    _evidence("replay", "failed", {"fallback_segments": {"JFK": {"requests": 120}}})
+    shown = capsys.readouterr().out
+    assert "champion_challenger.lost_segments:" in shown and "absent from the candidate" in shown
+    assert 'champion_challenger.inconclusive_segments: ["SFO"]' in shown
+    assert 'replay.fallback_segments: {"JFK": {"requests": 120}}' in shown
