@@ -1,6 +1,10 @@
 """Champion/challenger: the candidate and the production version scored on the same rows (the
 candidate's holdout), per segment; the candidate fails where its primary metric regresses by
-more than the tolerance."""
+more than the tolerance.
+
+A multiclass candidate is scored on its class probabilities (its primary metric is logloss unless
+configured); the champion's probabilities are matched to the candidate's classes by name (a
+class the champion does not know has probability 0 for it)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import pandas as pd
 
 from kiln.gates.base import GateContext, GateResult, Version
 from kiln.pipeline.metrics import HIGHER_IS_BETTER, score
+from kiln.registry import Prediction
+from kiln.runs.data import encode_labels, target_labels
 
 __all__ = ["ChampionChallengerGate"]
 
@@ -29,7 +35,7 @@ class ChampionChallengerGate:
             )
         policy = candidate.policy.gates.champion_challenger
         cfg = candidate.loaded.config
-        metric = cfg.primary_metric
+        metric = candidate.predictor.manifest.get("metrics", {}).get("primary", cfg.primary_metric)
         rows = candidate.holdout
         absent = [f for f in champion.features if f not in rows.columns]
         if absent:
@@ -41,9 +47,24 @@ class ChampionChallengerGate:
                 " data.query, or override)",
                 {"absent": absent, "champion_version": champion.number},
             )
-        y = _truth(rows[cfg.target.column])
-        cand = candidate.predictor.predict(rows).values
-        champ = champion.predictor.predict(rows).values
+        classes = candidate.predictor.classes if candidate.predictor.multiclass else None
+        if classes is not None and not champion.predictor.multiclass:
+            return GateResult(
+                self.name,
+                "failed",
+                f"champion v{champion.number} is not a multiclass model: it cannot be scored"
+                f" on the candidate's classes {classes} (override to release the change of"
+                " target)",
+                {"classes": classes, "champion_version": champion.number},
+            )
+        if classes is None:
+            y = _truth(rows[cfg.target.column])
+            cand = candidate.predictor.predict(rows).values
+            champ = champion.predictor.predict(rows).values
+        else:
+            y = encode_labels(target_labels(rows[cfg.target.column]), classes)
+            cand = _probabilities(candidate.predictor.predict(rows), classes)
+            champ = _probabilities(champion.predictor.predict(rows), classes)
         seg_col = candidate.predictor.segment_column
         groups: dict[str, np.ndarray] = {_ALL: np.arange(len(rows))}
         if seg_col is not None and seg_col in rows.columns:
@@ -97,6 +118,19 @@ class ChampionChallengerGate:
                 evidence,
             )
         return GateResult(self.name, "passed", f"{head}; no segment regressed", evidence)
+
+
+def _probabilities(prediction: Prediction, classes: list[str]) -> np.ndarray:
+    """The class probabilities in the order of ``classes`` (0 for a class the model lacks)."""
+    proba = prediction.probabilities
+    own = prediction.classes or []
+    if proba is None or own == classes:
+        return np.asarray(proba, dtype=np.float64)
+    out = np.zeros((proba.shape[0], len(classes)), dtype=np.float64)
+    for j, c in enumerate(own):
+        if c in classes:
+            out[:, classes.index(c)] = proba[:, j]
+    return out
 
 
 def _truth(column: pd.Series) -> np.ndarray:

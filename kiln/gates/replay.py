@@ -6,8 +6,11 @@ server would check it (every feature and the segment column present, each value 
 no unknown key; that checking is ``kiln.gates._requests``). A request the server would refuse,
 or one the candidate answers with a non-finite number or outside its allowed range, fails on
 the candidate, with its reason. The others are predicted in one batch and their answers
-compared with production's, per segment and overall. :func:`replay` is that work as a pure
-function over a captures table (the benchmark times it); :class:`ReplayGate` reads the
+compared with production's, per segment and overall (a multiclass candidate's answer to a
+request moved by the largest change of any class probability, max |Δp| over the classes, always
+>= 0; production's probabilities are matched to the candidate's classes by name, and a request
+production answered without them is replayed but not compared). :func:`replay` is that work as
+a pure function over a captures table (the benchmark times it); :class:`ReplayGate` reads the
 captures and the policy and judges.
 """
 
@@ -100,9 +103,14 @@ class ReplayReport:
     """Up to ``MAX_EXAMPLES`` failing requests: request_id, reason, features."""
     production_versions: dict[int, int] = field(default_factory=dict)
     """Replayed requests per production version that answered them."""
+    classes: list[str] | None = None
+    """A multiclass candidate's classes: the diffs are then max |Δp| over them."""
 
     def as_evidence(self) -> dict[str, Any]:
-        return {
+        multiclass = {} if self.classes is None else {
+            "classes": self.classes, "diff_of_a_request": "max |Δp| over the classes"
+        }  # fmt: skip
+        return multiclass | {
             "captured": self.captured,
             "replayed": self.replayed,
             "failed": self.failed,
@@ -143,8 +151,9 @@ def replay(
 
     diff = np.empty(0)
     keys: np.ndarray | None = None
+    classes = predictor.classes if predictor.multiclass else None
     if valid.size:
-        answers, failure = _predict(predictor, frame)
+        answers, proba, failure = _predict(predictor, frame)
         if failure is not None:
             for i in valid.tolist():
                 problems.setdefault(i, []).append((failure, None))
@@ -152,10 +161,17 @@ def replay(
         else:
             good = _check_answers(answers, valid, lo, hi, problems)
             valid, answers = valid[good], answers[good]
-            diff = answers - production[valid]
+            compared = good
+            if proba is None or classes is None:
+                diff = answers - production[valid]
+            else:
+                before = _production_probabilities(answered, valid, classes)
+                diff = np.abs(proba[good] - before).max(axis=1)
+                known = ~np.isnan(diff)
+                diff, compared = diff[known], np.flatnonzero(good)[known]
             col = predictor.segment_column
             if col is not None:
-                keys = _segment_names(frame[col])[good]
+                keys = _segment_names(frame[col])[compared]
 
     overall = DiffStats.of(diff, max_abs_diff)
     segments = {} if keys is None else _per_segment(keys, diff, max_abs_diff)
@@ -178,19 +194,44 @@ def replay(
             for i in failed[:MAX_EXAMPLES]
         ],
         production_versions={int(v): c for v, c in sorted(versions.items())},
+        classes=classes,
     )
 
 
 # -- checking the candidate's answers ---------------------------------------------------------
 
 
-def _predict(predictor: Predictor, frame: pd.DataFrame) -> tuple[np.ndarray, str | None]:
-    """The candidate's answers, or the reason every request fails when it raises."""
+def _predict(
+    predictor: Predictor, frame: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """The candidate's answers (and a multiclass one's class probabilities), or the reason every
+    request fails when it raises."""
     try:
-        values = predictor.predict(frame).values
+        prediction = predictor.predict(frame)
     except Exception as e:  # a crashing candidate is a failing one: evidence, not an outage
-        return np.empty(0), f"the candidate raised {type(e).__name__}: {e}"
-    return np.asarray(values, dtype=np.float64), None
+        return np.empty(0), None, f"the candidate raised {type(e).__name__}: {e}"
+    return np.asarray(prediction.values, dtype=np.float64), prediction.probabilities, None
+
+
+def _production_probabilities(
+    answered: pa.Table, rows: np.ndarray, classes: list[str]
+) -> np.ndarray:
+    """Production's class probabilities of the captures ``rows``, in the order of ``classes``
+    (0 for a class production did not know; NaN for a row captured without probabilities)."""
+    out = np.full((len(rows), len(classes)), np.nan)
+    if "probabilities" not in answered.column_names:
+        return out
+    column = {c: j for j, c in enumerate(classes)}
+    captured = answered["probabilities"].take(pa.array(rows, pa.int64())).to_pylist()
+    for i, pairs in enumerate(captured):
+        if pairs is None:
+            continue
+        out[i] = 0.0
+        for name, p in pairs:
+            j = column.get(name)
+            if j is not None:
+                out[i, j] = np.nan if p is None else p
+    return out
 
 
 def _check_answers(
