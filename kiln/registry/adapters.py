@@ -64,7 +64,10 @@ def _proba_fn(model: Any, feature_names: Sequence[str], k: int) -> PredictFn:
 
     if classes is None or (len(classes) == k and np.array_equal(classes, np.arange(k))):
         return proba
-    columns = np.asarray(classes, dtype=np.float64)
+    try:
+        columns = np.asarray(classes, dtype=np.float64)
+    except (TypeError, ValueError):
+        columns = np.full(len(classes), np.nan)
     if not np.all((columns == np.round(columns)) & (columns >= 0) & (columns < k)):
         raise ValueError(
             f"the model's classes_ {list(classes)[:5]} are not class indices 0 .. {k - 1}"
