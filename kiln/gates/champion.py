@@ -47,24 +47,31 @@ class ChampionChallengerGate:
                 " data.query, or override)",
                 {"absent": absent, "champion_version": champion.number},
             )
-        classes = candidate.predictor.classes if candidate.predictor.multiclass else None
-        if classes is not None and not champion.predictor.multiclass:
+        classes = candidate.predictor.classes
+        both_multiclass = candidate.predictor.multiclass and champion.predictor.multiclass
+        if classes != champion.predictor.classes and not both_multiclass:
             return GateResult(
                 self.name,
                 "failed",
-                f"champion v{champion.number} is not a multiclass model: it cannot be scored"
-                f" on the candidate's classes {classes} (override to release the change of"
-                " target)",
-                {"classes": classes, "champion_version": champion.number},
+                f"champion v{champion.number} answers {_classes(champion)}, the candidate"
+                f" {_classes(candidate)}: they cannot be scored on the same target (override to"
+                " release the change of target)",
+                {
+                    "candidate_classes": classes,
+                    "champion_classes": champion.predictor.classes,
+                    "champion_version": champion.number,
+                },
             )
         if classes is None:
             y = _truth(rows[cfg.target.column])
-            cand = candidate.predictor.predict(rows).values
-            champ = champion.predictor.predict(rows).values
         else:
             y = encode_labels(target_labels(rows[cfg.target.column]), classes)
+        if classes is not None and candidate.predictor.multiclass:
             cand = _probabilities(candidate.predictor.predict(rows), classes)
             champ = _probabilities(champion.predictor.predict(rows), classes)
+        else:
+            cand = candidate.predictor.predict(rows).values
+            champ = champion.predictor.predict(rows).values
         seg_col = candidate.predictor.segment_column
         groups: dict[str, np.ndarray] = {_ALL: np.arange(len(rows))}
         if seg_col is not None and seg_col in rows.columns:
@@ -131,6 +138,15 @@ def _probabilities(prediction: Prediction, classes: list[str]) -> np.ndarray:
         if c in classes:
             out[:, classes.index(c)] = proba[:, j]
     return out
+
+
+def _classes(version: Version) -> str:
+    classes = version.predictor.classes
+    if classes is None:
+        return "a number" if version.predictor.task == "regression" else "P(1) of a 0/1 target"
+    if version.predictor.multiclass:
+        return f"the classes {classes}"
+    return f"P({classes[1]}) of the labels {classes}"
 
 
 def _truth(column: pd.Series) -> np.ndarray:

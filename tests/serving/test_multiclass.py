@@ -39,7 +39,8 @@ ROWS = [
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     """v1 (production, capture 100%) and v2 (more trees, a candidate) of a 3-class pipeline,
-    v1 served by a real server; the captures are flushed when the server stops."""
+    v1 served by a real server (the captures are flushed when it stops); v3, a candidate of the
+    same pipeline with a two-label target (on_time / delayed)."""
     base = tmp_path_factory.mktemp("multiclass")
     source = write_rows(base / "rows.parquet")
     settings = Settings(home=base / "home")
@@ -51,6 +52,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
             path = base / f"kiln.v{version}.yaml"
             path.write_text(yaml.safe_dump(data, sort_keys=False))
             assert Runner(settings, stores).run(load_config(path)).version == version
+        binary = pipeline(
+            source,
+            data={"query": "SELECT *, CASE WHEN status = 'early' THEN 'on_time' ELSE 'delayed'"
+                  " END AS on_time FROM data"},
+            target={"column": "on_time", "task": "classification"},
+        )  # fmt: skip
+        path = base / "kiln.v3.yaml"
+        path.write_text(yaml.safe_dump(binary, sort_keys=False))
+        assert Runner(settings, stores).run(load_config(path)).version == 3  # two text labels
         Stages(stores.metadata).promote(NAME, 1, actor="tests")
         with stores.metadata.unit_of_work() as uow:
             digest = uow.versions.get(NAME, 1).manifest_digest
@@ -138,5 +148,25 @@ def test_the_captures_keep_the_label_and_the_probabilities_and_the_gates_judge(
         assert 0 < diff["max_abs_diff"] <= 1 and diff["mean_diff"] == diff["mean_abs_diff"]
         same = ReplayGate().evaluate(v1, v1, context)  # v1 replayed on its own answers
         assert same.evidence["diff"]["max_abs_diff"] == pytest.approx(0, abs=1e-9)
+    finally:
+        stores.close()
+
+
+def test_champion_challenger_scores_labels_and_refuses_another_target(
+    served: SimpleNamespace,
+) -> None:
+    stores = open_stores(served.settings)
+    try:
+        with stores.metadata.unit_of_work() as uow:
+            v1 = Version(stores, uow.versions.get(NAME, 1))
+            v3 = Version(stores, uow.versions.get(NAME, 3))
+        context = GateContext(stores, served.settings.artifact_root, v3.policy)
+        other = ChampionChallengerGate().evaluate(v3, v1, context)
+        assert other.status == "failed"
+        assert "the classes ['early', 'late', 'very_late']" in other.summary
+        assert "P(on_time) of the labels ['delayed', 'on_time']" in other.summary
+        same = ChampionChallengerGate().evaluate(v3, v3, context)  # text labels are scored
+        assert same.status == "passed" and same.evidence["metric"] == "auc"
+        assert 0.5 < same.evidence["overall"]["candidate"] == same.evidence["overall"]["champion"]
     finally:
         stores.close()
