@@ -16,10 +16,12 @@ import yaml
 from serving_support import Server
 
 from kiln.config import load_config
+from kiln.config.models import ShadowPolicy
 from kiln.gates.base import GateContext, Version
 from kiln.gates.champion import ChampionChallengerGate
 from kiln.gates.quality import DataQualityGate
 from kiln.gates.replay import ReplayGate
+from kiln.gates.shadow import ShadowGate
 from kiln.registry import Predictor, Stages
 from kiln.runs import Runner, open_stores
 from kiln.settings import Settings
@@ -38,8 +40,8 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    """v1 (production, capture 100%) and v2 (more trees, a candidate) of a 3-class pipeline,
-    v1 served by a real server (the captures are flushed when it stops); v3, a candidate of the
+    """v1 (production, capture 100%) and v2 (more trees, in shadow) of a 3-class pipeline,
+    served by a real server (the captures are flushed when it stops); v3, a candidate of the
     same pipeline with a two-label target (on_time / delayed)."""
     base = tmp_path_factory.mktemp("multiclass")
     source = write_rows(base / "rows.parquet")
@@ -62,6 +64,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
         path.write_text(yaml.safe_dump(binary, sort_keys=False))
         assert Runner(settings, stores).run(load_config(path)).version == 3  # two text labels
         Stages(stores.metadata).promote(NAME, 1, actor="tests")
+        Stages(stores.metadata).set_shadow(NAME, 2, actor="tests")
         with stores.metadata.unit_of_work() as uow:
             digest = uow.versions.get(NAME, 1).manifest_digest
         v1 = Predictor.load(stores.content, digest, label="v1")
@@ -139,6 +142,20 @@ def test_the_captures_keep_the_label_and_the_probabilities_and_the_gates_judge(
         assert champion.evidence["metric"] == "logloss"
         assert champion.evidence["overall"]["candidate"] > 0
         assert champion.evidence["overall"]["champion"] > 0
+
+        shadowed = [*traffic, *ROWS, *ROWS]  # and the first test's singles and batch
+        shifts = np.abs(
+            v2.predictor.predict(shadowed).probabilities
+            - v1.predictor.predict(shadowed).probabilities
+        ).max(axis=1)  # max |Δp| over the classes, per request
+        shadow_policy = v2.policy.model_copy(update={"shadow": ShadowPolicy(min_requests=60)})
+        shadow = ShadowGate().evaluate(
+            v2, v1, GateContext(stores, served.settings.artifact_root, shadow_policy)
+        )
+        assert shadow.status == "passed", shadow.summary
+        assert shadow.evidence["compared"] == len(shadowed)
+        assert shadow.evidence["max_shift"] == pytest.approx(shifts.max())
+        assert shadow.evidence["mean_shift"] == pytest.approx(shifts.mean())
 
         replay = ReplayGate().evaluate(v2, v1, context)
         assert replay.status == "passed", replay.summary
