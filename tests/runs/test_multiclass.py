@@ -3,7 +3,9 @@ and the real flights (a 3-class delay label derived in the query)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import orjson
@@ -14,9 +16,10 @@ from kiln.config import load_config
 from kiln.errors import SchemaError, TrainingError
 from kiln.pipeline import FALLBACK
 from kiln.registry import Predictor
-from kiln.runs import Runner, Stores
+from kiln.runs import Runner, Stores, open_stores
 from kiln.runs.data import prepare
 from kiln.runs.training import TrainSpec, TrainTask, train_segment
+from kiln.settings import Settings
 from tests.multiclass_support import CLASSES, load, write_rows
 
 ROWS = [
@@ -69,10 +72,21 @@ def rows(tmp_path: Path) -> Path:
     return write_rows(tmp_path / "rows.parquet")
 
 
-def test_three_labels_train_evaluate_and_predict_probabilities(
-    tmp_path: Path, rows: Path, runner: Runner, stores: Stores
-) -> None:
-    result = runner.run(load(tmp_path, rows))
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """Version 1 of the 3-class pipeline, trained once for this module."""
+    folder = tmp_path_factory.mktemp("multiclass")
+    settings = Settings(home=folder / ".kiln")
+    stores = open_stores(settings, upgrade=True)
+    try:
+        result = Runner(settings, stores).run(load(folder, write_rows(folder / "rows.parquet")))
+        yield SimpleNamespace(folder=folder, settings=settings, stores=stores, result=result)
+    finally:
+        stores.close()
+
+
+def test_three_labels_train_evaluate_and_predict_probabilities(trained: SimpleNamespace) -> None:
+    stores, result = trained.stores, trained.result
     m = manifest_of(stores, result.manifest_digest)
     assert m["task"] == "classification" and m["classes"] == CLASSES
     assert set(m["models"]) == {"a", "b"}
@@ -96,6 +110,29 @@ def test_three_labels_train_evaluate_and_predict_probabilities(
     np.testing.assert_allclose(one.probabilities, p.probabilities[:1])
     frame = predictor.predict(pd.DataFrame(ROWS))
     np.testing.assert_allclose(frame.probabilities, p.probabilities)
+
+
+def test_kiln_predict_writes_the_label_and_each_class_probability(
+    trained: SimpleNamespace, cli
+) -> None:
+    rows = trained.folder / "rows.json"
+    rows.write_text(orjson.dumps(ROWS).decode())
+    out_csv = trained.folder / "out.csv"
+    home = str(trained.settings.home)
+    pred = cli("--home", home, "predict", "classes", "--input", str(rows),
+               "--output", str(out_csv), cwd=trained.folder)  # fmt: skip
+    assert pred.returncode == 0, pred.stderr
+    got = pd.read_csv(out_csv)
+    expected = Predictor.load(
+        trained.stores.content, trained.result.manifest_digest, label="v1"
+    ).predict(ROWS)
+    assert got["prediction"].tolist() == expected.labels()
+    assert got["model"].tolist() == expected.model
+    columns = [f"probability_{c}" for c in CLASSES]
+    np.testing.assert_allclose(got[columns].to_numpy(), expected.probabilities)
+    show = cli("--home", home, "models", "show", "classes", "1", cwd=trained.folder)
+    assert show.returncode == 0, show.stderr
+    assert "classes of status: early, late, very_late" in show.stdout
 
 
 def test_a_segment_model_with_non_finite_probabilities_falls_back_row_by_row(
