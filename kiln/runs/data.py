@@ -130,9 +130,10 @@ def _target(s: pd.Series, task: str, where: str) -> tuple[np.ndarray, list[str] 
         return s.to_numpy(dtype=np.float64), None
     if pd.api.types.is_bool_dtype(s):
         return s.astype("float64").to_numpy(dtype=np.float64), None
-    numeric = pd.api.types.is_numeric_dtype(s)
-    if numeric and set(pd.unique(s)) <= {0, 1}:
+    values = set(pd.unique(s))
+    if values <= {0, 1} and not any(isinstance(v, str) for v in values):  # 0/1, true/false
         return s.astype("float64").to_numpy(dtype=np.float64), None
+    numeric = pd.api.types.is_numeric_dtype(s)
     labels = target_labels(s)
     classes = _sorted_labels(pd.unique(labels), numeric=numeric)
     if len(classes) < 2:

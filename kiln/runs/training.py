@@ -122,10 +122,7 @@ _PROBA_HINT = (
 def _predict_proba(predict: Any, task: TrainTask, label: str, k: int) -> np.ndarray:
     if not len(task.y_holdout):
         return np.empty((0, k))
-    try:
-        pred = np.asarray(predict(task.X_holdout), dtype=np.float64)
-    except ValueError as e:
-        raise TrainingError(f"{label}: {e}", hint=_PROBA_HINT) from None
+    pred = np.asarray(predict(task.X_holdout), dtype=np.float64)
     if pred.ndim != 2 or pred.shape[1] != k:
         raise TrainingError(
             f"{label}: the model's probabilities have shape {pred.shape}, not"

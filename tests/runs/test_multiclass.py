@@ -204,6 +204,10 @@ def test_the_target_decides_binary_or_multiclass(tmp_path: Path, rows: Path) -> 
     assert zero_one.classes is None and not zero_one.multiclass  # binary exactly as before
     booleans = _prepare(tmp_path, rows, pd.Series(cycle == 0))
     assert booleans.classes is None and booleans.y[:3].tolist() == [1.0, 0.0, 0.0]
+    python_bools = _prepare(tmp_path, rows, pd.Series(list(cycle == 0), dtype=object))
+    assert python_bools.classes is None and python_bools.y[:3].tolist() == [1.0, 0.0, 0.0]
+    texts = _prepare(tmp_path, rows, pd.Series((cycle % 2).astype(str)))  # "0" / "1": labels
+    assert texts.classes == ["0", "1"] and not texts.multiclass
 
 
 def test_a_target_with_one_label_or_too_many_names_the_place(tmp_path: Path, rows: Path) -> None:
