@@ -245,3 +245,10 @@ def test_a_three_class_delay_label_on_the_flights(
     p = predictor.predict([row | {"hour": 7, "distance": 1000}])
     assert p.model == ["JFK"] and p.probabilities.shape == (1, 3)
     assert load_config(loaded.path).config.target.task == "classification"
+
+
+def test_the_flights_example_of_a_delay_class_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "flights" / "kiln.classes.yaml"
+    cfg = load_config(example).config
+    assert cfg.target.task == "classification" and cfg.model.estimator.endswith("Classifier")
+    assert "delay_class" in cfg.data.query and cfg.evaluation.metrics is None
