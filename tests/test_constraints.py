@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _pins() -> dict[str, str]:
     pins: dict[str, str] = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
+    for raw in (ROOT / "constraints.txt").read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
         if not line:
             continue
         m = re.fullmatch(r"([A-Za-z0-9._-]+)==([^\s;]+)", line)

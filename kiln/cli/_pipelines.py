@@ -254,6 +254,8 @@ def models_show(
             stores.content.get(v.manifest_digest, what=f"the manifest of {label}")
         )
     out.print(segment_table(manifest, f"{label} ({v.stage})"))
+    if manifest.get("classes"):
+        out.print(f"classes of {manifest['target']}: {', '.join(manifest['classes'])}")
     out.print_json(data={"lineage": manifest["lineage"], "environment": manifest["environment"]})
     if verify:
         out.print(f"[green]✓[/] every artifact of {label} matches its SHA-256")
@@ -284,9 +286,16 @@ def predict(
     df = read_rows(input)
     predictor = Predictor.load(stores.content, v.manifest_digest, label=f"{pipeline} v{v.version}")
     p = predictor.predict(df)
-    df = df.assign(prediction=p.values, model=p.model, fallback=p.fallback)
+    shown = ["prediction", "model", "fallback"]
+    if p.probabilities is not None and p.classes is not None:
+        # a multiclass version: the most probable class, then each class's probability
+        proba = {f"probability_{c}": p.probabilities[:, j] for j, c in enumerate(p.classes)}
+        df = df.assign(prediction=p.labels(), model=p.model, fallback=p.fallback, **proba)
+        shown += list(proba)
+    else:
+        df = df.assign(prediction=p.values, model=p.model, fallback=p.fallback)
     if output is None:
-        out.print(df[["prediction", "model", "fallback"]].head(20).to_string())
+        out.print(df[shown].head(20).to_string())
         out.print(f"{len(df)} rows, {int(p.fallback.sum())} answered by the fallback")
     elif output.suffix == ".parquet":
         df.to_parquet(output)

@@ -30,8 +30,11 @@ __all__ = [
 ]
 
 REGRESSION_METRICS = ("mae", "rmse", "r2")
-CLASSIFICATION_METRICS = ("auc", "logloss", "accuracy")
-Metric = Literal["mae", "rmse", "r2", "auc", "logloss", "accuracy"]
+CLASSIFICATION_METRICS = ("auc", "logloss", "accuracy", "f1_macro")
+_CLASSIFICATION_DEFAULT = ("auc", "logloss", "accuracy")
+"""The default metrics of a two-class target; with more classes a run defaults to
+``kiln.pipeline.metrics.MULTICLASS_METRICS`` (logloss, accuracy, f1_macro)."""
+Metric = Literal["mae", "rmse", "r2", "auc", "logloss", "accuracy", "f1_macro"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -129,7 +132,12 @@ class ChecksConfig(_Strict):
 
 class TargetConfig(_Strict):
     column: str
-    task: Literal["regression", "classification"] = "regression"
+    task: Literal["regression", "classification"] = Field(
+        default="regression",
+        description="regression (a number) or classification: a 0/1 or true/false target, two"
+        " labels (binary; the later one in sort order is the positive class), or more than two"
+        " labels (multiclass: the model answers each class's probability).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -440,7 +448,7 @@ class PipelineConfig(_Strict):
             return list(self.evaluation.metrics)
         if self.target.task == "regression":
             return list(REGRESSION_METRICS)
-        return list(CLASSIFICATION_METRICS)
+        return list(_CLASSIFICATION_DEFAULT)
 
     @property
     def primary_metric(self) -> str:

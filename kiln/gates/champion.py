@@ -7,6 +7,10 @@ each segment's regression gets a paired bootstrap interval (``kiln.pipeline.comp
 segment fails only when the whole interval lies beyond the tolerance, and is reported as
 inconclusive when the interval straddles it. A segment that production answers with its own
 model but the candidate leaves to its fallback is *lost*, and fails by default.
+
+A multiclass candidate is scored on its class probabilities (its primary metric is logloss unless
+configured); the champion's probabilities are matched to the candidate's classes by name (a
+class the champion does not know has probability 0 for it).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import pandas as pd
 from kiln.gates.base import GateContext, GateResult, Version, target_std
 from kiln.pipeline.compare import SegmentComparison, compare_segments, relative_change
 from kiln.pipeline.metrics import HIGHER_IS_BETTER, score
+from kiln.registry import Prediction
+from kiln.runs.data import encode_labels, target_labels
 
 __all__ = ["ChampionChallengerGate", "lost_segments", "target_spread"]
 
@@ -35,7 +41,7 @@ class ChampionChallengerGate:
             )
         policy = candidate.policy.gates.champion_challenger
         cfg = candidate.loaded.config
-        metric = cfg.primary_metric
+        metric = candidate.predictor.manifest.get("metrics", {}).get("primary", cfg.primary_metric)
         rows = candidate.holdout
         absent = [f for f in champion.features if f not in rows.columns]
         if absent:
@@ -47,15 +53,23 @@ class ChampionChallengerGate:
                 " data.query, or override)",
                 {"absent": absent, "champion_version": champion.number},
             )
-        y = _truth(rows[cfg.target.column])
-        cand = candidate.predictor.predict(rows).values
-        champ = champion.predictor.predict(rows).values
-        seg_col = candidate.predictor.segment_column
-        groups: dict[str, np.ndarray] = {}
-        if seg_col is not None and seg_col in rows.columns:
-            keys = rows[seg_col].astype("string").fillna("<null>")
-            for key, idx in keys.groupby(keys).indices.items():
-                groups[str(key)] = np.asarray(idx)
+        classes = candidate.predictor.classes
+        both_multiclass = candidate.predictor.multiclass and champion.predictor.multiclass
+        if classes != champion.predictor.classes and not both_multiclass:
+            return GateResult(
+                self.name,
+                "failed",
+                f"champion v{champion.number} answers {_classes(champion)}, the candidate"
+                f" {_classes(candidate)}: they cannot be scored on the same target (override to"
+                " release the change of target)",
+                {
+                    "candidate_classes": classes,
+                    "champion_classes": champion.predictor.classes,
+                    "champion_version": champion.number,
+                },
+            )
+        y, cand, champ = _scored(candidate, champion, rows[cfg.target.column])
+        groups = _groups(rows, candidate.predictor.segment_column)
         higher = HIGHER_IS_BETTER[metric]
         c = score([metric], y, cand)[metric]
         p = score([metric], y, champ)[metric]
@@ -191,6 +205,54 @@ def _row(s: SegmentComparison) -> dict[str, Any]:
         "judged": s.verdict in ("regressed", "ok"),
         "regressed": s.verdict == "regressed",
     }
+
+
+def _scored(
+    candidate: Version, champion: Version, target: pd.Series
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The truth and both versions' answers on the holdout rows (a multiclass candidate: class
+    probabilities in the order of its classes)."""
+    rows = candidate.holdout
+    classes = candidate.predictor.classes
+    y = _truth(target) if classes is None else encode_labels(target_labels(target), classes)
+    if classes is not None and candidate.predictor.multiclass:
+        cand = _probabilities(candidate.predictor.predict(rows), classes)
+        champ = _probabilities(champion.predictor.predict(rows), classes)
+    else:
+        cand = candidate.predictor.predict(rows).values
+        champ = champion.predictor.predict(rows).values
+    return y, cand, champ
+
+
+def _groups(rows: pd.DataFrame, segment_column: str | None) -> dict[str, np.ndarray]:
+    groups: dict[str, np.ndarray] = {}
+    if segment_column is not None and segment_column in rows.columns:
+        keys = rows[segment_column].astype("string").fillna("<null>")
+        for key, idx in keys.groupby(keys).indices.items():
+            groups[str(key)] = np.asarray(idx)
+    return groups
+
+
+def _probabilities(prediction: Prediction, classes: list[str]) -> np.ndarray:
+    """The class probabilities in the order of ``classes`` (0 for a class the model lacks)."""
+    proba = prediction.probabilities
+    own = prediction.classes or []
+    if proba is None or own == classes:
+        return np.asarray(proba, dtype=np.float64)
+    out = np.zeros((proba.shape[0], len(classes)), dtype=np.float64)
+    for j, c in enumerate(own):
+        if c in classes:
+            out[:, classes.index(c)] = proba[:, j]
+    return out
+
+
+def _classes(version: Version) -> str:
+    classes = version.predictor.classes
+    if classes is None:
+        return "a number" if version.predictor.task == "regression" else "P(1) of a 0/1 target"
+    if version.predictor.multiclass:
+        return f"the classes {classes}"
+    return f"P({classes[1]}) of the labels {classes}"
 
 
 def _truth(column: pd.Series) -> np.ndarray:

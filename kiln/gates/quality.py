@@ -1,5 +1,6 @@
 """Data quality: the training data passed its checks, and the candidate's answers on its own
-holdout are finite, in range, and mostly not the fallback's."""
+holdout are finite, in range, and mostly not the fallback's. A multiclass candidate's answer is a
+row of class probabilities: each must be finite and in range, and the row must sum to 1."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from typing import Any
 import numpy as np
 
 from kiln.gates.base import MAX_EXAMPLES, GateContext, GateResult, Version, allowed_range
+from kiln.registry import Prediction
 
 __all__ = ["DataQualityGate"]
+
+SUM_TOLERANCE = 1e-3
+"""How far a multiclass answer's probabilities may sum from 1."""
 
 
 class DataQualityGate:
@@ -24,8 +29,15 @@ class DataQualityGate:
         prediction = candidate.predictor.predict(rows)
         values = prediction.values
         lo, hi = allowed_range(candidate)
-        nonfinite = ~np.isfinite(values)
-        outside = np.isfinite(values) & ((values < lo) | (values > hi))
+        proba = prediction.probabilities
+        if proba is None:
+            nonfinite = ~np.isfinite(values)
+            outside = np.isfinite(values) & ((values < lo) | (values > hi))
+            off_sum = np.zeros(len(values), dtype=bool)
+        else:
+            nonfinite = ~np.isfinite(proba).all(axis=1)
+            outside = ~nonfinite & ((proba < lo) | (proba > hi)).any(axis=1)
+            off_sum = ~nonfinite & (np.abs(proba.sum(axis=1) - 1.0) > SUM_TOLERANCE)
         fallback_share = float(prediction.fallback.mean()) if len(values) else 0.0
         problems: list[str] = []
         if training.get("failed"):
@@ -34,12 +46,17 @@ class DataQualityGate:
             problems.append(f"{int(nonfinite.sum())} non-finite predictions")
         if outside.any():
             problems.append(f"{int(outside.sum())} predictions outside [{lo}, {hi}]")
+        if off_sum.any():
+            problems.append(
+                f"{int(off_sum.sum())} predictions whose class probabilities do not sum to 1"
+                f" (within {SUM_TOLERANCE:g})"
+            )
         if fallback_share > policy.max_fallback_share:
             problems.append(
                 f"{fallback_share:.1%} of holdout rows answered by the fallback"
                 f" (at most {policy.max_fallback_share:.1%})"
             )
-        bad = np.flatnonzero(nonfinite | outside)[:MAX_EXAMPLES]
+        bad = np.flatnonzero(nonfinite | outside | off_sum)[:MAX_EXAMPLES]
         evidence: dict[str, Any] = {
             "training_checks": training,
             "holdout_rows": len(values),
@@ -47,21 +64,34 @@ class DataQualityGate:
             "allowed_range": [_num(lo), _num(hi)],
             "nonfinite": int(nonfinite.sum()),
             "out_of_range": int(outside.sum()),
+            **({} if proba is None else {"probabilities_not_summing_to_1": int(off_sum.sum())}),
             "fallback_share": round(fallback_share, 6),
             "max_fallback_share": policy.max_fallback_share,
             "fallback_by_segment": _fallback_by_segment(candidate, rows, prediction.fallback),
-            "examples": [
-                {"row": int(i), "prediction": _num(float(values[i])), "model": prediction.model[i]}
-                for i in bad
-            ],
+            "examples": [_example(prediction, int(i)) for i in bad],
         }
         if problems:
             return GateResult(self.name, "failed", "; ".join(problems), evidence)
+        what = "predictions" if proba is None else "predictions (class probabilities summing to 1)"
         summary = (
-            f"{len(values)} holdout predictions finite and in range; "
+            f"{len(values)} holdout {what} finite and in range; "
             f"{fallback_share:.1%} answered by the fallback"
         )
         return GateResult(self.name, "passed", summary, evidence)
+
+
+def _example(prediction: Prediction, i: int) -> dict[str, Any]:
+    example: dict[str, Any] = {
+        "row": i,
+        "prediction": _num(float(prediction.values[i])),
+        "model": prediction.model[i],
+    }
+    if prediction.probabilities is not None and prediction.classes is not None:
+        row = prediction.probabilities[i].tolist()
+        example["probabilities"] = {
+            c: _num(float(p)) for c, p in zip(prediction.classes, row, strict=True)
+        }
+    return example
 
 
 def _training_checks(candidate: Version) -> dict[str, Any]:

@@ -6,8 +6,11 @@ server would check it (every feature and the segment column present, each value 
 no unknown key; that checking is ``kiln.gates._requests``). A request the server would refuse,
 or one the candidate answers with a non-finite number or outside its allowed range, fails on
 the candidate, with its reason. The others are predicted in one batch and their answers
-compared with production's, per segment and overall. :func:`replay` is that work as a pure
-function over a captures table (the benchmark times it); :class:`ReplayGate` reads the
+compared with production's, per segment and overall (a multiclass candidate's answer to a
+request moved by the largest change of any class probability, max |Δp| over the classes, always
+>= 0; production's probabilities are matched to the candidate's classes by name, and a request
+production answered without them is replayed but not compared). :func:`replay` is that work as
+a pure function over a captures table (the benchmark times it); :class:`ReplayGate` reads the
 captures and the policy and judges.
 """
 
@@ -105,9 +108,14 @@ class ReplayReport:
     fallback_segments: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per segment (as production named it): the requests that production answered with the
     segment's own model and the candidate answers from its fallback, of those compared."""
+    classes: list[str] | None = None
+    """A multiclass candidate's classes: the diffs are then max |Δp| over them."""
 
     def as_evidence(self) -> dict[str, Any]:
-        return {
+        multiclass = {} if self.classes is None else {
+            "classes": self.classes, "diff_of_a_request": "max |Δp| over the classes"
+        }  # fmt: skip
+        return multiclass | {
             "captured": self.captured,
             "replayed": self.replayed,
             "failed": self.failed,
@@ -150,8 +158,9 @@ def replay(
     diff = np.empty(0)
     keys: np.ndarray | None = None
     moved_to_fallback: dict[str, dict[str, int]] = {}
+    classes = predictor.classes if predictor.multiclass else None
     if valid.size:
-        answers, fell_back, failure = _predict(predictor, frame)
+        answers, fell_back, proba, failure = _predict(predictor, frame)
         if failure is not None:
             for i in valid.tolist():
                 problems.setdefault(i, []).append((failure, None))
@@ -159,11 +168,18 @@ def replay(
         else:
             good = _check_answers(answers, valid, lo, hi, problems)
             valid, answers = valid[good], answers[good]
-            diff = answers - production[valid]
+            compared = good
+            if proba is None or classes is None:
+                diff = answers - production[valid]
+            else:
+                before = _production_probabilities(answered, valid, classes)
+                diff = np.abs(proba[good] - before).max(axis=1)
+                known = ~np.isnan(diff)
+                diff, compared = diff[known], np.flatnonzero(good)[known]
             moved_to_fallback = _moved_to_fallback(answered, valid, fell_back[good])
             col = predictor.segment_column
             if col is not None:
-                keys = _segment_names(frame[col])[good]
+                keys = _segment_names(frame[col])[compared]
 
     overall = DiffStats.of(diff, max_abs_diff)
     segments = {} if keys is None else _per_segment(keys, diff, max_abs_diff)
@@ -187,6 +203,7 @@ def replay(
         ],
         production_versions={int(v): c for v, c in sorted(versions.items())},
         fallback_segments=moved_to_fallback,
+        classes=classes,
     )
 
 
@@ -195,15 +212,16 @@ def replay(
 
 def _predict(
     predictor: Predictor, frame: pd.DataFrame
-) -> tuple[np.ndarray, np.ndarray, str | None]:
-    """The candidate's answers and which came from its fallback, or the reason every request
-    fails when it raises."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str | None]:
+    """The candidate's answers, which came from its fallback (and a multiclass one's class
+    probabilities), or the reason every request fails when it raises."""
     try:
         prediction = predictor.predict(frame)
     except Exception as e:  # a crashing candidate is a failing one: evidence, not an outage
-        return np.empty(0), np.empty(0, dtype=bool), f"the candidate raised {type(e).__name__}: {e}"
+        failure = f"the candidate raised {type(e).__name__}: {e}"
+        return np.empty(0), np.empty(0, dtype=bool), None, failure
     values = np.asarray(prediction.values, dtype=np.float64)
-    return values, np.asarray(prediction.fallback, dtype=bool), None
+    return values, np.asarray(prediction.fallback, dtype=bool), prediction.probabilities, None
 
 
 def _moved_to_fallback(
@@ -221,6 +239,27 @@ def _moved_to_fallback(
     for name in sorted(set(names[own & fell_back].tolist())):
         mine = own & (names == name)
         out[str(name)] = {"requests": int((mine & fell_back).sum()), "compared": int(mine.sum())}
+    return out
+
+
+def _production_probabilities(
+    answered: pa.Table, rows: np.ndarray, classes: list[str]
+) -> np.ndarray:
+    """Production's class probabilities of the captures ``rows``, in the order of ``classes``
+    (0 for a class production did not know; NaN for a row captured without probabilities)."""
+    out = np.full((len(rows), len(classes)), np.nan)
+    if "probabilities" not in answered.column_names:
+        return out
+    column = {c: j for j, c in enumerate(classes)}
+    captured = answered["probabilities"].take(pa.array(rows, pa.int64())).to_pylist()
+    for i, pairs in enumerate(captured):
+        if pairs is None:
+            continue
+        out[i] = 0.0
+        for name, p in pairs:
+            j = column.get(name)
+            if j is not None:
+                out[i, j] = np.nan if p is None else p
     return out
 
 

@@ -58,7 +58,8 @@ def shadow_period(candidate: Version, context: GateContext) -> ShadowPeriod | No
 
 class ShadowGate:
     """Pending until the shadow period is long enough; then fails when the shadow error rate,
-    the p99 latency ratio to production or the mean prediction shift is over its limit."""
+    the p99 latency ratio to production or the mean prediction shift is over its limit (for a
+    multiclass candidate the shift of a request is max |Δp| over the classes)."""
 
     name = "shadow"
 
@@ -130,7 +131,11 @@ def _judge(
     pairs = _pairs(shadow, production)
     stats = live_stats(shadow, candidate.number, stage="shadow")
     prod_p99 = _p99(pairs["production_latency_ms"])
-    shift = _shift(pairs)
+    classes = candidate.predictor.classes
+    by_class = None
+    if classes is not None and candidate.predictor.multiclass:
+        by_class = _Classes(classes, shadow, production)
+    shift = _shift(pairs, by_class)
     ratio = None
     if stats.p99_ms is not None and prod_p99:
         ratio = stats.p99_ms / prod_p99
@@ -211,6 +216,7 @@ def _captures_of(table: pa.Table | None, version: int, ended_at: datetime | None
     return table.filter(keep)
 
 
+_PROBABILITIES = "probabilities"
 _PAIRS = pa.schema(
     [
         ("request_id", pa.string()),
@@ -249,14 +255,26 @@ def _p99(latency: pa.ChunkedArray) -> float | None:
     return float(np.percentile(values, 99)) if values.size else None
 
 
-def _shift(pairs: pa.Table) -> dict[str, Any]:
-    """Mean and max |shadow - production| over the requests both answered, and per segment."""
-    shadow = pairs["prediction"].to_numpy(zero_copy_only=False).astype(np.float64)
-    production = pairs["production_prediction"].to_numpy(zero_copy_only=False).astype(np.float64)
-    both = ~(np.isnan(shadow) | np.isnan(production))
-    if not both.any():
-        return {}
-    diff = np.abs(shadow[both] - production[both])
+def _shift(pairs: pa.Table, classes: _Classes | None = None) -> dict[str, Any]:
+    """Mean and max |shadow - production| over the requests both answered, and per segment.
+
+    With ``classes`` (a multiclass candidate) the shift of a request is max |Δp| over the
+    classes, from the captured probabilities (a request captured without them is not compared).
+    """
+    if classes is not None:
+        shift = classes.shift(pairs["request_id"].to_pylist())
+        both = ~np.isnan(shift)
+        if not both.any():
+            return {}
+        diff = shift[both]
+    else:
+        shadow = pairs["prediction"].to_numpy(zero_copy_only=False).astype(np.float64)
+        production = pairs["production_prediction"].to_numpy(zero_copy_only=False)
+        production = production.astype(np.float64)
+        both = ~(np.isnan(shadow) | np.isnan(production))
+        if not both.any():
+            return {}
+        diff = np.abs(shadow[both] - production[both])
     segments = pd.Series(pairs["segment"].to_pylist(), dtype=object)[both].fillna(_NO_SEGMENT)
     table = pd.DataFrame({"segment": segments.to_numpy(), "shift": diff})
     per_segment = table.groupby("segment", sort=True)["shift"].agg(["size", "mean", "max"])
@@ -269,6 +287,34 @@ def _shift(pairs: pa.Table) -> dict[str, Any]:
             for seg, n, mean, top in per_segment.itertuples()
         },
     }
+
+
+class _Classes:
+    """The captured class probabilities of a multiclass candidate's shadow and production
+    answers, by request id (Arrow joins no map columns, so they are matched here)."""
+
+    def __init__(self, classes: list[str], shadow: pa.Table, production: pa.Table | None) -> None:
+        self.classes = classes
+        self.shadow = _by_request(shadow)
+        self.production = {} if production is None else _by_request(production)
+
+    def shift(self, request_ids: list[str]) -> np.ndarray:
+        """max |Δp| over the classes per request (a class one side lacks has probability 0
+        there); NaN where either side was captured without probabilities."""
+        out = np.full(len(request_ids), np.nan)
+        for i, rid in enumerate(request_ids):
+            a, b = self.shadow.get(rid), self.production.get(rid)
+            if a is not None and b is not None:
+                out[i] = max(abs((a.get(c) or 0.0) - (b.get(c) or 0.0)) for c in self.classes)
+        return out
+
+
+def _by_request(table: pa.Table) -> dict[str, dict[str, float | None]]:
+    if _PROBABILITIES not in table.column_names:
+        return {}
+    ids = table["request_id"].to_pylist()
+    maps = table[_PROBABILITIES].to_pylist()
+    return {rid: dict(m) for rid, m in zip(ids, maps, strict=True) if m is not None}
 
 
 def _versions(pairs: pa.Table) -> dict[str, int]:

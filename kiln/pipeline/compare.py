@@ -72,17 +72,25 @@ def compare_segments(
     """
     higher = HIGHER_IS_BETTER[metric]
     y, candidate, champion = (np.asarray(a, dtype=np.float64) for a in (y, candidate, champion))
+    fn = _BATCHED.get(metric)
+    if candidate.ndim == 2:  # multiclass probabilities: a metric that is a mean of row terms
+        per_row = _PER_ROW.get(metric)
+        fn = None if per_row is None else _mean
+        if per_row is not None:
+            y, candidate, champion = np.zeros(len(y)), per_row(y, candidate), per_row(y, champion)
     out: dict[str, SegmentComparison] = {}
     for name, idx in groups.items():
         yi, ci, pi = y[idx], candidate[idx], champion[idx]
-        c, p = _point(metric, yi, ci), _point(metric, yi, pi)
+        c, p = _point(metric, fn, yi, ci), _point(metric, fn, yi, pi)
         change = relative_change(c, p, higher=higher)
         if change is None or len(yi) < min_rows:
             out[name] = SegmentComparison(len(yi), c, p, change, None, "not judged")
             continue
         rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
         m = min(len(yi), SUBSAMPLE)
-        draws = _bootstrap(metric, yi, ci, pi, resamples=resamples, size=m, rng=rng, higher=higher)
+        draws = _bootstrap(
+            fn or _looped(metric), yi, ci, pi, resamples=resamples, size=m, rng=rng, higher=higher
+        )
         draws = draws[np.isfinite(draws)]
         if draws.size < resamples // 2:  # the metric is undefined on most resamples
             out[name] = SegmentComparison(len(yi), c, p, change, None, "not judged")
@@ -99,10 +107,14 @@ def compare_segments(
     return out
 
 
-def _point(metric: str, y: np.ndarray, p: np.ndarray) -> float | None:
+def _point(
+    metric: str,
+    fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+    y: np.ndarray,
+    p: np.ndarray,
+) -> float | None:
     """``score`` of one metric, by the batched function when there is one (the same value;
     scikit-learn's ``roc_auc_score`` costs milliseconds a call, segments are many)."""
-    fn = _BATCHED.get(metric)
     if fn is None or not len(y):
         return score([metric], y, p)[metric]
     value = float(fn(y[None, :], p[None, :])[0])
@@ -110,7 +122,7 @@ def _point(metric: str, y: np.ndarray, p: np.ndarray) -> float | None:
 
 
 def _bootstrap(
-    metric: str,
+    fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
     y: np.ndarray,
     cand: np.ndarray,
     champ: np.ndarray,
@@ -123,7 +135,6 @@ def _bootstrap(
     """The relative change on each of ``resamples`` paired resamples of ``size`` rows (NaN
     where undefined)."""
     n = len(y)
-    fn = _BATCHED.get(metric) or _looped(metric)
     per_chunk = max(1, _CELLS // size)
     parts: list[np.ndarray] = []
     for start in range(0, resamples, per_chunk):
@@ -194,6 +205,27 @@ def _average_ranks(p: np.ndarray) -> np.ndarray:
     ranks = np.empty(ordered.size)
     ranks[order] = (first[group] + last[group]) / 2.0 + 1.0
     return (ranks - (np.arange(b) * n).repeat(n)).reshape(b, n)
+
+
+def _mean(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """The mean of per-row terms (``_PER_ROW``): the metric itself, in one batched call."""
+    return p.mean(axis=1)
+
+
+def _row_logloss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    picked = p[np.arange(len(y)), y.astype(np.intp)]
+    return -np.log(np.clip(picked, 1e-15, 1.0))
+
+
+def _row_correct(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return (np.argmax(p, axis=1) == y).astype(np.float64)
+
+
+_PER_ROW: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "logloss": _row_logloss, "accuracy": _row_correct,
+}  # fmt: skip
+"""Multiclass metrics that are the mean of one term per row (class indices, probabilities):
+bootstrapped as means of those terms. The others (f1_macro, auc) are scored per resample."""
 
 
 def _looped(metric: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:

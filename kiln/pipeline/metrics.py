@@ -6,10 +6,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["HIGHER_IS_BETTER", "score"]
+__all__ = ["HIGHER_IS_BETTER", "MULTICLASS_METRICS", "score"]
 
 HIGHER_IS_BETTER = {"r2": True, "auc": True, "accuracy": True, "mae": False, "rmse": False,
-                    "logloss": False}  # fmt: skip
+                    "logloss": False, "f1_macro": True}  # fmt: skip
+MULTICLASS_METRICS = ("logloss", "accuracy", "f1_macro")
+"""The default metrics of a classification target with more than two classes (primary first)."""
 
 
 def _mae(y: np.ndarray, p: np.ndarray) -> float:
@@ -29,28 +31,55 @@ def _r2(y: np.ndarray, p: np.ndarray) -> float | None:
 def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
     from sklearn.metrics import roc_auc_score  # scikit-learn costs a second to import
 
+    if p.ndim == 2:  # one-vs-rest, macro average: defined when every class is in the truth
+        k = p.shape[1]
+        if len(np.unique(y)) != k:
+            return None
+        return float(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=range(k)))
     return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None
 
 
 def _logloss(y: np.ndarray, p: np.ndarray) -> float:
+    if p.ndim == 2:
+        picked = p[np.arange(len(y)), y.astype(np.intp)]
+        return float(-np.mean(np.log(np.clip(picked, 1e-15, 1.0))))
     q = np.clip(p, 1e-15, 1 - 1e-15)
     return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
 
 
+def _labels(p: np.ndarray) -> np.ndarray:
+    """The predicted class index: the most probable class, or p >= 0.5 for a binary model."""
+    return np.argmax(p, axis=1) if p.ndim == 2 else (p >= 0.5).astype(np.intp)
+
+
 def _accuracy(y: np.ndarray, p: np.ndarray) -> float:
-    return float(np.mean((p >= 0.5).astype(y.dtype) == y))
+    return float(np.mean(_labels(p) == y))
+
+
+def _f1_macro(y: np.ndarray, p: np.ndarray) -> float:
+    """The unweighted mean of the per-class F1 over the classes in the truth or the predictions
+    (what ``sklearn.metrics.f1_score(average="macro")`` computes)."""
+    truth = y.astype(np.intp)
+    pred = _labels(p)
+    scores = []
+    for c in np.union1d(truth, pred):
+        tp = np.sum((truth == c) & (pred == c))
+        wrong = np.sum((truth == c) != (pred == c))  # false positives + false negatives
+        scores.append(2.0 * tp / (2.0 * tp + wrong))
+    return float(np.mean(scores))
 
 
 _METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float | None]] = {
     "mae": _mae, "rmse": _rmse, "r2": _r2, "auc": _auc, "logloss": _logloss,
-    "accuracy": _accuracy,
+    "accuracy": _accuracy, "f1_macro": _f1_macro,
 }  # fmt: skip
 
 
 def score(names: Sequence[str], y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float | None]:
     """Each named metric, or None where it is undefined (no rows, one class, constant truth).
 
-    For classification ``y_pred`` is the probability of the positive class.
+    For a binary classifier ``y_pred`` is the probability of the positive class; for a multiclass
+    one it is the (rows, classes) matrix of probabilities and ``y_true`` the class indices.
     """
     y = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(y_pred, dtype=np.float64)

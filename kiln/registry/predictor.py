@@ -2,6 +2,8 @@
 
 It routes each row to its segment's model, sends unknown segments (and rows whose segment model
 raised or returned a non-finite number) to the fallback, and says per row which model answered.
+A multiclass version (its manifest lists more than two ``classes``) answers each row's class
+probabilities; ``values`` is then the probability of the most probable class.
 """
 
 from __future__ import annotations
@@ -32,6 +34,27 @@ class Prediction:
     fallback: np.ndarray
     errors: int = 0
     """Segment-model calls that raised or gave non-finite values (their rows fell back)."""
+    probabilities: np.ndarray | None = None
+    """A multiclass version's ``(rows, classes)`` probabilities (None for the others)."""
+    classes: list[str] | None = None
+    """A multiclass version's labels, in the order of the columns of ``probabilities``."""
+
+    def labels(self) -> list[str]:
+        """The most probable class of each row (a multiclass version only)."""
+        if self.probabilities is None or self.classes is None:
+            raise ValueError("labels() needs a multiclass prediction")
+        classes = self.classes
+        return [classes[i] for i in np.argmax(self.probabilities, axis=1).tolist()]
+
+    def rows(self, start: int, end: int) -> Prediction:
+        """The rows ``start:end`` (a shadow batch of several requests is split this way)."""
+        return Prediction(
+            self.values[start:end],
+            self.model[start:end],
+            self.fallback[start:end],
+            probabilities=None if self.probabilities is None else self.probabilities[start:end],
+            classes=self.classes,
+        )
 
 
 class Predictor:
@@ -42,11 +65,17 @@ class Predictor:
         self.task: str = m["task"]
         self.schema = FeatureSchema.from_dict(m["features"])
         self.segment_column: str | None = m.get("segment_column")
+        classes = m.get("classes")
+        self.classes: list[str] | None = None if classes is None else [str(c) for c in classes]
+        """The labels of a classifier whose target was not 0/1 (sorted, as trained)."""
+        self.multiclass = self.classes is not None and len(self.classes) > 2
+        k = len(self.classes) if self.classes is not None and self.multiclass else None
         names = self.schema.names
         self._fns: dict[str, PredictFn] = {
-            seg: predict_fn(model, self.task, names) for seg, model in package.models.items()
+            seg: predict_fn(model, self.task, names, n_classes=k)
+            for seg, model in package.models.items()
         }
-        self._fallback = predict_fn(package.fallback, self.task, names)
+        self._fallback = predict_fn(package.fallback, self.task, names, n_classes=k)
 
     @classmethod
     def load(cls, content: ContentStore, digest: str, *, label: str) -> Predictor:
@@ -60,10 +89,14 @@ class Predictor:
         if isinstance(rows, pd.DataFrame):
             X = self.schema.encode(rows)
             segs = self._segments_of_frame(rows)
+            if self.multiclass:
+                return self._predict_classes(X, segs)
         else:
             X = self.schema.encode_rows(rows)
             col = self.segment_column
             segs = [_key(r.get(col)) if col else None for r in rows]
+            if self.multiclass:
+                return self._predict_classes(X, segs)
             if len(segs) == 1:
                 single = self._predict_one(X, segs[0])
                 if single is not None:
@@ -97,6 +130,47 @@ class Predictor:
             idx = np.concatenate(pending) if len(pending) > 1 else pending[0]
             values[idx] = np.asarray(self._fallback(X[idx]), dtype=np.float64).reshape(-1)
         return Prediction(values=values, model=used.tolist(), fallback=fell_back, errors=errors)
+
+    def _predict_classes(self, X: np.ndarray, segs: Sequence[str | None]) -> Prediction:
+        """``predict`` of a multiclass version: a row falls back when its segment model raised
+        or gave a non-finite probability of any class."""
+        n = X.shape[0]
+        k = len(self.classes or ())
+        proba = np.empty((n, k), dtype=np.float64)
+        used = np.full(n, FALLBACK, dtype=object)
+        fell_back = np.ones(n, dtype=bool)
+        errors = 0
+        pending: list[np.ndarray] = []
+        for seg, idx in _groups(segs).items():
+            fn = self._fns.get(seg) if seg is not None else None
+            if fn is None:
+                pending.append(idx)
+                continue
+            try:
+                out = np.asarray(fn(X[idx]), dtype=np.float64).reshape(len(idx), k)
+            except Exception:  # a broken segment model must not fail the request
+                errors += 1
+                pending.append(idx)
+                continue
+            ok = np.isfinite(out).all(axis=1)
+            if not ok.all():
+                errors += 1
+                pending.append(idx[~ok])
+            good = idx[ok]
+            proba[good] = out[ok]
+            used[good] = seg
+            fell_back[good] = False
+        if pending:
+            idx = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            proba[idx] = np.asarray(self._fallback(X[idx]), dtype=np.float64).reshape(len(idx), k)
+        return Prediction(
+            values=proba.max(axis=1) if n else np.empty(0),
+            model=used.tolist(),
+            fallback=fell_back,
+            errors=errors,
+            probabilities=proba,
+            classes=self.classes,
+        )
 
     def _predict_one(self, X: np.ndarray, seg: str | None) -> Prediction | None:
         """The one-row case of ``predict``, without its grouping and indexing (the serving

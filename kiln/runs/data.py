@@ -12,14 +12,28 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kiln.config.loader import LoadedConfig
+from kiln.config.models import PipelineConfig
 from kiln.errors import SchemaError
 from kiln.pipeline.features import FeatureSchema
+from kiln.pipeline.metrics import MULTICLASS_METRICS
 from kiln.pipeline.plan import holdout_mask, time_cutoff
 from kiln.stores.content import ContentStore
 
-__all__ = ["Prepared", "load_snapshot", "prepare", "reference_profile", "snapshot"]
+__all__ = [
+    "MAX_CLASSES",
+    "Prepared",
+    "encode_labels",
+    "load_snapshot",
+    "prepare",
+    "reference_profile",
+    "run_metrics",
+    "snapshot",
+    "target_labels",
+]
 
 _QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+MAX_CLASSES = 200
+"""More distinct labels than this is taken for a mistake (a number or an id as the target)."""
 
 
 def snapshot(content: ContentStore, table: pa.Table) -> str:
@@ -53,6 +67,13 @@ class Prepared:
     dropped_null_target: int
     frame: pd.DataFrame
     """The used rows (target not null) and columns, aligned with X, y and holdout."""
+    classes: list[str] | None = None
+    """The labels of a classification target that is not 0/1 (sorted; ``y`` holds their
+    indices). None for regression and for a 0/1 or true/false target."""
+
+    @property
+    def multiclass(self) -> bool:
+        return self.classes is not None and len(self.classes) > 2
 
     def rows(self) -> dict[str, int]:
         n_hold = int(self.holdout.sum())
@@ -75,7 +96,7 @@ def prepare(df: pd.DataFrame, loaded: LoadedConfig) -> Prepared:
     dropped = int((~keep).sum())
     if dropped:
         df = df.loc[keep].reset_index(drop=True)
-    y = _target(df[target], cfg.target.task, where_field(loaded)("target"))
+    y, classes = _target(df[target], cfg.target.task, where_field(loaded)("target"))
     cutoff = time_cutoff(df[cfg.data.time_column], cfg.evaluation.split)
     hold = holdout_mask(df[cfg.data.time_column], cutoff)
     _check_split(hold, loaded)
@@ -95,25 +116,76 @@ def prepare(df: pd.DataFrame, loaded: LoadedConfig) -> Prepared:
         cutoff=cutoff,
         dropped_null_target=dropped,
         frame=df,
+        classes=classes,
     )
 
 
-def _target(s: pd.Series, task: str, where: str) -> np.ndarray:
+def _target(s: pd.Series, task: str, where: str) -> tuple[np.ndarray, list[str] | None]:
     if task == "regression":
         if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
             raise SchemaError(
                 f"{where}: target {s.name!r} has dtype {s.dtype}; regression needs numbers",
                 hint="use task: classification for labels, or cast the column in data.query",
             )
-        return s.to_numpy(dtype=np.float64)
-    values = set(pd.unique(s.astype("float64") if pd.api.types.is_bool_dtype(s) else s))
-    if not values <= {0, 1}:
-        shown = sorted(map(str, values))[:5]
+        return s.to_numpy(dtype=np.float64), None
+    if pd.api.types.is_bool_dtype(s):
+        return s.astype("float64").to_numpy(dtype=np.float64), None
+    values = set(pd.unique(s))
+    if values <= {0, 1} and not any(isinstance(v, str) for v in values):  # 0/1, true/false
+        return s.astype("float64").to_numpy(dtype=np.float64), None
+    numeric = pd.api.types.is_numeric_dtype(s)
+    labels = target_labels(s)
+    classes = _sorted_labels(pd.unique(labels), numeric=numeric)
+    if len(classes) < 2:
         raise SchemaError(
-            f"{where}: classification target {s.name!r} must be 0/1 or true/false, got {shown}",
-            hint="map it to 0/1 in data.query, e.g. (arr_delay > 15)::int AS late",
+            f"{where}: classification target {s.name!r} has one label ({classes[0]!r}) in every"
+            " row with a target",
+            hint="a classifier needs at least two labels: widen data.query's time range",
         )
-    return s.astype("float64").to_numpy(dtype=np.float64)
+    if len(classes) > MAX_CLASSES:
+        raise SchemaError(
+            f"{where}: classification target {s.name!r} has {len(classes):,} distinct labels"
+            f" (at most {MAX_CLASSES}), e.g. {classes[:5]}",
+            hint="is it a number or an id? use task: regression, or group the labels in"
+            " data.query (CASE WHEN ... THEN 'low' ... END)",
+        )
+    return encode_labels(labels, classes), classes
+
+
+def target_labels(s: pd.Series) -> np.ndarray:
+    """Each label of a classification target as its text: integral numbers without a decimal
+    point (3, not 3.0), as the ``classes`` of a version name them."""
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        v = s.to_numpy(dtype=np.float64)
+        if np.all(v == np.round(v)):
+            return np.array([str(int(x)) for x in v], dtype=object)
+        return np.array([str(x) for x in v], dtype=object)
+    return s.astype(str).to_numpy(dtype=object)
+
+
+def _sorted_labels(labels: np.ndarray, *, numeric: bool) -> list[str]:
+    if numeric:
+        return sorted((str(x) for x in labels), key=float)
+    return sorted(str(x) for x in labels)
+
+
+def encode_labels(labels: Any, classes: list[str]) -> np.ndarray:
+    """The index of each label in ``classes`` (float64, as ``Prepared.y``); -1 where a label is
+    not one of them."""
+    index = pd.Index(classes)
+    return index.get_indexer(pd.Index(labels).astype(str)).astype(np.float64)
+
+
+def run_metrics(cfg: PipelineConfig, classes: list[str] | None) -> tuple[list[str], str]:
+    """The metrics of a run and its primary one: the configured ones, or for a target with more
+    than two classes (unless ``evaluation.metrics`` is set) logloss, accuracy and f1_macro."""
+    if classes is None or len(classes) <= 2 or cfg.evaluation.metrics:
+        return cfg.metrics, cfg.primary_metric
+    names = list(MULTICLASS_METRICS)
+    primary = cfg.evaluation.primary or names[0]
+    if primary not in names:
+        names.append(primary)
+    return names, primary
 
 
 def _check_split(hold: np.ndarray, loaded: LoadedConfig) -> None:
@@ -151,4 +223,9 @@ def reference_profile(prep: Prepared, target: str) -> dict[str, Any]:
         profile[spec.name] = entry
     t = pd.Series(prep.y[train])
     profile["__target__"] = {"mean": float(t.mean()), "std": float(t.std(ddof=0))}
+    if prep.multiclass and prep.classes is not None:
+        shares = t.value_counts(normalize=True)
+        profile["__target__"]["classes"] = {
+            c: float(shares.get(float(i), 0.0)) for i, c in enumerate(prep.classes)
+        }
     return profile

@@ -17,7 +17,7 @@ from kiln.pipeline.metrics import score
 from kiln.pipeline.plan import FALLBACK, SegmentPlan
 from kiln.registry.adapters import predict_fn
 from kiln.registry.package import MANIFEST_FORMAT, environment_lock
-from kiln.runs.data import Prepared
+from kiln.runs.data import Prepared, run_metrics
 from kiln.runs.training import TrainResult, TrainSpec
 from kiln.stores.content import ContentStore
 
@@ -74,9 +74,8 @@ class TaskInfo:
     ) -> TaskInfo:
         """A task finished by an earlier attempt: reload its model to score the holdout again."""
         model = pickle.loads(content.get(rec.artifact_digest, what=f"segment {rec.segment!r}"))
-        pred = (
-            predict_fn(model, spec.task, spec.features)(prep.X[hold_idx]) if len(hold_idx) else None
-        )
+        fn = predict_fn(model, spec.task, spec.features, n_classes=spec.n_classes)
+        pred = fn(prep.X[hold_idx]) if len(hold_idx) else None
         return cls(
             key=rec.segment, ok=True, hold_idx=hold_idx, started_at=rec.started_at,
             finished_at=rec.finished_at, wall_seconds=rec.wall_seconds,
@@ -136,10 +135,11 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
     loaded, run_id, prep, plan, infos = run.loaded, run.run_id, run.prep, run.plan, run.infos
     data_digest = run.data_digest
     cfg = loaded.config
-    names = cfg.metrics
+    names, primary = run_metrics(cfg, prep.classes)
     y = prep.y
     fb = infos[FALLBACK]
-    fb_full = np.full(len(y), np.nan)
+    width = (len(prep.classes),) if prep.multiclass and prep.classes else ()
+    fb_full = np.full((len(y), *width), np.nan)
     fb_full[fb.hold_idx] = fb.holdout_pred if fb.holdout_pred is not None else np.nan
     routed = fb_full.copy()
 
@@ -160,7 +160,7 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
         }
     hold = fb.hold_idx
     metrics = {
-        "primary": cfg.primary_metric,
+        "primary": primary,
         "overall": score(names, y[hold], routed[hold]),
         "fallback_only": score(names, y[hold], fb_full[hold]),
         "segments": len(models),
@@ -183,6 +183,7 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
         "created_at": datetime.now(UTC).isoformat(),
         "task": cfg.target.task,
         "target": cfg.target.column,
+        **({} if prep.classes is None else {"classes": list(prep.classes)}),
         "segment_column": cfg.segments.column if cfg.segments else None,
         "features": prep.schema.to_dict(),
         "models": models,

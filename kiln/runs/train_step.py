@@ -20,7 +20,7 @@ from kiln.errors import TrainingError
 from kiln.executors import Executor
 from kiln.pipeline.plan import FALLBACK, SegmentPlan, plan_segments
 from kiln.runs.context import Stores
-from kiln.runs.data import Prepared
+from kiln.runs.data import Prepared, run_metrics
 from kiln.runs.packaging import TaskInfo
 from kiln.runs.reporting import Reporter
 from kiln.runs.training import TrainSpec, TrainTask, train_segment
@@ -108,13 +108,14 @@ def _train_spec(loaded: LoadedConfig, prep: Prepared, executor: Executor) -> Tra
         task=cfg.target.task,
         features=prep.schema.names,
         categorical=prep.schema.categorical_indices,
-        metrics=cfg.metrics,
+        metrics=run_metrics(cfg, prep.classes)[0],
         base_dir=str(loaded.base_dir.resolve()),
         where=loaded.where("model"),
         estimator=cfg.model.estimator,
         params=dict(cfg.model.params),
         train=cfg.model.train,
         threads=max(1, cpus // max(1, executor.workers)),
+        classes=prep.classes,
     )
 
 

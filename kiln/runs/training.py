@@ -39,6 +39,13 @@ class TrainSpec:
     params: dict[str, Any] = field(default_factory=dict)
     train: str | None = None
     threads: int = 1
+    classes: list[str] | None = None
+    """The labels of a classification target that is not 0/1; ``y`` holds their indices."""
+
+    @property
+    def n_classes(self) -> int | None:
+        """The number of classes of a multiclass target (None: regression or binary)."""
+        return len(self.classes) if self.classes is not None and len(self.classes) > 2 else None
 
 
 @dataclass(frozen=True)
@@ -70,18 +77,27 @@ class TrainContext:
     features: list[str]
     categorical: list[str]
     threads: int
+    classes: list[str] | None = None
+    """A classifier's labels when they are not 0/1: ``y`` is their index (0 .. K-1); with more
+    than two, ``predict_proba(X)`` must give one column per class, in this order."""
 
 
 def train_segment(task: TrainTask) -> TrainResult:
     spec = task.spec
     label = "the fallback" if task.segment == FALLBACK else f"segment {task.segment!r}"
     model = _train_custom(task, label) if spec.train is not None else _fit_estimator(task)
-    predict = predict_fn(model, spec.task, spec.features)
-    if len(task.y_holdout):
+    k = spec.n_classes
+    try:
+        predict = predict_fn(model, spec.task, spec.features, n_classes=k)
+    except ValueError as e:
+        raise TrainingError(f"{label}: {e}", hint=_PROBA_HINT) from None
+    if k is not None:
+        pred = _predict_proba(predict, task, label, k)
+    elif len(task.y_holdout):
         pred = np.asarray(predict(task.X_holdout), dtype=np.float64).reshape(-1)
     else:
         pred = np.empty(0)
-    if pred.shape != task.y_holdout.shape:
+    if pred.shape[0] != task.y_holdout.shape[0]:
         raise TrainingError(
             f"{label}: the model returned {pred.shape[0]} predictions for "
             f"{task.y_holdout.shape[0]} holdout rows",
@@ -95,6 +111,25 @@ def train_segment(task: TrainTask) -> TrainResult:
         rows_holdout=len(task.y_holdout),
         model_type=f"{type(model).__module__}.{type(model).__qualname__}",
     )
+
+
+_PROBA_HINT = (
+    "a multiclass model needs predict_proba(X) giving one column per class (classes_ says"
+    " which); context.classes lists the labels that y's indices stand for"
+)
+
+
+def _predict_proba(predict: Any, task: TrainTask, label: str, k: int) -> np.ndarray:
+    if not len(task.y_holdout):
+        return np.empty((0, k))
+    pred = np.asarray(predict(task.X_holdout), dtype=np.float64)
+    if pred.ndim != 2 or pred.shape[1] != k:
+        raise TrainingError(
+            f"{label}: the model's probabilities have shape {pred.shape}, not"
+            f" ({len(task.y_holdout)}, {k}) for {k} classes",
+            hint=_PROBA_HINT,
+        )
+    return pred
 
 
 def _dumps(model: Any, spec: TrainSpec) -> bytes:
@@ -158,6 +193,7 @@ def _train_custom(task: TrainTask, label: str) -> Any:
         features=list(spec.features),
         categorical=[spec.features[i] for i in spec.categorical],
         threads=spec.threads,
+        classes=None if spec.classes is None else list(spec.classes),
     )
     model = fn(X, y, ctx)
     if not callable(getattr(model, "predict", None)):

@@ -66,6 +66,7 @@ class Capture:
         col = deployed.segment_column
         known = deployed.segments
         accepted = 0
+        labels, probabilities = _classes_of(prediction)
         for i, row in enumerate(rows):
             raw = row.get(col) if col else None
             segment = None if raw is None else str(raw)
@@ -94,6 +95,8 @@ class Capture:
                 prediction=value,
                 error=why,
                 latency_ms=latency_ms,
+                label=None if labels is None else labels[i],
+                probabilities=None if probabilities is None else probabilities[i],
             )
             accepted += writer.offer(record)
         self._count(deployed.pipeline, stage, accepted, len(rows) - accepted)
@@ -154,6 +157,17 @@ class Capture:
             counters[0].inc(accepted)
         if dropped:
             counters[1].inc(dropped)
+
+
+def _classes_of(
+    prediction: Prediction | None,
+) -> tuple[list[str] | None, list[dict[str, float]] | None]:
+    """A multiclass answer's label and class probabilities per row (None for the others)."""
+    if prediction is None or prediction.probabilities is None:
+        return None, None
+    classes = prediction.classes or []
+    rows = prediction.probabilities.tolist()
+    return prediction.labels(), [dict(zip(classes, r, strict=True)) for r in rows]
 
 
 def _features_of(body: bytes) -> dict[str, Any]:

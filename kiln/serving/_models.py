@@ -48,7 +48,14 @@ class PredictResponse(BaseModel):
     request_id: str
     pipeline: str
     version: int
-    prediction: float | None = Field(description="null only if the fallback gave a non-number.")
+    prediction: float | str | None = Field(
+        description="The predicted number (a classifier: the probability of the positive class);"
+        " a multiclass classifier: the most probable class. null only if the fallback gave a"
+        " non-number."
+    )
+    probabilities: dict[str, float] | None = Field(
+        default=None, description="A multiclass classifier only: each class's probability."
+    )
     model: str = Field(description="The segment whose model answered, or __fallback__.")
     fallback: bool
 
@@ -57,7 +64,12 @@ class PredictBatchResponse(BaseModel):
     request_id: str = Field(description="Row i is captured as REQUEST_ID:i.")
     pipeline: str
     version: int
-    predictions: list[float | None]
+    predictions: list[float | str | None] = Field(
+        description="One per instance, as PredictResponse.prediction."
+    )
+    probabilities: list[dict[str, float]] | None = Field(
+        default=None, description="A multiclass classifier only: each class's probability."
+    )
     models: list[str]
     fallback: list[bool]
 
@@ -112,6 +124,11 @@ class VersionInfo(BaseModel):
     routed_to_fallback: list[str]
     capture_sample_rate: float
     loaded_at: str
+    classes: list[str] | None = Field(
+        default=None,
+        description="A classifier's labels when its target is not 0/1: with more than two, the"
+        " predict answer is the most probable one and each one's probability.",
+    )
 
 
 class ReloadError(BaseModel):

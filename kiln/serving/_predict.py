@@ -158,7 +158,12 @@ class Predictions:
         seconds: float,
     ) -> Answer:
         name, label = deployed.pipeline, deployed.label
-        if batch:
+        proba = prediction.probabilities
+        if proba is not None:
+            body, segment, fallbacks = _classes_body(
+                name, deployed.version, prediction, proba.tolist(), batch=batch, rid=rid
+            )
+        elif batch:
             fallbacks = int(prediction.fallback.sum())
             body = orjson.dumps(
                 {
@@ -250,6 +255,47 @@ class Predictions:
         for token in self._tokens:  # every token compared, in constant time
             ok |= hmac.compare_digest(presented, token)
         return ok
+
+
+def _classes_body(
+    name: str,
+    version: int,
+    prediction: Prediction,
+    proba: list[list[float]],
+    *,
+    batch: bool,
+    rid: str,
+) -> tuple[bytes, str, int]:
+    """A multiclass answer: the most probable class of each row and every class's probability."""
+    classes = prediction.classes or []
+    probabilities = [dict(zip(classes, row, strict=True)) for row in proba]
+    labels = prediction.labels()
+    if batch:
+        body = orjson.dumps(
+            {
+                "request_id": rid,
+                "pipeline": name,
+                "version": version,
+                "predictions": labels,
+                "probabilities": probabilities,
+                "models": prediction.model,
+                "fallback": prediction.fallback.tolist(),
+            }
+        )
+        return body, _BATCH, int(prediction.fallback.sum())
+    fell_back = bool(prediction.fallback[0])
+    body = orjson.dumps(
+        {
+            "request_id": rid,
+            "pipeline": name,
+            "version": version,
+            "prediction": labels[0],
+            "probabilities": probabilities[0],
+            "model": prediction.model[0],
+            "fallback": fell_back,
+        }
+    )
+    return body, prediction.model[0], int(fell_back)
 
 
 class _RequestIds:

@@ -48,6 +48,7 @@ class Deployed:
             "routed_to_fallback": sorted(p.manifest.get("routed_to_fallback", {})),
             "capture_sample_rate": self.sample_rate,
             "loaded_at": self.loaded_at.isoformat(),
+            "classes": p.classes,
         }
 
 

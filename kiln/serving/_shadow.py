@@ -163,14 +163,10 @@ class ShadowRunner:
                     "shadow",
                     job.request_id,
                     job.rows,
-                    None if prediction is None else _slice(prediction, start, end),
+                    None if prediction is None else prediction.rows(start, end),
                     batch=job.batch,
                     ts=job.ts,
                     latency_ms=seconds * 1000.0,
                     error=error,
                 )
             start = end
-
-
-def _slice(p: Prediction, start: int, end: int) -> Prediction:
-    return Prediction(p.values[start:end], p.model[start:end], p.fallback[start:end])

@@ -20,6 +20,8 @@ import pytest
 
 from kiln.errors import NotFoundError, StoreError
 from kiln.stores import CaptureRecord, CaptureWriter, query_captures, read_captures
+from kiln.stores.capture import CAPTURE_SCHEMA
+from kiln.stores.capture._records import to_table
 
 T0 = datetime(2024, 3, 1, 23, 59, 0, tzinfo=UTC)
 
@@ -100,7 +102,7 @@ def test_round_trip_across_pipelines_and_dates(root: str) -> None:
     flights = read_captures(root, "flights")
     assert flights.column_names == [
         "request_id", "ts", "pipeline", "version", "stage", "segment", "model", "fallback",
-        "features", "prediction", "error", "latency_ms",
+        "features", "prediction", "error", "latency_ms", "label", "probabilities",
     ]  # fmt: skip
     assert flights.schema.field("ts").type == pa.timestamp("us", tz="UTC")
     assert flights.schema.field("version").type == pa.int32()
@@ -114,7 +116,7 @@ def test_round_trip_across_pipelines_and_dates(root: str) -> None:
             "request_id": r.request_id, "ts": g["ts"], "pipeline": r.pipeline,
             "version": r.version, "stage": r.stage, "segment": r.segment, "model": r.model,
             "fallback": r.fallback, "prediction": r.prediction, "error": r.error,
-            "latency_ms": r.latency_ms,
+            "latency_ms": r.latency_ms, "label": None, "probabilities": None,
         }  # fmt: skip
 
     taxi = read_captures(root, "taxi-fares", stage=None)
@@ -425,3 +427,28 @@ def test_measure_offer_and_read(root: str, capsys: pytest.CaptureFixture[str]) -
             f" read_captures 100k rows: {read_all_s * 1000:.0f} ms;"
             f" last=10,000 of 100k: {read_last_s * 1000:.0f} ms"
         )
+
+
+def test_multiclass_captures_are_read_alongside_files_written_before_them(root: str) -> None:
+    """Files written before ``label`` and ``probabilities`` existed read as nulls in them."""
+    folder = Path(root) / "captures" / "pipeline=flights" / "date=2024-03-01"
+    folder.mkdir(parents=True)
+    old_schema = pa.schema([f for f in CAPTURE_SCHEMA if f.name not in ("label", "probabilities")])
+    old = to_table([record(1)]).select(old_schema.names).cast(old_schema)
+    pq.write_table(old, folder / "old-writer.parquet")
+    assert read_captures(root, "flights")["label"].to_pylist() == [None]  # only old files
+
+    proba = {"early": 0.2, "late": 0.5, "very_late": 0.3}
+    write(root, [record(2, label="late", probabilities=proba, prediction=0.5)])
+    table = read_captures(root, "flights")
+    assert table.num_rows == 2
+    assert table["label"].to_pylist() == [None, "late"]
+    assert table["probabilities"].type == pa.map_(pa.string(), pa.float64())
+    assert [None if p is None else dict(p) for p in table["probabilities"].to_pylist()] == [
+        None,
+        proba,
+    ]
+    got = query_captures(root, "SELECT label, probabilities['very_late'] AS p FROM captures")
+    assert sorted(map(str, got.to_pylist()), key=len) == sorted(
+        map(str, [{"label": None, "p": None}, {"label": "late", "p": 0.3}]), key=len
+    )

@@ -16,7 +16,11 @@ from kiln.stores.capture._records import CAPTURE_SCHEMA, PIPELINE_NAME, STAGES, 
 __all__ = ["query_captures", "read_captures"]
 
 _HINT = "the server captures requests when capture.sample_rate > 0"
-_COLUMNS = ", ".join(["request_id", "ts", "pipeline", *CAPTURE_SCHEMA.names[2:]])
+_LATER = ("label", "probabilities")
+"""Columns added after the first capture files: selected as NULL from files without them."""
+_COLUMNS = ", ".join(
+    ["request_id", "ts", "pipeline", *(n for n in CAPTURE_SCHEMA.names[2:] if n not in _LATER)]
+)
 _READ_SCHEMA: Final = CAPTURE_SCHEMA.insert(2, pa.field("pipeline", pa.string()))
 _READ_OPTIONS = (
     "hive_partitioning = true, union_by_name = true,"
@@ -97,7 +101,7 @@ def read_captures(
     if since is not None:
         where.append("ts >= $since")
         params["since"] = since.astimezone(UTC)
-    sql = f"SELECT {_COLUMNS} FROM read_parquet($files, {_READ_OPTIONS})"
+    sql = f"SELECT {_COLUMNS}, {{later}} FROM read_parquet($files, {_READ_OPTIONS})"
     if where:
         sql += " WHERE " + " AND ".join(where)
     if last is not None:
@@ -114,7 +118,8 @@ def read_captures(
             window += grow
             grow = 3 * window
             if files:
-                table = _run(con, sql, {**params, "files": files}, root.for_duckdb(folder))
+                query = sql.replace("{later}", _later_columns(con, files))
+                table = _run(con, query, {**params, "files": files}, root.for_duckdb(folder))
                 if last is None or table.num_rows >= last:
                     break
     if table is not None:
@@ -124,6 +129,19 @@ def read_captures(
     raise NotFoundError(
         f"no captures of pipeline {pipeline!r} in {root.for_duckdb(folder)}", hint=_HINT
     )
+
+
+def _later_columns(con: duckdb.DuckDBPyConnection, files: list[str]) -> str:
+    """The select list of the ``_LATER`` columns: NULL (typed) where no file has the column."""
+    try:
+        rows = con.execute(
+            "SELECT DISTINCT name FROM parquet_schema($files)", {"files": files}
+        ).fetchall()
+    except duckdb.Error:
+        rows = []  # unreadable files: the query itself reports them
+    present = {str(r[0]) for r in rows}
+    types = {"label": "VARCHAR", "probabilities": "MAP(VARCHAR, DOUBLE)"}
+    return ", ".join(n if n in present else f"NULL::{types[n]} AS {n}" for n in _LATER)
 
 
 def _date_folders(root: _Root, folder: str) -> list[tuple[date, str]]:

@@ -33,9 +33,15 @@ CAPTURE_SCHEMA: Final = pa.schema(
         pa.field("prediction", pa.float64()),
         pa.field("error", pa.string()),
         pa.field("latency_ms", pa.float64(), nullable=False),
+        pa.field("label", pa.string()),
+        pa.field("probabilities", pa.map_(pa.string(), pa.float64())),
     ]
 )
-"""One capture file. The pipeline and the UTC date are its folder names (hive partitions)."""
+"""One capture file. The pipeline and the UTC date are its folder names (hive partitions).
+
+``prediction`` is the answer (a multiclass version: the probability of its most probable class,
+which is ``label``, and ``probabilities`` maps each class to its probability); ``label`` and
+``probabilities`` are null for the other versions, and absent from files written before them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,10 @@ class CaptureRecord:
     prediction: float | None
     error: str | None
     latency_ms: float
+    label: str | None = None
+    """A multiclass version's answer: the most probable class."""
+    probabilities: dict[str, float] | None = None
+    """A multiclass version's probability of each class."""
 
     def __post_init__(self) -> None:
         if self.ts.utcoffset() is None:
@@ -96,6 +106,13 @@ def encode_features(features: dict[str, Any]) -> bytes:
         return json.dumps(features, default=_json_default).encode()
 
 
+_PROBABILITIES: Final = pa.map_(pa.string(), pa.float64())
+
+
+def _pairs(probabilities: dict[str, float] | None) -> list[tuple[str, float]] | None:
+    return None if probabilities is None else list(probabilities.items())
+
+
 def to_table(rows: Sequence[CaptureRecord]) -> pa.Table:
     """The rows as a table of :data:`CAPTURE_SCHEMA`; ValueError or an Arrow error if one is bad."""
     batches = [_to_batch(rows[i : i + _BATCH_ROWS]) for i in range(0, len(rows), _BATCH_ROWS)]
@@ -115,6 +132,8 @@ def _to_batch(rows: Sequence[CaptureRecord]) -> pa.RecordBatch:
         pa.array([r.prediction for r in rows], pa.float64()),
         pa.array([r.error for r in rows], pa.string()),
         pa.array([r.latency_ms for r in rows], pa.float64()),
+        pa.array([r.label for r in rows], pa.string()),
+        pa.array([_pairs(r.probabilities) for r in rows], _PROBABILITIES),
     ]
     for field, array in zip(CAPTURE_SCHEMA, arrays, strict=True):
         if not field.nullable and array.null_count:
