@@ -1,13 +1,16 @@
 """``Predictor``: the contract between the registry and serving.
 
 It routes each row to its segment's model, sends unknown segments (and rows whose segment model
-raised or returned a non-finite number) to the fallback, and says per row which model answered.
+raised or returned a non-finite number) to the fallback, and says per row which model answered
+and which categorical features held a value training never saw (*unseen*). Under the version's
+``unseen_categories: fallback`` policy such a row is answered by the fallback; ``reject`` is
+applied before predicting, by the request check of the server and of batch scoring.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -15,6 +18,7 @@ import pandas as pd
 
 from kiln.pipeline.features import FeatureSchema
 from kiln.pipeline.plan import FALLBACK
+from kiln.pipeline.rows import UnseenPolicy, unseen_policy
 from kiln.registry.adapters import PredictFn, predict_fn
 from kiln.registry.package import LoadedPackage, load_package
 from kiln.stores.content import ContentStore
@@ -32,6 +36,11 @@ class Prediction:
     fallback: np.ndarray
     errors: int = 0
     """Segment-model calls that raised or gave non-finite values (their rows fell back)."""
+    unseen: list[tuple[str, ...]] | None = None
+    """Per row, the categorical features whose value was unseen in training; None: no row."""
+
+    def unseen_of(self, i: int) -> tuple[str, ...]:
+        return () if self.unseen is None else self.unseen[i]
 
 
 class Predictor:
@@ -42,6 +51,7 @@ class Predictor:
         self.task: str = m["task"]
         self.schema = FeatureSchema.from_dict(m["features"])
         self.segment_column: str | None = m.get("segment_column")
+        self.unseen_policy: UnseenPolicy = unseen_policy(m)
         names = self.schema.names
         self._fns: dict[str, PredictFn] = {
             seg: predict_fn(model, self.task, names) for seg, model in package.models.items()
@@ -57,17 +67,21 @@ class Predictor:
         return list(self._fns)
 
     def predict(self, rows: Rows) -> Prediction:
+        unseen: list[tuple[str, ...]] | None
         if isinstance(rows, pd.DataFrame):
             X = self.schema.encode(rows)
-            segs = self._segments_of_frame(rows)
+            unseen = self.schema.unseen_in_frame(rows)
+            segs: list[str | None] = list(self._segments_of_frame(rows))
         else:
-            X = self.schema.encode_rows(rows)
+            X, unseen = self.schema.encode_rows_unseen(rows)
             col = self.segment_column
             segs = [_key(r.get(col)) if col else None for r in rows]
-            if len(segs) == 1:
-                single = self._predict_one(X, segs[0])
-                if single is not None:
-                    return single
+        if unseen is not None and self.unseen_policy == "fallback":
+            segs = [None if u else s for s, u in zip(segs, unseen, strict=True)]
+        if len(segs) == 1 and not isinstance(rows, pd.DataFrame):
+            single = self._predict_one(X, segs[0])
+            if single is not None:
+                return single if unseen is None else replace(single, unseen=unseen)
         n = X.shape[0]
         values = np.empty(n, dtype=np.float64)
         used = np.full(n, FALLBACK, dtype=object)
@@ -96,7 +110,9 @@ class Predictor:
         if pending:
             idx = np.concatenate(pending) if len(pending) > 1 else pending[0]
             values[idx] = np.asarray(self._fallback(X[idx]), dtype=np.float64).reshape(-1)
-        return Prediction(values=values, model=used.tolist(), fallback=fell_back, errors=errors)
+        return Prediction(
+            values=values, model=used.tolist(), fallback=fell_back, errors=errors, unseen=unseen
+        )
 
     def _predict_one(self, X: np.ndarray, seg: str | None) -> Prediction | None:
         """The one-row case of ``predict``, without its grouping and indexing (the serving

@@ -173,4 +173,5 @@ class ShadowRunner:
 
 
 def _slice(p: Prediction, start: int, end: int) -> Prediction:
-    return Prediction(p.values[start:end], p.model[start:end], p.fallback[start:end])
+    unseen = None if p.unseen is None else p.unseen[start:end]
+    return Prediction(p.values[start:end], p.model[start:end], p.fallback[start:end], unseen=unseen)

@@ -33,9 +33,13 @@ CAPTURE_SCHEMA: Final = pa.schema(
         pa.field("prediction", pa.float64()),
         pa.field("error", pa.string()),
         pa.field("latency_ms", pa.float64(), nullable=False),
+        pa.field("unseen", pa.list_(pa.string())),
     ]
 )
-"""One capture file. The pipeline and the UTC date are its folder names (hive partitions)."""
+"""One capture file. The pipeline and the UTC date are its folder names (hive partitions).
+``unseen`` (the categorical features whose value training never saw; empty when none, null in
+files written before it existed and for refused requests) is the last column: readers fill it
+with null for older files."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,7 @@ class CaptureRecord:
     prediction: float | None
     error: str | None
     latency_ms: float
+    unseen: tuple[str, ...] | None = ()
 
     def __post_init__(self) -> None:
         if self.ts.utcoffset() is None:
@@ -115,6 +120,7 @@ def _to_batch(rows: Sequence[CaptureRecord]) -> pa.RecordBatch:
         pa.array([r.prediction for r in rows], pa.float64()),
         pa.array([r.error for r in rows], pa.string()),
         pa.array([r.latency_ms for r in rows], pa.float64()),
+        pa.array([r.unseen for r in rows], pa.list_(pa.string())),
     ]
     for field, array in zip(CAPTURE_SCHEMA, arrays, strict=True):
         if not field.nullable and array.null_count:
