@@ -141,7 +141,7 @@ def check_frame(
         col = df[rule.name]
         if rule.kind in ("number", "flag"):
             parsed, bad = _numbers(col, text_numbers=text_numbers, flags=rule.kind == "flag")
-            frame[rule.name] = parsed
+            frame[rule.name] = _integers(parsed) if rule.integral else parsed
         else:
             parsed, bad = _texts(col, integers=rule.kind == "segment" or text_numbers)
             frame[rule.name] = parsed
@@ -206,6 +206,17 @@ def _numbers(col: pd.Series, *, text_numbers: bool, flags: bool) -> tuple[pd.Ser
     if flags and is_bool.any():
         parsed[is_bool] = values[is_bool].astype(float).to_numpy()
     return pd.Series(parsed, index=col.index), ~null & ~np.isfinite(parsed)
+
+
+def _integers(parsed: pd.Series) -> pd.Series:
+    """A numeric segment column: whole numbers as integers (7, not 7.0), as the server routes
+    them, so that the segment keys are the ones training named."""
+    array = parsed.to_numpy()
+    whole = np.isfinite(array) & (array == np.round(array))
+    if (whole | np.isnan(array)).all():
+        return parsed.astype("Int64")
+    values = [int(v) if w else v for v, w in zip(array.tolist(), whole.tolist(), strict=True)]
+    return pd.Series(values, index=parsed.index, dtype=object)
 
 
 def _texts(col: pd.Series, *, integers: bool) -> tuple[pd.Series, np.ndarray]:

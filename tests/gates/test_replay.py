@@ -213,5 +213,6 @@ def _captures(cases: list[tuple[str, Any, float | None]]) -> pa.Table:
         "prediction": [c[2] for c in cases],
         "error": [None] * n,
         "latency_ms": [1.0] * n,
+        "unseen": [[]] * n,
     }
     return pa.table({f.name: pa.array(columns[f.name], f.type) for f in CAPTURE_SCHEMA})

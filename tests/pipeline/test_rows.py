@@ -143,3 +143,15 @@ def test_checking_300k_rows_is_fast(capsys: pytest.CaptureFixture[str]) -> None:
         print(f"\n[rows] check_frame of {n} rows (one text column of numbers): {seconds:.2f} s")
     assert check.bad_rows == 1 and check.bad[0].row == 123_456
     assert seconds < 10
+
+
+def test_a_numeric_segment_column_keeps_whole_numbers_as_integers() -> None:
+    schema = FeatureSchema.from_dict([{"name": "month", "kind": "numeric", "dtype": "int64"}])
+    rules = row_rules(schema, "month")
+    csv = pd.read_csv(io.StringIO("month,x\n7,a\n,b\n8,c\n"))  # the null: floats
+    assert csv["month"].dtype == np.float64
+    check = check_frame(csv, rules, text_numbers=True)
+    keys = check.frame["month"].astype("string").fillna("(null)").tolist()
+    assert keys == ["7", "(null)", "8"]  # "7", as the server routes 7.0, not "7.0"
+    mixed = check_frame(pd.DataFrame({"month": [7.0, 7.5]}), rules)
+    assert mixed.frame["month"].astype("string").tolist() == ["7", "7.5"]
