@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from kiln.pipeline.features import FeatureSchema
-from kiln.pipeline.rows import EXPECTED, check_frame, row_rules
+from kiln.pipeline.rows import EXPECTED, check_frame, row_rules, unseen_policy
 from kiln.serving._errors import ApiError
 from kiln.serving._schema import RequestSchema
 
@@ -155,3 +155,8 @@ def test_a_numeric_segment_column_keeps_whole_numbers_as_integers() -> None:
     assert keys == ["7", "(null)", "8"]  # "7", as the server routes 7.0, not "7.0"
     mixed = check_frame(pd.DataFrame({"month": [7.0, 7.5]}), rules)
     assert mixed.frame["month"].astype("string").tolist() == ["7", "7.5"]
+
+
+def test_a_manifest_without_a_policy_accepts() -> None:
+    assert unseen_policy({"format": 1}) == "accept"  # packaged before the policy existed
+    assert unseen_policy({"serving": {"unseen_categories": "reject"}}) == "reject"

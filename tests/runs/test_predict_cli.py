@@ -12,12 +12,12 @@ import orjson
 import pandas as pd
 import pytest
 import yaml
-from conftest import BASE, merge
 
 from kiln.config import load_config
 from kiln.registry import Stages
 from kiln.runs import Runner, open_stores
 from kiln.settings import Settings
+from tests.conftest import BASE, merge
 
 pytestmark = pytest.mark.slow
 
@@ -32,14 +32,19 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, warehouse: Path) -> Path:
-    """A home with v1 of flights-test (a candidate), trained once for the module."""
+    """A home with v1 of flights-test (a candidate that rejects unseen categories, as its
+    kiln.yaml says), trained once for the module."""
     base = tmp_path_factory.mktemp("predict")
     path = base / "kiln.yaml"
-    path.write_text(yaml.safe_dump(merge(BASE, {"data": {"source": str(warehouse)}})))
+    changes = {"data": {"source": str(warehouse)}, "serving": {"unseen_categories": "reject"}}
+    path.write_text(yaml.safe_dump(merge(BASE, changes)))
     settings = Settings(home=base / "home")
     stores = open_stores(settings, upgrade=True)
     try:
-        assert Runner(settings, stores).run(load_config(path)).version == 1
+        result = Runner(settings, stores).run(load_config(path))
+        assert result.version == 1
+        manifest = orjson.loads(stores.content.get(result.manifest_digest, what="manifest"))
+        assert manifest["serving"] == {"unseen_categories": "reject"}  # the policy travels
     finally:
         stores.close()
     return settings.home
@@ -83,7 +88,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
 def test_production_scores_by_default_and_the_version_is_named(
     home: Path, tmp_path: Path, cli: Callable[..., Any]
 ) -> None:
-    rows = write_csv(tmp_path / "rows.csv", ROWS)
+    rows = write_csv(tmp_path / "rows.csv", [ROWS[0], {**ROWS[0], "origin": "LGA"}])
     out = tmp_path / "out.csv"
     args = ("--home", str(home), "predict", PIPELINE, "--input", str(rows))
 
@@ -147,7 +152,8 @@ def test_unseen_categories_are_flagged_counted_and_follow_the_policy(
     out = tmp_path / "out.parquet"
     args = ("--home", str(home), "predict", PIPELINE, "--input", str(rows), "--version")
 
-    accepted = cli(*args, "1", "--output", str(out), cwd=tmp_path)
+    accept = register_with(home, 1, serving={"unseen_categories": "accept"})
+    accepted = cli(*args, str(accept), "--output", str(out), cwd=tmp_path)
     assert accepted.returncode == 0, accepted.stderr
     assert "unseen categories (rows per feature): dest 1 (answered as missing)" in accepted.stdout
     scored = pd.read_parquet(out)
@@ -161,8 +167,7 @@ def test_unseen_categories_are_flagged_counted_and_follow_the_policy(
     assert scored["model"].tolist() == ["JFK", "__fallback__"]
     assert scored["fallback"].tolist() == [False, True]
 
-    reject = register_with(home, 1, serving={"unseen_categories": "reject"})
-    refused = cli(*args, str(reject), cwd=tmp_path)
+    refused = cli(*args, "1", cwd=tmp_path)  # v1: reject, from its kiln.yaml
     assert refused.returncode == 3, refused.stderr
     text = " ".join(refused.stderr.split())
     assert "row 2 (line 3 of the CSV), column 'dest': unseen category (known: " in text
