@@ -9,7 +9,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
@@ -19,7 +19,7 @@ from rich.text import Text
 from kiln.cli._common import _mib, _num, _settings, _status, _stores, err, out
 from kiln.config import json_schema, load_config
 from kiln.console import RichReporter, gate_table, segment_table
-from kiln.errors import EXIT_BLOCKED, KilnError, NotFoundError
+from kiln.errors import EXIT_BLOCKED, KilnError
 from kiln.settings import Settings
 
 
@@ -265,39 +265,68 @@ def predict(
     ctx: typer.Context,
     pipeline: str,
     input: Annotated[Path, typer.Option("--input", help="Rows: .csv, .parquet or .json.")],
-    version: Annotated[int | None, typer.Option(help="Default: the newest version.")] = None,
+    version: Annotated[
+        int | None,
+        typer.Option(help="Score with this version, whatever its stage. Default: production."),
+    ] = None,
     output: Annotated[Path | None, typer.Option(help="Write .csv or .parquet here.")] = None,
 ) -> None:
-    """Predict a file of rows with a registered version (batch scoring)."""
+    """Predict a file of rows with a registered version (batch scoring).
+
+    Every row is checked as the prediction server checks it; bad rows are listed (exit 3).
+    The output adds the columns prediction, model, fallback, version and unseen.
+    """
+    import pandas as pd
+
     from kiln.registry.predictor import Predictor
-    from kiln.runs.batch import read_rows
+    from kiln.runs.batch import choose_version, read_rows, score_rows
 
     stores = _stores(ctx)
-    with stores.metadata.unit_of_work() as uow:
-        if version is None:
-            listed = uow.versions.list(pipeline=pipeline)
-            if not listed:
-                raise NotFoundError(
-                    f"pipeline {pipeline!r} has no model version",
-                    hint="`kiln run kiln.yaml` registers one; `kiln models list` shows them",
-                )
-            version = max(x.version for x in listed)
-        v = uow.versions.get(pipeline, version)
-    df = read_rows(input)
-    predictor = Predictor.load(stores.content, v.manifest_digest, label=f"{pipeline} v{v.version}")
-    p = predictor.predict(df)
-    shown = ["prediction", "model", "fallback"]
+    try:
+        with stores.metadata.unit_of_work() as uow:
+            v = choose_version(uow.versions, pipeline, version)
+        label = f"{pipeline} v{v.version}"
+        predictor = Predictor.load(stores.content, v.manifest_digest, label=label)
+    finally:
+        stores.close()
+    text = [f.name for f in predictor.schema.features if f.kind == "categorical"]
+    if predictor.segment_column:
+        text.append(predictor.segment_column)
+    df = read_rows(input, text_columns=text)
+    scored = score_rows(df, predictor, path=input, label=label)
+    p = scored.prediction
+    unseen = [()] * len(df) if p.unseen is None else p.unseen
+    as_lists = output is not None and output.suffix == ".parquet"
+    column = pd.Series([list(u) if as_lists else ";".join(u) for u in unseen], index=df.index)
+    shown = ["prediction", "model", "fallback", "version", "unseen"]
+    common: dict[str, Any] = {
+        "model": p.model,
+        "fallback": p.fallback,
+        "version": v.version,
+        "unseen": column,
+    }
     if p.probabilities is not None and p.classes is not None:
         # a multiclass version: the most probable class, then each class's probability
         proba = {f"probability_{c}": p.probabilities[:, j] for j, c in enumerate(p.classes)}
-        df = df.assign(prediction=p.labels(), model=p.model, fallback=p.fallback, **proba)
+        df = df.assign(prediction=p.labels(), **common, **proba)
         shown += list(proba)
     else:
-        df = df.assign(prediction=p.values, model=p.model, fallback=p.fallback)
+        df = df.assign(prediction=p.values, **common)
     if output is None:
         out.print(df[shown].head(20).to_string())
-        out.print(f"{len(df)} rows, {int(p.fallback.sum())} answered by the fallback")
     elif output.suffix == ".parquet":
         df.to_parquet(output)
     else:
         df.to_csv(output, index=False)
+    out.print(
+        f"scored {len(df)} rows with pipeline {pipeline} version {v.version} ({v.stage}):"
+        f" {int(p.fallback.sum())} answered by the fallback"
+        + (f"; written to {output}" if output is not None else "")
+    )
+    if scored.unseen:
+        counts = ", ".join(f"{k} {n}" for k, n in sorted(scored.unseen.items()))
+        how = {"accept": "answered as missing", "fallback": "answered by the fallback"}
+        out.print(
+            f"unseen categories (rows per feature): {counts}"
+            f" ({how.get(predictor.unseen_policy, predictor.unseen_policy)})"
+        )

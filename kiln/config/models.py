@@ -25,8 +25,10 @@ __all__ = [
     "ResourcesConfig",
     "ScheduleConfig",
     "SegmentsConfig",
+    "ServingConfig",
     "SplitConfig",
     "TargetConfig",
+    "UnseenCategories",
 ]
 
 REGRESSION_METRICS = ("mae", "rmse", "r2")
@@ -398,6 +400,20 @@ class CaptureConfig(_Strict):
     sample_rate: float = Field(default=1.0, ge=0, le=1)
 
 
+UnseenCategories = Literal["accept", "fallback", "reject"]
+
+
+class ServingConfig(_Strict):
+    """How the server (and `kiln predict`) answer rows; packaged into each version."""
+
+    unseen_categories: UnseenCategories = Field(
+        default="accept",
+        description="A categorical value that training never saw: accept (the model sees it as"
+        " missing; the row is flagged and counted), fallback (the fallback model answers the"
+        " row) or reject (the server answers 422, `kiln predict` reports the row as bad).",
+    )
+
+
 class PipelineConfig(_Strict):
     """One kiln.yaml."""
 
@@ -415,6 +431,7 @@ class PipelineConfig(_Strict):
     schedule: ScheduleConfig | None = None
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     @field_validator("features")
     @classmethod

@@ -1,9 +1,10 @@
 """The feature schema of a model version, and encoding rows into the float matrix models see.
 
 Numeric features become float64 (nulls -> NaN). Text features are categorical: each value maps to
-its index in the training categories; a value never seen in training becomes NaN, which LightGBM
-and scikit-learn's histogram models treat as missing. Training and serving share this code, so a
-row is encoded the same way in both.
+its index in the training categories; a value never seen in training (*unseen*) becomes NaN,
+which LightGBM and scikit-learn's histogram models treat as missing, and is reported by
+``encode_rows_unseen`` / ``unseen_in_frame`` so that the version's policy can act on it.
+Training and serving share this code, so a row is encoded the same way in both.
 """
 
 from __future__ import annotations
@@ -35,10 +36,14 @@ class FeatureSpec:
     def lookup(self) -> pd.Index:
         return pd.Index(self.categories, dtype="string")
 
+    def index_of(self, value: Any) -> int | None:
+        """The category's position, or None for a value never seen in training."""
+        return self._index.get(value if isinstance(value, str) else str(value))
+
     def code(self, value: Any) -> float:
         if value is None:
             return np.nan
-        i = self._index.get(value if isinstance(value, str) else str(value))
+        i = self.index_of(value)
         return np.nan if i is None else float(i)
 
 
@@ -97,15 +102,43 @@ class FeatureSchema:
 
     def encode_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Encode a few JSON-like rows (the serving path) without going through pandas."""
+        return self.encode_rows_unseen(rows)[0]
+
+    def encode_rows_unseen(
+        self, rows: Sequence[Mapping[str, Any]]
+    ) -> tuple[np.ndarray, list[tuple[str, ...]] | None]:
+        """``encode_rows``, and per row the categorical features whose value training never
+        saw (None when no row has any)."""
         out = np.empty((len(rows), len(self.features)), dtype=np.float64)
+        unseen: list[tuple[str, ...]] | None = None
         for i, row in enumerate(rows):
             for j, spec in enumerate(self.features):
                 v = row.get(spec.name)
                 if spec.kind == "categorical":
-                    out[i, j] = spec.code(v)
+                    k = None if v is None else spec.index_of(v)
+                    out[i, j] = np.nan if k is None else k
+                    if k is None and v is not None:
+                        if unseen is None:
+                            unseen = [()] * len(rows)
+                        unseen[i] = (*unseen[i], spec.name)
                 else:
                     out[i, j] = np.nan if v is None else float(v)
-        return out
+        return out, unseen
+
+    def unseen_in_frame(self, df: pd.DataFrame) -> list[tuple[str, ...]] | None:
+        """Per row of ``df``, the categorical features whose value training never saw (None
+        when no row has any)."""
+        unseen: list[tuple[str, ...]] | None = None
+        for spec in self.features:
+            if spec.kind != "categorical" or spec.name not in df.columns:
+                continue
+            col = df[spec.name].astype("string")
+            new = col.notna().to_numpy() & (spec.lookup.get_indexer(pd.Index(col)) < 0)
+            for i in np.flatnonzero(new):
+                if unseen is None:
+                    unseen = [()] * len(df)
+                unseen[i] = (*unseen[i], spec.name)
+        return unseen
 
     def to_dict(self) -> list[dict[str, Any]]:
         return [

@@ -1,7 +1,10 @@
 """``Predictor``: the contract between the registry and serving.
 
 It routes each row to its segment's model, sends unknown segments (and rows whose segment model
-raised or returned a non-finite number) to the fallback, and says per row which model answered.
+raised or returned a non-finite number) to the fallback, and says per row which model answered
+and which categorical features held a value training never saw (*unseen*). Under the version's
+``unseen_categories: fallback`` policy such a row is answered by the fallback; ``reject`` is
+applied before predicting, by the request check of the server and of batch scoring.
 A multiclass version (its manifest lists more than two ``classes``) answers each row's class
 probabilities; ``values`` is then the probability of the most probable class.
 """
@@ -9,7 +12,7 @@ probabilities; ``values`` is then the probability of the most probable class.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -17,6 +20,7 @@ import pandas as pd
 
 from kiln.pipeline.features import FeatureSchema
 from kiln.pipeline.plan import FALLBACK
+from kiln.pipeline.rows import UnseenPolicy, unseen_policy
 from kiln.registry.adapters import PredictFn, predict_fn
 from kiln.registry.package import LoadedPackage, load_package
 from kiln.stores.content import ContentStore
@@ -38,6 +42,11 @@ class Prediction:
     """A multiclass version's ``(rows, classes)`` probabilities (None for the others)."""
     classes: list[str] | None = None
     """A multiclass version's labels, in the order of the columns of ``probabilities``."""
+    unseen: list[tuple[str, ...]] | None = None
+    """Per row, the categorical features whose value was unseen in training; None: no row."""
+
+    def unseen_of(self, i: int) -> tuple[str, ...]:
+        return () if self.unseen is None else self.unseen[i]
 
     def labels(self) -> list[str]:
         """The most probable class of each row (a multiclass version only)."""
@@ -54,6 +63,7 @@ class Prediction:
             self.fallback[start:end],
             probabilities=None if self.probabilities is None else self.probabilities[start:end],
             classes=self.classes,
+            unseen=None if self.unseen is None else self.unseen[start:end],
         )
 
 
@@ -70,6 +80,7 @@ class Predictor:
         """The labels of a classifier whose target was not 0/1 (sorted, as trained)."""
         self.multiclass = self.classes is not None and len(self.classes) > 2
         k = len(self.classes) if self.classes is not None and self.multiclass else None
+        self.unseen_policy: UnseenPolicy = unseen_policy(m)
         names = self.schema.names
         self._fns: dict[str, PredictFn] = {
             seg: predict_fn(model, self.task, names, n_classes=k)
@@ -86,21 +97,23 @@ class Predictor:
         return list(self._fns)
 
     def predict(self, rows: Rows) -> Prediction:
+        unseen: list[tuple[str, ...]] | None
         if isinstance(rows, pd.DataFrame):
             X = self.schema.encode(rows)
-            segs = self._segments_of_frame(rows)
-            if self.multiclass:
-                return self._predict_classes(X, segs)
+            unseen = self.schema.unseen_in_frame(rows)
+            segs: list[str | None] = list(self._segments_of_frame(rows))
         else:
-            X = self.schema.encode_rows(rows)
+            X, unseen = self.schema.encode_rows_unseen(rows)
             col = self.segment_column
             segs = [_key(r.get(col)) if col else None for r in rows]
-            if self.multiclass:
-                return self._predict_classes(X, segs)
-            if len(segs) == 1:
-                single = self._predict_one(X, segs[0])
-                if single is not None:
-                    return single
+        if unseen is not None and self.unseen_policy == "fallback":
+            segs = [None if u else s for s, u in zip(segs, unseen, strict=True)]
+        if self.multiclass:
+            return replace(self._predict_classes(X, segs), unseen=unseen)
+        if len(segs) == 1 and not isinstance(rows, pd.DataFrame):
+            single = self._predict_one(X, segs[0])
+            if single is not None:
+                return single if unseen is None else replace(single, unseen=unseen)
         n = X.shape[0]
         values = np.empty(n, dtype=np.float64)
         used = np.full(n, FALLBACK, dtype=object)
@@ -129,7 +142,9 @@ class Predictor:
         if pending:
             idx = np.concatenate(pending) if len(pending) > 1 else pending[0]
             values[idx] = np.asarray(self._fallback(X[idx]), dtype=np.float64).reshape(-1)
-        return Prediction(values=values, model=used.tolist(), fallback=fell_back, errors=errors)
+        return Prediction(
+            values=values, model=used.tolist(), fallback=fell_back, errors=errors, unseen=unseen
+        )
 
     def _predict_classes(self, X: np.ndarray, segs: Sequence[str | None]) -> Prediction:
         """``predict`` of a multiclass version: a row falls back when its segment model raised

@@ -193,6 +193,7 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
         "lineage": lineage,
         "environment": environment_lock(_distributions(cfg.model.estimator)),
         "reference_profile": run.profile.result(),
+        "serving": {"unseen_categories": cfg.serving.unseen_categories},
     }
 
 

@@ -4,7 +4,9 @@
 dropped and counted in ``kiln_capture_dropped_total``. The rows of a batch are captured as
 ``<request id>:<index>``. A request that a version refused or failed on (bad JSON, too many
 rows, invalid fields, a crash) is captured as one record with no prediction and the error:
-that is how a version's live error rate is known (``kiln.gates.live``).
+that is how a version's live error rate is known (``kiln.gates.live``). Each answered row
+records the features whose value was unseen in training (``unseen``); a row that the fallback
+answered because of them (``unseen_categories: fallback``) is not a model error.
 """
 
 from __future__ import annotations
@@ -70,14 +72,16 @@ class Capture:
         for i, row in enumerate(rows):
             raw = row.get(col) if col else None
             segment = None if raw is None else str(raw)
+            unseen: tuple[str, ...] | None = None
             if prediction is None:
                 model, fallback, value, why = NO_MODEL, False, None, error
             else:
+                unseen = prediction.unseen_of(i)
                 model = prediction.model[i]
                 fallback = bool(prediction.fallback[i])
                 value = float(prediction.values[i])
                 why = None
-                if fallback and segment in known:
+                if fallback and segment in known and not (unseen and deployed.unseen_fallback):
                     why = (
                         f"segment model {segment!r} failed or gave a non-finite value;"
                         " the fallback answered"
@@ -97,6 +101,7 @@ class Capture:
                 latency_ms=latency_ms,
                 label=None if labels is None else labels[i],
                 probabilities=None if probabilities is None else probabilities[i],
+                unseen=unseen,
             )
             accepted += writer.offer(record)
         self._count(deployed.pipeline, stage, accepted, len(rows) - accepted)
@@ -141,6 +146,7 @@ class Capture:
             prediction=None,
             error=text,
             latency_ms=latency_ms,
+            unseen=None,
         )
         accepted = writer.offer(record)
         self._count(deployed.pipeline, stage, int(accepted), int(not accepted))

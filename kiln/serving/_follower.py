@@ -230,7 +230,10 @@ class RegistryFollower:
             digest=record.manifest_digest,
             predictor=predictor,
             request=RequestSchema(
-                predictor.schema, predictor.segment_column, max_instances=self._max_instances
+                predictor.schema,
+                predictor.segment_column,
+                max_instances=self._max_instances,
+                unseen=predictor.unseen_policy,
             ),
             sample_rate=self._sample_rate(record, label),
             loaded_at=datetime.now(UTC),

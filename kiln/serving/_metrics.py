@@ -62,6 +62,13 @@ class Metrics:
             ["pipeline", "version", "stage"],
             registry=reg,
         )
+        self.unseen = Counter(
+            "kiln_unseen_categories",
+            "Categorical values never seen in training, in the rows answered, by pipeline,"
+            " version and feature (answered as the version's serving.unseen_categories says).",
+            ["pipeline", "version", "feature"],
+            registry=reg,
+        )
         self.captured = Counter(
             "kiln_captured",
             "Records handed to the capture store (one per answered row, one per refused"

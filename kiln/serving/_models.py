@@ -58,6 +58,10 @@ class PredictResponse(BaseModel):
     )
     model: str = Field(description="The segment whose model answered, or __fallback__.")
     fallback: bool
+    unseen: list[str] = Field(
+        description="Categorical features whose value training never saw (empty when none);"
+        " answered as the version's serving.unseen_categories says."
+    )
 
 
 class PredictBatchResponse(BaseModel):
@@ -72,6 +76,9 @@ class PredictBatchResponse(BaseModel):
     )
     models: list[str]
     fallback: list[bool]
+    unseen: list[list[str]] = Field(
+        description="Per row, the categorical features whose value training never saw."
+    )
 
 
 def predict_request_schema() -> dict[str, Any]:

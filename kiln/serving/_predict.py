@@ -4,7 +4,11 @@
 headers and body of the answer. It checks the token, chooses the version in the current routing
 table (production, or the canary for its share of the requests), validates the body with that
 version's request schema, predicts, counts, samples the request for capture and copies it to
-the shadow versions (when production answered), in that order. A request refused or failed
+the shadow versions (when production answered), in that order. Each answered row says which
+categorical features held a value unseen in training (``unseen``, an empty list when none);
+they are counted in ``kiln_unseen_categories_total``. A client ``X-Request-ID`` that is not
+1-128 printable ASCII characters is replaced by a generated id, and the answer says why in
+``X-Kiln-Request-ID-Replaced``. A request refused or failed
 after its version was chosen is sampled too, and captured as one record with its error.
 
 The canary answers a request with probability ``canary_share``: decided from a hash of the
@@ -44,6 +48,7 @@ _UNKNOWN = "(unknown)"
 _BATCH = "(batch)"
 _JSON_TYPE = (b"content-type", b"application/json")
 _CAPTURED = (b"x-kiln-captured", b"1")
+_REPLACED = b"x-kiln-request-id-replaced"
 _NOT_CAPTURED = (b"x-kiln-captured", b"0")
 _TOKEN_HINT = "send the header 'Authorization: Bearer <token>' with the predict token"
 _PRODUCTION = "production"
@@ -88,7 +93,7 @@ class Predictions:
         request_id: bytes | None,
         started: float,
     ) -> Answer:
-        rid = self._request_id(request_id)
+        rid, replaced = self._request_id(request_id)
         route: PipelineRoute | None = None
         deployed: Deployed | None = None
         stage = _PRODUCTION
@@ -115,10 +120,13 @@ class Predictions:
             prediction = deployed.predictor.predict(rows)
         except Exception as e:
             error = e if isinstance(e, ApiError) else _internal_error(e, name, rid)
-            return self._refuse(
+            refused = self._refuse(
                 error, name if route else _UNKNOWN, deployed,
                 stage=stage, rid=rid, request=body, started=started,
             )  # fmt: skip
+            if replaced is not None:
+                refused.headers.append((_REPLACED, replaced))
+            return refused
         seconds = time.perf_counter() - started
         n = len(rows)
         answer = self._answer(deployed, stage, n, prediction, batch=batch, rid=rid, seconds=seconds)
@@ -136,6 +144,8 @@ class Predictions:
             if shadow is not None:
                 shadow.offer(ShadowJob(name, rid, rows, batch, sampled, ts, shadows))
         answer.headers.append(_CAPTURED if captured else _NOT_CAPTURED)
+        if replaced is not None:
+            answer.headers.append((_REPLACED, replaced))
         return answer
 
     def _to_canary(self, route: PipelineRoute, request_id: bytes | None) -> bool:
@@ -158,6 +168,7 @@ class Predictions:
         seconds: float,
     ) -> Answer:
         name, label = deployed.pipeline, deployed.label
+        unseen = prediction.unseen
         proba = prediction.probabilities
         if proba is not None:
             body, segment, fallbacks = _classes_body(
@@ -173,6 +184,7 @@ class Predictions:
                     "predictions": prediction.values.tolist(),
                     "models": prediction.model,
                     "fallback": prediction.fallback.tolist(),
+                    "unseen": [()] * n_rows if unseen is None else unseen,
                 }
             )
             segment = _BATCH
@@ -188,6 +200,7 @@ class Predictions:
                     "prediction": float(prediction.values[0]),
                     "model": segment,
                     "fallback": fell_back,
+                    "unseen": () if unseen is None else unseen[0],
                 }
             )
         key = (name, label, segment, stage)
@@ -201,6 +214,8 @@ class Predictions:
         if prediction.errors:
             children.model_errors.inc(prediction.errors)
         children.latency.observe(seconds)
+        if unseen is not None:
+            self._count_unseen(name, label, unseen)
         headers = [
             _JSON_TYPE,
             (b"content-length", str(len(body)).encode()),
@@ -208,6 +223,14 @@ class Predictions:
             (b"x-kiln-version", label.encode()),
         ]
         return Answer(200, body, headers)
+
+    def _count_unseen(self, name: str, label: str, unseen: list[tuple[str, ...]]) -> None:
+        counts: dict[str, int] = {}
+        for features in unseen:
+            for feature in features:
+                counts[feature] = counts.get(feature, 0) + 1
+        for feature, count in counts.items():
+            self._metrics.unseen.labels(name, label, feature).inc(count)
 
     def _refuse(
         self,
@@ -280,6 +303,7 @@ def _classes_body(
                 "probabilities": probabilities,
                 "models": prediction.model,
                 "fallback": prediction.fallback.tolist(),
+                "unseen": [()] * len(labels) if prediction.unseen is None else prediction.unseen,
             }
         )
         return body, _BATCH, int(prediction.fallback.sum())
@@ -293,6 +317,7 @@ def _classes_body(
             "probabilities": probabilities[0],
             "model": prediction.model[0],
             "fallback": fell_back,
+            "unseen": prediction.unseen_of(0),
         }
     )
     return body, prediction.model[0], int(fell_back)
@@ -305,10 +330,12 @@ class _RequestIds:
         self._prefix = uuid.uuid4().hex[:16]
         self._next = itertools.count(1).__next__
 
-    def __call__(self, given: bytes | None) -> str:
+    def __call__(self, given: bytes | None) -> tuple[str, bytes | None]:
+        """The request's id, and why the client's ``X-Request-ID`` was replaced (or None)."""
         if given is not None and _REQUEST_ID.fullmatch(given):
-            return given.decode("ascii")
-        return f"{self._prefix}{self._next():08x}"
+            return given.decode("ascii"), None
+        generated = f"{self._prefix}{self._next():08x}"
+        return generated, None if given is None else _why_replaced(given)
 
 
 class _Children:
@@ -322,6 +349,15 @@ class _Children:
         self.fallbacks = m.fallbacks.labels(pipeline, version, stage)
         self.model_errors = m.model_errors.labels(pipeline, version, stage)
         self.latency = m.latency.labels(pipeline, version, segment)
+
+
+def _why_replaced(given: bytes) -> bytes:
+    """The value of ``X-Kiln-Request-ID-Replaced``: why the client's id was not used."""
+    if not given:
+        return b"empty"
+    if len(given) > 128:
+        return b"longer than 128 characters"
+    return b"not printable ASCII without spaces"
 
 
 def _internal_error(error: Exception, name: str, rid: str) -> ApiError:

@@ -33,11 +33,14 @@ class Deployed:
     segment_column: str | None = field(init=False)
     segments: frozenset[str] = field(init=False)
     """Segments with their own model (a row of any other segment goes to the fallback)."""
+    unseen_fallback: bool = field(init=False)
+    """Rows with an unseen category are answered by the fallback (not a model error)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "label", str(self.version))
         object.__setattr__(self, "segment_column", self.predictor.segment_column)
         object.__setattr__(self, "segments", frozenset(self.predictor.segments))
+        object.__setattr__(self, "unseen_fallback", self.predictor.unseen_policy == "fallback")
 
     def describe(self) -> dict[str, Any]:
         p = self.predictor

@@ -1,9 +1,12 @@
 """The request body of one model version: a pydantic TypeAdapter built from its feature schema.
 
-A body is ``{"features": {...}}`` (one row) or ``{"instances": [{...}, ...]}`` (a batch). A row
-holds every feature of the version, and its segment column even when that is not a feature:
-numeric features take a finite number or null, categorical ones a string or null; no other
-key is allowed. The bytes are validated by ``validate_json`` in one pass (no ``json.loads``).
+A body is ``{"features": {...}}`` (one row) or ``{"instances": [{...}, ...]}`` (a batch). What a
+row may hold is the rule of ``kiln.pipeline.rows`` (the one batch scoring applies too): every
+feature of the version, and its segment column even when that is not a feature; numeric
+features take a finite number or null, categorical ones a string or null; no other key is
+allowed. The bytes are validated by ``validate_json`` in one pass (no ``json.loads``). Under the
+version's ``unseen_categories: reject`` policy a categorical value never seen in training is
+refused too (422 ``unseen_category``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
-from kiln.pipeline.features import FeatureSchema
+from kiln.pipeline.features import FeatureSchema, FeatureSpec
+from kiln.pipeline.rows import EXPECTED, ColumnKind, UnseenPolicy, known_categories, row_rules
 from kiln.serving._errors import ApiError
 
 __all__ = ["MAX_INSTANCES", "RequestSchema"]
@@ -50,6 +54,12 @@ def _int_as_text(value: Any) -> Any:
 
 _Number = Annotated[float, Strict(), AllowInfNan(False)]
 _Text = Annotated[str, Strict()]
+_KINDS: dict[ColumnKind, Any] = {
+    "number": _Number | None,
+    "flag": Annotated[_Number | None, BeforeValidator(_bool_as_number)],
+    "text": _Text | None,
+    "segment": Annotated[_Text | None, BeforeValidator(_int_as_text)],
+}
 
 
 class RequestSchema:
@@ -57,26 +67,28 @@ class RequestSchema:
     body was a batch, or raises ApiError (400 bad JSON, 413 too many rows, 422 bad fields)."""
 
     def __init__(
-        self, schema: FeatureSchema, segment_column: str | None, *, max_instances: int
+        self,
+        schema: FeatureSchema,
+        segment_column: str | None,
+        *,
+        max_instances: int,
+        unseen: UnseenPolicy = "accept",
     ) -> None:
         self.max_instances = max_instances
-        fields: dict[str, Any] = {}
-        for spec in schema.features:
-            if spec.kind == "categorical":
-                kind: Any = _Text | None
-            elif spec.dtype.startswith("bool"):
-                kind = Annotated[_Number | None, BeforeValidator(_bool_as_number)]
-            else:
-                kind = _Number | None
-            if spec.name == segment_column and spec.kind == "numeric":
-                kind = Annotated[kind, AfterValidator(_integral)]
-            fields[spec.name] = Required[kind]
-        if segment_column is not None and segment_column not in fields:
-            fields[segment_column] = Required[
-                Annotated[_Text | None, BeforeValidator(_int_as_text)]
-            ]
+        rules = row_rules(schema, segment_column)
+        fields: dict[str, Any] = {rule.name: Required[_KINDS[rule.kind]] for rule in rules}
+        for rule in rules:
+            if rule.integral:
+                fields[rule.name] = Required[
+                    Annotated[_KINDS[rule.kind], AfterValidator(_integral)]
+                ]
         self.names: tuple[str, ...] = tuple(fields)
-        self._segment_only = segment_column if len(fields) > len(schema.features) else None
+        self._problems = {rule.name: EXPECTED[rule.kind] for rule in rules}
+        self._categorical = (
+            [r.spec for r in rules if r.spec is not None and r.spec.kind == "categorical"]
+            if unseen == "reject"
+            else []
+        )
         row = with_config(_FORBID)(TypedDict("Features", fields))  # type: ignore[operator]
         batch = Annotated[list[row], Field(min_length=1, max_length=max_instances)]  # type: ignore[valid-type]
         body = with_config(_FORBID)(
@@ -94,8 +106,12 @@ class RequestSchema:
         features = parsed.get("features")
         instances = parsed.get("instances")
         if features is not None and instances is None:
+            if self._categorical:
+                self._refuse_unseen([features], "features")
             return [features], False
         if instances is not None and features is None:
+            if self._categorical:
+                self._refuse_unseen(instances, "instances")
             return instances, True
         which = "both" if features is not None else "neither"
         raise ApiError(
@@ -103,6 +119,37 @@ class RequestSchema:
             "invalid_input",
             f'the body has {which} of "features" and "instances": {_SHAPE}',
             fields=[{"field": "(body)", "problem": _SHAPE}],
+        )
+
+    def _refuse_unseen(self, rows: list[dict[str, Any]], where: str) -> None:
+        """Under the ``reject`` policy: 422 naming each unseen value and the known ones."""
+        fields: list[dict[str, Any]] = []
+        for i, row in enumerate(rows):
+            for spec in self._categorical:
+                if not _seen(spec, row[spec.name]):
+                    field = (
+                        f"features.{spec.name}"
+                        if where == "features"
+                        else f"instances.{i}.{spec.name}"
+                    )
+                    fields.append(
+                        {
+                            "field": field,
+                            "problem": f"unseen category (known: {known_categories(spec)})",
+                            "got": _short(row[spec.name]),
+                        }
+                    )
+        if not fields:
+            return
+        shown = "; ".join(f"{f['field']}: {f['got']}" for f in fields[:5])
+        more = f" (and {len(fields) - 5} more)" if len(fields) > 5 else ""
+        raise ApiError(
+            422,
+            "unseen_category",
+            f"{len(fields)} categorical value(s) never seen in training: {shown}{more}",
+            hint="this version refuses unseen categories (serving.unseen_categories: reject);"
+            " GET /v1/pipelines/{name} lists the known categories",
+            fields=fields[:_SHOWN],
         )
 
     def _refusal(self, e: ValidationError) -> ApiError:
@@ -148,12 +195,12 @@ class RequestSchema:
             problem = f"unknown feature; expected {_listed(self.names)}"
         elif kind == "extra_forbidden":
             problem = f"unknown key; {_SHAPE}"
+        elif kind in ("float_type", "finite_number", "float_parsing", "string_type") and in_row:
+            problem = self._problems.get(str(name), str(err["msg"]))
         elif kind in ("float_type", "finite_number", "float_parsing"):
-            problem = "expected a finite number or null"
-        elif kind == "string_type" and in_row and name == self._segment_only:
-            problem = "expected a string, an integer or null (the segment column)"
+            problem = EXPECTED["number"]
         elif kind == "string_type":
-            problem = "expected a string or null"
+            problem = EXPECTED["text"]
         elif kind in ("dict_type", "typed_dict_type"):
             problem = "expected a JSON object"
         elif kind == "list_type":
@@ -166,6 +213,10 @@ class RequestSchema:
         if kind not in ("missing", "extra_forbidden"):
             out["got"] = _short(err.get("input"))
         return out
+
+
+def _seen(spec: FeatureSpec, value: Any) -> bool:
+    return value is None or spec.index_of(value) is not None
 
 
 def _listed(names: Sequence[str]) -> str:

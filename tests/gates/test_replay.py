@@ -215,5 +215,6 @@ def _captures(cases: list[tuple[str, Any, float | None]]) -> pa.Table:
         "latency_ms": [1.0] * n,
         "label": [None] * n,
         "probabilities": [None] * n,
+        "unseen": [[]] * n,
     }
     return pa.table({f.name: pa.array(columns[f.name], f.type) for f in CAPTURE_SCHEMA})

@@ -146,11 +146,12 @@ def test_cli_end_to_end(make_config, cli, tmp_path: Path) -> None:
          "distance": 300.0, "temp": 60.0, "wind_speed": 5.0, "precip": 0.0, "visib": 10.0},
     ]))  # fmt: skip
     out_csv = tmp_path / "out.csv"
-    pred = cli("--home", home, "predict", "flights-test", "--input", str(rows),
-               "--output", str(out_csv), cwd=tmp_path)  # fmt: skip
+    pred = cli("--home", home, "predict", "flights-test", "--input", str(rows), "--version",
+               "1", "--output", str(out_csv), cwd=tmp_path)  # fmt: skip
     assert pred.returncode == 0, pred.stderr
     lines = out_csv.read_text().splitlines()
-    assert lines[1].endswith(",JFK,False") and lines[2].endswith(",__fallback__,True")
+    assert lines[0].endswith(",prediction,model,fallback,version,unseen")
+    assert lines[1].endswith(",JFK,False,1,") and lines[2].endswith(",__fallback__,True,1,origin")
 
 
 def test_cli_errors_have_exit_codes_and_no_traceback(make_config, cli, tmp_path: Path) -> None:

@@ -119,7 +119,7 @@ def test_kiln_predict_writes_the_label_and_each_class_probability(
     rows.write_text(orjson.dumps(ROWS).decode())
     out_csv = trained.folder / "out.csv"
     home = str(trained.settings.home)
-    pred = cli("--home", home, "predict", "classes", "--input", str(rows),
+    pred = cli("--home", home, "predict", "classes", "--input", str(rows), "--version", "1",
                "--output", str(out_csv), cwd=trained.folder)  # fmt: skip
     assert pred.returncode == 0, pred.stderr
     got = pd.read_csv(out_csv)

@@ -53,6 +53,7 @@ def test_single_and_batch_predictions_equal_the_predictor(
     assert [g["model"] for g in got] == expected.model[:60]
     assert [g["fallback"] for g in got] == expected.fallback[:60].tolist()
     assert got[0]["model"] == "__fallback__" and got[0]["fallback"] is True
+    assert got[0]["unseen"] == ["origin"] and got[1]["unseen"] == []  # BOS: never in training
     assert {g["version"] for g in got} == {1}
     assert all(r.headers["x-kiln-version"] == "1" for r in singles)
 
@@ -62,6 +63,7 @@ def test_single_and_batch_predictions_equal_the_predictor(
     assert body["predictions"] == expected.values.tolist()
     assert body["models"] == expected.model
     assert body["fallback"] == expected.fallback.tolist()
+    assert body["unseen"][:2] == [["origin"], []]
     assert body["version"] == 1
     np.testing.assert_array_equal(np.array(body["predictions"][:60]), expected.values[:60])
 
@@ -75,6 +77,8 @@ def test_request_id_is_honoured_or_generated(client: httpx.Client, flight_rows: 
     assert [r.headers["x-request-id"] for r in made] == ids
     bad = client.post(url(), json={"features": flight_rows[0]}, headers={"X-Request-ID": "a b"})
     assert bad.json()["request_id"] != "a b"
+    assert bad.headers["x-kiln-request-id-replaced"] == "not printable ASCII without spaces"
+    assert "x-kiln-request-id-replaced" not in given.headers
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:
@@ -232,6 +236,9 @@ def test_health_readiness_metrics_and_openapi(server: Server, client: httpx.Clie
     assert re.search(rf'kiln_requests_total{{code="422",pipeline="{PIPELINE}",version="1"}}', text)
     assert "kiln_request_latency_seconds_bucket" in text
     assert 'segment="JFK"' in text
+    assert re.search(  # the BOS rows of the first test
+        rf'kiln_unseen_categories_total{{feature="origin",pipeline="{PIPELINE}",version="1"}}', text
+    )
     assert re.search(rf'kiln_fallbacks_total{{pipeline="{PIPELINE}",stage="production"', text)
     spec = httpx.get(server.url + "/openapi.json").json()
     assert "/v1/pipelines/{name}/predict" in spec["paths"]

@@ -148,7 +148,10 @@ def test_the_captures_keep_the_label_and_the_probabilities_and_the_gates_judge(
             v2.predictor.predict(shadowed).probabilities
             - v1.predictor.predict(shadowed).probabilities
         ).max(axis=1)  # max |Δp| over the classes, per request
-        shadow_policy = v2.policy.model_copy(update={"shadow": ShadowPolicy(min_requests=60)})
+        # judged on the shift of the answers; latency on a loaded test machine is not the point
+        shadow_policy = v2.policy.model_copy(
+            update={"shadow": ShadowPolicy(min_requests=60, max_p99_ratio=1e6)}
+        )
         shadow = ShadowGate().evaluate(
             v2, v1, GateContext(stores, served.settings.artifact_root, shadow_policy)
         )

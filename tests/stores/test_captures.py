@@ -102,7 +102,7 @@ def test_round_trip_across_pipelines_and_dates(root: str) -> None:
     flights = read_captures(root, "flights")
     assert flights.column_names == [
         "request_id", "ts", "pipeline", "version", "stage", "segment", "model", "fallback",
-        "features", "prediction", "error", "latency_ms", "label", "probabilities",
+        "features", "prediction", "error", "latency_ms", "label", "probabilities", "unseen",
     ]  # fmt: skip
     assert flights.schema.field("ts").type == pa.timestamp("us", tz="UTC")
     assert flights.schema.field("version").type == pa.int32()
@@ -116,7 +116,7 @@ def test_round_trip_across_pipelines_and_dates(root: str) -> None:
             "request_id": r.request_id, "ts": g["ts"], "pipeline": r.pipeline,
             "version": r.version, "stage": r.stage, "segment": r.segment, "model": r.model,
             "fallback": r.fallback, "prediction": r.prediction, "error": r.error,
-            "latency_ms": r.latency_ms, "label": None, "probabilities": None,
+            "latency_ms": r.latency_ms, "label": None, "probabilities": None, "unseen": [],
         }  # fmt: skip
 
     taxi = read_captures(root, "taxi-fares", stage=None)
@@ -126,6 +126,38 @@ def test_round_trip_across_pipelines_and_dates(root: str) -> None:
     assert read_captures(root, "taxi-fares", stage="canary").num_rows == 0
     with pytest.raises(ValueError, match="stage 'staging'"):
         read_captures(root, "taxi-fares", stage="staging")
+
+
+def test_unseen_categories_round_trip_and_older_files_read_as_null(root: str) -> None:
+    """A file written before the ``unseen`` column existed reads beside the new ones (null),
+    alone too, by ``read_captures`` and ``query_captures``."""
+    later = ("label", "probabilities", "unseen")  # the columns added since the first files
+    legacy = pa.schema([f for f in CAPTURE_SCHEMA if f.name not in later])
+    folder = Path(root) / "captures" / "pipeline=flights" / "date=2024-03-01"
+    folder.mkdir(parents=True)
+    table = pa.table(
+        {
+            "request_id": ["old-1"], "ts": [T0 - timedelta(hours=1)], "version": [2],
+            "stage": ["production"], "segment": ["JFK"], "model": ["JFK"], "fallback": [False],
+            "features": ['{"dest": "LAX"}'], "prediction": [1.5], "error": [None],
+            "latency_ms": [1.0],
+        },
+        schema=legacy,
+    )  # fmt: skip
+    pq.write_table(table, folder / "old.parquet")
+    alone = read_captures(root, "flights")
+    assert alone.column("unseen").to_pylist() == [None]
+    assert alone.column("label").to_pylist() == [None]
+    assert query_captures(root, "SELECT unseen FROM captures").column(0).to_pylist() == [None]
+
+    write(root, [record(1, unseen=("dest",)), record(3)])
+    both = read_captures(root, "flights")
+    assert both.column("request_id").to_pylist() == ["old-1", "flights-1", "flights-3"]
+    assert both.column("unseen").to_pylist() == [None, ["dest"], []]
+    counted = query_captures(
+        root, "SELECT count(*) FROM captures WHERE list_contains(unseen, 'dest')"
+    )
+    assert counted.column(0).to_pylist() == [1]
 
 
 def test_canary_captures_are_read_by_stage(root: str) -> None:

@@ -16,11 +16,12 @@ from kiln.stores.capture._records import CAPTURE_SCHEMA, PIPELINE_NAME, STAGES, 
 __all__ = ["query_captures", "read_captures"]
 
 _HINT = "the server captures requests when capture.sample_rate > 0"
-_LATER = ("label", "probabilities")
-"""Columns added after the first capture files: selected as NULL from files without them."""
-_COLUMNS = ", ".join(
-    ["request_id", "ts", "pipeline", *(n for n in CAPTURE_SCHEMA.names[2:] if n not in _LATER)]
-)
+_SELECTED = "__kiln_columns__"
+_ADDED: Final = {
+    "label": "CAST(NULL AS VARCHAR) AS label",
+    "probabilities": "CAST(NULL AS MAP(VARCHAR, DOUBLE)) AS probabilities",
+    "unseen": "CAST(NULL AS VARCHAR[]) AS unseen",
+}
 _READ_SCHEMA: Final = CAPTURE_SCHEMA.insert(2, pa.field("pipeline", pa.string()))
 _READ_OPTIONS = (
     "hive_partitioning = true, union_by_name = true,"
@@ -101,7 +102,7 @@ def read_captures(
     if since is not None:
         where.append("ts >= $since")
         params["since"] = since.astimezone(UTC)
-    sql = f"SELECT {_COLUMNS}, {{later}} FROM read_parquet($files, {_READ_OPTIONS})"
+    sql = f"SELECT {_SELECTED} FROM read_parquet($files, {_READ_OPTIONS})"
     if where:
         sql += " WHERE " + " AND ".join(where)
     if last is not None:
@@ -118,8 +119,13 @@ def read_captures(
             window += grow
             grow = 3 * window
             if files:
-                query = sql.replace("{later}", _later_columns(con, files))
-                table = _run(con, query, {**params, "files": files}, root.for_duckdb(folder))
+                columns = _columns(con, f"read_parquet($files, {_READ_OPTIONS})", files)
+                table = _run(
+                    con,
+                    sql.replace(_SELECTED, columns),
+                    {**params, "files": files},
+                    root.for_duckdb(folder),
+                )
                 if last is None or table.num_rows >= last:
                     break
     if table is not None:
@@ -129,19 +135,6 @@ def read_captures(
     raise NotFoundError(
         f"no captures of pipeline {pipeline!r} in {root.for_duckdb(folder)}", hint=_HINT
     )
-
-
-def _later_columns(con: duckdb.DuckDBPyConnection, files: list[str]) -> str:
-    """The select list of the ``_LATER`` columns: NULL (typed) where no file has the column."""
-    try:
-        rows = con.execute(
-            "SELECT DISTINCT name FROM parquet_schema($files)", {"files": files}
-        ).fetchall()
-    except duckdb.Error:
-        rows = []  # unreadable files: the query itself reports them
-    present = {str(r[0]) for r in rows}
-    types = {"label": "VARCHAR", "probabilities": "MAP(VARCHAR, DOUBLE)"}
-    return ", ".join(n if n in present else f"NULL::{types[n]} AS {n}" for n in _LATER)
 
 
 def _date_folders(root: _Root, folder: str) -> list[tuple[date, str]]:
@@ -173,8 +166,11 @@ def query_captures(root_url: str, sql: str) -> pa.Table:
     if not found:
         raise NotFoundError(f"no captures in {root.for_duckdb(root.path)}", hint=_HINT)
     glob = root.for_duckdb(pattern).replace("'", "''")
-    view = f"CREATE VIEW captures AS SELECT * FROM read_parquet('{glob}', {_READ_OPTIONS})"
+    source = f"read_parquet('{glob}', {_READ_OPTIONS})"
     with root.connect() as con:
+        present = _present(con, source, None)
+        added = [sql for name, sql in _ADDED.items() if name not in present]
+        view = f"CREATE VIEW captures AS SELECT {', '.join(['*', *added])} FROM {source}"
         return _run(
             con,
             sql,
@@ -183,6 +179,25 @@ def query_captures(root_url: str, sql: str) -> pa.Table:
             setup=view,
             hint="query the view 'captures': the capture columns plus pipeline and date",
         )
+
+
+def _present(con: duckdb.DuckDBPyConnection, source: str, files: list[str] | None) -> set[str]:
+    try:
+        relation = con.sql(
+            f"SELECT * FROM {source} LIMIT 0", params=None if files is None else {"files": files}
+        )
+    except duckdb.Error as e:
+        raise StoreError(f"cannot read the capture files: {e}") from e
+    return set(relation.columns) if relation is not None else set()
+
+
+def _columns(con: duckdb.DuckDBPyConnection, source: str, files: list[str]) -> str:
+    """The select list of :data:`_READ_SCHEMA`, null for columns that no file has yet."""
+    present = _present(con, source, files)
+    return ", ".join(
+        _ADDED[name] if name in _ADDED and name not in present else name
+        for name in _READ_SCHEMA.names
+    )
 
 
 def _run(

@@ -35,13 +35,16 @@ CAPTURE_SCHEMA: Final = pa.schema(
         pa.field("latency_ms", pa.float64(), nullable=False),
         pa.field("label", pa.string()),
         pa.field("probabilities", pa.map_(pa.string(), pa.float64())),
+        pa.field("unseen", pa.list_(pa.string())),
     ]
 )
 """One capture file. The pipeline and the UTC date are its folder names (hive partitions).
 
 ``prediction`` is the answer (a multiclass version: the probability of its most probable class,
 which is ``label``, and ``probabilities`` maps each class to its probability); ``label`` and
-``probabilities`` are null for the other versions, and absent from files written before them."""
+``probabilities`` are null for the other versions. ``unseen`` lists the categorical features
+whose value training never saw (empty when none, null for refused requests). Files written
+before these three columns existed lack them: readers fill them with null."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,7 @@ class CaptureRecord:
     """A multiclass version's answer: the most probable class."""
     probabilities: dict[str, float] | None = None
     """A multiclass version's probability of each class."""
+    unseen: tuple[str, ...] | None = ()
 
     def __post_init__(self) -> None:
         if self.ts.utcoffset() is None:
@@ -134,6 +138,7 @@ def _to_batch(rows: Sequence[CaptureRecord]) -> pa.RecordBatch:
         pa.array([r.latency_ms for r in rows], pa.float64()),
         pa.array([r.label for r in rows], pa.string()),
         pa.array([_pairs(r.probabilities) for r in rows], _PROBABILITIES),
+        pa.array([r.unseen for r in rows], pa.list_(pa.string())),
     ]
     for field, array in zip(CAPTURE_SCHEMA, arrays, strict=True):
         if not field.nullable and array.null_count:
