@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from importlib import resources
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, NoReturn
@@ -20,20 +19,6 @@ from kiln.config import json_schema, load_config
 from kiln.console import RichReporter, gate_table, segment_table
 from kiln.errors import KilnError, NotFoundError
 from kiln.settings import Settings
-
-
-def init(
-    folder: Annotated[Path, typer.Argument(help="Where to write kiln.yaml and train.py.")] = Path(),
-) -> None:
-    """Scaffold a commented kiln.yaml and a train.py."""
-    folder.mkdir(parents=True, exist_ok=True)
-    templates = resources.files("kiln.config") / "templates"
-    for name in ("kiln.yaml", "train.py"):
-        target = folder / name
-        if target.exists():
-            raise KilnError(f"{target} exists already", hint="pick an empty folder")
-        target.write_text((templates / name).read_text())
-        out.print(f"wrote {target}")
 
 
 def validate(file: Annotated[Path, typer.Argument(help="The kiln.yaml to check.")]) -> None:
