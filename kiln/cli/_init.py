@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from kiln.cli._common import out
-from kiln.errors import KilnError
+from kiln.errors import ConfigError, KilnError
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
@@ -51,13 +51,13 @@ def init(
         for flag, value in (("--query", query), ("--target", target), ("--segment", segment),
                             ("--time-column", time_column)):  # fmt: skip
             if value is not None:
-                raise KilnError(
+                raise ConfigError(
                     f"{flag} goes with --from", hint="kiln init --from data.csv --target COL"
                 )
         _template(folder, force=force)
         return
     if target is None:
-        raise KilnError(
+        raise ConfigError(
             f"--target is needed with --from {source}",
             hint="name the column to predict, e.g. kiln init --from data.csv --target price",
         )
@@ -100,7 +100,7 @@ def _from_data(
     if query is None and (_URL.match(spec) or spec.lower().endswith(".duckdb")):
         tables: list[str] = getattr(source, "tables", list)()
         example = tables[0] if tables else "my_table"
-        raise KilnError(
+        raise ConfigError(
             f"--from {spec}: a database needs --query"
             + (f" (tables: {', '.join(tables)})" if tables else ""),
             hint=f'kiln init --from {spec} --query "SELECT * FROM {example}" --target COL',

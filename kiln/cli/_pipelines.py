@@ -18,7 +18,7 @@ from rich.text import Text
 from kiln.cli._common import _mib, _num, _settings, _status, _stores, err, out
 from kiln.config import json_schema, load_config
 from kiln.console import RichReporter, gate_table, segment_table
-from kiln.errors import KilnError, NotFoundError
+from kiln.errors import ConfigError, KilnError, NotFoundError
 from kiln.runs.options import StopStep
 from kiln.settings import Settings
 
@@ -155,18 +155,18 @@ def _check_run_flags(
     from_run: str | None,
 ) -> None:
     if resume and (experiment or segment or step or from_run):
-        raise KilnError(
+        raise ConfigError(
             "--resume continues a run as it was started; it takes no other run option",
             hint=f"kiln run --resume {resume}",
         )
     if step and (experiment or segment):
-        raise KilnError(
+        raise ConfigError(
             "--step runs steps alone and registers nothing: it goes without --experiment and"
             " --segment",
             hint="kiln run kiln.yaml --step train",
         )
     if from_run and step not in ("check", "train"):
-        raise KilnError(
+        raise ConfigError(
             "--from-run names the data snapshot that --step check|train reuses",
             hint=f"kiln run kiln.yaml --step train --from-run {from_run}",
         )

@@ -18,17 +18,25 @@ from typing import Any, Literal
 import numpy as np
 
 from kiln.config.loader import LoadedConfig
-from kiln.errors import KilnError, NotFoundError, SchemaError
+from kiln.errors import ConfigError, NotFoundError, SchemaError
 from kiln.pipeline.features import FeatureSchema
 from kiln.pipeline.metrics import score
-from kiln.pipeline.plan import FALLBACK, SegmentPlan
+from kiln.pipeline.plan import FALLBACK, STEPS, SegmentPlan
 from kiln.registry.adapters import predict_fn
-from kiln.registry.package import LoadedPackage
+from kiln.registry.package import LoadedPackage, load_package
+from kiln.runs.context import Stores
 from kiln.runs.data import Prepared
 from kiln.runs.packaging import TaskInfo
-from kiln.stores.metadata.records import VersionRecord
 
-__all__ = ["STOP_STEPS", "BasePackage", "RunOptions", "StopStep", "check_experiment_name"]
+__all__ = [
+    "STOP_STEPS",
+    "BasePackage",
+    "RunOptions",
+    "StopStep",
+    "check_experiment_name",
+    "record_stopped",
+    "snapshot_to_reuse",
+]
 
 StopStep = Literal["extract", "check", "train"]
 STOP_STEPS: tuple[StopStep, ...] = ("extract", "check", "train")
@@ -37,7 +45,7 @@ _EXPERIMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 def check_experiment_name(name: str) -> str:
     if not _EXPERIMENT.match(name):
-        raise KilnError(
+        raise ConfigError(
             f"--experiment {name!r} is not a valid experiment name",
             hint="use 1-63 letters, digits, '.', '_' or '-', e.g. --experiment more-trees",
         )
@@ -90,20 +98,25 @@ class BasePackage:
         return self.package.manifest
 
     @classmethod
-    def check(cls, loaded: LoadedConfig, production: VersionRecord | None) -> None:
-        """Refuse a partial run that cannot be packed with production (before any work)."""
+    def of_production(cls, stores: Stores, loaded: LoadedConfig) -> BasePackage:
+        """The production version of the pipeline, its package loaded (digests checked)."""
         cfg = loaded.config
-        if production is None:
+        with stores.metadata.unit_of_work() as uow:
+            found = uow.versions.by_stage(cfg.name, "production")
+        if not found:
             raise NotFoundError(
                 f"--segment needs a production version of {cfg.name!r} to pack the other"
                 " segments from, and there is none",
                 hint="run the whole pipeline first (`kiln run kiln.yaml`) and promote it",
             )
         if cfg.segments is None:
-            raise KilnError(
+            raise ConfigError(
                 f"--segment: pipeline {cfg.name!r} has no segments",
                 hint="`kiln run kiln.yaml` retrains its one model",
             )
+        v = found[0]
+        package = load_package(stores.content, v.manifest_digest, label=f"{cfg.name} v{v.version}")
+        return cls(v.version, package)
 
     def plan(self, segments: tuple[str, ...], where: str) -> SegmentPlan:
         """Production's plan with ``segments`` trained anew."""
@@ -111,7 +124,7 @@ class BasePackage:
         known = {*m["models"], *m["routed_to_fallback"]}
         unknown = [s for s in segments if s not in known]
         if unknown:
-            raise KilnError(
+            raise ConfigError(
                 f"{where}: --segment {', '.join(unknown)}: not a segment of production"
                 f" v{self.version} (segments: {', '.join(sorted(known)) or 'none'})",
                 hint="name a segment of the production version; a new segment needs a full run",
@@ -135,16 +148,15 @@ class BasePackage:
             )
         return schema
 
-    def infos(
-        self, prep: Prepared, metrics: list[str], keep: list[str], hold: dict[str, np.ndarray]
-    ) -> dict[str, TaskInfo]:
+    def infos(self, prep: Prepared, metrics: list[str], keep: list[str]) -> dict[str, TaskInfo]:
         """Production's models ``keep`` (and its fallback), scored on the new holdout."""
         m, pkg, now = self.manifest, self.package, datetime.now(UTC)
         out: dict[str, TaskInfo] = {}
         for key in [*keep, FALLBACK]:
             ref = m["fallback"] if key == FALLBACK else m["models"][key]
             model = pkg.fallback if key == FALLBACK else pkg.models[key]
-            idx = hold[key]
+            rows = prep.holdout if key == FALLBACK else (prep.segments == key) & prep.holdout
+            idx = np.flatnonzero(rows)
             pred = np.empty(0)
             if len(idx):
                 fn = predict_fn(model, m["task"], prep.schema.names)
@@ -156,3 +168,36 @@ class BasePackage:
                 model_type=ref["model_type"],
             )  # fmt: skip
         return out
+
+
+def snapshot_to_reuse(stores: Stores, pipeline: str, run_id: str | None) -> tuple[str, str]:
+    """The run whose data snapshot ``--step check|train`` reuses (``run_id``, or the pipeline's
+    latest run that has one), and the snapshot's digest."""
+    with stores.metadata.unit_of_work() as uow:
+        runs = [uow.runs.get(run_id)] if run_id else uow.runs.list(pipeline, limit=200)
+    for run in runs:
+        if run.data_digest and run.pipeline == pipeline:
+            return run.id, run.data_digest
+    raise NotFoundError(
+        f"--step: run {run_id} has no data snapshot of {pipeline!r} to reuse"
+        if run_id
+        else f"--step: no run of {pipeline!r} has a data snapshot to reuse",
+        hint="`kiln run kiln.yaml --step extract` takes one; `kiln runs list` shows runs",
+    )
+
+
+def record_stopped(stores: Stores, run_id: str, stop: str) -> str:
+    """The steps after ``stop`` are recorded as skipped, the run as succeeded without a
+    version, and the pipeline's lock is released; returns the pipeline."""
+    note = {"reason": f"kiln run --step {stop}: stopped after {stop}"}
+    with stores.metadata.unit_of_work() as uow:
+        pipeline = uow.runs.get(run_id).pipeline
+        for name in STEPS[STEPS.index(stop) + 1 :]:
+            uow.steps.start(run_id, name)
+            uow.steps.finish(
+                run_id, name, "skipped", wall_seconds=0.0, cpu_seconds=0.0,
+                peak_memory_bytes=0, details=note,
+            )  # fmt: skip
+        uow.runs.mark_finished(run_id, "succeeded")
+        uow.locks.release(pipeline, run_id)
+    return pipeline

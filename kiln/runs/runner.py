@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from kiln.config.loader import LoadedConfig, parse_config
-from kiln.errors import KilnError, NotFoundError, SourceError
+from kiln.errors import KilnError, SourceError
 from kiln.executors import Executor, make_executor
-from kiln.pipeline.plan import FALLBACK, STEPS, SegmentPlan
-from kiln.registry.package import load_package, save_manifest
+from kiln.pipeline.plan import STEPS, SegmentPlan
+from kiln.registry.package import save_manifest
 from kiln.runs.context import Stores
 from kiln.runs.data import (
     Prepared,
@@ -37,7 +37,13 @@ from kiln.runs.data import (
     snapshot,
     where_field,
 )
-from kiln.runs.options import BasePackage, RunOptions, StopStep
+from kiln.runs.options import (
+    BasePackage,
+    RunOptions,
+    StopStep,
+    record_stopped,
+    snapshot_to_reuse,
+)
 from kiln.runs.packaging import TaskInfo, TrainedRun, build_manifest
 from kiln.runs.preflight import check_importable
 from kiln.runs.reporting import Measured, Meter, NullReporter, Reporter, host_and_pid
@@ -113,7 +119,7 @@ class Runner:
         ``from_run`` (default: the pipeline's latest run that has one)."""
         digest = None
         if stop_after != "extract":
-            from_run, digest = self._snapshot_of(loaded.config.name, from_run)
+            from_run, digest = snapshot_to_reuse(self.stores, loaded.config.name, from_run)
         options = RunOptions(stop_after=stop_after, from_run=from_run)
         result = self._run(loaded, "manual", options, data_digest=digest)
         if not isinstance(result, StoppedRun):
@@ -130,7 +136,7 @@ class Runner:
     ) -> RunResult | StoppedRun:
         base = None
         if options.segments:  # refused before any run is recorded when it cannot be packed
-            base = self._base(loaded)
+            base = BasePackage.of_production(self.stores, loaded)
             base.plan(options.segments, where="kiln run")
             base.schema(loaded)
         executor = self._executor(loaded)
@@ -143,20 +149,6 @@ class Runner:
             raise
         return self._execute(
             loaded, run_id, data_digest=data_digest, executor=executor, options=options, base=base
-        )
-
-    def _snapshot_of(self, pipeline: str, run_id: str | None) -> tuple[str, str]:
-        """The run whose data snapshot a step reuses, and the snapshot's digest."""
-        with self.stores.metadata.unit_of_work() as uow:
-            runs = [uow.runs.get(run_id)] if run_id else uow.runs.list(pipeline, limit=200)
-        for run in runs:
-            if run.data_digest and run.pipeline == pipeline:
-                return run.id, run.data_digest
-        raise NotFoundError(
-            f"--step: run {run_id} has no data snapshot of {pipeline!r} to reuse"
-            if run_id
-            else f"--step: no run of {pipeline!r} has a data snapshot to reuse",
-            hint="`kiln run kiln.yaml --step extract` takes one; `kiln runs list` shows runs",
         )
 
     def _start(self, loaded: LoadedConfig, trigger: RunTrigger) -> str:
@@ -229,26 +221,26 @@ class Runner:
         try:
             heartbeat.start()
             if options.segments and base is None:
-                base = self._base(loaded)
+                base = BasePackage.of_production(self.stores, loaded)
             df, pending_digest = self._step_extract(
                 loaded, run_id, data_digest, background, options
             )
             if stop == "extract":
                 data_digest = self._record_snapshot(run_id, pending_digest, rows=len(df))
-                return self._stopped(cfg.name, run_id, options, data_digest)
+                return self._stopped(run_id, options, data_digest)
             prep = self._step_check(loaded, run_id, df)
             if base is not None:  # production's other models read production's encoding
                 schema = base.schema(loaded)
                 prep = replace(prep, schema=schema, X=schema.encode(prep.frame))
             data_digest = self._record_snapshot(run_id, pending_digest, rows=len(df))
             if stop == "check":
-                return self._stopped(cfg.name, run_id, options, data_digest)
+                return self._stopped(run_id, options, data_digest)
             profile = background.submit(reference_profile, prep, cfg.target.column)
             infos, plan, reused = self._step_train(
                 loaded, run_id, prep, executor, options=options, base=base
             )
             if stop == "train":
-                return self._stopped(cfg.name, run_id, options, data_digest)
+                return self._stopped(run_id, options, data_digest)
             trained = TrainedRun(loaded, run_id, prep, plan, infos, data_digest, profile)
             manifest, digest = self._step_package(trained, options.lineage(base))
             version = self._step_register(cfg.name, run_id, digest, manifest)
@@ -374,38 +366,15 @@ class Runner:
             apply_failures("fail", plan, failed)  # a partial run exists for these segments
             plan = base.plan(options.segments, where="kiln run")
             keep = [k for k in plan.trained if k not in options.segments]
-            infos = trained.infos | base.infos(prep, cfg.metrics, keep, _holdout_rows(prep, keep))
+            infos = trained.infos | base.infos(prep, cfg.metrics, keep)
             m.details |= {"retrained": list(options.segments), "base_version": base.version}
         return infos, plan, reused
 
-    def _base(self, loaded: LoadedConfig) -> BasePackage:
-        """The production version a partial run packs its new segment models with."""
-        name = loaded.config.name
-        with self.stores.metadata.unit_of_work() as uow:
-            found = uow.versions.by_stage(name, "production")
-        BasePackage.check(loaded, found[0] if found else None)
-        v = found[0]
-        package = load_package(self.stores.content, v.manifest_digest, label=f"{name} v{v.version}")
-        return BasePackage(v.version, package)
-
-    def _stopped(
-        self, pipeline: str, run_id: str, options: RunOptions, data_digest: str
-    ) -> StoppedRun:
-        """Record the steps after ``options.stop_after`` as skipped; the run succeeded."""
+    def _stopped(self, run_id: str, options: RunOptions, data_digest: str) -> StoppedRun:
         stop = options.stop_after or "register"
-        after = STEPS[STEPS.index(stop) + 1 :]
-        note = {"reason": f"kiln run --step {stop}: stopped after {stop}"}
-        with self.stores.metadata.unit_of_work() as uow:
-            for name in after:
-                uow.steps.start(run_id, name)
-                uow.steps.finish(
-                    run_id, name, "skipped", wall_seconds=0.0, cpu_seconds=0.0,
-                    peak_memory_bytes=0, details=note,
-                )  # fmt: skip
-            uow.runs.mark_finished(run_id, "succeeded")
-            uow.locks.release(pipeline, run_id)
-        for name in after:
-            self.reporter.step(name, "skipped", note["reason"])
+        pipeline = record_stopped(self.stores, run_id, stop)
+        for name in STEPS[STEPS.index(stop) + 1 :]:
+            self.reporter.step(name, "skipped", f"stopped after {stop} (--step {stop})")
         return StoppedRun(run_id, pipeline, stop, data_digest, reused_from=options.from_run)
 
     def _step_package(self, run: TrainedRun, lineage: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -498,11 +467,6 @@ class _Heartbeat:
                     uow.locks.heartbeat(self._pipeline, self._run_id)
             except KilnError:
                 continue  # the next beat tries again; staleness is judged generously
-
-
-def _holdout_rows(prep: Prepared, keys: list[str]) -> dict[str, np.ndarray]:
-    by_key = {k: np.flatnonzero((prep.segments == k) & prep.holdout) for k in keys}
-    return by_key | {FALLBACK: np.flatnonzero(prep.holdout)}
 
 
 def _code_revision(folder: Path) -> str | None:

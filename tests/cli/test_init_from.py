@@ -36,14 +36,14 @@ def test_a_database_needs_a_query_and_an_existing_file_is_kept(
     cli, tmp_path: Path, warehouse: Path
 ) -> None:
     r = cli("init", "--from", str(warehouse), "--target", "arr_delay", cwd=tmp_path)
-    assert r.returncode == 1 and "needs --query" in r.stderr and "flights" in r.stderr
+    assert r.returncode == 2 and "needs --query" in r.stderr and "flights" in r.stderr
     (tmp_path / "kiln.yaml").write_text("mine\n")
     args = ["init", "--from", str(warehouse), "--query", "SELECT * FROM airlines LIMIT 5"]
     again = cli(*args, "--target", "name", cwd=tmp_path)
     assert again.returncode == 1 and "exists already" in again.stderr and "--force" in again.stderr
     assert (tmp_path / "kiln.yaml").read_text() == "mine\n"
     r = cli("init", "--target", "x", cwd=tmp_path)
-    assert r.returncode == 1 and "--target goes with --from" in r.stderr
+    assert r.returncode == 2 and "--target goes with --from" in r.stderr
 
 
 @pytest.mark.skipif(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from kiln.errors import KilnError, NotFoundError, SchemaError
+from kiln.errors import ConfigError, NotFoundError, SchemaError
 from kiln.gates.release import Release
 from kiln.pipeline import FALLBACK
 from kiln.registry.compare import compare
@@ -87,7 +87,7 @@ def test_one_segment_is_retrained_and_packed_with_production(
         assert [t.segment for t in uow.tasks.for_run(result.run_id)] == ["EWR"]
     decision = Release(settings, stores).after_run("flights-test", result.version)
     assert {r.gate for r in decision.results} >= {"champion_challenger", "data_quality"}
-    with pytest.raises(KilnError, match="--segment ZZZ: not a segment of production"):
+    with pytest.raises(ConfigError, match="--segment ZZZ: not a segment of production"):
         runner.run(loaded, options=RunOptions(segments=("ZZZ",)))
     with stores.metadata.unit_of_work() as uow:
         assert len(uow.runs.list("flights-test")) == 2  # refused before any run was recorded
