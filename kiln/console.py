@@ -32,7 +32,7 @@ class RichReporter:
             self._close()
         if status == "running":
             return
-        mark = "[green]✓[/]" if status == "succeeded" else "[red]✗[/]"
+        mark = {"succeeded": "[green]✓[/]", "skipped": "[dim]-[/]"}.get(status, "[red]✗[/]")
         self.console.print(f"{mark} {name:<9} {detail}")
 
     def tasks_started(self, total: int, done: int) -> None:
@@ -97,7 +97,8 @@ def segment_table(manifest: dict[str, Any], title: str) -> Table:
     for seg, ref in sorted(manifest["models"].items()):
         u = ref["usage"]
         t.add_row(
-            seg, "own", _fmt(ref["rows_train"]), _fmt(ref["rows_holdout"]),
+            seg, f"from v{ref['from_version']}" if ref.get("from_version") else "own",
+            _fmt(ref["rows_train"]), _fmt(ref["rows_holdout"]),
             *(_pair(ref["metrics"], ref["fallback_metrics"], n) for n in names),
             f"{u['wall_seconds']:.2f}", f"{u['cpu_seconds']:.2f}",
             f"{u['peak_memory_bytes'] / 2**20:.0f}",
@@ -111,7 +112,9 @@ def segment_table(manifest: dict[str, Any], title: str) -> Table:
     fb = manifest["fallback"]
     u = fb["usage"]
     t.add_row(
-        "[bold](fallback)[/]", "global", _fmt(fb["rows_train"]), _fmt(fb["rows_holdout"]),
+        "[bold](fallback)[/]",
+        f"global, from v{fb['from_version']}" if fb.get("from_version") else "global",
+        _fmt(fb["rows_train"]), _fmt(fb["rows_holdout"]),
         *(_pair(fb["metrics"], fb["metrics"], n) for n in names),
         f"{u['wall_seconds']:.2f}", f"{u['cpu_seconds']:.2f}",
         f"{u['peak_memory_bytes'] / 2**20:.0f}",

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from kiln.cli import _pipelines, _release, _scheduler, _serving, _stages
+from kiln.cli import _compare, _init, _pipelines, _release, _scheduler, _serving, _stages
 from kiln.cli._common import _state, err
 from kiln.errors import KilnError
 
@@ -48,11 +48,12 @@ def _global(
     ctx.obj = {k: v for k, v in overrides.items() if v is not None}
 
 
-app.command()(_pipelines.init)
+app.command()(_init.init)
 app.command()(_pipelines.validate)
 app.command()(_pipelines.schema)
 app.command()(_pipelines.run)
 app.command()(_pipelines.predict)
+app.command()(_compare.compare)
 app.command()(_stages.promote)
 app.command()(_stages.rollback)
 app.command()(_stages.shadow)

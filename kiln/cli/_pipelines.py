@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from importlib import resources
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any, NoReturn
@@ -19,22 +18,9 @@ from rich.text import Text
 from kiln.cli._common import _mib, _num, _settings, _status, _stores, err, out
 from kiln.config import json_schema, load_config
 from kiln.console import RichReporter, gate_table, segment_table
-from kiln.errors import EXIT_BLOCKED, KilnError
+from kiln.errors import EXIT_BLOCKED, ConfigError, KilnError
+from kiln.runs.options import StopStep
 from kiln.settings import Settings
-
-
-def init(
-    folder: Annotated[Path, typer.Argument(help="Where to write kiln.yaml and train.py.")] = Path(),
-) -> None:
-    """Scaffold a commented kiln.yaml and a train.py."""
-    folder.mkdir(parents=True, exist_ok=True)
-    templates = resources.files("kiln.config") / "templates"
-    for name in ("kiln.yaml", "train.py"):
-        target = folder / name
-        if target.exists():
-            raise KilnError(f"{target} exists already", hint="pick an empty folder")
-        target.write_text((templates / name).read_text())
-        out.print(f"wrote {target}")
 
 
 def validate(
@@ -98,18 +84,47 @@ def run(
     trigger: Annotated[
         str, typer.Option(hidden=True, help="What started the run: manual or schedule.")
     ] = "manual",
+    experiment: Annotated[
+        str | None,
+        typer.Option(
+            help="Register an experiment version: compared with production, never deployed."
+        ),
+    ] = None,
+    segment: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Retrain only this segment (repeatable); the other models are production's."
+        ),
+    ] = None,
+    step: Annotated[
+        StopStep | None,
+        typer.Option(help="Run the steps up to this one alone (debugging); nothing registered."),
+    ] = None,
+    from_run: Annotated[
+        str | None, typer.Option(help="With --step check|train: reuse this run's data snapshot.")
+    ] = None,
 ) -> None:
     """Run a pipeline: extract, check, train every segment, package, register, then gate the
     new version and deploy it as its `deploy:` policy says (shadow, canary, promote, block).
 
+    --experiment NAME registers a version that is only compared with production; --segment S
+    retrains S and packs it with production's other models; --step extract|check|train stops
+    after that step (check and train reuse the latest data snapshot).
+
     Exits 0 when the version was registered (and not blocked), 10 when the version was
     registered but its gates blocked it (`kiln gates show` has the evidence), and with the
     error's code (README: Exit codes) when the run failed."""
+    from kiln.runs.options import RunOptions, check_experiment_name
     from kiln.runs.runner import Runner
     from kiln.stores.metadata.records import RunTrigger
 
     if (file is None) == (resume is None):
         raise KilnError("give a kiln.yaml to run, or --resume RUN_ID", hint="kiln run kiln.yaml")
+    _check_run_flags(resume, experiment, segment, step, from_run)
+    options = RunOptions(
+        experiment=check_experiment_name(experiment) if experiment else None,
+        segments=tuple(dict.fromkeys(segment or ())),
+    )
     loaded = load_config(file) if file is not None else None
     settings = _settings(ctx, executor=executor, max_workers=workers, ray_address=ray_address)
     stores = _stores(ctx, upgrade=True, executor=executor, max_workers=workers)
@@ -123,22 +138,94 @@ def run(
     signal.signal(signal.SIGINT, stop)
     try:
         how: RunTrigger = "schedule" if trigger == "schedule" else "manual"
-        result = runner.resume(resume) if resume else runner.run(loaded, trigger=how)  # type: ignore[arg-type]
+        if step is not None:
+            stopped = runner.run_steps(loaded, step, from_run=from_run)  # type: ignore[arg-type]
+        elif resume:
+            result = runner.resume(resume)
+        else:
+            result = runner.run(loaded, trigger=how, options=options)  # type: ignore[arg-type]
     except Exception:
         if runner.interrupted.is_set():  # the error an interruption caused: say interrupted
             raise KeyboardInterrupt from None
         raise
     finally:
         stores.close()
+    if step is not None:
+        reused = (
+            f", reusing the data snapshot of run {stopped.reused_from}"
+            if stopped.reused_from
+            else ""
+        )
+        out.print(
+            f"[green]stopped after {step}[/] (run {stopped.run_id}{reused}; data"
+            f" sha256:{stopped.data_digest[:12]}); nothing packaged or registered"
+        )
+        runs_show(ctx, stopped.run_id)
+        return
     out.print(segment_table(result.manifest, f"{result.pipeline} v{result.version}"))
+    what = f"experiment {escape(result.experiment)!s} " if result.experiment else ""
+    partial = result.partial
     out.print(
-        f"[green]registered[/] {result.pipeline} [bold]v{result.version}[/] "
+        f"[green]registered[/] {what}{result.pipeline} [bold]v{result.version}[/] "
         f"(run {result.run_id}, package sha256:{result.manifest_digest[:12]}"
         + (f", {result.reused_tasks} tasks reused" if result.reused_tasks else "")
+        + (f", retrained {', '.join(partial['retrained'])}, the other models from"
+           f" v{partial['base_version']}" if partial else "")
         + ")"
-    )
-    if not skip_gates and _release(ctx, settings, result.pipeline, result.version) == "blocked":
+    )  # fmt: skip
+    if result.experiment:
+        _challenge(ctx, settings, result.pipeline, result.version)
+    elif not skip_gates and _release(ctx, settings, result.pipeline, result.version) == "blocked":
         raise typer.Exit(EXIT_BLOCKED)
+
+
+def _check_run_flags(
+    resume: str | None,
+    experiment: str | None,
+    segment: list[str] | None,
+    step: str | None,
+    from_run: str | None,
+) -> None:
+    if resume and (experiment or segment or step or from_run):
+        raise ConfigError(
+            "--resume continues a run as it was started; it takes no other run option",
+            hint=f"kiln run --resume {resume}",
+        )
+    if step and (experiment or segment):
+        raise ConfigError(
+            "--step runs steps alone and registers nothing: it goes without --experiment and"
+            " --segment",
+            hint="kiln run kiln.yaml --step train",
+        )
+    if from_run and step not in ("check", "train"):
+        raise ConfigError(
+            "--from-run names the data snapshot that --step check|train reuses",
+            hint=f"kiln run kiln.yaml --step train --from-run {from_run}",
+        )
+
+
+def _challenge(ctx: typer.Context, settings: Settings, pipeline: str, version: int) -> None:
+    """An experiment: the champion/challenger table against production, and no decision."""
+    from kiln.cli._compare import champion_table
+    from kiln.gates.release import Release
+
+    stores = _stores(ctx)
+    try:
+        result = Release(settings, stores).challenge(pipeline, version)
+    finally:
+        stores.close()
+    if result.status == "skipped" or not result.evidence.get("segments"):
+        out.print(f"{result.gate}: {result.status}: {escape(result.summary)}")
+    else:
+        champion = result.evidence.get("champion_version")
+        out.print(
+            champion_table(result.evidence, f"experiment v{version} vs production v{champion}")
+        )
+        out.print(Text(f"{result.status}: {result.summary}"), highlight=False)
+    out.print(
+        f"experiment: not deployed. `kiln compare {pipeline} production {version}` shows both"
+        " side by side; re-run without --experiment to release the idea"
+    )
 
 
 def _release(ctx: typer.Context, settings: Settings, pipeline: str, version: int) -> str:
@@ -227,7 +314,10 @@ def models_list(ctx: typer.Context, pipeline: Annotated[str | None, typer.Option
         m = v.metrics or {}
         primary = m.get("primary", "")
         t.add_row(
-            v.pipeline, f"v{v.version}", v.stage, f"{v.created_at:%Y-%m-%d %H:%M}",
+            v.pipeline, f"v{v.version}",
+            f"{v.stage} [magenta](experiment {escape(v.experiment)})[/]"
+            if v.experiment else v.stage,
+            f"{v.created_at:%Y-%m-%d %H:%M}",
             str(m.get("segments", "-")), f"{primary}={_num((m.get('overall') or {}).get(primary))}",
             v.run_id,
         )  # fmt: skip

@@ -35,7 +35,7 @@ from kiln.gates.live import LiveStats, live_stats
 from kiln.gates.quality import DataQualityGate
 from kiln.gates.replay import ReplayGate
 from kiln.gates.shadow import ShadowGate
-from kiln.registry.stages import Stages
+from kiln.registry.stages import Stages, refuse_experiment
 from kiln.runs.context import Stores
 from kiln.settings import Settings
 from kiln.stores.metadata.records import GateRecord, GateTrigger, Stage, VersionRecord
@@ -122,9 +122,18 @@ class Release:
         self._store(candidate, results, trigger=trigger, champion=champion)
         return results
 
+    def challenge(self, pipeline: str, version: int) -> GateResult:
+        """The champion/challenger evaluation of ``version`` against production, stored with
+        its evidence; no other gate and no decision (what an experiment gets)."""
+        candidate, champion = self._versions(pipeline, version)
+        result = _run_gate(ChampionChallengerGate(), candidate, champion, self._context(candidate))
+        self._store(candidate, [result], trigger="run", champion=champion)
+        return result
+
     def after_run(self, pipeline: str, version: int) -> Decision:
         """Gate a freshly registered version and act on the outcome."""
         candidate, champion = self._versions(pipeline, version)
+        refuse_experiment(candidate.record, "released; `kiln run --experiment` only compares it")
         results = self._evaluate(candidate, champion)
         failed = [r for r in results if not r.ok]
         if failed:

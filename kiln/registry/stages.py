@@ -18,7 +18,7 @@ from kiln.stores import MetadataStore, UnitOfWork, VersionRecord
 from kiln.stores.metadata import DeploymentRecord
 from kiln.stores.metadata.records import DeploymentAction, Stage
 
-__all__ = ["StageError", "Stages", "Transition", "previous_production"]
+__all__ = ["StageError", "Stages", "Transition", "previous_production", "refuse_experiment"]
 
 
 class StageError(KilnError):
@@ -86,6 +86,18 @@ def _blocked(pipeline: str, version: int) -> StageError:
     )
 
 
+def refuse_experiment(target: VersionRecord, action: str) -> None:
+    """An experiment version never takes traffic: it exists to be compared."""
+    if target.experiment is None:
+        return
+    raise StageError(
+        f"version {target.version} of pipeline {target.pipeline!r} is an experiment"
+        f" ({target.experiment!r}); an experiment cannot be {action}",
+        hint=f"`kiln compare {target.pipeline} production {target.version}` shows it beside"
+        " production; to deploy the idea, re-run without --experiment (`kiln run kiln.yaml`)",
+    )
+
+
 class Stages:
     """The stage service over a metadata store; it does not check tokens."""
 
@@ -125,6 +137,7 @@ class Stages:
                 return Transition(
                     pipeline, "promote", version, "production", "production", changed=False
                 )
+            refuse_experiment(target, "promoted")
             if target.stage == "blocked":
                 raise _blocked(pipeline, version)
             from_version = None if current is None else current.version
@@ -187,6 +200,7 @@ class Stages:
             )
         with self._metadata.unit_of_work() as uow:
             target = _locked_version(uow, pipeline, version)
+            refuse_experiment(target, "promoted, even by an override")
             if target.stage != "blocked":
                 raise StageError(
                     f"version {version} of pipeline {pipeline!r} is {target.stage}, not blocked;"
@@ -252,6 +266,7 @@ class Stages:
             target = _locked_version(uow, pipeline, version)
             if only_from is not None and target.stage != only_from:
                 return _unchanged(pipeline, "canary", target)
+            refuse_experiment(target, "a canary")
             if target.stage in ("production", "blocked"):
                 raise StageError(
                     f"version {version} of pipeline {pipeline!r} is {target.stage};"
@@ -277,6 +292,7 @@ class Stages:
         """Serve ``version`` in shadow: it sees production traffic, its answers are not used."""
         with self._metadata.unit_of_work() as uow:
             target = _locked_version(uow, pipeline, version)
+            refuse_experiment(target, "served in shadow")
             if target.stage == "shadow":
                 return Transition(pipeline, "shadow", version, "shadow", "shadow", changed=False)
             if target.stage == "production":

@@ -19,7 +19,8 @@ def pipeline_status(metadata: MetadataStore, now: datetime | None = None) -> lis
             versions = uow.versions.list(pipeline.name)
             production = next((v for v in versions if v.stage == "production"), None)
             canary = next((v for v in versions if v.stage == "canary"), None)
-            latest = versions[-1] if versions else None
+            released = [v for v in versions if v.experiment is None]  # experiments never serve
+            latest = released[-1] if released else None
             run = uow.runs.latest(pipeline.name)
             gates: dict[str, str] = {}
             if latest is not None:

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import pandas as pd
 from kiln.config.loader import LoadedConfig, parse_config
 from kiln.errors import KilnError, SourceError
 from kiln.executors import Executor, make_executor
-from kiln.pipeline.plan import SegmentPlan
+from kiln.pipeline.plan import STEPS, SegmentPlan
 from kiln.registry.package import save_manifest
 from kiln.runs.context import Stores
 from kiln.runs.data import (
@@ -37,6 +37,13 @@ from kiln.runs.data import (
     snapshot,
     where_field,
 )
+from kiln.runs.options import (
+    BasePackage,
+    RunOptions,
+    StopStep,
+    record_stopped,
+    snapshot_to_reuse,
+)
 from kiln.runs.packaging import TaskInfo, TrainedRun, build_manifest
 from kiln.runs.preflight import check_importable
 from kiln.runs.probe import numeric_text_warnings, open_configured_source
@@ -46,7 +53,7 @@ from kiln.settings import Settings
 from kiln.sources.checks import check_columns, validate_data
 from kiln.stores.metadata.records import RunStatus, RunTrigger, StepStatus
 
-__all__ = ["RunResult", "Runner"]
+__all__ = ["RunResult", "Runner", "StoppedRun"]
 
 LOCK_STALE_AFTER = timedelta(seconds=120)
 HEARTBEAT_EVERY = 20.0
@@ -61,6 +68,20 @@ class RunResult:
     manifest: dict[str, Any]
     reused_tasks: int = 0
     warnings: list[str] = field(default_factory=list)
+    experiment: str | None = None
+    partial: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StoppedRun:
+    """A run asked to stop after one step (``kiln run --step``): nothing packaged or
+    registered; its steps and tasks are recorded like any run's."""
+
+    run_id: str
+    pipeline: str
+    stopped_after: str
+    data_digest: str
+    reused_from: str | None = None
 
 
 class Runner:
@@ -75,7 +96,49 @@ class Runner:
         that exception into its own error, the run is still interrupted, not failed."""
 
     # -- entry points -------------------------------------------------------------------------
-    def run(self, loaded: LoadedConfig, *, trigger: RunTrigger = "manual") -> RunResult:
+    def run(
+        self,
+        loaded: LoadedConfig,
+        *,
+        trigger: RunTrigger = "manual",
+        options: RunOptions | None = None,
+    ) -> RunResult:
+        """The whole loop; ``options``: an experiment, or only some segments retrained."""
+        options = options or RunOptions()
+        if options.stop_after is not None:
+            raise ValueError("Runner.run does the whole loop; use Runner.run_steps")
+        result = self._run(loaded, trigger, options, data_digest=None)
+        if not isinstance(result, RunResult):
+            raise TypeError(f"a whole run ended as {result!r}")
+        return result
+
+    def run_steps(
+        self, loaded: LoadedConfig, stop_after: StopStep, *, from_run: str | None = None
+    ) -> StoppedRun:
+        """The steps up to ``stop_after`` alone; check and train reuse the data snapshot of
+        ``from_run`` (default: the pipeline's latest run that has one)."""
+        digest = None
+        if stop_after != "extract":
+            from_run, digest = snapshot_to_reuse(self.stores, loaded.config.name, from_run)
+        options = RunOptions(stop_after=stop_after, from_run=from_run)
+        result = self._run(loaded, "manual", options, data_digest=digest)
+        if not isinstance(result, StoppedRun):
+            raise TypeError(f"a run stopped after {stop_after} ended as {result!r}")
+        return result
+
+    def _run(
+        self,
+        loaded: LoadedConfig,
+        trigger: RunTrigger,
+        options: RunOptions,
+        *,
+        data_digest: str | None,
+    ) -> RunResult | StoppedRun:
+        base = None
+        if options.segments:  # refused before any run is recorded when it cannot be packed
+            base = BasePackage.of_production(self.stores, loaded)
+            base.plan(options.segments, where="kiln run")
+            base.schema(loaded)
         executor = self._executor(loaded)
         try:
             executor.warm_up()  # workers import the model libraries while this process checks
@@ -84,7 +147,9 @@ class Runner:
         except BaseException:
             executor.close(cancel=True)
             raise
-        return self._execute(loaded, run_id, data_digest=None, executor=executor)
+        return self._execute(
+            loaded, run_id, data_digest=data_digest, executor=executor, options=options, base=base
+        )
 
     def _start(self, loaded: LoadedConfig, trigger: RunTrigger) -> str:
         cfg = loaded.config
@@ -120,30 +185,70 @@ class Runner:
                 run_id, status="running", attempt=run.attempt + 1, host=host, pid=pid,
                 error=None, finished_at=None,
             )  # fmt: skip
+            extract = next((s for s in uow.steps.for_run(run_id) if s.name == "extract"), None)
+        options = RunOptions.from_details(
+            (extract.details or {}).get("options") if extract else None
+        )
         loaded = parse_config(run.config_text, Path(run.config_path))
         executor = self._executor(loaded)
         executor.warm_up()
-        return self._execute(loaded, run_id, data_digest=run.data_digest, executor=executor)
+        result = self._execute(
+            loaded, run_id, data_digest=run.data_digest, executor=executor, options=options
+        )
+        if not isinstance(result, RunResult):
+            raise KilnError(
+                f"run {run_id} was asked to stop after {options.stop_after}; it did",
+                hint="start a whole run with `kiln run kiln.yaml`",
+            )
+        return result
 
     # -- the lifecycle ------------------------------------------------------------------------
     def _execute(
-        self, loaded: LoadedConfig, run_id: str, *, data_digest: str | None, executor: Executor
-    ) -> RunResult:
+        self,
+        loaded: LoadedConfig,
+        run_id: str,
+        *,
+        data_digest: str | None,
+        executor: Executor,
+        options: RunOptions,
+        base: BasePackage | None = None,
+    ) -> RunResult | StoppedRun:
         cfg = loaded.config
+        stop = options.stop_after
         heartbeat = _Heartbeat(self.stores, cfg.name, run_id)
         background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-run")
         interrupted = False
         try:
             heartbeat.start()
-            df, pending_digest = self._step_extract(loaded, run_id, data_digest, background)
+            if options.segments and base is None:
+                base = BasePackage.of_production(self.stores, loaded)
+            df, pending_digest = self._step_extract(
+                loaded, run_id, data_digest, background, options
+            )
+            if stop == "extract":
+                data_digest = self._record_snapshot(run_id, pending_digest, rows=len(df))
+                return self._stopped(run_id, options, data_digest)
             prep = self._step_check(loaded, run_id, df)
+            if base is not None:  # production's other models read production's encoding
+                schema = base.schema(loaded)
+                prep = replace(prep, schema=schema, X=schema.encode(prep.frame))
             data_digest = self._record_snapshot(run_id, pending_digest, rows=len(df))
+            if stop == "check":
+                return self._stopped(run_id, options, data_digest)
             profile = background.submit(reference_profile, prep, cfg.target.column)
-            infos, plan, reused = self._step_train(loaded, run_id, prep, executor)
+            infos, plan, reused = self._step_train(
+                loaded, run_id, prep, executor, options=options, base=base
+            )
+            if stop == "train":
+                return self._stopped(run_id, options, data_digest)
             trained = TrainedRun(loaded, run_id, prep, plan, infos, data_digest, profile)
-            manifest, digest = self._step_package(trained)
+            manifest, digest = self._step_package(trained, options.lineage(base))
             version = self._step_register(cfg.name, run_id, digest, manifest)
-            return RunResult(run_id, cfg.name, version, digest, manifest, reused_tasks=reused)
+            lineage = manifest["lineage"]
+            return RunResult(
+                run_id, cfg.name, version, digest, manifest, reused_tasks=reused,
+                experiment=lineage.get("experiment"), partial=lineage.get("partial"),
+            )  # fmt: skip
         except BaseException as e:  # KeyboardInterrupt, SIGTERM, or a bug: never leave it running
             # An interruption can surface as the error it caused while being handled (e.g. the
             # executor losing its workers): the run was still interrupted, not failed.
@@ -171,11 +276,18 @@ class Runner:
         )
 
     def _step_extract(
-        self, loaded: LoadedConfig, run_id: str, digest: str | None, background: ThreadPoolExecutor
+        self,
+        loaded: LoadedConfig,
+        run_id: str,
+        digest: str | None,
+        background: ThreadPoolExecutor,
+        options: RunOptions,
     ) -> tuple[pd.DataFrame, Future[str]]:
         """Read the rows; their Parquet snapshot is written on ``background`` during the checks."""
         cfg = loaded.config
         with self._step(run_id, "extract") as m:
+            if options.to_details():  # read back by resume
+                m.details["options"] = options.to_details()
             pending: Future[str] = Future()
             if digest is not None:  # resuming: the same rows as the first attempt
                 table = load_snapshot(self.stores.content, digest, label=f"run {run_id}")
@@ -231,22 +343,51 @@ class Runner:
         return prep
 
     def _step_train(
-        self, loaded: LoadedConfig, run_id: str, prep: Prepared, executor: Executor
+        self,
+        loaded: LoadedConfig,
+        run_id: str,
+        prep: Prepared,
+        executor: Executor,
+        *,
+        options: RunOptions,
+        base: BasePackage | None,
     ) -> tuple[dict[str, TaskInfo], SegmentPlan, int]:
         cfg = loaded.config
         with self._step(run_id, "train") as m:
             trained = train_segments(
-                loaded, run_id, prep, executor, stores=self.stores, reporter=self.reporter
-            )
+                loaded, run_id, prep, executor, stores=self.stores, reporter=self.reporter,
+                only=options.segments if base is not None else None,
+            )  # fmt: skip
             plan, failed, reused = trained.plan, trained.failed, trained.reused
-            m.details |= {"tasks": len(plan.tasks), "reused": reused, "failed": sorted(failed)}
-            policy = cfg.segments.on_segment_failure if cfg.segments else "fail"
-            plan = apply_failures(policy, plan, failed)
-        return trained.infos, plan, reused
+            m.details |= {"tasks": len(trained.infos) + len(failed), "reused": reused,
+                          "failed": sorted(failed)}  # fmt: skip
+            if base is None:
+                policy = cfg.segments.on_segment_failure if cfg.segments else "fail"
+                return trained.infos, apply_failures(policy, plan, failed), reused
+            apply_failures("fail", plan, failed)  # a partial run exists for these segments
+            plan = base.plan(options.segments, where="kiln run")
+            keep = [k for k in plan.trained if k not in options.segments]
+            infos = trained.infos | base.infos(prep, cfg.metrics, keep)
+            m.details |= {"retrained": list(options.segments), "base_version": base.version}
+        return infos, plan, reused
 
-    def _step_package(self, run: TrainedRun) -> tuple[dict[str, Any], str]:
+    def _stopped(self, run_id: str, options: RunOptions, data_digest: str) -> StoppedRun:
+        stop = options.stop_after or "register"
+        pipeline = record_stopped(self.stores, run_id, stop)
+        for name in STEPS[STEPS.index(stop) + 1 :]:
+            self.reporter.step(name, "skipped", f"stopped after {stop} (--step {stop})")
+        return StoppedRun(run_id, pipeline, stop, data_digest, reused_from=options.from_run)
+
+    def _step_package(self, run: TrainedRun, lineage: dict[str, Any]) -> tuple[dict[str, Any], str]:
         with self._step(run.run_id, "package") as m:
             manifest = build_manifest(run, _code_revision(run.loaded.base_dir))
+            manifest["lineage"] |= lineage  # experiment name, partial: what was retrained
+            if partial := lineage.get("partial"):  # the models taken as they were
+                base = partial["base_version"]
+                for seg, ref in manifest["models"].items():
+                    if seg not in partial["retrained"]:
+                        ref["from_version"] = base
+                manifest["fallback"]["from_version"] = base
             digest = save_manifest(self.stores.content, manifest)
             m.details |= {"manifest": digest, "models": len(manifest["models"])}
         return manifest, digest

@@ -10,6 +10,7 @@ resumed run retrains only what did not finish. What failed is then handled by th
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,8 +50,11 @@ def train_segments(
     *,
     stores: Stores,
     reporter: Reporter,
+    only: Sequence[str] | None = None,
 ) -> SegmentsTrained:
-    """Train every task of the plan that no previous attempt finished, recording each."""
+    """Train every task of the plan that no previous attempt finished, recording each.
+
+    ``only``: train these segments alone (not the fallback); each must have enough rows."""
     cfg = loaded.config
     groups: dict[str, np.ndarray] = {
         str(k): np.asarray(v)
@@ -62,25 +66,28 @@ def train_segments(
     if cfg.segments is not None and isinstance(cfg.segments.values, list):
         declared = [str(v) for v in cfg.segments.values]
     plan = plan_segments(cfg, {k: len(v) for k, v in train_idx.items()}, declared=declared)
+    if only is not None:
+        plan = _only(plan, only)
     train_idx[FALLBACK] = np.flatnonzero(~prep.holdout)
     hold_idx[FALLBACK] = np.flatnonzero(prep.holdout)
     spec = _train_spec(loaded, prep, executor)
     with stores.metadata.unit_of_work() as uow:
         done = uow.tasks.succeeded(run_id)
     infos: dict[str, TaskInfo] = {}
-    for key in plan.tasks:
+    keys = plan.tasks if only is None else list(plan.trained)
+    for key in keys:
         rec = done.get(key)
         if rec is not None and rec.artifact_digest and stores.content.exists(rec.artifact_digest):
             infos[key] = TaskInfo.from_record(rec, stores.content, spec, prep, hold_idx[key])
     todo = sorted(
-        (k for k in plan.tasks if k not in infos), key=lambda k: -len(train_idx[k])
+        (k for k in keys if k not in infos), key=lambda k: -len(train_idx[k])
     )  # longest first: the fallback does not become the tail of the run
     tasks = [
         (k, TrainTask(k, spec, prep.X[train_idx[k]], prep.y[train_idx[k]],
                       prep.X[hold_idx[k]], prep.y[hold_idx[k]]))
         for k in todo
     ]  # fmt: skip
-    reporter.tasks_started(total=len(plan.tasks), done=len(infos))
+    reporter.tasks_started(total=len(keys), done=len(infos))
     failed: dict[str, str] = {}
     for outcome in executor.map(train_segment, tasks):
         info = TaskInfo.from_outcome(outcome, stores.content, hold_idx[outcome.key])
@@ -91,7 +98,18 @@ def train_segments(
         else:
             failed[outcome.key] = info.error or "failed"
         reporter.task_done(outcome.key, info.ok)
-    return SegmentsTrained(plan, infos, failed, reused=len(plan.tasks) - len(todo))
+    return SegmentsTrained(plan, infos, failed, reused=len(keys) - len(todo))
+
+
+def _only(plan: SegmentPlan, only: Sequence[str]) -> SegmentPlan:
+    small = {k: plan.to_fallback.get(k, "no training rows") for k in only if k not in plan.trained}
+    if small:
+        listed = "; ".join(f"{k}: {why}" for k, why in sorted(small.items()))
+        raise TrainingError(
+            f"--segment cannot train {', '.join(sorted(small))} on this data ({listed})",
+            hint="check segments.min_rows and the data of that segment",
+        )
+    return SegmentPlan(trained=sorted(only))
 
 
 def preload(loaded: LoadedConfig) -> tuple[str, ...]:

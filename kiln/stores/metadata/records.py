@@ -121,6 +121,13 @@ class VersionRecord:
     lineage: dict[str, Any]
     traffic_share: float | None = None
 
+    @property
+    def experiment(self) -> str | None:
+        """The experiment that made this version (``kiln run --experiment``), if any: such a
+        version is compared with production, never deployed."""
+        name = (self.lineage or {}).get("experiment")
+        return str(name) if name else None
+
 
 @dataclass(frozen=True, slots=True)
 class GateRecord:
