@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from kiln.config.loader import LoadedConfig
 from kiln.errors import SchemaError
 from kiln.pipeline.features import FeatureSchema
-from kiln.pipeline.plan import holdout_mask, time_cutoff
+from kiln.pipeline.split import Split, holdout_mask, resolve_split
 from kiln.stores.content import ContentStore
 
 __all__ = ["Prepared", "load_snapshot", "prepare", "reference_profile", "snapshot"]
@@ -49,7 +49,7 @@ class Prepared:
     y: np.ndarray
     segments: np.ndarray
     holdout: np.ndarray
-    cutoff: pd.Timestamp
+    split: Split
     dropped_null_target: int
     frame: pd.DataFrame
     """The used rows (target not null) and columns, aligned with X, y and holdout."""
@@ -69,16 +69,17 @@ def prepare(df: pd.DataFrame, loaded: LoadedConfig) -> Prepared:
     cfg = loaded.config
     target = cfg.target.column
     seg_col = cfg.segments.column if cfg.segments else None
-    needed = [*cfg.features, target, cfg.data.time_column, *([seg_col] if seg_col else [])]
+    split_cols = [c for c in (cfg.data.time_column, cfg.evaluation.split.key) if c]
+    needed = [*cfg.features, target, *split_cols, *([seg_col] if seg_col else [])]
     df = df[list(dict.fromkeys(needed))]  # copy only the columns the models need
     keep = df[target].notna().to_numpy()
     dropped = int((~keep).sum())
     if dropped:
         df = df.loc[keep].reset_index(drop=True)
     y = _target(df[target], cfg.target.task, where_field(loaded)("target"))
-    cutoff = time_cutoff(df[cfg.data.time_column], cfg.evaluation.split)
-    hold = holdout_mask(df[cfg.data.time_column], cutoff)
-    _check_split(hold, loaded)
+    split = resolve_split(df, cfg)
+    hold = holdout_mask(df, split)
+    _check_split(hold, split, loaded)
     schema = FeatureSchema.infer(
         df, cfg.features, rows=~hold, where=where_field(loaded)("features")
     )
@@ -92,7 +93,7 @@ def prepare(df: pd.DataFrame, loaded: LoadedConfig) -> Prepared:
         y=y,
         segments=segs,
         holdout=hold,
-        cutoff=cutoff,
+        split=split,
         dropped_null_target=dropped,
         frame=df,
     )
@@ -116,13 +117,20 @@ def _target(s: pd.Series, task: str, where: str) -> np.ndarray:
     return s.astype("float64").to_numpy(dtype=np.float64)
 
 
-def _check_split(hold: np.ndarray, loaded: LoadedConfig) -> None:
+def _check_split(hold: np.ndarray, split: Split, loaded: LoadedConfig) -> None:
     n_hold = int(hold.sum())
     if n_hold == 0 or n_hold == len(hold):
         side = "no rows" if n_hold == 0 else "every row"
+        hint = {
+            "time": "move holdout_start inside the data's time range, or use holdout_fraction",
+            "random": "raise holdout_fraction, or extract more rows",
+            "hash": f"raise holdout_fraction, or hash a key with more distinct values than "
+            f"{split.key!r}",
+        }[split.kind]
         raise SchemaError(
-            f"{loaded.where('evaluation', 'split')}: evaluation.split puts {side} in the holdout",
-            hint="move holdout_start inside the data's time range, or use holdout_fraction",
+            f"{loaded.where('evaluation', 'split')}: evaluation.split ({split.describe()}) puts "
+            f"{side} of {len(hold)} in the holdout",
+            hint=hint,
         )
 
 

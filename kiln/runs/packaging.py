@@ -174,7 +174,8 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
         "source": cfg.data.source,
         "query": cfg.data.query,
         "time_column": cfg.data.time_column,
-        "holdout_start": prep.cutoff.isoformat(),
+        "holdout_start": prep.split.holdout_start.isoformat() if prep.split.holdout_start else None,
+        "split": prep.split.to_dict(),
     }
     return {
         "format": MANIFEST_FORMAT,

@@ -217,12 +217,19 @@ class Runner:
                 segment_column=cfg.segments.column if cfg.segments else None,
                 time_column=cfg.data.time_column,
                 where=where,
+                split_key=cfg.evaluation.split.key,
             )
             m.details["checks"] = validate_data(
                 df, cfg.checks, time_column=cfg.data.time_column, where=where
             )
             prep = prepare(df, loaded)
             m.details["rows"] = prep.rows()
+            m.details["split"] = prep.split.to_dict()
+            if prep.split.defaulted:
+                self.reporter.warn(
+                    f"no data.time_column: the holdout is {prep.split.describe()} "
+                    "(set evaluation.split to choose: kind time, random or hash)"
+                )
             if prep.dropped_null_target:
                 self.reporter.warn(
                     f"{prep.dropped_null_target} rows without a target value were left out"

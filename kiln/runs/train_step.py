@@ -25,7 +25,7 @@ from kiln.runs.packaging import TaskInfo
 from kiln.runs.reporting import Reporter
 from kiln.runs.training import TrainSpec, TrainTask, train_segment
 
-__all__ = ["SegmentsTrained", "apply_failures", "preload", "train_segments"]
+__all__ = ["SegmentsTrained", "apply_failures", "preload", "task_rows", "train_segments"]
 
 
 @dataclass(frozen=True)
@@ -52,18 +52,12 @@ def train_segments(
 ) -> SegmentsTrained:
     """Train every task of the plan that no previous attempt finished, recording each."""
     cfg = loaded.config
-    groups: dict[str, np.ndarray] = {
-        str(k): np.asarray(v)
-        for k, v in pd.Series(prep.segments).groupby(prep.segments, dropna=True).indices.items()
-    }
-    train_idx = {k: idx[~prep.holdout[idx]] for k, idx in groups.items()}
-    hold_idx = {k: idx[prep.holdout[idx]] for k, idx in groups.items()}
+    train_idx, hold_idx = task_rows(prep)
     declared = None
     if cfg.segments is not None and isinstance(cfg.segments.values, list):
         declared = [str(v) for v in cfg.segments.values]
-    plan = plan_segments(cfg, {k: len(v) for k, v in train_idx.items()}, declared=declared)
-    train_idx[FALLBACK] = np.flatnonzero(~prep.holdout)
-    hold_idx[FALLBACK] = np.flatnonzero(prep.holdout)
+    counts = {k: len(v) for k, v in train_idx.items() if k != FALLBACK}
+    plan = plan_segments(cfg, counts, declared=declared)
     spec = _train_spec(loaded, prep, executor)
     with stores.metadata.unit_of_work() as uow:
         done = uow.tasks.succeeded(run_id)
@@ -92,6 +86,20 @@ def train_segments(
             failed[outcome.key] = info.error or "failed"
         reporter.task_done(outcome.key, info.ok)
     return SegmentsTrained(plan, infos, failed, reused=len(plan.tasks) - len(todo))
+
+
+def task_rows(prep: Prepared) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per segment (and the fallback, over all rows): the row indices it trains on and the
+    ones it is evaluated on. A held-out row is never a training row of any task."""
+    groups: dict[str, np.ndarray] = {
+        str(k): np.asarray(v)
+        for k, v in pd.Series(prep.segments).groupby(prep.segments, dropna=True).indices.items()
+    }
+    train_idx = {k: idx[~prep.holdout[idx]] for k, idx in groups.items()}
+    hold_idx = {k: idx[prep.holdout[idx]] for k, idx in groups.items()}
+    train_idx[FALLBACK] = np.flatnonzero(~prep.holdout)
+    hold_idx[FALLBACK] = np.flatnonzero(prep.holdout)
+    return train_idx, hold_idx
 
 
 def preload(loaded: LoadedConfig) -> tuple[str, ...]:
