@@ -72,6 +72,17 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _own(versus: dict[str, str] | None) -> str:
+    """The model column of a segment served by its own model: marked when it lost to the
+    fallback on its holdout, or was not compared (too few holdout rows)."""
+    verdict = (versus or {}).get("verdict")
+    if verdict == "worse":
+        return "own [red](worse than fallback)[/]"
+    if verdict == "not_judged":
+        return f"own [dim]({escape(str((versus or {}).get('reason')))})[/]"
+    return "own"
+
+
 def segment_table(manifest: dict[str, Any], title: str) -> Table:
     primary = manifest["metrics"]["primary"]
     t = Table(title=title, title_justify="left")
@@ -84,7 +95,7 @@ def segment_table(manifest: dict[str, Any], title: str) -> Table:
     for seg, ref in sorted(manifest["models"].items()):
         u = ref["usage"]
         t.add_row(
-            seg, "own", _fmt(ref["rows_train"]), _fmt(ref["rows_holdout"]),
+            seg, _own(ref.get("vs_fallback")), _fmt(ref["rows_train"]), _fmt(ref["rows_holdout"]),
             _fmt(ref["metrics"].get(primary)), _fmt(ref["fallback_metrics"].get(primary)),
             f"{u['wall_seconds']:.2f}", f"{u['cpu_seconds']:.2f}",
             f"{u['peak_memory_bytes'] / 2**20:.0f}",

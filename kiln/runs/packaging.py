@@ -13,7 +13,7 @@ import numpy as np
 
 from kiln.config.loader import LoadedConfig
 from kiln.executors import TaskOutcome
-from kiln.pipeline.metrics import score
+from kiln.pipeline.metrics import compare_to_fallback, score
 from kiln.pipeline.plan import FALLBACK, SegmentPlan
 from kiln.registry.adapters import predict_fn
 from kiln.registry.package import MANIFEST_FORMAT, environment_lock
@@ -21,7 +21,7 @@ from kiln.runs.data import Prepared
 from kiln.runs.training import TrainResult, TrainSpec
 from kiln.stores.content import ContentStore
 
-__all__ = ["TaskInfo", "TrainedRun", "build_manifest"]
+__all__ = ["TaskInfo", "TrainedRun", "build_manifest", "fallback_warnings"]
 
 
 @dataclass(frozen=True)
@@ -143,14 +143,25 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
     fb_full[fb.hold_idx] = fb.holdout_pred if fb.holdout_pred is not None else np.nan
     routed = fb_full.copy()
 
+    primary = cfg.primary_metric
+    route_worse = cfg.segments is not None and cfg.segments.route_worse_to_fallback
     models: dict[str, Any] = {}
+    to_fallback: dict[str, Any] = {}
     for seg in plan.trained:
         info = infos[seg]
+        fb_metrics = score(names, y[info.hold_idx], fb_full[info.hold_idx])
+        own = (info.metrics or {}).get(primary)
+        versus = compare_to_fallback(primary, own, fb_metrics.get(primary), len(info.hold_idx))
+        if route_worse and versus.verdict == "worse":
+            to_fallback[seg] = {
+                "reason": versus.reason,
+                "rows_holdout": len(info.hold_idx),
+                "fallback_metrics": fb_metrics,
+                "own_metrics": info.metrics,
+            }
+            continue  # its holdout rows keep the fallback's predictions in the routed metric
         routed[info.hold_idx] = info.holdout_pred if info.holdout_pred is not None else np.nan
-        models[seg] = info.ref() | {
-            "fallback_metrics": score(names, y[info.hold_idx], fb_full[info.hold_idx])
-        }
-    to_fallback = {}
+        models[seg] = info.ref() | {"fallback_metrics": fb_metrics, "vs_fallback": versus.to_dict()}
     for seg, reason in sorted(plan.to_fallback.items()):
         idx = np.flatnonzero((prep.segments == seg) & prep.holdout)
         to_fallback[seg] = {
@@ -188,7 +199,7 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
         "features": prep.schema.to_dict(),
         "models": models,
         "fallback": fb.ref(),
-        "routed_to_fallback": to_fallback,
+        "routed_to_fallback": dict(sorted(to_fallback.items())),
         "metrics": metrics,
         "lineage": lineage,
         "environment": environment_lock(_distributions(cfg.model.estimator)),
@@ -201,3 +212,19 @@ def _distributions(estimator: str | None) -> tuple[str, ...]:
         return ()
     root = estimator.split(".")[0]
     return tuple(importlib.metadata.packages_distributions().get(root, [root]))
+
+
+def fallback_warnings(manifest: dict[str, Any]) -> list[str]:
+    """What a run says about segments whose model lost to the fallback on their holdout."""
+    out: list[str] = []
+    for seg, ref in sorted(manifest["models"].items()):
+        versus = ref.get("vs_fallback") or {}
+        if versus.get("verdict") == "worse":
+            out.append(
+                f"segment {seg!r}: its model is {versus['reason']}; it serves anyway "
+                "(segments.route_worse_to_fallback: true serves it by the fallback)"
+            )
+    for seg, info in sorted(manifest["routed_to_fallback"].items()):
+        if "own_metrics" in info:
+            out.append(f"segment {seg!r} is served by the fallback: its model is {info['reason']}")
+    return out

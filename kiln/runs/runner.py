@@ -37,7 +37,7 @@ from kiln.runs.data import (
     snapshot,
     where_field,
 )
-from kiln.runs.packaging import TaskInfo, TrainedRun, build_manifest
+from kiln.runs.packaging import TaskInfo, TrainedRun, build_manifest, fallback_warnings
 from kiln.runs.preflight import check_importable
 from kiln.runs.reporting import Measured, Meter, NullReporter, Reporter, host_and_pid
 from kiln.runs.train_step import apply_failures, preload, train_segments
@@ -142,8 +142,13 @@ class Runner:
             infos, plan, reused = self._step_train(loaded, run_id, prep, executor)
             trained = TrainedRun(loaded, run_id, prep, plan, infos, data_digest, profile)
             manifest, digest = self._step_package(trained)
+            warnings = fallback_warnings(manifest)
+            for text in warnings:
+                self.reporter.warn(text)
             version = self._step_register(cfg.name, run_id, digest, manifest)
-            return RunResult(run_id, cfg.name, version, digest, manifest, reused_tasks=reused)
+            return RunResult(
+                run_id, cfg.name, version, digest, manifest, reused_tasks=reused, warnings=warnings
+            )
         except BaseException as e:  # KeyboardInterrupt, SIGTERM, or a bug: never leave it running
             # An interruption can surface as the error it caused while being handled (e.g. the
             # executor losing its workers): the run was still interrupted, not failed.
