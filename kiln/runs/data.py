@@ -134,9 +134,10 @@ def _check_split(hold: np.ndarray, split: Split, loaded: LoadedConfig) -> None:
         )
 
 
-def reference_profile(prep: Prepared, target: str) -> dict[str, Any]:
-    """Summary of the training rows that the monitor compares live traffic with."""
-    train = ~prep.holdout
+def reference_profile(prep: Prepared, target: str, *, refit: bool = False) -> dict[str, Any]:
+    """Summary of the training rows that the monitor compares live traffic with (with
+    ``refit``, every row: the served models were refit on them all)."""
+    train = np.ones(len(prep.holdout), dtype=bool) if refit else ~prep.holdout
     profile: dict[str, Any] = {}
     for spec in prep.schema.features:
         s = prep.frame[spec.name][train]

@@ -40,6 +40,7 @@ class TaskInfo:
     rows_train: int = 0
     rows_holdout: int = 0
     model_type: str = ""
+    rows_train_refit: int | None = None
     error: str | None = None
     log: str = ""
 
@@ -65,6 +66,7 @@ class TaskInfo:
             rows_train=r.rows_train,
             rows_holdout=r.rows_holdout,
             model_type=r.model_type,
+            rows_train_refit=r.rows_train_refit,
             **common,
         )
 
@@ -104,12 +106,14 @@ class TaskInfo:
         }
 
     def ref(self) -> dict[str, Any]:
+        refit = {} if self.rows_train_refit is None else {"rows_train_refit": self.rows_train_refit}
         return {
             "sha256": self.digest,
             "model_type": self.model_type,
             "metrics": self.metrics,
             "rows_train": self.rows_train,
             "rows_holdout": self.rows_holdout,
+            **refit,
             "usage": {
                 "wall_seconds": round(self.wall_seconds, 4),
                 "cpu_seconds": round(self.cpu_seconds, 4),
@@ -187,6 +191,7 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
         "time_column": cfg.data.time_column,
         "holdout_start": prep.split.holdout_start.isoformat() if prep.split.holdout_start else None,
         "split": prep.split.to_dict(),
+        "refit": cfg.evaluation.refit,
     }
     return {
         "format": MANIFEST_FORMAT,
@@ -201,9 +206,26 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
         "fallback": fb.ref(),
         "routed_to_fallback": dict(sorted(to_fallback.items())),
         "metrics": metrics,
+        "evaluation": _evaluation_note(cfg.evaluation.refit),
         "lineage": lineage,
         "environment": environment_lock(_distributions(cfg.model.estimator)),
         "reference_profile": run.profile.result(),
+    }
+
+
+def _evaluation_note(refit: bool) -> dict[str, Any]:
+    """What the metrics describe; a gate that scores this version on its holdout reads it."""
+    if not refit:
+        return {
+            "refit": False,
+            "served_model_saw_holdout": False,
+            "metrics": "holdout metrics of the served models, which never saw those rows",
+        }
+    return {
+        "refit": True,
+        "served_model_saw_holdout": True,
+        "metrics": "holdout metrics of the first fit; the served models were then refit on "
+        "train + holdout rows (rows_train_refit), so a score on the holdout is optimistic",
     }
 
 

@@ -138,7 +138,9 @@ class Runner:
             df, pending_digest = self._step_extract(loaded, run_id, data_digest, background)
             prep = self._step_check(loaded, run_id, df)
             data_digest = self._record_snapshot(run_id, pending_digest, rows=len(df))
-            profile = background.submit(reference_profile, prep, cfg.target.column)
+            profile = background.submit(
+                reference_profile, prep, cfg.target.column, refit=cfg.evaluation.refit
+            )
             infos, plan, reused = self._step_train(loaded, run_id, prep, executor)
             trained = TrainedRun(loaded, run_id, prep, plan, infos, data_digest, profile)
             manifest, digest = self._step_package(trained)

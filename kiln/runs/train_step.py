@@ -64,7 +64,11 @@ def train_segments(
     infos: dict[str, TaskInfo] = {}
     for key in plan.tasks:
         rec = done.get(key)
-        if rec is not None and rec.artifact_digest and stores.content.exists(rec.artifact_digest):
+        # a refit model saw its holdout: its holdout predictions cannot be recomputed from it,
+        # so with evaluation.refit a resumed run trains such a task again
+        if spec.refit or rec is None or not rec.artifact_digest:
+            continue
+        if stores.content.exists(rec.artifact_digest):
             infos[key] = TaskInfo.from_record(rec, stores.content, spec, prep, hold_idx[key])
     todo = sorted(
         (k for k in plan.tasks if k not in infos), key=lambda k: -len(train_idx[k])
@@ -123,6 +127,7 @@ def _train_spec(loaded: LoadedConfig, prep: Prepared, executor: Executor) -> Tra
         params=dict(cfg.model.params),
         train=cfg.model.train,
         threads=max(1, cpus // max(1, executor.workers)),
+        refit=cfg.evaluation.refit,
     )
 
 
