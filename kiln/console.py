@@ -32,7 +32,7 @@ class RichReporter:
             self._close()
         if status == "running":
             return
-        mark = "[green]✓[/]" if status == "succeeded" else "[red]✗[/]"
+        mark = {"succeeded": "[green]✓[/]", "skipped": "[dim]-[/]"}.get(status, "[red]✗[/]")
         self.console.print(f"{mark} {name:<9} {detail}")
 
     def tasks_started(self, total: int, done: int) -> None:

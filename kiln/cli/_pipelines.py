@@ -66,6 +66,14 @@ def run(
     skip_gates: Annotated[
         bool, typer.Option("--skip-gates", help="Register only; do not gate or deploy.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Train and register even when data, config and code are identical to "
+            "production (deploy.on_unchanged: skip would register nothing).",
+        ),
+    ] = False,
     trigger: Annotated[
         str, typer.Option(hidden=True, help="What started the run: manual or schedule.")
     ] = "manual",
@@ -90,13 +98,22 @@ def run(
     signal.signal(signal.SIGINT, stop)
     try:
         how: RunTrigger = "schedule" if trigger == "schedule" else "manual"
-        result = runner.resume(resume) if resume else runner.run(loaded, trigger=how)  # type: ignore[arg-type]
+        result = (
+            runner.resume(resume) if resume else runner.run(loaded, trigger=how, force=force)  # type: ignore[arg-type]
+        )
     except Exception:
         if runner.interrupted.is_set():  # the error an interruption caused: say interrupted
             raise KeyboardInterrupt from None
         raise
     finally:
         stores.close()
+    same = result.unchanged_from
+    if result.version is None or result.manifest_digest is None:
+        out.print(
+            f"[green]unchanged[/]: data, config and code are identical to production v{same}: "
+            f"nothing registered (run {result.run_id}; `kiln run --force` trains anyway)"
+        )
+        return
     out.print(segment_table(result.manifest, f"{result.pipeline} v{result.version}"))
     out.print(
         f"[green]registered[/] {result.pipeline} [bold]v{result.version}[/] "
@@ -104,7 +121,13 @@ def run(
         + (f", {result.reused_tasks} tasks reused" if result.reused_tasks else "")
         + ")"
     )
-    if not skip_gates:
+    if same is not None:
+        out.print(
+            f"[yellow]unchanged[/]: data, config and code are identical to production v{same}: "
+            f"v{result.version} stays a candidate, not gated nor promoted "
+            "(deploy.on_unchanged: register)"
+        )
+    elif not skip_gates:
         _release(ctx, settings, result.pipeline, result.version)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import pickle
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from kiln.registry.adapters import predict_fn
 from kiln.registry.package import MANIFEST_FORMAT, environment_lock
 from kiln.runs.data import Prepared
 from kiln.runs.training import TrainResult, TrainSpec
+from kiln.runs.unchanged import model_distributions
 from kiln.stores.content import ContentStore
 
 __all__ = ["TaskInfo", "TrainedRun", "build_manifest", "fallback_warnings"]
@@ -134,6 +134,9 @@ class TrainedRun:
     data_digest: str
     profile: Future[dict[str, Any]]
     """The reference profile, computed on a thread while the segments train."""
+    code_digest: str | None = None
+    unchanged_from: int | None = None
+    """The production version this run is identical to (``deploy.on_unchanged: register``)."""
 
 
 def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]:
@@ -180,7 +183,7 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
         "fallback_only": score(names, y[hold], fb_full[hold]),
         "segments": len(models),
     }
-    lineage = {
+    lineage: dict[str, Any] = {
         "run_id": run_id,
         "config_digest": cfg.digest,
         "data_digest": data_digest,
@@ -192,7 +195,10 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
         "holdout_start": prep.split.holdout_start.isoformat() if prep.split.holdout_start else None,
         "split": prep.split.to_dict(),
         "refit": cfg.evaluation.refit,
+        "code_digest": run.code_digest,
     }
+    if run.unchanged_from is not None:
+        lineage["unchanged_from"] = run.unchanged_from
     return {
         "format": MANIFEST_FORMAT,
         "pipeline": cfg.name,
@@ -208,7 +214,7 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
         "metrics": metrics,
         "evaluation": _evaluation_note(cfg.evaluation.refit),
         "lineage": lineage,
-        "environment": environment_lock(_distributions(cfg.model.estimator)),
+        "environment": environment_lock(model_distributions(cfg.model.estimator)),
         "reference_profile": run.profile.result(),
     }
 
@@ -227,13 +233,6 @@ def _evaluation_note(refit: bool) -> dict[str, Any]:
         "metrics": "holdout metrics of the first fit; the served models were then refit on "
         "train + holdout rows (rows_train_refit), so a score on the holdout is optimistic",
     }
-
-
-def _distributions(estimator: str | None) -> tuple[str, ...]:
-    if not estimator:
-        return ()
-    root = estimator.split(".")[0]
-    return tuple(importlib.metadata.packages_distributions().get(root, [root]))
 
 
 def fallback_warnings(manifest: dict[str, Any]) -> list[str]:

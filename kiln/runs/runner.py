@@ -41,6 +41,7 @@ from kiln.runs.packaging import TaskInfo, TrainedRun, build_manifest, fallback_w
 from kiln.runs.preflight import check_importable
 from kiln.runs.reporting import Measured, Meter, NullReporter, Reporter, host_and_pid
 from kiln.runs.train_step import apply_failures, preload, train_segments
+from kiln.runs.unchanged import RunIdentity, code_digest, unchanged_from
 from kiln.settings import Settings
 from kiln.sources import open_source
 from kiln.sources.checks import check_columns, validate_data
@@ -56,11 +57,16 @@ HEARTBEAT_EVERY = 20.0
 class RunResult:
     run_id: str
     pipeline: str
-    version: int
-    manifest_digest: str
+    version: int | None
+    """None: nothing was registered (the run was identical to production, see unchanged_from)."""
+    manifest_digest: str | None
     manifest: dict[str, Any]
     reused_tasks: int = 0
     warnings: list[str] = field(default_factory=list)
+    unchanged_from: int | None = None
+    """The production version whose data, config and code this run had: with
+    ``deploy.on_unchanged: skip`` nothing was registered; with ``register`` the version is a
+    candidate that must not be gated nor promoted."""
 
 
 class Runner:
@@ -75,7 +81,10 @@ class Runner:
         that exception into its own error, the run is still interrupted, not failed."""
 
     # -- entry points -------------------------------------------------------------------------
-    def run(self, loaded: LoadedConfig, *, trigger: RunTrigger = "manual") -> RunResult:
+    def run(
+        self, loaded: LoadedConfig, *, trigger: RunTrigger = "manual", force: bool = False
+    ) -> RunResult:
+        """``force``: train and register even when nothing changed since production."""
         executor = self._executor(loaded)
         try:
             executor.warm_up()  # workers import the model libraries while this process checks
@@ -84,7 +93,7 @@ class Runner:
         except BaseException:
             executor.close(cancel=True)
             raise
-        return self._execute(loaded, run_id, data_digest=None, executor=executor)
+        return self._execute(loaded, run_id, data_digest=None, executor=executor, force=force)
 
     def _start(self, loaded: LoadedConfig, trigger: RunTrigger) -> str:
         cfg = loaded.config
@@ -127,7 +136,13 @@ class Runner:
 
     # -- the lifecycle ------------------------------------------------------------------------
     def _execute(
-        self, loaded: LoadedConfig, run_id: str, *, data_digest: str | None, executor: Executor
+        self,
+        loaded: LoadedConfig,
+        run_id: str,
+        *,
+        data_digest: str | None,
+        executor: Executor,
+        force: bool = False,
     ) -> RunResult:
         cfg = loaded.config
         heartbeat = _Heartbeat(self.stores, cfg.name, run_id)
@@ -138,19 +153,29 @@ class Runner:
             df, pending_digest = self._step_extract(loaded, run_id, data_digest, background)
             prep = self._step_check(loaded, run_id, df)
             data_digest = self._record_snapshot(run_id, pending_digest, rows=len(df))
+            identity = RunIdentity(
+                data_digest, cfg.digest, _code_revision(loaded.base_dir), code_digest(loaded)
+            )
+            same_as = None if force else self._production_identical(cfg.name, identity)
+            if same_as is not None and cfg.deploy.on_unchanged == "skip":
+                return self._skip_unchanged(cfg.name, run_id, same_as)
             profile = background.submit(
                 reference_profile, prep, cfg.target.column, refit=cfg.evaluation.refit
             )
             infos, plan, reused = self._step_train(loaded, run_id, prep, executor)
-            trained = TrainedRun(loaded, run_id, prep, plan, infos, data_digest, profile)
-            manifest, digest = self._step_package(trained)
+            trained = TrainedRun(
+                loaded, run_id, prep, plan, infos, data_digest, profile,
+                code_digest=identity.code_digest, unchanged_from=same_as,
+            )  # fmt: skip
+            manifest, digest = self._step_package(trained, identity.code_revision)
             warnings = fallback_warnings(manifest)
             for text in warnings:
                 self.reporter.warn(text)
             version = self._step_register(cfg.name, run_id, digest, manifest)
             return RunResult(
-                run_id, cfg.name, version, digest, manifest, reused_tasks=reused, warnings=warnings
-            )
+                run_id, cfg.name, version, digest, manifest, reused_tasks=reused,
+                warnings=warnings, unchanged_from=same_as,
+            )  # fmt: skip
         except BaseException as e:  # KeyboardInterrupt, SIGTERM, or a bug: never leave it running
             # An interruption can surface as the error it caused while being handled (e.g. the
             # executor losing its workers): the run was still interrupted, not failed.
@@ -257,9 +282,35 @@ class Runner:
             plan = apply_failures(policy, plan, failed)
         return trained.infos, plan, reused
 
-    def _step_package(self, run: TrainedRun) -> tuple[dict[str, Any], str]:
+    def _production_identical(self, pipeline: str, identity: RunIdentity) -> int | None:
+        """The production version this run would merely repeat, if any."""
+        with self.stores.metadata.unit_of_work() as uow:
+            production = uow.versions.by_stage(pipeline, "production")
+        for version in production:
+            if unchanged_from(identity, version.lineage):
+                return version.version
+        return None
+
+    def _skip_unchanged(self, pipeline: str, run_id: str, same_as: int) -> RunResult:
+        """``deploy.on_unchanged: skip``: no training, nothing registered, the run succeeded."""
+        note = {"skipped": "unchanged", "unchanged_from": same_as}
+        with self.stores.metadata.unit_of_work() as uow:
+            for name in ("train", "package", "register"):
+                uow.steps.start(run_id, name)
+                uow.steps.finish(
+                    run_id, name, "skipped", wall_seconds=0.0, cpu_seconds=0.0,
+                    peak_memory_bytes=0, details=note,
+                )  # fmt: skip
+            uow.runs.mark_finished(run_id, "succeeded")
+            uow.locks.release(pipeline, run_id)
+        self.reporter.step("train", "skipped", f"identical to production v{same_as}")
+        return RunResult(run_id, pipeline, None, None, {}, unchanged_from=same_as)
+
+    def _step_package(
+        self, run: TrainedRun, code_revision: str | None
+    ) -> tuple[dict[str, Any], str]:
         with self._step(run.run_id, "package") as m:
-            manifest = build_manifest(run, _code_revision(run.loaded.base_dir))
+            manifest = build_manifest(run, code_revision)
             digest = save_manifest(self.stores.content, manifest)
             m.details |= {"manifest": digest, "models": len(manifest["models"])}
         return manifest, digest
@@ -273,10 +324,12 @@ class Runner:
                     pipeline, run_id, digest, manifest["metrics"], manifest["lineage"]
                 )
                 uow.runs.mark_finished(run_id, "succeeded", model_version=version.version)
+                details: dict[str, Any] = {"run_id": run_id, "manifest": digest}
+                if (same_as := manifest["lineage"].get("unchanged_from")) is not None:
+                    details["unchanged_from"] = same_as  # registered as a candidate only
                 uow.audit.record(
-                    _actor(), "register", pipeline, version=version.version,
-                    details={"run_id": run_id, "manifest": digest},
-                )  # fmt: skip
+                    _actor(), "register", pipeline, version=version.version, details=details
+                )
                 uow.locks.release(pipeline, run_id)
             m.details["version"] = version.version
         return version.version
