@@ -41,7 +41,7 @@ from kiln.runs.packaging import TaskInfo, TrainedRun, build_manifest, fallback_w
 from kiln.runs.preflight import check_importable
 from kiln.runs.reporting import Measured, Meter, NullReporter, Reporter, host_and_pid
 from kiln.runs.train_step import apply_failures, preload, train_segments
-from kiln.runs.unchanged import RunIdentity, code_digest, unchanged_from
+from kiln.runs.unchanged import RunIdentity, code_digest, production_identical
 from kiln.settings import Settings
 from kiln.sources import open_source
 from kiln.sources.checks import check_columns, validate_data
@@ -156,7 +156,7 @@ class Runner:
             identity = RunIdentity(
                 data_digest, cfg.digest, _code_revision(loaded.base_dir), code_digest(loaded)
             )
-            same_as = None if force else self._production_identical(cfg.name, identity)
+            same_as = None if force else production_identical(self.stores, cfg.name, identity)
             if same_as is not None and cfg.deploy.on_unchanged == "skip":
                 return self._skip_unchanged(cfg.name, run_id, same_as)
             profile = background.submit(
@@ -281,15 +281,6 @@ class Runner:
             policy = cfg.segments.on_segment_failure if cfg.segments else "fail"
             plan = apply_failures(policy, plan, failed)
         return trained.infos, plan, reused
-
-    def _production_identical(self, pipeline: str, identity: RunIdentity) -> int | None:
-        """The production version this run would merely repeat, if any."""
-        with self.stores.metadata.unit_of_work() as uow:
-            production = uow.versions.by_stage(pipeline, "production")
-        for version in production:
-            if unchanged_from(identity, version.lineage):
-                return version.version
-        return None
 
     def _skip_unchanged(self, pipeline: str, run_id: str, same_as: int) -> RunResult:
         """``deploy.on_unchanged: skip``: no training, nothing registered, the run succeeded."""

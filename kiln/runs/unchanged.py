@@ -25,8 +25,15 @@ import orjson
 import kiln
 from kiln.config.loader import LoadedConfig
 from kiln.registry.package import environment_lock
+from kiln.runs.context import Stores
 
-__all__ = ["RunIdentity", "code_digest", "model_distributions", "unchanged_from"]
+__all__ = [
+    "RunIdentity",
+    "code_digest",
+    "model_distributions",
+    "production_identical",
+    "unchanged_from",
+]
 
 
 @dataclass(frozen=True)
@@ -79,3 +86,13 @@ def unchanged_from(run: RunIdentity, production: dict[str, Any]) -> bool:
         and production.get("code_revision") == revision
         and production.get("code_digest") == run.code_digest
     )
+
+
+def production_identical(stores: Stores, pipeline: str, run: RunIdentity) -> int | None:
+    """The production version that ``run`` would merely repeat, if any."""
+    with stores.metadata.unit_of_work() as uow:
+        production = uow.versions.by_stage(pipeline, "production")
+    for version in production:
+        if unchanged_from(run, version.lineage):
+            return version.version
+    return None

@@ -66,9 +66,7 @@ def promote(stores: Stores, version: int) -> None:
         uow.versions.set_stage("same", version, "production")
 
 
-def test_unchanged_run_registers_nothing_unless_forced(
-    tmp_path: Path, runner: Runner, stores: Stores
-) -> None:
+def test_unchanged_run_registers_nothing(tmp_path: Path, runner: Runner, stores: Stores) -> None:
     loaded = write(tmp_path)
     first = runner.run(loaded)
     assert first.version == 1 and first.unchanged_from is None
@@ -90,11 +88,9 @@ def test_unchanged_run_registers_nothing_unless_forced(
     assert tasks == []  # not trained at all
     assert [v.version for v in versions] == [1, 2]
 
-    forced = runner.run(loaded, force=True)  # also proves the skipped run released the lock
-    assert forced.version == 3 and forced.unchanged_from is None
-
-    write(tmp_path, n=401)  # one more row: new data, so a new version
-    assert runner.run(load_config(tmp_path / "kiln.yaml")).version == 4
+    write(tmp_path, n=401)  # one more row: new data, so a new version (and the lock was freed)
+    changed = runner.run(load_config(tmp_path / "kiln.yaml"))
+    assert changed.version == 3 and changed.unchanged_from is None
 
 
 def test_on_unchanged_register_keeps_a_candidate_with_a_note(
@@ -121,6 +117,10 @@ def test_cli_says_nothing_was_registered_and_force_trains(cli, tmp_path: Path) -
     first = cli("--home", home, "run", str(loaded.path), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "registered same v1" in first.stdout and "promoted" in first.stdout
+    # no time column and no split named: the run says which holdout it took
+    assert "no data.time_column: the holdout is random split: 20% of the rows, seed 0" in (
+        " ".join(first.stderr.split())
+    )
 
     second = cli("--home", home, "run", str(loaded.path), cwd=tmp_path)
     assert second.returncode == 0, second.stderr
