@@ -80,6 +80,17 @@ def _scores(values: dict[str, Any], names: list[str]) -> str:
     return "  ".join(f"{n}={_fmt(values.get(n))}" for n in names)
 
 
+def _own(versus: dict[str, str] | None) -> str:
+    """The model column of a segment served by its own model: marked when it lost to the
+    fallback on its holdout, or was not compared (too few holdout rows)."""
+    verdict = (versus or {}).get("verdict")
+    if verdict == "worse":
+        return "own [red](worse than fallback)[/]"
+    if verdict == "not_judged":
+        return f"own [dim]({escape(str((versus or {}).get('reason')))})[/]"
+    return "own"
+
+
 def segment_table(manifest: dict[str, Any], title: str) -> Table:
     """One row per segment: its model, rows, every configured metric on its holdout rows with
     the fallback's value on the same rows in brackets, and its resource usage."""
@@ -97,7 +108,9 @@ def segment_table(manifest: dict[str, Any], title: str) -> Table:
     for seg, ref in sorted(manifest["models"].items()):
         u = ref["usage"]
         t.add_row(
-            seg, f"from v{ref['from_version']}" if ref.get("from_version") else "own",
+            seg, f"from v{ref['from_version']}" if ref.get("from_version") else _own(
+                ref.get("vs_fallback")
+            ),
             _fmt(ref["rows_train"]), _fmt(ref["rows_holdout"]),
             *(_pair(ref["metrics"], ref["fallback_metrics"], n) for n in names),
             f"{u['wall_seconds']:.2f}", f"{u['cpu_seconds']:.2f}",

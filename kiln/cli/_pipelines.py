@@ -81,6 +81,14 @@ def run(
     skip_gates: Annotated[
         bool, typer.Option("--skip-gates", help="Register only; do not gate or deploy.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Train and register even when data, config and code are identical to "
+            "production (deploy.on_unchanged: skip would register nothing).",
+        ),
+    ] = False,
     trigger: Annotated[
         str, typer.Option(hidden=True, help="What started the run: manual or schedule.")
     ] = "manual",
@@ -143,7 +151,7 @@ def run(
         elif resume:
             result = runner.resume(resume)
         else:
-            result = runner.run(loaded, trigger=how, options=options)  # type: ignore[arg-type]
+            result = runner.run(loaded, trigger=how, options=options, force=force)  # type: ignore[arg-type]
     except Exception:
         if runner.interrupted.is_set():  # the error an interruption caused: say interrupted
             raise KeyboardInterrupt from None
@@ -162,6 +170,13 @@ def run(
         )
         runs_show(ctx, stopped.run_id)
         return
+    same = result.unchanged_from
+    if result.version is None or result.manifest_digest is None:
+        out.print(
+            f"[green]unchanged[/]: data, config and code are identical to production v{same}: "
+            f"nothing registered (run {result.run_id}; `kiln run --force` trains anyway)"
+        )
+        return
     out.print(segment_table(result.manifest, f"{result.pipeline} v{result.version}"))
     what = f"experiment {escape(result.experiment)!s} " if result.experiment else ""
     partial = result.partial
@@ -175,6 +190,12 @@ def run(
     )  # fmt: skip
     if result.experiment:
         _challenge(ctx, settings, result.pipeline, result.version)
+    elif same is not None:
+        out.print(
+            f"[yellow]unchanged[/]: data, config and code are identical to production v{same}: "
+            f"v{result.version} stays a candidate, not gated nor promoted "
+            "(deploy.on_unchanged: register)"
+        )
     elif not skip_gates and _release(ctx, settings, result.pipeline, result.version) == "blocked":
         raise typer.Exit(EXIT_BLOCKED)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 import sys
 import types
 import typing
@@ -133,8 +134,15 @@ def _mark(node: yaml.Node) -> str:
     return f"{node.start_mark.line + 1}:{node.start_mark.column + 1}"
 
 
+_NAMED_FIELD = re.compile(r"^([a-z_]+(?:\.[a-z_]+)+): (.*)$", re.DOTALL)
+
+
 def _describe(err: Any, root: yaml.Node | None, path: Path) -> str:
     loc: Loc = tuple(x for x in err["loc"] if not _is_union_tag(x))
+    if not loc and (named := _NAMED_FIELD.match(err["msg"].removeprefix("Value error, "))):
+        # a check across sections names its field first ("evaluation.split.kind: ..."): point there
+        loc = tuple(named.group(1).split("."))
+        err = {k: v for k, v in err.items() if k != "input"} | {"msg": named.group(2)}
     line, col = _locate(root, loc, at_key=err["type"] == "extra_forbidden")
     field = ".".join(str(x) for x in loc) or "(top level)"
     kind = err["type"]

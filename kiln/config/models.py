@@ -27,6 +27,7 @@ __all__ = [
     "SegmentsConfig",
     "ServingConfig",
     "SplitConfig",
+    "SplitKind",
     "TargetConfig",
     "UnseenCategories",
 ]
@@ -86,12 +87,17 @@ class DataConfig(_Strict):
     query: str | None = Field(
         default=None, description="SQL to run on the source; default: all rows of `data`."
     )
-    time_column: str = Field(description="Timestamp column used for the holdout split.")
+    time_column: str | None = Field(
+        default=None,
+        description="Timestamp column: the default holdout is its newest rows, and "
+        "checks.freshness reads it. Optional: without it the holdout is a seeded random "
+        "share of the rows (see evaluation.split).",
+    )
 
     @field_validator("source", "time_column")
     @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
+    def _not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
             raise ValueError("must not be empty")
         return v
 
@@ -159,6 +165,12 @@ class SegmentsConfig(_Strict):
         default="global", description="The fallback model: trained on all rows."
     )
     on_segment_failure: Literal["fallback", "fail"] = "fallback"
+    route_worse_to_fallback: bool = Field(
+        default=False,
+        description="A segment whose model scores worse than the fallback on the segment's own "
+        "holdout rows (primary metric) is served by the fallback, with the reason recorded in "
+        "the package. False: it is served by its own model and the run warns.",
+    )
 
     @field_validator("values")
     @classmethod
@@ -196,16 +208,43 @@ class ModelConfig(_Strict):
         return self
 
 
+SplitKind = Literal["time", "random", "hash"]
+
+
 class SplitConfig(_Strict):
-    holdout_fraction: float | None = Field(default=None, gt=0, lt=1)
+    """How the holdout rows are chosen; they are never trained on."""
+
+    kind: SplitKind | None = Field(
+        default=None,
+        description="`time`: the newest rows of data.time_column (default when it is set); "
+        "`random`: a seeded random share of the rows (default without a time column); "
+        "`hash`: rows whose `key` hashes below the fraction, stable across retrains.",
+    )
+    holdout_fraction: float | None = Field(
+        default=None, gt=0, lt=1, description="Share of the rows held out (default 0.2)."
+    )
     holdout_start: datetime | None = Field(
-        default=None, description="Rows at or after this time form the holdout."
+        default=None, description="kind time: rows at or after this time form the holdout."
+    )
+    seed: int | None = Field(default=None, ge=0, description="kind random: the seed (default 0).")
+    key: str | None = Field(
+        default=None,
+        description="kind hash: the column whose value decides the side (e.g. customer_id), "
+        "so that a key stays in the holdout as rows are added.",
     )
 
     @model_validator(mode="after")
     def _one(self) -> SplitConfig:
         if self.holdout_fraction is not None and self.holdout_start is not None:
             raise ValueError("give holdout_fraction or holdout_start, not both")
+        if self.holdout_start is not None and self.kind not in (None, "time"):
+            raise ValueError(f"holdout_start goes with kind time, not kind {self.kind}")
+        if self.seed is not None and self.kind != "random":
+            raise ValueError("seed goes with kind random")
+        if self.kind == "hash" and not (self.key and self.key.strip()):
+            raise ValueError("kind hash needs `key`: the column to hash, e.g. key: customer_id")
+        if self.key is not None and self.kind != "hash":
+            raise ValueError("key goes with kind hash")
         return self
 
     @property
@@ -215,6 +254,13 @@ class SplitConfig(_Strict):
 
 class EvaluationConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
+    refit: bool = Field(
+        default=False,
+        description="After evaluation, refit every segment model and the fallback on all rows "
+        "(train + holdout), so the served model has seen the newest rows. The package's "
+        "metrics stay those of the first fit on the holdout. False: the served model is "
+        "exactly the one the metrics describe.",
+    )
     metrics: list[Metric] | None = Field(default=None, min_length=1)
     primary: Metric | None = None
 
@@ -394,6 +440,12 @@ class DeployConfig(_Strict):
         default=0.0, ge=0, lt=1, description="0: no canary; else the share of requests, < 1."
     )
     rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
+    on_unchanged: Literal["skip", "register"] = Field(
+        default="skip",
+        description="When the data snapshot, config and code are identical to the production "
+        "version's: `skip` registers nothing (the run succeeds with a note; `kiln run --force` "
+        "trains anyway), `register` registers a candidate that is never gated nor promoted.",
+    )
 
 
 class CaptureConfig(_Strict):
@@ -453,11 +505,36 @@ class PipelineConfig(_Strict):
             raise ValueError(
                 f"metrics {wrong} do not fit a {self.target.task} target; use {list(allowed)}"
             )
+        self._coherent_split()
         if self.primary_metric not in self.metrics:
             raise ValueError(
                 f"evaluation.primary {self.primary_metric!r} is not in metrics {self.metrics}"
             )
         return self
+
+    def _coherent_split(self) -> None:
+        if self.data.time_column is not None:
+            return
+        split = self.evaluation.split
+        if split.kind == "time" or split.holdout_start is not None:
+            field = "kind" if split.kind == "time" else "holdout_start"
+            raise ValueError(
+                f"evaluation.split.{field}: a time split needs data.time_column; set it, or "
+                "use kind: random or kind: hash"
+            )
+        if self.checks.freshness is not None:
+            raise ValueError(
+                "checks.freshness: freshness reads data.time_column, which is not set; set it, "
+                "or remove checks.freshness"
+            )
+
+    @property
+    def split_kind(self) -> SplitKind:
+        """The split in effect: the configured kind, else time with a time column, else random."""
+        kind = self.evaluation.split.kind
+        if kind is not None:
+            return kind
+        return "time" if self.data.time_column is not None else "random"
 
     @property
     def metrics(self) -> list[str]:

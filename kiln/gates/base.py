@@ -21,9 +21,10 @@ import pyarrow as pa
 from kiln.config.loader import LoadedConfig, parse_config
 from kiln.config.models import DeployConfig
 from kiln.errors import NotFoundError
+from kiln.pipeline.split import Split, holdout_mask
 from kiln.registry.predictor import Predictor
 from kiln.runs.context import Stores
-from kiln.runs.data import load_snapshot, prepare
+from kiln.runs.data import load_snapshot
 from kiln.stores.capture import read_captures
 from kiln.stores.metadata.records import VersionRecord
 
@@ -110,7 +111,7 @@ class Version:
     @cached_property
     def holdout(self) -> pd.DataFrame:
         """The holdout rows of this version's run (from its data snapshot): every extracted
-        column, the rows (with a target) newer than the cutoff."""
+        column, the rows (with a target) that its run held out."""
         digest = self.record.lineage.get("data_digest")
         if not digest:
             raise NotFoundError(
@@ -119,11 +120,12 @@ class Version:
             )
         table = load_snapshot(self.stores.content, digest, label=f"{self.label} of {self.pipeline}")
         df = table.to_pandas()
-        prep = prepare(df, self.loaded)
         # Every extracted column, not only this version's features: a champion with other
-        # features is scored on the same rows.
+        # features is scored on the same rows. The rows are those its run trained with (target
+        # not null), split exactly as its lineage records.
         used = df.loc[df[self.loaded.config.target.column].notna()].reset_index(drop=True)
-        return used.loc[prep.holdout].reset_index(drop=True)
+        hold = holdout_mask(used, Split.from_lineage(self.record.lineage))
+        return used.loc[hold].reset_index(drop=True)
 
 
 def allowed_range(version: Version) -> tuple[float, float]:

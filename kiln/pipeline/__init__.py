@@ -6,10 +6,10 @@ from kiln.pipeline.plan import (
     FALLBACK,
     STEPS,
     SegmentPlan,
-    holdout_mask,
     plan_segments,
     time_cutoff,
 )
+from kiln.pipeline.split import Split, holdout_mask, resolve_split
 
 __all__ = [
     "FALLBACK",
@@ -18,8 +18,10 @@ __all__ = [
     "FeatureSchema",
     "FeatureSpec",
     "SegmentPlan",
+    "Split",
     "holdout_mask",
     "plan_segments",
+    "resolve_split",
     "score",
     "time_cutoff",
 ]

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-__all__ = ["HIGHER_IS_BETTER", "MULTICLASS_METRICS", "score"]
+__all__ = [
+    "HIGHER_IS_BETTER",
+    "MIN_JUDGED_ROWS",
+    "MULTICLASS_METRICS",
+    "Comparison",
+    "compare_to_fallback",
+    "score",
+]
 
 HIGHER_IS_BETTER = {"r2": True, "auc": True, "accuracy": True, "mae": False, "rmse": False,
                     "logloss": False, "f1_macro": True}  # fmt: skip
@@ -86,3 +95,41 @@ def score(names: Sequence[str], y_true: np.ndarray, y_pred: np.ndarray) -> dict[
     if len(y) == 0:
         return dict.fromkeys(names)
     return {name: _METRICS[name](y, p) for name in names}
+
+
+MIN_JUDGED_ROWS = 5
+"""A segment with fewer holdout rows is not compared with the fallback: too few to tell."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A segment model against the fallback, on the segment's own holdout rows."""
+
+    verdict: Literal["worse", "not_worse", "not_judged"]
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"verdict": self.verdict, "reason": self.reason}
+
+
+def compare_to_fallback(
+    metric: str,
+    own: float | None,
+    fallback: float | None,
+    rows: int,
+    *,
+    min_rows: int = MIN_JUDGED_ROWS,
+) -> Comparison:
+    """Whether the segment's own model scores strictly worse than the fallback on ``metric``
+    (its direction from :data:`HIGHER_IS_BETTER`); a tie is not worse."""
+    if rows < min_rows:
+        return Comparison("not_judged", f"not judged: {rows} holdout rows < {min_rows}")
+    if own is None or fallback is None:
+        return Comparison("not_judged", f"not judged: {metric} is undefined on its holdout")
+    worse = own < fallback if HIGHER_IS_BETTER[metric] else own > fallback
+    if worse:
+        return Comparison(
+            "worse",
+            f"worse than the fallback on its holdout ({metric} {own:.4g} vs {fallback:.4g})",
+        )
+    return Comparison("not_worse", f"{metric} {own:.4g} vs fallback {fallback:.4g}")

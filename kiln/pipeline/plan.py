@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import numpy as np
 import pandas as pd
 
 from kiln.config.models import PipelineConfig, SplitConfig
 
-__all__ = ["FALLBACK", "STEPS", "SegmentPlan", "holdout_mask", "plan_segments", "time_cutoff"]
+__all__ = ["FALLBACK", "STEPS", "SegmentPlan", "plan_segments", "time_cutoff"]
 
 FALLBACK = "__fallback__"
 """Task key of the fallback model (trained on all rows); never a segment value."""
@@ -80,7 +79,3 @@ def plan_segments(
         else:
             trained.append(name)
     return SegmentPlan(trained=trained, to_fallback=to_fallback)
-
-
-def holdout_mask(times: pd.Series, cutoff: datetime) -> np.ndarray:
-    return (pd.to_datetime(times) >= cutoff).to_numpy()

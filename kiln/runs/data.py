@@ -16,7 +16,7 @@ from kiln.config.models import PipelineConfig
 from kiln.errors import SchemaError
 from kiln.pipeline.features import FeatureSchema
 from kiln.pipeline.metrics import MULTICLASS_METRICS
-from kiln.pipeline.plan import holdout_mask, time_cutoff
+from kiln.pipeline.split import Split, holdout_mask, resolve_split
 from kiln.stores.content import ContentStore
 
 __all__ = [
@@ -63,7 +63,7 @@ class Prepared:
     y: np.ndarray
     segments: np.ndarray
     holdout: np.ndarray
-    cutoff: pd.Timestamp
+    split: Split
     dropped_null_target: int
     frame: pd.DataFrame
     """The used rows (target not null) and columns, aligned with X, y and holdout."""
@@ -90,16 +90,17 @@ def prepare(df: pd.DataFrame, loaded: LoadedConfig) -> Prepared:
     cfg = loaded.config
     target = cfg.target.column
     seg_col = cfg.segments.column if cfg.segments else None
-    needed = [*cfg.features, target, cfg.data.time_column, *([seg_col] if seg_col else [])]
+    split_cols = [c for c in (cfg.data.time_column, cfg.evaluation.split.key) if c]
+    needed = [*cfg.features, target, *split_cols, *([seg_col] if seg_col else [])]
     df = df[list(dict.fromkeys(needed))]  # copy only the columns the models need
     keep = df[target].notna().to_numpy()
     dropped = int((~keep).sum())
     if dropped:
         df = df.loc[keep].reset_index(drop=True)
     y, classes = _target(df[target], cfg.target.task, where_field(loaded)("target"))
-    cutoff = time_cutoff(df[cfg.data.time_column], cfg.evaluation.split)
-    hold = holdout_mask(df[cfg.data.time_column], cutoff)
-    _check_split(hold, loaded)
+    split = resolve_split(df, cfg)
+    hold = holdout_mask(df, split)
+    _check_split(hold, split, loaded)
     schema = FeatureSchema.infer(
         df, cfg.features, rows=~hold, where=where_field(loaded)("features")
     )
@@ -113,7 +114,7 @@ def prepare(df: pd.DataFrame, loaded: LoadedConfig) -> Prepared:
         y=y,
         segments=segs,
         holdout=hold,
-        cutoff=cutoff,
+        split=split,
         dropped_null_target=dropped,
         frame=df,
         classes=classes,
@@ -188,19 +189,27 @@ def run_metrics(cfg: PipelineConfig, classes: list[str] | None) -> tuple[list[st
     return names, primary
 
 
-def _check_split(hold: np.ndarray, loaded: LoadedConfig) -> None:
+def _check_split(hold: np.ndarray, split: Split, loaded: LoadedConfig) -> None:
     n_hold = int(hold.sum())
     if n_hold == 0 or n_hold == len(hold):
         side = "no rows" if n_hold == 0 else "every row"
+        hint = {
+            "time": "move holdout_start inside the data's time range, or use holdout_fraction",
+            "random": "raise holdout_fraction, or extract more rows",
+            "hash": f"raise holdout_fraction, or hash a key with more distinct values than "
+            f"{split.key!r}",
+        }[split.kind]
         raise SchemaError(
-            f"{loaded.where('evaluation', 'split')}: evaluation.split puts {side} in the holdout",
-            hint="move holdout_start inside the data's time range, or use holdout_fraction",
+            f"{loaded.where('evaluation', 'split')}: evaluation.split ({split.describe()}) puts "
+            f"{side} of {len(hold)} in the holdout",
+            hint=hint,
         )
 
 
-def reference_profile(prep: Prepared, target: str) -> dict[str, Any]:
-    """Summary of the training rows that the monitor compares live traffic with."""
-    train = ~prep.holdout
+def reference_profile(prep: Prepared, target: str, *, refit: bool = False) -> dict[str, Any]:
+    """Summary of the training rows that the monitor compares live traffic with (with
+    ``refit``, every row: the served models were refit on them all)."""
+    train = np.ones(len(prep.holdout), dtype=bool) if refit else ~prep.holdout
     profile: dict[str, Any] = {}
     for spec in prep.schema.features:
         s = prep.frame[spec.name][train]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import pickle
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -13,15 +12,16 @@ import numpy as np
 
 from kiln.config.loader import LoadedConfig
 from kiln.executors import TaskOutcome
-from kiln.pipeline.metrics import score
+from kiln.pipeline.metrics import compare_to_fallback, score
 from kiln.pipeline.plan import FALLBACK, SegmentPlan
 from kiln.registry.adapters import predict_fn
 from kiln.registry.package import MANIFEST_FORMAT, environment_lock
 from kiln.runs.data import Prepared, run_metrics
 from kiln.runs.training import TrainResult, TrainSpec
+from kiln.runs.unchanged import model_distributions
 from kiln.stores.content import ContentStore
 
-__all__ = ["TaskInfo", "TrainedRun", "build_manifest"]
+__all__ = ["TaskInfo", "TrainedRun", "build_manifest", "fallback_warnings"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class TaskInfo:
     rows_train: int = 0
     rows_holdout: int = 0
     model_type: str = ""
+    rows_train_refit: int | None = None
     error: str | None = None
     log: str = ""
 
@@ -65,6 +66,7 @@ class TaskInfo:
             rows_train=r.rows_train,
             rows_holdout=r.rows_holdout,
             model_type=r.model_type,
+            rows_train_refit=r.rows_train_refit,
             **common,
         )
 
@@ -103,12 +105,14 @@ class TaskInfo:
         }
 
     def ref(self) -> dict[str, Any]:
+        refit = {} if self.rows_train_refit is None else {"rows_train_refit": self.rows_train_refit}
         return {
             "sha256": self.digest,
             "model_type": self.model_type,
             "metrics": self.metrics,
             "rows_train": self.rows_train,
             "rows_holdout": self.rows_holdout,
+            **refit,
             "usage": {
                 "wall_seconds": round(self.wall_seconds, 4),
                 "cpu_seconds": round(self.cpu_seconds, 4),
@@ -129,6 +133,9 @@ class TrainedRun:
     data_digest: str
     profile: Future[dict[str, Any]]
     """The reference profile, computed on a thread while the segments train."""
+    code_digest: str | None = None
+    unchanged_from: int | None = None
+    """The production version this run is identical to (``deploy.on_unchanged: register``)."""
 
 
 def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]:
@@ -143,14 +150,24 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
     fb_full[fb.hold_idx] = fb.holdout_pred if fb.holdout_pred is not None else np.nan
     routed = fb_full.copy()
 
+    route_worse = cfg.segments is not None and cfg.segments.route_worse_to_fallback
     models: dict[str, Any] = {}
+    to_fallback: dict[str, Any] = {}
     for seg in plan.trained:
         info = infos[seg]
+        fb_metrics = score(names, y[info.hold_idx], fb_full[info.hold_idx])
+        own = (info.metrics or {}).get(primary)
+        versus = compare_to_fallback(primary, own, fb_metrics.get(primary), len(info.hold_idx))
+        if route_worse and versus.verdict == "worse":
+            to_fallback[seg] = {
+                "reason": versus.reason,
+                "rows_holdout": len(info.hold_idx),
+                "fallback_metrics": fb_metrics,
+                "own_metrics": info.metrics,
+            }
+            continue  # its holdout rows keep the fallback's predictions in the routed metric
         routed[info.hold_idx] = info.holdout_pred if info.holdout_pred is not None else np.nan
-        models[seg] = info.ref() | {
-            "fallback_metrics": score(names, y[info.hold_idx], fb_full[info.hold_idx])
-        }
-    to_fallback = {}
+        models[seg] = info.ref() | {"fallback_metrics": fb_metrics, "vs_fallback": versus.to_dict()}
     for seg, reason in sorted(plan.to_fallback.items()):
         idx = np.flatnonzero((prep.segments == seg) & prep.holdout)
         to_fallback[seg] = {
@@ -165,7 +182,7 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
         "fallback_only": score(names, y[hold], fb_full[hold]),
         "segments": len(models),
     }
-    lineage = {
+    lineage: dict[str, Any] = {
         "run_id": run_id,
         "config_digest": cfg.digest,
         "data_digest": data_digest,
@@ -174,8 +191,13 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
         "source": cfg.data.source,
         "query": cfg.data.query,
         "time_column": cfg.data.time_column,
-        "holdout_start": prep.cutoff.isoformat(),
+        "holdout_start": prep.split.holdout_start.isoformat() if prep.split.holdout_start else None,
+        "split": prep.split.to_dict(),
+        "refit": cfg.evaluation.refit,
+        "code_digest": run.code_digest,
     }
+    if run.unchanged_from is not None:
+        lineage["unchanged_from"] = run.unchanged_from
     return {
         "format": MANIFEST_FORMAT,
         "pipeline": cfg.name,
@@ -188,17 +210,43 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
         "features": prep.schema.to_dict(),
         "models": models,
         "fallback": fb.ref(),
-        "routed_to_fallback": to_fallback,
+        "routed_to_fallback": dict(sorted(to_fallback.items())),
         "metrics": metrics,
+        "evaluation": _evaluation_note(cfg.evaluation.refit),
         "lineage": lineage,
-        "environment": environment_lock(_distributions(cfg.model.estimator)),
+        "environment": environment_lock(model_distributions(cfg.model.estimator)),
         "reference_profile": run.profile.result(),
         "serving": {"unseen_categories": cfg.serving.unseen_categories},
     }
 
 
-def _distributions(estimator: str | None) -> tuple[str, ...]:
-    if not estimator:
-        return ()
-    root = estimator.split(".")[0]
-    return tuple(importlib.metadata.packages_distributions().get(root, [root]))
+def _evaluation_note(refit: bool) -> dict[str, Any]:
+    """What the metrics describe; a gate that scores this version on its holdout reads it."""
+    if not refit:
+        return {
+            "refit": False,
+            "served_model_saw_holdout": False,
+            "metrics": "holdout metrics of the served models, which never saw those rows",
+        }
+    return {
+        "refit": True,
+        "served_model_saw_holdout": True,
+        "metrics": "holdout metrics of the first fit; the served models were then refit on "
+        "train + holdout rows (rows_train_refit), so a score on the holdout is optimistic",
+    }
+
+
+def fallback_warnings(manifest: dict[str, Any]) -> list[str]:
+    """What a run says about segments whose model lost to the fallback on their holdout."""
+    out: list[str] = []
+    for seg, ref in sorted(manifest["models"].items()):
+        versus = ref.get("vs_fallback") or {}
+        if versus.get("verdict") == "worse":
+            out.append(
+                f"segment {seg!r}: its model is {versus['reason']}; it serves anyway "
+                "(segments.route_worse_to_fallback: true serves it by the fallback)"
+            )
+    for seg, info in sorted(manifest["routed_to_fallback"].items()):
+        if "own_metrics" in info:
+            out.append(f"segment {seg!r} is served by the fallback: its model is {info['reason']}")
+    return out

@@ -44,11 +44,12 @@ from kiln.runs.options import (
     record_stopped,
     snapshot_to_reuse,
 )
-from kiln.runs.packaging import TaskInfo, TrainedRun, build_manifest
+from kiln.runs.packaging import TaskInfo, TrainedRun, build_manifest, fallback_warnings
 from kiln.runs.preflight import check_importable
 from kiln.runs.probe import numeric_text_warnings, open_configured_source
 from kiln.runs.reporting import Measured, Meter, NullReporter, Reporter, host_and_pid
 from kiln.runs.train_step import apply_failures, preload, train_segments
+from kiln.runs.unchanged import RunIdentity, code_digest, production_identical
 from kiln.settings import Settings
 from kiln.sources.checks import check_columns, validate_data
 from kiln.stores.metadata.records import RunStatus, RunTrigger, StepStatus
@@ -63,13 +64,18 @@ HEARTBEAT_EVERY = 20.0
 class RunResult:
     run_id: str
     pipeline: str
-    version: int
-    manifest_digest: str
+    version: int | None
+    """None: nothing was registered (the run was identical to production, see unchanged_from)."""
+    manifest_digest: str | None
     manifest: dict[str, Any]
     reused_tasks: int = 0
     warnings: list[str] = field(default_factory=list)
     experiment: str | None = None
     partial: dict[str, Any] | None = None
+    unchanged_from: int | None = None
+    """The production version whose data, config and code this run had: with
+    ``deploy.on_unchanged: skip`` nothing was registered; with ``register`` the version is a
+    candidate that must not be gated nor promoted."""
 
 
 @dataclass(frozen=True)
@@ -102,12 +108,14 @@ class Runner:
         *,
         trigger: RunTrigger = "manual",
         options: RunOptions | None = None,
+        force: bool = False,
     ) -> RunResult:
-        """The whole loop; ``options``: an experiment, or only some segments retrained."""
+        """The whole loop; ``options``: an experiment, or only some segments retrained;
+        ``force``: train and register even when nothing changed since production."""
         options = options or RunOptions()
         if options.stop_after is not None:
             raise ValueError("Runner.run does the whole loop; use Runner.run_steps")
-        result = self._run(loaded, trigger, options, data_digest=None)
+        result = self._run(loaded, trigger, options, data_digest=None, force=force)
         if not isinstance(result, RunResult):
             raise TypeError(f"a whole run ended as {result!r}")
         return result
@@ -133,6 +141,7 @@ class Runner:
         options: RunOptions,
         *,
         data_digest: str | None,
+        force: bool = False,
     ) -> RunResult | StoppedRun:
         base = None
         if options.segments:  # refused before any run is recorded when it cannot be packed
@@ -148,8 +157,9 @@ class Runner:
             executor.close(cancel=True)
             raise
         return self._execute(
-            loaded, run_id, data_digest=data_digest, executor=executor, options=options, base=base
-        )
+            loaded, run_id, data_digest=data_digest, executor=executor, options=options, base=base,
+            force=force,
+        )  # fmt: skip
 
     def _start(self, loaded: LoadedConfig, trigger: RunTrigger) -> str:
         cfg = loaded.config
@@ -212,6 +222,7 @@ class Runner:
         executor: Executor,
         options: RunOptions,
         base: BasePackage | None = None,
+        force: bool = False,
     ) -> RunResult | StoppedRun:
         cfg = loaded.config
         stop = options.stop_after
@@ -235,19 +246,38 @@ class Runner:
             data_digest = self._record_snapshot(run_id, pending_digest, rows=len(df))
             if stop == "check":
                 return self._stopped(run_id, options, data_digest)
-            profile = background.submit(reference_profile, prep, cfg.target.column)
+            identity = RunIdentity(
+                data_digest, cfg.digest, _code_revision(loaded.base_dir), code_digest(loaded)
+            )
+            same_as = None
+            if not (force or options.experiment or options.segments):
+                same_as = production_identical(self.stores, cfg.name, identity)
+            if same_as is not None and cfg.deploy.on_unchanged == "skip":
+                return self._skip_unchanged(cfg.name, run_id, same_as)
+            profile = background.submit(
+                reference_profile, prep, cfg.target.column, refit=cfg.evaluation.refit
+            )
             infos, plan, reused = self._step_train(
                 loaded, run_id, prep, executor, options=options, base=base
             )
             if stop == "train":
                 return self._stopped(run_id, options, data_digest)
-            trained = TrainedRun(loaded, run_id, prep, plan, infos, data_digest, profile)
-            manifest, digest = self._step_package(trained, options.lineage(base))
+            trained = TrainedRun(
+                loaded, run_id, prep, plan, infos, data_digest, profile,
+                code_digest=identity.code_digest, unchanged_from=same_as,
+            )  # fmt: skip
+            manifest, digest = self._step_package(
+                trained, identity.code_revision, options.lineage(base)
+            )
+            warnings = fallback_warnings(manifest)
+            for text in warnings:
+                self.reporter.warn(text)
             version = self._step_register(cfg.name, run_id, digest, manifest)
             lineage = manifest["lineage"]
             return RunResult(
                 run_id, cfg.name, version, digest, manifest, reused_tasks=reused,
-                experiment=lineage.get("experiment"), partial=lineage.get("partial"),
+                warnings=warnings, experiment=lineage.get("experiment"),
+                partial=lineage.get("partial"), unchanged_from=same_as,
             )  # fmt: skip
         except BaseException as e:  # KeyboardInterrupt, SIGTERM, or a bug: never leave it running
             # An interruption can surface as the error it caused while being handled (e.g. the
@@ -325,12 +355,19 @@ class Runner:
                 segment_column=cfg.segments.column if cfg.segments else None,
                 time_column=cfg.data.time_column,
                 where=where,
+                split_key=cfg.evaluation.split.key,
             )
             m.details["checks"] = validate_data(
                 df, cfg.checks, time_column=cfg.data.time_column, where=where
             )
             prep = prepare(df, loaded)
             m.details["rows"] = prep.rows()
+            m.details["split"] = prep.split.to_dict()
+            if prep.split.defaulted:
+                self.reporter.warn(
+                    f"no data.time_column: the holdout is {prep.split.describe()} "
+                    "(set evaluation.split to choose: kind time, random or hash)"
+                )
             if prep.dropped_null_target:
                 self.reporter.warn(
                     f"{prep.dropped_null_target} rows without a target value were left out"
@@ -378,9 +415,26 @@ class Runner:
             self.reporter.step(name, "skipped", f"stopped after {stop} (--step {stop})")
         return StoppedRun(run_id, pipeline, stop, data_digest, reused_from=options.from_run)
 
-    def _step_package(self, run: TrainedRun, lineage: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    def _skip_unchanged(self, pipeline: str, run_id: str, same_as: int) -> RunResult:
+        """``deploy.on_unchanged: skip``: no training, nothing registered, the run succeeded."""
+        note = {"skipped": "unchanged", "unchanged_from": same_as}
+        with self.stores.metadata.unit_of_work() as uow:
+            for name in ("train", "package", "register"):
+                uow.steps.start(run_id, name)
+                uow.steps.finish(
+                    run_id, name, "skipped", wall_seconds=0.0, cpu_seconds=0.0,
+                    peak_memory_bytes=0, details=note,
+                )  # fmt: skip
+            uow.runs.mark_finished(run_id, "succeeded")
+            uow.locks.release(pipeline, run_id)
+        self.reporter.step("train", "skipped", f"identical to production v{same_as}")
+        return RunResult(run_id, pipeline, None, None, {}, unchanged_from=same_as)
+
+    def _step_package(
+        self, run: TrainedRun, code_revision: str | None, lineage: dict[str, Any]
+    ) -> tuple[dict[str, Any], str]:
         with self._step(run.run_id, "package") as m:
-            manifest = build_manifest(run, _code_revision(run.loaded.base_dir))
+            manifest = build_manifest(run, code_revision)
             manifest["lineage"] |= lineage  # experiment name, partial: what was retrained
             if partial := lineage.get("partial"):  # the models taken as they were
                 base = partial["base_version"]
@@ -401,10 +455,12 @@ class Runner:
                     pipeline, run_id, digest, manifest["metrics"], manifest["lineage"]
                 )
                 uow.runs.mark_finished(run_id, "succeeded", model_version=version.version)
+                details: dict[str, Any] = {"run_id": run_id, "manifest": digest}
+                if (same_as := manifest["lineage"].get("unchanged_from")) is not None:
+                    details["unchanged_from"] = same_as  # registered as a candidate only
                 uow.audit.record(
-                    _actor(), "register", pipeline, version=version.version,
-                    details={"run_id": run_id, "manifest": digest},
-                )  # fmt: skip
+                    _actor(), "register", pipeline, version=version.version, details=details
+                )
                 uow.locks.release(pipeline, run_id)
             m.details["version"] = version.version
         return version.version

@@ -26,7 +26,7 @@ from kiln.runs.packaging import TaskInfo
 from kiln.runs.reporting import Reporter
 from kiln.runs.training import TrainSpec, TrainTask, train_segment
 
-__all__ = ["SegmentsTrained", "apply_failures", "preload", "train_segments"]
+__all__ = ["SegmentsTrained", "apply_failures", "preload", "task_rows", "train_segments"]
 
 
 @dataclass(frozen=True)
@@ -56,20 +56,14 @@ def train_segments(
 
     ``only``: train these segments alone (not the fallback); each must have enough rows."""
     cfg = loaded.config
-    groups: dict[str, np.ndarray] = {
-        str(k): np.asarray(v)
-        for k, v in pd.Series(prep.segments).groupby(prep.segments, dropna=True).indices.items()
-    }
-    train_idx = {k: idx[~prep.holdout[idx]] for k, idx in groups.items()}
-    hold_idx = {k: idx[prep.holdout[idx]] for k, idx in groups.items()}
+    train_idx, hold_idx = task_rows(prep)
     declared = None
     if cfg.segments is not None and isinstance(cfg.segments.values, list):
         declared = [str(v) for v in cfg.segments.values]
-    plan = plan_segments(cfg, {k: len(v) for k, v in train_idx.items()}, declared=declared)
+    counts = {k: len(v) for k, v in train_idx.items() if k != FALLBACK}
+    plan = plan_segments(cfg, counts, declared=declared)
     if only is not None:
         plan = _only(plan, only)
-    train_idx[FALLBACK] = np.flatnonzero(~prep.holdout)
-    hold_idx[FALLBACK] = np.flatnonzero(prep.holdout)
     spec = _train_spec(loaded, prep, executor)
     with stores.metadata.unit_of_work() as uow:
         done = uow.tasks.succeeded(run_id)
@@ -77,7 +71,11 @@ def train_segments(
     keys = plan.tasks if only is None else list(plan.trained)
     for key in keys:
         rec = done.get(key)
-        if rec is not None and rec.artifact_digest and stores.content.exists(rec.artifact_digest):
+        # a refit model saw its holdout: its holdout predictions cannot be recomputed from it,
+        # so with evaluation.refit a resumed run trains such a task again
+        if spec.refit or rec is None or not rec.artifact_digest:
+            continue
+        if stores.content.exists(rec.artifact_digest):
             infos[key] = TaskInfo.from_record(rec, stores.content, spec, prep, hold_idx[key])
     todo = sorted(
         (k for k in keys if k not in infos), key=lambda k: -len(train_idx[k])
@@ -112,6 +110,20 @@ def _only(plan: SegmentPlan, only: Sequence[str]) -> SegmentPlan:
     return SegmentPlan(trained=sorted(only))
 
 
+def task_rows(prep: Prepared) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per segment (and the fallback, over all rows): the row indices it trains on and the
+    ones it is evaluated on. A held-out row is never a training row of any task."""
+    groups: dict[str, np.ndarray] = {
+        str(k): np.asarray(v)
+        for k, v in pd.Series(prep.segments).groupby(prep.segments, dropna=True).indices.items()
+    }
+    train_idx = {k: idx[~prep.holdout[idx]] for k, idx in groups.items()}
+    hold_idx = {k: idx[prep.holdout[idx]] for k, idx in groups.items()}
+    train_idx[FALLBACK] = np.flatnonzero(~prep.holdout)
+    hold_idx[FALLBACK] = np.flatnonzero(prep.holdout)
+    return train_idx, hold_idx
+
+
 def preload(loaded: LoadedConfig) -> tuple[str, ...]:
     """Modules the workers import while the data is still being extracted."""
     model = loaded.config.model
@@ -134,6 +146,7 @@ def _train_spec(loaded: LoadedConfig, prep: Prepared, executor: Executor) -> Tra
         train=cfg.model.train,
         threads=max(1, cpus // max(1, executor.workers)),
         classes=prep.classes,
+        refit=cfg.evaluation.refit,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import pickle
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ class TrainSpec:
     threads: int = 1
     classes: list[str] | None = None
     """The labels of a classification target that is not 0/1; ``y`` holds their indices."""
+    refit: bool = False
+    """After scoring the holdout, fit again on train + holdout rows: that model is the artifact."""
 
     @property
     def n_classes(self) -> int | None:
@@ -66,6 +68,8 @@ class TrainResult:
     rows_train: int
     rows_holdout: int
     model_type: str
+    rows_train_refit: int | None = None
+    """Rows the served model was refit on (``evaluation.refit``); None: no refit."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ class TrainContext:
 def train_segment(task: TrainTask) -> TrainResult:
     spec = task.spec
     label = "the fallback" if task.segment == FALLBACK else f"segment {task.segment!r}"
-    model = _train_custom(task, label) if spec.train is not None else _fit_estimator(task)
+    model = _fit(task, label)
     k = spec.n_classes
     try:
         predict = predict_fn(model, spec.task, spec.features, n_classes=k)
@@ -103,13 +107,25 @@ def train_segment(task: TrainTask) -> TrainResult:
             f"{task.y_holdout.shape[0]} holdout rows",
             hint="predict(X) must return one number per row",
         )
+    metrics = score(spec.metrics, task.y_holdout, pred)  # the first fit's, on unseen rows
+    refit_rows: int | None = None
+    if spec.refit:
+        refit_rows = len(task.y_train) + len(task.y_holdout)
+        if len(task.y_holdout):
+            everything = replace(
+                task,
+                X_train=np.concatenate([task.X_train, task.X_holdout]),
+                y_train=np.concatenate([task.y_train, task.y_holdout]),
+            )
+            model = _fit(everything, label)
     return TrainResult(
         artifact=_dumps(model, spec),
-        metrics=score(spec.metrics, task.y_holdout, pred),
+        metrics=metrics,
         holdout_pred=pred,
         rows_train=len(task.y_train),
         rows_holdout=len(task.y_holdout),
         model_type=f"{type(model).__module__}.{type(model).__qualname__}",
+        rows_train_refit=refit_rows,
     )
 
 
@@ -130,6 +146,10 @@ def _predict_proba(predict: Any, task: TrainTask, label: str, k: int) -> np.ndar
             hint=_PROBA_HINT,
         )
     return pred
+
+
+def _fit(task: TrainTask, label: str) -> Any:
+    return _train_custom(task, label) if task.spec.train is not None else _fit_estimator(task)
 
 
 def _dumps(model: Any, spec: TrainSpec) -> bytes:

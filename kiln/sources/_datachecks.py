@@ -39,7 +39,7 @@ def run_checks(
     checks: ChecksConfig,
     *,
     times: pd.Series | None,
-    time_column: str,
+    time_column: str | None,
     where: str,
 ) -> dict[str, object]:
     columns: dict[str, pa.Column] = {}

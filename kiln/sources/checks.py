@@ -28,8 +28,9 @@ def check_columns(
     target: str,
     features: list[str],
     segment_column: str | None,
-    time_column: str,
+    time_column: str | None,
     where: Where,
+    split_key: str | None = None,
 ) -> None:
     """Raise ``SchemaError`` if a column named in kiln.yaml is missing, the segment column
     has nulls, or the time column holds no timestamps. All missing columns are named at once."""
@@ -37,7 +38,8 @@ def check_columns(
         ("target", [target]),
         ("features", features),
         ("segments.column", [segment_column] if segment_column else []),
-        ("data.time_column", [time_column]),
+        ("data.time_column", [time_column] if time_column else []),
+        ("evaluation.split.key", [split_key] if split_key else []),
     ]
     available = [str(c) for c in df.columns]
     problems = []
@@ -53,11 +55,12 @@ def check_columns(
         )
     if segment_column:
         _check_segment_nulls(df, segment_column, where("segments.column"))
-    _check_time_column(df[time_column], time_column, where("data.time_column"))
+    if time_column:
+        _check_time_column(df[time_column], time_column, where("data.time_column"))
 
 
 def validate_data(
-    df: pd.DataFrame, checks: ChecksConfig, *, time_column: str, where: Where
+    df: pd.DataFrame, checks: ChecksConfig, *, time_column: str | None, where: Where
 ) -> dict[str, object]:
     """Run the ``checks:`` of kiln.yaml on ``df``, all at once.
 
@@ -72,9 +75,14 @@ def validate_data(
                 f"  available columns: {columns_text(available)}",
                 hint="fix the column name under checks.columns, or select it in data.query",
             )
+    if checks.freshness is not None and time_column is None:
+        raise SchemaError(
+            f"{where('checks.freshness')}: freshness reads data.time_column, which is not set",
+            hint="set data.time_column, or remove checks.freshness",
+        )
     if checks.freshness is not None and time_column not in df.columns:
         raise SchemaError(
-            f"{where('checks.freshness')}: {missing_text([time_column], available)} "
+            f"{where('checks.freshness')}: {missing_text([str(time_column)], available)} "
             f"(data.time_column)\n  available columns: {columns_text(available)}",
             hint="fix data.time_column, or select it in data.query",
         )
@@ -85,7 +93,7 @@ def validate_data(
                 f"{name!r} holds {df[name].dtype}",
                 hint=f"remove min/max for {name!r}, or CAST it to a number in data.query",
             )
-    times = parse_times(df[time_column])[0] if checks.freshness is not None else None
+    times = parse_times(df[time_column])[0] if checks.freshness and time_column else None
     return run_checks(df, checks, times=times, time_column=time_column, where=where("checks"))
 
 
