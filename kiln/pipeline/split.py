@@ -7,8 +7,12 @@ agree on the rows.
 
 - ``time``: rows at or after ``holdout_start`` (with ``holdout_fraction`` the cutoff is the
   time quantile, so no holdout row is older than a training row).
-- ``random``: exactly ``round(n * fraction)`` rows drawn with a seeded generator over the rows
-  in snapshot order.
+- ``random``: a row is held out iff a seeded 64-bit hash of its content (its features and
+  segment column, pandas' ``hash_pandas_object`` mixed with the seed) falls in the first
+  ``fraction`` of the buckets: about ``fraction`` of the rows, chosen at random by the seed, and
+  a row keeps its side when rows are appended or reordered (a permutation of the rows would
+  reshuffle them, so a retrain's champion would be scored on rows it trained on); identical rows
+  are never split.
 - ``hash``: a row is held out iff ``blake2b(str(key)) mod 10,000 < fraction * 10,000``: a key
   stays on its side across retrains and appended rows, and rows of one key are never split.
 """
@@ -26,7 +30,14 @@ import pandas as pd
 from kiln.config.models import PipelineConfig, SplitKind
 from kiln.pipeline.plan import time_cutoff
 
-__all__ = ["HASH_BUCKETS", "Split", "hash_buckets", "holdout_mask", "resolve_split"]
+__all__ = [
+    "HASH_BUCKETS",
+    "Split",
+    "hash_buckets",
+    "holdout_mask",
+    "random_buckets",
+    "resolve_split",
+]
 
 HASH_BUCKETS = 10_000
 _HASH = "blake2b-64"
@@ -42,6 +53,8 @@ class Split:
     holdout_start: pd.Timestamp | None = None
     seed: int | None = None
     key: str | None = None
+    columns: tuple[str, ...] = ()
+    """The columns whose content a random split hashes (the features and segment column)."""
     defaulted: bool = False
     """The config named no split: the kind was chosen from the presence of a time column."""
 
@@ -57,7 +70,10 @@ class Split:
             out |= {
                 "fraction": self.fraction,
                 "seed": self.seed,
-                "rule": "numpy default_rng(seed).permutation(rows)[:round(rows * fraction)]",
+                "columns": list(self.columns),
+                "hash": "pandas hash_pandas_object(columns) + splitmix64(seed)",
+                "buckets": HASH_BUCKETS,
+                "rule": "mix(row hash, seed) mod buckets < fraction * buckets",
             }
         else:
             out |= {
@@ -86,6 +102,7 @@ class Split:
             holdout_start=pd.Timestamp(start) if start else None,
             seed=rec.get("seed"),
             key=rec.get("key"),
+            columns=tuple(rec.get("columns") or ()),
         )
 
     def describe(self) -> str:
@@ -114,7 +131,11 @@ def resolve_split(rows: pd.DataFrame, config: PipelineConfig) -> Split:
         )
     if kind == "random":
         seed = 0 if split.seed is None else split.seed
-        return Split(kind="random", fraction=split.fraction, seed=seed, defaulted=defaulted)
+        segment = [config.segments.column] if config.segments else []
+        columns = tuple(dict.fromkeys([*config.features, *segment]))
+        return Split(
+            kind="random", fraction=split.fraction, seed=seed, columns=columns, defaulted=defaulted
+        )
     return Split(kind="hash", fraction=split.fraction, key=split.key)
 
 
@@ -133,14 +154,25 @@ def holdout_mask(rows: pd.DataFrame, split: Split) -> np.ndarray:
         return (times >= start).to_numpy()
     fraction = float(split.fraction if split.fraction is not None else 0.2)
     if split.kind == "random":
-        n = len(rows)
-        take = round(n * fraction)
-        mask = np.zeros(n, dtype=bool)
-        mask[np.random.default_rng(split.seed or 0).permutation(n)[:take]] = True
-        return mask
+        if not split.columns:
+            raise ValueError("a random split needs the columns it hashes")
+        return random_buckets(rows[list(split.columns)], split.seed or 0) < round(
+            fraction * HASH_BUCKETS
+        )
     if split.key is None:
         raise ValueError("a hash split needs its key column")
     return hash_buckets(rows[split.key]) < round(fraction * HASH_BUCKETS)
+
+
+def random_buckets(rows: pd.DataFrame, seed: int) -> np.ndarray:
+    """Each row's bucket in [0, HASH_BUCKETS): pandas' 64-bit hash of the row's values, mixed
+    with ``seed`` by the splitmix64 finalizer (so each seed draws another random subset)."""
+    z = pd.util.hash_pandas_object(rows, index=False).to_numpy(dtype=np.uint64)
+    z = z + np.uint64((0x9E3779B97F4A7C15 * (seed + 1)) % 2**64)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z % np.uint64(HASH_BUCKETS)).astype(np.int64)
 
 
 def hash_buckets(keys: pd.Series) -> np.ndarray:

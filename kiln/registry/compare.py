@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kiln.errors import KilnError, NotFoundError
+from kiln.pipeline.plan import FALLBACK as FALLBACK_TASK
+from kiln.pipeline.split import Split
 from kiln.stores import MetadataStore
 from kiln.stores.content import ContentStore
 from kiln.stores.metadata.records import RunRecord, VersionRecord
@@ -51,7 +53,7 @@ class Side:
             "config sha256": r.config_digest[:12],
             "data sha256": (r.data_digest or "-")[:12],
             "rows": ", ".join(f"{k} {n}" for k, n in rows.items() if n) or "-",
-            "holdout start": str(lineage.get("holdout_start") or "-"),
+            "holdout": Split.from_lineage(lineage).describe() if lineage else "-",
             "code revision": r.code_revision or "-",
             "python": str(env.get("python", "-")),
             "packages": " ".join(f"{k}={x}" for k, x in sorted(env.get("packages", {}).items()))
@@ -135,7 +137,7 @@ def _side(metadata: MetadataStore, content: ContentStore, pipeline: str, ref: st
         tasks = uow.tasks.for_run(run.id) if version is None else []
     if version is None:
         metrics = {
-            (FALLBACK if t.segment == "__fallback__" else t.segment): dict(t.metrics or {})
+            (FALLBACK if t.segment == FALLBACK_TASK else t.segment): dict(t.metrics or {})
             for t in tasks
             if t.status == "succeeded"
         }

@@ -95,8 +95,8 @@ def test_dataset_without_time_column_trains_and_registers(
     hold = assert_no_leakage(loaded, df)
     if split.get("kind") == "hash":
         np.testing.assert_array_equal(hold, in_holdout_by_hash(df.customer_id, 0.2))
-    else:
-        assert hold.sum() == round(len(df) * split.get("holdout_fraction", 0.2))
+    else:  # about the fraction, drawn by the seed from each row's content
+        assert abs(hold.mean() - split.get("holdout_fraction", 0.2)) < 0.03
 
     result = runner.run(loaded)
 

@@ -61,6 +61,7 @@ def test_an_experiment_is_compared_with_production_and_never_deployed(
     assert "-    n_estimators: 10" in c.config_diff() and "+    n_estimators: 6" in c.config_diff()
     assert c.a.facts()["data sha256"] == c.b.facts()["data sha256"]
     assert c.b.facts()["experiment"] == "fewer-trees"
+    assert c.b.facts()["holdout"].startswith("time split: time_hour >= 2013-02-15")
 
 
 def test_one_segment_is_retrained_and_packed_with_production(
