@@ -35,6 +35,7 @@ __all__ = [
     "GateStatus",
     "Version",
     "allowed_range",
+    "routed_as_worse",
     "target_std",
 ]
 
@@ -137,6 +138,18 @@ def allowed_range(version: Version) -> tuple[float, float]:
         lo = lo if configured.min is None else configured.min
         hi = hi if configured.max is None else configured.max
     return lo, hi
+
+
+def routed_as_worse(manifest: dict[str, Any]) -> dict[str, str]:
+    """The segments that a version (its ``manifest``) serves by its fallback because their own
+    model scored worse than the fallback on their holdout (``segments.route_worse_to_fallback``):
+    the reason of each. A deliberate choice of the version, not a lost segment."""
+    routed = manifest.get("routed_to_fallback") or {}
+    return {
+        str(seg): str(info.get("reason"))
+        for seg, info in routed.items()
+        if isinstance(info, dict) and "own_metrics" in info
+    }
 
 
 def target_std(version: Version) -> float | None:
