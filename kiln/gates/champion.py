@@ -29,7 +29,14 @@ import numpy as np
 import pandas as pd
 
 from kiln.config.models import ChampionChallengerGate as ChampionPolicy
-from kiln.gates.base import GateContext, GateResult, Version, routed_as_worse, target_std
+from kiln.gates.base import (
+    GateContext,
+    GateResult,
+    Version,
+    on_classes,
+    routed_as_worse,
+    target_std,
+)
 from kiln.pipeline.compare import (
     SegmentComparison,
     Verdict,
@@ -346,15 +353,7 @@ def _groups(rows: pd.DataFrame, segment_column: str | None) -> dict[str, np.ndar
 
 def _probabilities(prediction: Prediction, classes: list[str]) -> np.ndarray:
     """The class probabilities in the order of ``classes`` (0 for a class the model lacks)."""
-    proba = prediction.probabilities
-    own = prediction.classes or []
-    if proba is None or own == classes:
-        return np.asarray(proba, dtype=np.float64)
-    out = np.zeros((proba.shape[0], len(classes)), dtype=np.float64)
-    for j, c in enumerate(own):
-        if c in classes:
-            out[:, classes.index(c)] = proba[:, j]
-    return out
+    return on_classes(prediction.probabilities, prediction.classes or classes, classes)
 
 
 def _classes(version: Version) -> str:

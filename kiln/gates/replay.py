@@ -42,6 +42,7 @@ from kiln.gates.base import (
     GateStatus,
     Version,
     allowed_range,
+    on_classes,
     routed_as_worse,
     target_std,
 )
@@ -278,16 +279,14 @@ def _production_probabilities(
     out = np.full((len(rows), len(classes)), np.nan)
     if "probabilities" not in answered.column_names:
         return out
-    column = {c: j for j, c in enumerate(classes)}
     captured = answered["probabilities"].take(pa.array(rows, pa.int64())).to_pylist()
+    by_own: dict[tuple[str, ...], list[int]] = {}  # rows by the classes they were captured with
     for i, pairs in enumerate(captured):
-        if pairs is None:
-            continue
-        out[i] = 0.0
-        for name, p in pairs:
-            j = column.get(name)
-            if j is not None:
-                out[i, j] = np.nan if p is None else p
+        if pairs is not None:
+            by_own.setdefault(tuple(name for name, _ in pairs), []).append(i)
+    for own, idx in by_own.items():
+        values = [[np.nan if p is None else p for _, p in captured[i]] for i in idx]
+        out[idx] = on_classes(values, own, classes)
     return out
 
 
