@@ -21,7 +21,14 @@ import pyarrow.compute as pc
 
 from kiln.registry.predictor import Predictor
 
-__all__ = ["Problems", "parse_requests", "request_columns", "request_frame", "request_kinds"]
+__all__ = [
+    "Problems",
+    "parse_requests",
+    "refuse_unseen",
+    "request_columns",
+    "request_frame",
+    "request_kinds",
+]
 
 _WANTED = {
     "number": "expected a finite number or null",
@@ -127,6 +134,31 @@ def request_frame(
         valid = valid[keep]
     frame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
     return frame, valid
+
+
+def refuse_unseen(
+    frame: pd.DataFrame, valid: np.ndarray, predictor: Predictor, problems: Problems
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Under the candidate's ``unseen_categories: reject``, a request holding a categorical
+    value that training never saw is refused (the server answers it 422): it becomes a problem
+    and leaves the frame. Unseen is the predictor's own rule (``FeatureSchema.unseen_in_frame``)."""
+    if predictor.unseen_policy != "reject" or valid.size == 0:
+        return frame, valid
+    unseen = predictor.schema.unseen_in_frame(frame)
+    if unseen is None:
+        return frame, valid
+    keep = np.ones(valid.size, dtype=bool)
+    for j, features in enumerate(unseen):
+        if not features:
+            continue
+        keep[j] = False
+        found = problems.setdefault(int(valid[j]), [])
+        for name in features:
+            value = _short(frame[name].iloc[j])
+            found.append(
+                (f"unseen category {value} in feature {name!r} (unseen_categories: reject)", None)
+            )
+    return frame.loc[keep].reset_index(drop=True), valid[keep]
 
 
 _NONE = type(None)

@@ -9,12 +9,14 @@ The release controller (:mod:`kiln.gates.release`) stores the results and decide
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -35,6 +37,8 @@ __all__ = [
     "GateStatus",
     "Version",
     "allowed_range",
+    "on_classes",
+    "routed_as_worse",
     "target_std",
 ]
 
@@ -137,6 +141,34 @@ def allowed_range(version: Version) -> tuple[float, float]:
         lo = lo if configured.min is None else configured.min
         hi = hi if configured.max is None else configured.max
     return lo, hi
+
+
+def on_classes(proba: Any, own: Sequence[str], classes: Sequence[str]) -> np.ndarray:
+    """Class probabilities with a column per class of ``own``, as columns in the order of
+    ``classes`` (matched by name): a class ``own`` lacks has probability 0, and a class
+    ``classes`` lacks is dropped. How a candidate's classes meet another version's."""
+    values = np.asarray(proba, dtype=np.float64)
+    if list(own) == list(classes):
+        return values
+    out = np.zeros((values.shape[0], len(classes)), dtype=np.float64)
+    column = {c: j for j, c in enumerate(classes)}
+    for k, c in enumerate(own):
+        j = column.get(c)
+        if j is not None:
+            out[:, j] = values[:, k]
+    return out
+
+
+def routed_as_worse(manifest: dict[str, Any]) -> dict[str, str]:
+    """The segments that a version (its ``manifest``) serves by its fallback because their own
+    model scored worse than the fallback on their holdout (``segments.route_worse_to_fallback``):
+    the reason of each. A deliberate choice of the version, not a lost segment."""
+    routed = manifest.get("routed_to_fallback") or {}
+    return {
+        str(seg): str(info.get("reason"))
+        for seg, info in routed.items()
+        if isinstance(info, dict) and "own_metrics" in info
+    }
 
 
 def target_std(version: Version) -> float | None:

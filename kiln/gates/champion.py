@@ -6,7 +6,15 @@ strict point comparison). Per segment, a handful of rows scores better or worse 
 each segment's regression gets a paired bootstrap interval (``kiln.pipeline.compare``): the
 segment fails only when the whole interval lies beyond the tolerance, and is reported as
 inconclusive when the interval straddles it. A segment that production answers with its own
-model but the candidate leaves to its fallback is *lost*, and fails by default.
+model but the candidate leaves to its fallback is *lost*, and fails by default; one the
+candidate routes to its fallback because its own model scored worse than the fallback
+(``segments.route_worse_to_fallback``) is the candidate's choice, and a note.
+
+A candidate refit on its holdout (``evaluation.refit``) cannot be scored on those rows: its side
+is then the holdout metrics of its first fit, recorded in its manifest (the segment models', the
+fallback's for a segment it serves by the fallback, and overall), and only the champion is scored
+on the rows. Per segment that is a point comparison against the tolerance (no interval: the
+first fit's answers are not kept).
 
 A multiclass candidate is scored on its class probabilities (its primary metric is logloss unless
 configured); the champion's probabilities are matched to the candidate's classes by name (a
@@ -20,13 +28,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kiln.gates.base import GateContext, GateResult, Version, target_std
-from kiln.pipeline.compare import SegmentComparison, compare_segments, relative_change
+from kiln.config.models import ChampionChallengerGate as ChampionPolicy
+from kiln.gates.base import (
+    GateContext,
+    GateResult,
+    Version,
+    on_classes,
+    routed_as_worse,
+    target_std,
+)
+from kiln.pipeline.compare import (
+    SegmentComparison,
+    Verdict,
+    compare_segments,
+    relative_change,
+)
 from kiln.pipeline.metrics import HIGHER_IS_BETTER, score
 from kiln.registry import Prediction
 from kiln.runs.data import encode_labels, target_labels
 
-__all__ = ["ChampionChallengerGate", "lost_segments", "target_spread"]
+__all__ = ["ChampionChallengerGate", "first_fit_metrics", "lost_segments", "target_spread"]
+
+NO_INTERVAL = "interval not available: refit candidate"
 
 
 class ChampionChallengerGate:
@@ -71,8 +94,11 @@ class ChampionChallengerGate:
         y, cand, champ = _scored(candidate, champion, rows[cfg.target.column])
         groups = _groups(rows, candidate.predictor.segment_column)
         higher = HIGHER_IS_BETTER[metric]
-        c = score([metric], y, cand)[metric]
+        refit = saw_holdout(candidate)
         p = score([metric], y, champ)[metric]
+        c, compared = _candidate_side(
+            candidate, metric, y, cand, champ, groups=groups, policy=policy, refit=refit
+        )
         change = relative_change(c, p, higher=higher)
         overall = {
             "rows": len(rows),
@@ -81,21 +107,15 @@ class ChampionChallengerGate:
             "regression": None if change is None else round(change, 6),
             "regressed": change is not None and change > policy.tolerance,
         }
-        compared = compare_segments(
-            metric,
-            y,
-            cand,
-            champ,
-            groups,
-            tolerance=policy.tolerance,
-            min_rows=policy.min_rows,
-            confidence=policy.confidence,
-            resamples=policy.resamples,
-        )
-        table = {key: _row(s) for key, s in compared.items()}
+        table = {key: _row(s, refit=refit) for key, s in compared.items()}
         regressed = [k for k, s in compared.items() if s.verdict == "regressed"]
         inconclusive = [k for k, s in compared.items() if s.verdict == "inconclusive"]
         lost = lost_segments(candidate, champion, groups)
+        chosen = {
+            seg: reason
+            for seg, reason in routed_as_worse(candidate.manifest).items()
+            if seg in champion.predictor.segments
+        }
         spread = target_spread(candidate, champion)
         moved = spread.get("change")
         limit = policy.max_target_spread_change
@@ -116,10 +136,16 @@ class ChampionChallengerGate:
             "inconclusive_segments": inconclusive,
             "lost_segments": lost,
             "fail_on_lost_segments": policy.fail_on_lost_segments,
+            "routed_as_worse": chosen,
+            "candidate_side": "first fit (evaluation.refit: the served models saw the holdout)"
+            if refit
+            else "the served models",
             "target_spread": spread | {"max_change": limit, "moved": spread_moved},
         }
+        side = " (its first fit's, before refit)" if refit else ""
         head = (
-            f"{metric} {c:.4g} vs champion v{champion.number} {p:.4g} on {len(rows)} holdout rows"
+            f"{metric} {c:.4g}{side} vs champion v{champion.number} {p:.4g} on {len(rows)}"
+            " holdout rows"
             if c is not None and p is not None
             else f"{metric} undefined on the holdout"
         )
@@ -137,6 +163,17 @@ class ChampionChallengerGate:
                 " scaled or converted values, or override"
             )
         notes: list[str] = []
+        if refit:
+            notes.append(
+                f"the candidate's side is its first fit's holdout metrics (evaluation.refit: its"
+                f" served models saw these rows); per segment a point comparison ({NO_INTERVAL})"
+            )
+        if chosen:
+            named_chosen = ", ".join(f"{seg} ({reason})" for seg, reason in chosen.items())
+            notes.append(
+                "served by the fallback by the candidate's choice"
+                f" (segments.route_worse_to_fallback): {named_chosen}"
+            )
         if inconclusive:
             notes.append(
                 f"inconclusive (interval straddles {policy.tolerance:.1%}, not judged):"
@@ -155,9 +192,10 @@ def lost_segments(
     candidate: Version, champion: Version, groups: dict[str, np.ndarray] | None = None
 ) -> dict[str, dict[str, Any]]:
     """The segments that ``champion`` answers with its own model and ``candidate`` leaves to
-    its fallback: why (the candidate's routing reason, or absent from its data), and the rows
-    of each in the candidate's holdout and in the champion's training."""
-    mine = set(candidate.predictor.segments)
+    its fallback, but for those it routes there because their model scored worse: why (the
+    candidate's routing reason, or absent from its data), and the rows of each in the
+    candidate's holdout and in the champion's training."""
+    mine = set(candidate.predictor.segments) | set(routed_as_worse(candidate.manifest))
     routed = candidate.manifest.get("routed_to_fallback") or {}
     models = champion.manifest.get("models") or {}
     out: dict[str, dict[str, Any]] = {}
@@ -194,13 +232,93 @@ def _lost_text(lost: dict[str, dict[str, Any]], champion: Version) -> str:
     return f"segments with their own model in v{champion.number} left to the fallback: {named}"
 
 
-def _row(s: SegmentComparison) -> dict[str, Any]:
+def saw_holdout(version: Version) -> bool:
+    """Whether the version's served models were refit on its holdout rows."""
+    evaluation = version.manifest.get("evaluation") or {}
+    if "served_model_saw_holdout" in evaluation:
+        return bool(evaluation["served_model_saw_holdout"])
+    return bool(version.record.lineage.get("refit"))
+
+
+def first_fit_metrics(version: Version) -> dict[str, Any]:
+    """The holdout metrics of the version's first fit, as its manifest records them:
+    ``overall`` (the routed answers) and, per segment, those of the model that answers it
+    (its own, or the fallback's on its rows)."""
+    m = version.manifest
+    segments: dict[str, dict[str, Any]] = {}
+    for seg, info in (m.get("routed_to_fallback") or {}).items():
+        segments[str(seg)] = info.get("fallback_metrics") or {}
+    for seg, ref in (m.get("models") or {}).items():
+        segments[str(seg)] = ref.get("metrics") or {}
+    return {"overall": (m.get("metrics") or {}).get("overall") or {}, "segments": segments}
+
+
+def _candidate_side(
+    candidate: Version,
+    metric: str,
+    y: np.ndarray,
+    cand: np.ndarray,
+    champ: np.ndarray,
+    *,
+    groups: dict[str, np.ndarray],
+    policy: ChampionPolicy,
+    refit: bool,
+) -> tuple[float | None, dict[str, SegmentComparison]]:
+    """The candidate's overall metric and the per-segment comparisons: scored on the holdout,
+    or (``refit``) its first fit's metrics from the manifest, compared point by point."""
+    if refit:
+        first = first_fit_metrics(candidate)
+        compared = _point_comparisons(metric, first["segments"], y, champ, groups, policy=policy)
+        return first["overall"].get(metric), compared
+    compared = compare_segments(
+        metric,
+        y,
+        cand,
+        champ,
+        groups,
+        tolerance=policy.tolerance,
+        min_rows=policy.min_rows,
+        confidence=policy.confidence,
+        resamples=policy.resamples,
+    )
+    return score([metric], y, cand)[metric], compared
+
+
+def _point_comparisons(
+    metric: str,
+    recorded: dict[str, dict[str, Any]],
+    y: np.ndarray,
+    champ: np.ndarray,
+    groups: dict[str, np.ndarray],
+    *,
+    policy: ChampionPolicy,
+) -> dict[str, SegmentComparison]:
+    """Per segment, the candidate's recorded metric against the champion's on the segment's
+    rows: regressed when the change is beyond the tolerance (no interval)."""
+    tolerance, min_rows = policy.tolerance, policy.min_rows
+    higher = HIGHER_IS_BETTER[metric]
+    out: dict[str, SegmentComparison] = {}
+    for name, idx in groups.items():
+        value = recorded.get(name, {}).get(metric)
+        c = float(value) if isinstance(value, int | float) else None
+        p = score([metric], y[idx], champ[idx])[metric]
+        change = relative_change(c, p, higher=higher)
+        if change is None or len(idx) < min_rows:
+            out[name] = SegmentComparison(len(idx), c, p, change, None, "not judged")
+        else:
+            verdict: Verdict = "regressed" if change > tolerance else "ok"
+            out[name] = SegmentComparison(len(idx), c, p, change, None, verdict)
+    return out
+
+
+def _row(s: SegmentComparison, *, refit: bool = False) -> dict[str, Any]:
     return {
         "rows": s.rows,
         "candidate": s.candidate,
         "champion": s.champion,
         "regression": None if s.change is None else round(s.change, 6),
         "interval": None if s.interval is None else [round(v, 6) for v in s.interval],
+        **({"interval_note": NO_INTERVAL} if refit else {}),
         "verdict": s.verdict,
         "judged": s.verdict in ("regressed", "ok"),
         "regressed": s.verdict == "regressed",
@@ -235,15 +353,7 @@ def _groups(rows: pd.DataFrame, segment_column: str | None) -> dict[str, np.ndar
 
 def _probabilities(prediction: Prediction, classes: list[str]) -> np.ndarray:
     """The class probabilities in the order of ``classes`` (0 for a class the model lacks)."""
-    proba = prediction.probabilities
-    own = prediction.classes or []
-    if proba is None or own == classes:
-        return np.asarray(proba, dtype=np.float64)
-    out = np.zeros((proba.shape[0], len(classes)), dtype=np.float64)
-    for j, c in enumerate(own):
-        if c in classes:
-            out[:, classes.index(c)] = proba[:, j]
-    return out
+    return on_classes(prediction.probabilities, prediction.classes or classes, classes)
 
 
 def _classes(version: Version) -> str:

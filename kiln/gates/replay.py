@@ -30,6 +30,7 @@ from kiln.config.models import ReplayGate as ReplayPolicy
 from kiln.gates._requests import (
     Problems,
     parse_requests,
+    refuse_unseen,
     request_columns,
     request_frame,
     request_kinds,
@@ -41,6 +42,8 @@ from kiln.gates.base import (
     GateStatus,
     Version,
     allowed_range,
+    on_classes,
+    routed_as_worse,
     target_std,
 )
 from kiln.registry.predictor import Predictor
@@ -107,7 +110,14 @@ class ReplayReport:
     """Replayed requests per production version that answered them."""
     fallback_segments: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per segment (as production named it): the requests that production answered with the
-    segment's own model and the candidate answers from its fallback, of those compared."""
+    segment's own model and the candidate answers from its fallback, of those compared (not
+    counting the two below)."""
+    routed_as_worse: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Of those, per segment the candidate serves by its fallback because its own model scored
+    worse (``segments.route_worse_to_fallback``): the reason and the requests."""
+    unseen_fallback: int = 0
+    """Compared requests the candidate answers by its fallback because they hold an unseen
+    category (``unseen_categories: fallback``), not because of their segment."""
     classes: list[str] | None = None
     """A multiclass candidate's classes: the diffs are then max |Δp| over them."""
 
@@ -126,6 +136,8 @@ class ReplayReport:
             "segment_column": self.segment_column,
             "segments": {k: s.as_evidence() for k, s in self.segments.items()},
             "fallback_segments": self.fallback_segments,
+            "routed_as_worse": self.routed_as_worse,
+            "unseen_fallback": self.unseen_fallback,
         }
 
 
@@ -154,13 +166,16 @@ def replay(
     kinds = request_kinds(predictor)
     valid, columns = request_columns(rows, kinds, problems)
     frame, valid = request_frame(columns, valid, kinds, problems)
+    frame, valid = refuse_unseen(frame, valid, predictor, problems)
 
     diff = np.empty(0)
     keys: np.ndarray | None = None
     moved_to_fallback: dict[str, dict[str, int]] = {}
+    chosen: dict[str, dict[str, Any]] = {}
+    unseen_fallback = 0
     classes = predictor.classes if predictor.multiclass else None
     if valid.size:
-        answers, fell_back, proba, failure = _predict(predictor, frame)
+        answers, fell_back, unseen, proba, failure = _predict(predictor, frame)
         if failure is not None:
             for i in valid.tolist():
                 problems.setdefault(i, []).append((failure, None))
@@ -176,7 +191,12 @@ def replay(
                 diff = np.abs(proba[good] - before).max(axis=1)
                 known = ~np.isnan(diff)
                 diff, compared = diff[known], np.flatnonzero(good)[known]
-            moved_to_fallback = _moved_to_fallback(answered, valid, fell_back[good])
+            for_unseen = fell_back[good] & unseen[good] & (predictor.unseen_policy == "fallback")
+            unseen_fallback = int(for_unseen.sum())
+            moved_to_fallback = _moved_to_fallback(answered, valid, fell_back[good] & ~for_unseen)
+            worse = routed_as_worse(predictor.manifest)
+            for seg in sorted(set(moved_to_fallback) & set(worse)):
+                chosen[seg] = {"reason": worse[seg], **moved_to_fallback.pop(seg)}
             col = predictor.segment_column
             if col is not None:
                 keys = _segment_names(frame[col])[compared]
@@ -203,6 +223,8 @@ def replay(
         ],
         production_versions={int(v): c for v, c in sorted(versions.items())},
         fallback_segments=moved_to_fallback,
+        routed_as_worse=chosen,
+        unseen_fallback=unseen_fallback,
         classes=classes,
     )
 
@@ -212,16 +234,23 @@ def replay(
 
 def _predict(
     predictor: Predictor, frame: pd.DataFrame
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str | None]:
-    """The candidate's answers, which came from its fallback (and a multiclass one's class
-    probabilities), or the reason every request fails when it raises."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, str | None]:
+    """The candidate's answers, which came from its fallback, which held an unseen category
+    (and a multiclass one's class probabilities), or the reason every request fails when it
+    raises."""
     try:
         prediction = predictor.predict(frame)
     except Exception as e:  # a crashing candidate is a failing one: evidence, not an outage
         failure = f"the candidate raised {type(e).__name__}: {e}"
-        return np.empty(0), np.empty(0, dtype=bool), None, failure
+        none = np.empty(0, dtype=bool)
+        return np.empty(0), none, none, None, failure
     values = np.asarray(prediction.values, dtype=np.float64)
-    return values, np.asarray(prediction.fallback, dtype=bool), prediction.probabilities, None
+    n = len(values)
+    unseen = np.zeros(n, dtype=bool)
+    if prediction.unseen is not None:
+        unseen = np.fromiter((bool(u) for u in prediction.unseen), dtype=bool, count=n)
+    fell_back = np.asarray(prediction.fallback, dtype=bool)
+    return values, fell_back, unseen, prediction.probabilities, None
 
 
 def _moved_to_fallback(
@@ -250,16 +279,14 @@ def _production_probabilities(
     out = np.full((len(rows), len(classes)), np.nan)
     if "probabilities" not in answered.column_names:
         return out
-    column = {c: j for j, c in enumerate(classes)}
     captured = answered["probabilities"].take(pa.array(rows, pa.int64())).to_pylist()
+    by_own: dict[tuple[str, ...], list[int]] = {}  # rows by the classes they were captured with
     for i, pairs in enumerate(captured):
-        if pairs is None:
-            continue
-        out[i] = 0.0
-        for name, p in pairs:
-            j = column.get(name)
-            if j is not None:
-                out[i, j] = np.nan if p is None else p
+        if pairs is not None:
+            by_own.setdefault(tuple(name for name, _ in pairs), []).append(i)
+    for own, idx in by_own.items():
+        values = [[np.nan if p is None else p for _, p in captured[i]] for i in idx]
+        out[idx] = on_classes(values, own, classes)
     return out
 
 
@@ -378,6 +405,20 @@ class ReplayGate:
                 + ("" if policy.max_abs_diff is not None else f"; tolerance: {source}")
             )
         notes: list[str] = []
+        if report.routed_as_worse:
+            chosen = ", ".join(
+                f"{seg} ({c['requests']:,} of {c['compared']:,}: {c['reason']})"
+                for seg, c in report.routed_as_worse.items()
+            )
+            notes.append(
+                "requests the candidate serves by its fallback by choice"
+                f" (segments.route_worse_to_fallback): {chosen}"
+            )
+        if report.unseen_fallback:
+            notes.append(
+                f"{report.unseen_fallback:,} requests with an unseen category get the fallback"
+                " (serving.unseen_categories: fallback)"
+            )
         if report.fallback_segments:
             moved = ", ".join(
                 f"{seg} ({c['requests']:,} of {c['compared']:,})"

@@ -21,7 +21,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kiln.config.models import ShadowPolicy
-from kiln.gates.base import MAX_EXAMPLES, GateContext, GateResult, GateStatus, Version
+from kiln.gates.base import (
+    MAX_EXAMPLES,
+    GateContext,
+    GateResult,
+    GateStatus,
+    Version,
+    on_classes,
+)
 from kiln.gates.live import live_stats
 
 __all__ = ["ShadowGate", "ShadowPeriod", "shadow_period"]
@@ -305,8 +312,12 @@ class _Classes:
         for i, rid in enumerate(request_ids):
             a, b = self.shadow.get(rid), self.production.get(rid)
             if a is not None and b is not None:
-                out[i] = max(abs((a.get(c) or 0.0) - (b.get(c) or 0.0)) for c in self.classes)
+                out[i] = np.abs(self._row(a) - self._row(b)).max()
         return out
+
+    def _row(self, probabilities: dict[str, float | None]) -> np.ndarray:
+        values = [[0.0 if p is None else p for p in probabilities.values()]]
+        return on_classes(values, list(probabilities), self.classes)[0]
 
 
 def _by_request(table: pa.Table) -> dict[str, dict[str, float | None]]:

@@ -38,7 +38,8 @@ def env(tmp_path_factory: pytest.TempPathFactory, warehouse: Path) -> Iterator[S
         data = merge(merge(BASE, {"data": {"source": str(warehouse)}}), changes)
         path = home / f"{name}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
-        result = Runner(settings, stores).run(load_config(path))
+        # force: "same" retrains the production config, which would be skipped as unchanged
+        result = Runner(settings, stores).run(load_config(path), force=True)
         with stores.metadata.unit_of_work() as uow:
             return Version(stores, uow.versions.get(P, result.version))
 
