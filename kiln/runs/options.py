@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from kiln.config.loader import LoadedConfig
+from kiln.config.models import PipelineConfig
 from kiln.errors import ConfigError, NotFoundError, SchemaError
 from kiln.pipeline.features import FeatureSchema
 from kiln.pipeline.metrics import score
@@ -25,7 +26,7 @@ from kiln.pipeline.plan import FALLBACK, STEPS, SegmentPlan
 from kiln.registry.adapters import predict_fn
 from kiln.registry.package import LoadedPackage, load_package
 from kiln.runs.context import Stores
-from kiln.runs.data import Prepared
+from kiln.runs.data import Prepared, run_metrics
 from kiln.runs.packaging import TaskInfo
 
 __all__ = [
@@ -34,7 +35,7 @@ __all__ = [
     "RunOptions",
     "StopStep",
     "check_experiment_name",
-    "record_stopped",
+    "record_skipped",
     "snapshot_to_reuse",
 ]
 
@@ -62,6 +63,8 @@ class RunOptions:
     """Run the steps up to this one only: nothing is packaged or registered."""
     from_run: str | None = None
     """With ``stop_after`` check or train: reuse this run's data snapshot."""
+    force: bool = False
+    """Train and register even when data, config and code are identical to production's."""
 
     def to_details(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items() if v}
@@ -74,6 +77,7 @@ class RunOptions:
             segments=tuple(d.get("segments") or ()),
             stop_after=d.get("stop_after"),
             from_run=d.get("from_run"),
+            force=bool(d.get("force")),
         )
 
     def lineage(self, base: BasePackage | None) -> dict[str, Any]:
@@ -148,18 +152,35 @@ class BasePackage:
             )
         return schema
 
-    def infos(self, prep: Prepared, metrics: list[str], keep: list[str]) -> dict[str, TaskInfo]:
-        """Production's models ``keep`` (and its fallback), scored on the new holdout."""
+    def check_classes(self, loaded: LoadedConfig, classes: list[str] | None) -> None:
+        """Production's models answer production's classes: the new data must have the same."""
+        before = self.manifest.get("classes")
+        if before == classes:
+            return
+        target = loaded.config.target.column
+        raise SchemaError(
+            f"{loaded.where('target')}: the classes of {target!r} changed since production"
+            f" v{self.version} (from {_labels(before)} to {_labels(classes)}): its other"
+            " segment models answer the old classes and cannot be packed with new ones",
+            hint="run the whole pipeline (without --segment) to retrain every segment on the"
+            " new classes",
+        )
+
+    def infos(self, prep: Prepared, cfg: PipelineConfig, keep: list[str]) -> dict[str, TaskInfo]:
+        """Production's models ``keep`` (and its fallback), scored on the new holdout with the
+        run's metrics (one probability per class for a multiclass target)."""
         m, pkg, now = self.manifest, self.package, datetime.now(UTC)
+        metrics = run_metrics(cfg, prep.classes)[0]
+        k = len(prep.classes) if prep.multiclass and prep.classes else None
         out: dict[str, TaskInfo] = {}
         for key in [*keep, FALLBACK]:
             ref = m["fallback"] if key == FALLBACK else m["models"][key]
             model = pkg.fallback if key == FALLBACK else pkg.models[key]
             rows = prep.holdout if key == FALLBACK else (prep.segments == key) & prep.holdout
             idx = np.flatnonzero(rows)
-            pred = np.empty(0)
+            pred = np.empty((0, k) if k else 0)
             if len(idx):
-                fn = predict_fn(model, m["task"], prep.schema.names)
+                fn = predict_fn(model, m["task"], prep.schema.names, n_classes=k)
                 pred = np.asarray(fn(prep.X[idx]), dtype=np.float64)
             out[key] = TaskInfo(
                 key=key, ok=True, hold_idx=idx, started_at=now, finished_at=now,
@@ -186,13 +207,16 @@ def snapshot_to_reuse(stores: Stores, pipeline: str, run_id: str | None) -> tupl
     )
 
 
-def record_stopped(stores: Stores, run_id: str, stop: str) -> str:
-    """The steps after ``stop`` are recorded as skipped, the run as succeeded without a
-    version, and the pipeline's lock is released; returns the pipeline."""
-    note = {"reason": f"kiln run --step {stop}: stopped after {stop}"}
+def _labels(classes: list[str] | None) -> str:
+    return ", ".join(classes) if classes else "0 and 1"
+
+
+def record_skipped(stores: Stores, run_id: str, after: str, note: dict[str, Any]) -> str:
+    """The steps after ``after`` are recorded as skipped (``note``: their details), the run as
+    succeeded without a version, and the pipeline's lock is released; returns the pipeline."""
     with stores.metadata.unit_of_work() as uow:
         pipeline = uow.runs.get(run_id).pipeline
-        for name in STEPS[STEPS.index(stop) + 1 :]:
+        for name in STEPS[STEPS.index(after) + 1 :]:
             uow.steps.start(run_id, name)
             uow.steps.finish(
                 run_id, name, "skipped", wall_seconds=0.0, cpu_seconds=0.0,

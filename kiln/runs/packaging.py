@@ -77,13 +77,14 @@ class TaskInfo:
         """A task finished by an earlier attempt: reload its model to score the holdout again."""
         model = pickle.loads(content.get(rec.artifact_digest, what=f"segment {rec.segment!r}"))
         fn = predict_fn(model, spec.task, spec.features, n_classes=spec.n_classes)
-        pred = fn(prep.X[hold_idx]) if len(hold_idx) else None
+        k = spec.n_classes
+        pred = fn(prep.X[hold_idx]) if len(hold_idx) else np.empty((0, k) if k else 0)
         return cls(
             key=rec.segment, ok=True, hold_idx=hold_idx, started_at=rec.started_at,
             finished_at=rec.finished_at, wall_seconds=rec.wall_seconds,
             cpu_seconds=rec.cpu_seconds, peak_memory_bytes=rec.peak_memory_bytes,
             digest=rec.artifact_digest, metrics=rec.metrics,
-            holdout_pred=np.asarray(pred, dtype=np.float64) if pred is not None else np.empty(0),
+            holdout_pred=np.asarray(pred, dtype=np.float64),
             rows_train=rec.rows_train, rows_holdout=rec.rows_holdout,
             model_type=type(model).__module__ + "." + type(model).__qualname__, log=rec.log or "",
         )  # fmt: skip

@@ -41,7 +41,7 @@ from kiln.runs.options import (
     BasePackage,
     RunOptions,
     StopStep,
-    record_stopped,
+    record_skipped,
     snapshot_to_reuse,
 )
 from kiln.runs.packaging import TaskInfo, TrainedRun, build_manifest, fallback_warnings
@@ -115,7 +115,9 @@ class Runner:
         options = options or RunOptions()
         if options.stop_after is not None:
             raise ValueError("Runner.run does the whole loop; use Runner.run_steps")
-        result = self._run(loaded, trigger, options, data_digest=None, force=force)
+        if force:
+            options = replace(options, force=True)  # recorded with the options: resume keeps it
+        result = self._run(loaded, trigger, options, data_digest=None)
         if not isinstance(result, RunResult):
             raise TypeError(f"a whole run ended as {result!r}")
         return result
@@ -141,7 +143,6 @@ class Runner:
         options: RunOptions,
         *,
         data_digest: str | None,
-        force: bool = False,
     ) -> RunResult | StoppedRun:
         base = None
         if options.segments:  # refused before any run is recorded when it cannot be packed
@@ -158,7 +159,6 @@ class Runner:
             raise
         return self._execute(
             loaded, run_id, data_digest=data_digest, executor=executor, options=options, base=base,
-            force=force,
         )  # fmt: skip
 
     def _start(self, loaded: LoadedConfig, trigger: RunTrigger) -> str:
@@ -222,7 +222,6 @@ class Runner:
         executor: Executor,
         options: RunOptions,
         base: BasePackage | None = None,
-        force: bool = False,
     ) -> RunResult | StoppedRun:
         cfg = loaded.config
         stop = options.stop_after
@@ -242,6 +241,7 @@ class Runner:
             prep = self._step_check(loaded, run_id, df)
             if base is not None:  # production's other models read production's encoding
                 schema = base.schema(loaded)
+                base.check_classes(loaded, prep.classes)
                 prep = replace(prep, schema=schema, X=schema.encode(prep.frame))
             data_digest = self._record_snapshot(run_id, pending_digest, rows=len(df))
             if stop == "check":
@@ -249,8 +249,8 @@ class Runner:
             identity = RunIdentity(
                 data_digest, cfg.digest, _code_revision(loaded.base_dir), code_digest(loaded)
             )
-            same_as = None
-            if not (force or options.experiment or options.segments):
+            same_as = None  # a --step run registers nothing: never skipped as unchanged
+            if stop is None and not (options.force or options.experiment or options.segments):
                 same_as = production_identical(self.stores, cfg.name, identity)
             if same_as is not None and cfg.deploy.on_unchanged == "skip":
                 return self._skip_unchanged(cfg.name, run_id, same_as)
@@ -404,13 +404,14 @@ class Runner:
             apply_failures("fail", plan, failed)  # a partial run exists for these segments
             plan = base.plan(options.segments, where="kiln run")
             keep = [k for k in plan.trained if k not in options.segments]
-            infos = trained.infos | base.infos(prep, cfg.metrics, keep)
+            infos = trained.infos | base.infos(prep, cfg, keep)
             m.details |= {"retrained": list(options.segments), "base_version": base.version}
         return infos, plan, reused
 
     def _stopped(self, run_id: str, options: RunOptions, data_digest: str) -> StoppedRun:
         stop = options.stop_after or "register"
-        pipeline = record_stopped(self.stores, run_id, stop)
+        note = {"reason": f"kiln run --step {stop}: stopped after {stop}"}
+        pipeline = record_skipped(self.stores, run_id, stop, note)
         for name in STEPS[STEPS.index(stop) + 1 :]:
             self.reporter.step(name, "skipped", f"stopped after {stop} (--step {stop})")
         return StoppedRun(run_id, pipeline, stop, data_digest, reused_from=options.from_run)
@@ -418,15 +419,7 @@ class Runner:
     def _skip_unchanged(self, pipeline: str, run_id: str, same_as: int) -> RunResult:
         """``deploy.on_unchanged: skip``: no training, nothing registered, the run succeeded."""
         note = {"skipped": "unchanged", "unchanged_from": same_as}
-        with self.stores.metadata.unit_of_work() as uow:
-            for name in ("train", "package", "register"):
-                uow.steps.start(run_id, name)
-                uow.steps.finish(
-                    run_id, name, "skipped", wall_seconds=0.0, cpu_seconds=0.0,
-                    peak_memory_bytes=0, details=note,
-                )  # fmt: skip
-            uow.runs.mark_finished(run_id, "succeeded")
-            uow.locks.release(pipeline, run_id)
+        record_skipped(self.stores, run_id, "check", note)
         self.reporter.step("train", "skipped", f"identical to production v{same_as}")
         return RunResult(run_id, pipeline, None, None, {}, unchanged_from=same_as)
 

@@ -18,6 +18,8 @@ from kiln.runs.options import RunOptions, check_experiment_name
         RunOptions(experiment="more-trees"),
         RunOptions(segments=("EWR", "JFK")),
         RunOptions(stop_after="train", from_run="abc123"),
+        RunOptions(force=True),
+        RunOptions(experiment="x", force=True),
     ],
 )
 def test_options_round_trip_through_json_step_details(options: RunOptions) -> None:

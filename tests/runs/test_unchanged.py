@@ -13,6 +13,7 @@ import yaml
 
 from kiln.config import LoadedConfig, load_config
 from kiln.runs import Runner, Stores
+from kiln.runs.options import RunOptions
 from kiln.runs.unchanged import RunIdentity, code_digest, unchanged_from
 
 
@@ -132,3 +133,33 @@ def test_cli_says_nothing_was_registered_and_force_trains(cli, tmp_path: Path) -
     forced = cli("--home", home, "run", "--force", str(loaded.path), cwd=tmp_path)
     assert forced.returncode == 0, forced.stderr
     assert "registered same v2" in forced.stdout
+
+
+def test_steps_run_after_a_promoted_run_never_skip_as_unchanged(
+    tmp_path: Path, runner: Runner, stores: Stores
+) -> None:
+    loaded = write(tmp_path)
+    promote(stores, runner.run(loaded).version)
+
+    trained = runner.run_steps(loaded, "train")  # the same data, config and code: it trains
+
+    assert trained.stopped_after == "train"
+    with stores.metadata.unit_of_work() as uow:
+        steps = {s.name: s.status for s in uow.steps.for_run(trained.run_id)}
+        tasks = {t.segment for t in uow.tasks.for_run(trained.run_id)}
+        assert uow.runs.get(trained.run_id).status == "succeeded"
+        assert uow.locks.get("same") is None
+    assert steps["train"] == "succeeded" and steps["package"] == "skipped"
+    assert {"a", "b"} <= tasks
+
+
+def test_force_is_recorded_for_resume(tmp_path: Path, runner: Runner, stores: Stores) -> None:
+    loaded = write(tmp_path)
+    promote(stores, runner.run(loaded).version)
+
+    forced = runner.run(loaded, force=True)
+
+    assert forced.version == 2 and forced.unchanged_from is None
+    with stores.metadata.unit_of_work() as uow:
+        extract = next(s for s in uow.steps.for_run(forced.run_id) if s.name == "extract")
+    assert RunOptions.from_details(extract.details["options"]).force  # what resume reads
