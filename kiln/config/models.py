@@ -335,13 +335,21 @@ class ChampionChallengerGate(_Strict):
     resamples: int = Field(
         default=1000, ge=100, le=100_000, description="Bootstrap resamples per segment."
     )
+    max_target_changed_share: float | None = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Fail when the target differs on more than this share of the rows that"
+        " both versions' data hold (matched by every other column): a target scaled, in other"
+        " units or re-labelled on some rows, whose answers move too little for replay to see;"
+        " null: off.",
+    )
     max_target_spread_change: float | None = Field(
-        default=0.08,
+        default=None,
         gt=0,
         description="Fail when the standard deviation of the target over the candidate's"
-        " training rows differs from the champion's by more than this share (a target scaled"
-        " or in other units on some rows: its answers move too little for replay to see);"
-        " null: off.",
+        " training rows differs from the champion's by more than this share; null (default):"
+        " off (an honest retrain on a bad month moves it by ~9% on the flights).",
     )
     fail_on_lost_segments: bool = Field(
         default=True,

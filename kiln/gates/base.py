@@ -116,6 +116,14 @@ class Version:
     def holdout(self) -> pd.DataFrame:
         """The holdout rows of this version's run (from its data snapshot): every extracted
         column, the rows (with a target) that its run held out."""
+        used = self.rows
+        hold = holdout_mask(used, Split.from_lineage(self.record.lineage))
+        return used.loc[hold].reset_index(drop=True)
+
+    @cached_property
+    def rows(self) -> pd.DataFrame:
+        """Every row of this version's data snapshot that has a target, every extracted column
+        (the rows its run trained and evaluated on)."""
         digest = self.record.lineage.get("data_digest")
         if not digest:
             raise NotFoundError(
@@ -127,9 +135,7 @@ class Version:
         # Every extracted column, not only this version's features: a champion with other
         # features is scored on the same rows. The rows are those its run trained with (target
         # not null), split exactly as its lineage records.
-        used = df.loc[df[self.loaded.config.target.column].notna()].reset_index(drop=True)
-        hold = holdout_mask(used, Split.from_lineage(self.record.lineage))
-        return used.loc[hold].reset_index(drop=True)
+        return df.loc[df[self.loaded.config.target.column].notna()].reset_index(drop=True)
 
 
 def allowed_range(version: Version) -> tuple[float, float]:

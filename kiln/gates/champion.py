@@ -44,6 +44,7 @@ from kiln.pipeline.compare import (
     relative_change,
 )
 from kiln.pipeline.metrics import HIGHER_IS_BETTER, score
+from kiln.pipeline.target_changes import changed_targets
 from kiln.registry import Prediction
 from kiln.runs.data import encode_labels, target_labels
 
@@ -116,10 +117,7 @@ class ChampionChallengerGate:
             for seg, reason in routed_as_worse(candidate.manifest).items()
             if seg in champion.predictor.segments
         }
-        spread = target_spread(candidate, champion)
-        moved = spread.get("change")
-        limit = policy.max_target_spread_change
-        spread_moved = limit is not None and moved is not None and abs(moved) > limit
+        target_evidence, target_problems = _target_checks(candidate, champion, policy)
         evidence = {
             "metric": metric,
             "higher_is_better": higher,
@@ -140,7 +138,7 @@ class ChampionChallengerGate:
             "candidate_side": "first fit (evaluation.refit: the served models saw the holdout)"
             if refit
             else "the served models",
-            "target_spread": spread | {"max_change": limit, "moved": spread_moved},
+            **target_evidence,
         }
         side = " (its first fit's, before refit)" if refit else ""
         head = (
@@ -155,13 +153,7 @@ class ChampionChallengerGate:
             problems.append(f"regressed beyond {policy.tolerance:.1%} in: {', '.join(named)}")
         if lost and policy.fail_on_lost_segments:
             problems.append(_lost_text(lost, champion))
-        if spread_moved:
-            problems.append(
-                f"the target's standard deviation at training moved {moved:+.1%}"
-                f" ({spread['champion']:.4g} in v{champion.number}, {spread['candidate']:.4g}"
-                f" in v{candidate.number}; at most {limit:.0%}): check the target column for"
-                " scaled or converted values, or override"
-            )
+        problems += target_problems
         notes: list[str] = []
         if refit:
             notes.append(
@@ -213,6 +205,56 @@ def lost_segments(
             "champion_rows_train": (models.get(seg) or {}).get("rows_train"),
         }
     return out
+
+
+def _target_checks(
+    candidate: Version, champion: Version, policy: ChampionPolicy
+) -> tuple[dict[str, Any], list[str]]:
+    """The target's own checks: changed on the rows both versions' data hold, and (opt-in) its
+    spread at training; their evidence and problems."""
+    spread = target_spread(candidate, champion)
+    moved = spread.get("change")
+    limit = policy.max_target_spread_change
+    spread_moved = limit is not None and moved is not None and abs(moved) > limit
+    changed, problem = _target_check(candidate, champion, policy.max_target_changed_share)
+    problems = [] if problem is None else [problem]
+    if spread_moved and moved is not None:
+        problems.append(
+            f"the target's standard deviation at training moved {moved:+.1%}"
+            f" ({spread['champion']:.4g} in v{champion.number}, {spread['candidate']:.4g}"
+            f" in v{candidate.number}; at most {limit:.0%}): check the target column for"
+            " scaled or converted values, or override"
+        )
+    evidence = {
+        "target_spread": spread | {"max_change": limit, "moved": spread_moved},
+        "target_changes": changed,
+    }
+    return evidence, problems
+
+
+def _target_check(
+    candidate: Version, champion: Version, limit: float | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The evidence of how many rows both versions' data hold carry another target now, and the
+    problem when more than ``limit`` of them do (None, None: the check is off)."""
+    target = candidate.loaded.config.target.column
+    if limit is None or target != champion.loaded.config.target.column:
+        return None, None
+    changes = changed_targets(champion.rows, candidate.rows, target)
+    failed = changes.share is not None and changes.share > limit
+    evidence = changes.as_evidence() | {"max_share": limit, "failed": failed}
+    if not failed or changes.share is None:
+        return evidence, None
+    example = changes.examples[0] if changes.examples else None
+    shown = (
+        f", e.g. {example['before']} -> {example['after']} for {example['row']}" if example else ""
+    )
+    return evidence, (
+        f"the target differs on {changes.share:.1%} of the {changes.matched:,} rows that"
+        f" v{champion.number}'s data and the candidate's both hold (at most {limit:.1%}{shown}):"
+        " a target scaled, converted or re-labelled in data.query or at the source; fix the"
+        " data, or override"
+    )
 
 
 def target_spread(candidate: Version, champion: Version) -> dict[str, float | None]:
