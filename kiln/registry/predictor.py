@@ -114,78 +114,59 @@ class Predictor:
             single = self._predict_one(X, segs[0])
             if single is not None:
                 return single if unseen is None else replace(single, unseen=unseen)
-        n = X.shape[0]
-        values = np.empty(n, dtype=np.float64)
-        used = np.full(n, FALLBACK, dtype=object)
-        fell_back = np.ones(n, dtype=bool)
-        errors = 0
-        pending: list[np.ndarray] = []
-        for seg, idx in _groups(segs).items():
-            fn = self._fns.get(seg) if seg is not None else None
-            if fn is None:
-                pending.append(idx)
-                continue
-            try:
-                out = np.asarray(fn(X[idx]), dtype=np.float64).reshape(-1)
-            except Exception:  # a broken segment model must not fail the request
-                errors += 1
-                pending.append(idx)
-                continue
-            ok = np.isfinite(out)
-            if not ok.all():
-                errors += 1
-                pending.append(idx[~ok])
-            good = idx[ok]
-            values[good] = out[ok]
-            used[good] = seg
-            fell_back[good] = False
-        if pending:
-            idx = np.concatenate(pending) if len(pending) > 1 else pending[0]
-            values[idx] = np.asarray(self._fallback(X[idx]), dtype=np.float64).reshape(-1)
-        return Prediction(
-            values=values, model=used.tolist(), fallback=fell_back, errors=errors, unseen=unseen
-        )
+        values, used, fell_back, errors = self._route(X, segs, ())
+        return Prediction(values, used, fell_back, errors=errors, unseen=unseen)
 
     def _predict_classes(self, X: np.ndarray, segs: Sequence[str | None]) -> Prediction:
         """``predict`` of a multiclass version: a row falls back when its segment model raised
         or gave a non-finite probability of any class."""
-        n = X.shape[0]
-        k = len(self.classes or ())
-        proba = np.empty((n, k), dtype=np.float64)
-        used = np.full(n, FALLBACK, dtype=object)
-        fell_back = np.ones(n, dtype=bool)
-        errors = 0
-        pending: list[np.ndarray] = []
-        for seg, idx in _groups(segs).items():
-            fn = self._fns.get(seg) if seg is not None else None
-            if fn is None:
-                pending.append(idx)
-                continue
-            try:
-                out = np.asarray(fn(X[idx]), dtype=np.float64).reshape(len(idx), k)
-            except Exception:  # a broken segment model must not fail the request
-                errors += 1
-                pending.append(idx)
-                continue
-            ok = np.isfinite(out).all(axis=1)
-            if not ok.all():
-                errors += 1
-                pending.append(idx[~ok])
-            good = idx[ok]
-            proba[good] = out[ok]
-            used[good] = seg
-            fell_back[good] = False
-        if pending:
-            idx = np.concatenate(pending) if len(pending) > 1 else pending[0]
-            proba[idx] = np.asarray(self._fallback(X[idx]), dtype=np.float64).reshape(len(idx), k)
+        proba, used, fell_back, errors = self._route(X, segs, (len(self.classes or ()),))
         return Prediction(
-            values=proba.max(axis=1) if n else np.empty(0),
-            model=used.tolist(),
+            values=proba.max(axis=1) if len(proba) else np.empty(0),
+            model=used,
             fallback=fell_back,
             errors=errors,
             probabilities=proba,
             classes=self.classes,
         )
+
+    def _route(
+        self, X: np.ndarray, segs: Sequence[str | None], width: tuple[int, ...]
+    ) -> tuple[np.ndarray, list[str], np.ndarray, int]:
+        """Each row's answer (of shape ``width``: () a number, (k,) k class probabilities) from
+        its segment's model, else the fallback's: for an unknown segment, a model that raised,
+        or a row with a non-finite answer. Returns the answers, the model of each row, which
+        rows fell back, and how many segment-model calls failed."""
+        n = X.shape[0]
+        answers = np.empty((n, *width), dtype=np.float64)
+        used = np.full(n, FALLBACK, dtype=object)
+        fell_back = np.ones(n, dtype=bool)
+        errors = 0
+        pending: list[np.ndarray] = []
+        for seg, idx in _groups(segs).items():
+            fn = self._fns.get(seg) if seg is not None else None
+            if fn is None:
+                pending.append(idx)
+                continue
+            try:
+                out = np.asarray(fn(X[idx]), dtype=np.float64).reshape(len(idx), *width)
+            except Exception:  # a broken segment model must not fail the request
+                errors += 1
+                pending.append(idx)
+                continue
+            ok = np.isfinite(out).reshape(len(idx), -1).all(axis=1)
+            if not ok.all():
+                errors += 1
+                pending.append(idx[~ok])
+            good = idx[ok]
+            answers[good] = out[ok]
+            used[good] = seg
+            fell_back[good] = False
+        if pending:
+            idx = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            fallback = np.asarray(self._fallback(X[idx]), dtype=np.float64)
+            answers[idx] = fallback.reshape(len(idx), *width)
+        return answers, used.tolist(), fell_back, errors
 
     def _predict_one(self, X: np.ndarray, seg: str | None) -> Prediction | None:
         """The one-row case of ``predict``, without its grouping and indexing (the serving
