@@ -48,8 +48,9 @@ def test_two_schedulers_never_run_one_pipeline_twice(
     assert [(r.id, r.status) for r in runs] == [(fires[0].run_id, "succeeded")]
     assert logs.count("started 'flights'") == 1 and logs.count("succeeded 'flights'") == 1
     assert "registered flights v1" in logs
-    summaries = "".join(out for out, _ in outputs)
-    assert summaries.count("succeeded") == 1 and "Traceback" not in logs
+    # only the scheduler that claimed the firing reports a run (its counts and its table)
+    assert [("succeeded" in out) for out, _ in outputs].count(True) == 1, outputs
+    assert "Traceback" not in logs
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
