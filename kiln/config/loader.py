@@ -248,6 +248,19 @@ def pythonpath(folder: Path) -> Iterator[None]:
             sys.path.remove(entry)
 
 
+def _forget_other_copy(module_name: str, base_dir: Path) -> None:
+    """A module beside this kiln.yaml wins over a module of the same name imported earlier from
+    another folder (two pipelines' ``train.py`` in one process): forget the other copy."""
+    local = base_dir.resolve() / (module_name.replace(".", "/") + ".py")
+    cached = sys.modules.get(module_name)
+    if cached is None or not local.is_file():
+        return
+    cached_file = getattr(cached, "__file__", None)
+    if cached_file is None or Path(cached_file).resolve() != local:
+        del sys.modules[module_name]
+        importlib.invalidate_caches()
+
+
 def import_object(spec: str, *, base_dir: Path, where: str, field: str) -> Any:
     """Import ``pkg.mod.Name`` or ``module:function``; a failure names the config field."""
     if ":" in spec:
@@ -255,6 +268,7 @@ def import_object(spec: str, *, base_dir: Path, where: str, field: str) -> Any:
     else:
         module_name, _, attr = spec.rpartition(".")
     with pythonpath(base_dir):
+        _forget_other_copy(module_name, base_dir)
         try:
             module = importlib.import_module(module_name)
         except Exception as e:

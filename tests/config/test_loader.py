@@ -189,3 +189,19 @@ def test_equal_keys_in_different_mappings_and_merge_keys_are_fine(tmp_path: Path
     text = GOOD + "evaluation: {split: {holdout_fraction: 0.2}, metrics: [mae]}\n"
     text += "deploy:\n  shadow: &s {min_requests: 5}\n  rollback: {min_requests: 5}\n"
     assert load_config(write(tmp_path, text)).config.deploy.shadow.min_requests == 5
+
+
+def test_a_train_module_beside_each_config_is_its_own(tmp_path: Path) -> None:
+    """Two pipelines' train.py in one process: each config gets the function beside it, not the
+    module of the same name imported first from the other folder."""
+    from kiln.config.loader import import_object
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder, name in ((first, "fit_a"), (second, "fit_b")):
+        folder.mkdir()
+        (folder / "kiln_test_train_mod.py").write_text(f"def {name}():\n    return {name!r}\n")
+    spec = "kiln_test_train_mod:{}"
+    fn = import_object(spec.format("fit_a"), base_dir=first, where="a", field="model.train")
+    assert fn() == "fit_a"
+    fn = import_object(spec.format("fit_b"), base_dir=second, where="b", field="model.train")
+    assert fn() == "fit_b"
