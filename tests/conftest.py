@@ -227,3 +227,23 @@ def kiln_cli(
 @pytest.fixture
 def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     return kiln_cli
+
+
+def register_changed(home: Path, pipeline: str, version: int, manifest: dict[str, Any]) -> int:
+    """Register a new candidate of ``pipeline``: the package of ``version`` with ``manifest``
+    keys changed, stored under its own digest (a version the tests can give any policy)."""
+    import orjson
+
+    stores = open_stores(Settings(home=home))
+    try:
+        with stores.metadata.unit_of_work() as uow:
+            record = uow.versions.get(pipeline, version)
+            old = orjson.loads(stores.content.get(record.manifest_digest, what="manifest"))
+            digest = stores.content.put(orjson.dumps(old | manifest))
+            run = uow.runs.get(record.run_id)
+            copy = uow.runs.create(
+                pipeline, "manual", run.config_text, run.config_digest, run.config_path, "h", 1
+            )
+            return uow.versions.register(pipeline, copy.id, digest, {}, {}).version
+    finally:
+        stores.close()

@@ -17,7 +17,7 @@ from kiln.config import load_config
 from kiln.registry import Stages
 from kiln.runs import Runner, open_stores
 from kiln.settings import Settings
-from tests.conftest import BASE, merge
+from tests.conftest import BASE, merge, register_changed
 
 pytestmark = pytest.mark.slow
 
@@ -57,19 +57,7 @@ def home(trained: Path, tmp_path: Path) -> Path:
 
 def register_with(home: Path, version: int, **manifest: Any) -> int:
     """A new candidate: the package of ``version`` with ``manifest`` keys changed."""
-    stores = open_stores(Settings(home=home))
-    try:
-        with stores.metadata.unit_of_work() as uow:
-            record = uow.versions.get(PIPELINE, version)
-            old = orjson.loads(stores.content.get(record.manifest_digest, what="manifest"))
-            digest = stores.content.put(orjson.dumps(old | manifest))
-            run = uow.runs.get(record.run_id)
-            copy = uow.runs.create(
-                PIPELINE, "manual", run.config_text, run.config_digest, run.config_path, "h", 1
-            )
-            return uow.versions.register(PIPELINE, copy.id, digest, {}, {}).version
-    finally:
-        stores.close()
+    return register_changed(home, PIPELINE, version, manifest)
 
 
 def promote(home: Path, version: int) -> None:

@@ -14,6 +14,7 @@ from kiln.config import load_config
 from kiln.errors import SchemaError, SourceError
 from kiln.runs import Runner, Stores
 from kiln.runs.probe import probe_data
+from kiln.runs.reporting import NullReporter
 
 CONFIG = """\
 name: probe-test
@@ -123,20 +124,11 @@ def test_cli_validate_probes_the_data_unless_no_data(cli, tmp_path: Path) -> Non
     assert offline.returncode == 0 and "data:" not in offline.stdout
 
 
-class Collect:
+class Collect(NullReporter):
     """A Reporter that keeps the warnings (the CLI draws the same calls with Rich)."""
 
     def __init__(self) -> None:
         self.warnings: list[str] = []
-
-    def step(self, name: str, status: str, detail: str = "") -> None:
-        pass
-
-    def tasks_started(self, total: int, done: int) -> None:
-        pass
-
-    def task_done(self, key: str, ok: bool) -> None:
-        pass
 
     def warn(self, text: str) -> None:
         self.warnings.append(text)

@@ -25,6 +25,7 @@ import orjson
 from kiln.registry import Predictor, Stages
 from kiln.runs import Stores, open_stores
 from kiln.settings import Settings
+from tests.conftest import register_changed
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = "flights-serve"
@@ -104,19 +105,7 @@ def register_copy(home: Path, version: int) -> int:
 def register_with(home: Path, version: int, **manifest: Any) -> int:
     """A new candidate version: the package of ``version`` with ``manifest`` keys changed
     (e.g. ``serving={"unseen_categories": "reject"}``), stored under its own digest."""
-    stores = open_stores(Settings(home=home))
-    try:
-        with stores.metadata.unit_of_work() as uow:
-            record = uow.versions.get(PIPELINE, version)
-            old = orjson.loads(stores.content.get(record.manifest_digest, what="manifest"))
-            digest = stores.content.put(orjson.dumps(old | manifest))
-            run = uow.runs.get(record.run_id)
-            copy = uow.runs.create(
-                PIPELINE, "manual", run.config_text, run.config_digest, run.config_path, "h", 1
-            )
-            return uow.versions.register(PIPELINE, copy.id, digest, {}, {}).version
-    finally:
-        stores.close()
+    return register_changed(home, PIPELINE, version, manifest)
 
 
 def tamper(home: Path, version: int, segment: str = "JFK") -> str:
