@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from kiln.executors._transport import Packed, pack
 from kiln.executors._types import TaskOutcome, Usage, failure
+from kiln.executors._watchdog import exit_with_owner
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -74,8 +75,16 @@ class WorkerSetup:
 
 
 def init_worker(setup: WorkerSetup) -> None:
-    """Initializer of a local worker. Never raises: a failing initializer breaks the pool."""
+    """Initializer of a local worker. Never raises: a failing initializer breaks the pool.
+
+    First of all the worker starts watching the owner, so that it exits when the owner dies
+    (see :mod:`kiln.executors._watchdog`), even during the preload imports.
+    """
     _state.owner = setup.owner
+    try:
+        exit_with_owner(setup.owner)
+    except Exception:
+        logger.exception("kiln worker %d: cannot watch its owner %d", os.getpid(), setup.owner)
     try:
         limit_threads(setup.threads)
         sys.path.extend(p for p in setup.sys_path if p not in sys.path)
