@@ -19,6 +19,25 @@ __all__ = ["ArtifactStore", "FsspecArtifactStore"]
 _TMP_MARK = ".kiln-tmp-"
 
 
+def process_umask() -> int:
+    """The umask of this process, read without changing it where the system allows.
+
+    Linux (4.7+) shows it in ``/proc/self/status``. Elsewhere the only way is to set it and set
+    it back, which is process-wide: a file another thread creates in between gets mode 0o666,
+    so call this once (a store does, when it is made), never per write.
+    """
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @runtime_checkable
 class ArtifactStore(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
@@ -44,7 +63,10 @@ class FsspecArtifactStore:
 
     Local writes go to a temporary file in the target folder and are renamed into place, so a
     killed process leaves either the whole object or none of it (plus, at worst, a temporary
-    file that ``list`` ignores).
+    file that ``list`` ignores). Files get mode ``0o666 & ~umask`` and folders ``0o777 & ~umask``
+    (the umask of the process when the store was made), like any file the process creates,
+    so other users of the group (a UI, a monitor, an Airflow worker) can read what umask 022
+    or 002 lets them: the temporary file alone would be 0o600.
     """
 
     def __init__(self, url: str) -> None:
@@ -59,6 +81,8 @@ class FsspecArtifactStore:
         self._fs: fsspec.AbstractFileSystem = fs
         self._root = root.rstrip("/") if root not in ("/", "") else root
         self._local = isinstance(fs, LocalFileSystem)
+        # remote stores (S3...) have their own permissions; the mode is for local writes
+        self._file_mode = 0o666 & ~process_umask() if self._local else 0o600
 
     def __repr__(self) -> str:
         return f"FsspecArtifactStore({self.url!r})"
@@ -91,6 +115,7 @@ class FsspecArtifactStore:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{_TMP_MARK}{name}.")
         try:
             with os.fdopen(fd, "wb") as f:
+                os.chmod(tmp, self._file_mode)  # mkstemp made it 0o600
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
