@@ -8,6 +8,9 @@ A worker that dies under a task (``os._exit``, a segfault, the OOM killer) break
 the innocent ones, each worker writes ``(pid, task sequence number)`` into a shared array
 while it runs a task; after the break, the task whose worker did not exit by the pool's own
 SIGTERM gets the error, the pool is rebuilt and every other unfinished task runs again.
+
+If the process that owns the executor dies (kill -9 included), each worker exits at once
+(:mod:`kiln.executors._watchdog`); the fork server and the resource tracker then exit too.
 """
 
 from __future__ import annotations
