@@ -14,7 +14,9 @@ owner itself, from a daemon thread started first thing in the worker:
 Once the workers are gone, the fork server and the resource tracker read end-of-file and
 exit by themselves. The worker exits with ``os._exit`` even inside a task: its result could
 not be delivered anyway, and it writes no artifact (results go back to the owner, which
-writes them atomically), so nothing is left half-written.
+writes them atomically), so nothing is left half-written. The thread needs the GIL to exit:
+a task stuck in native code that holds it (rare: numpy, LightGBM and ctypes release it) ends
+the worker only once it lets go.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import select
 import threading
 import time
 
-__all__ = ["EXIT_CODE", "POLL_SECONDS", "exit_with_owner"]
+__all__ = ["EXIT_CODE", "POLL_SECONDS", "exit_with_owner", "wait_for_exit"]
 
 POLL_SECONDS = 0.5
 """How often the portable fallback checks the owner (Linux needs no polling)."""
