@@ -80,7 +80,7 @@ def test_a_full_capture_queue_drops_and_counts(
     assert ok is False
     assert writer.dropped == 1
     assert _count(metrics, "kiln_capture_dropped_total") == 1
-    assert _count(metrics, "kiln_captured_total") == 2
+    assert _count(metrics, "kiln_capture_queued_total") == 2
     writer.close()
 
 
