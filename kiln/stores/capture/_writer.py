@@ -118,6 +118,7 @@ class CaptureWriter:
         self._outstanding = 0  # accepted, not yet written nor rejected (queue + retry buffer)
         self._pending: list[_Chunk] = []  # writer thread only: converted, not written yet
         self._pending_bytes = 0
+        self._converting = 0  # rows drained from the queue and being converted
         self._row_bytes = _ROW_BYTES_GUESS
         self._closed = False
         self._dropped = self._written = self._rejected = self._errors = 0
@@ -155,7 +156,8 @@ class CaptureWriter:
     @property
     def backlog_bytes(self) -> int:
         """Arrow size of the backlog: exact for converted captures, estimated for the rest."""
-        return self._pending_bytes + int(len(self._queue) * self._row_bytes)
+        unconverted = len(self._queue) + self._converting
+        return self._pending_bytes + int(unconverted * self._row_bytes)
 
     @property
     def rejected(self) -> int:
@@ -188,10 +190,11 @@ class CaptureWriter:
         """Queue ``record``; False (and ``dropped`` + 1) when the backlog is full or closed."""
         with self._lock:
             queued = len(self._queue)
+            unconverted = queued + self._converting
             if (
                 self._closed
                 or self._outstanding >= self._max_queue
-                or self._pending_bytes + queued * self._row_bytes >= self._max_bytes
+                or self._pending_bytes + unconverted * self._row_bytes >= self._max_bytes
             ):
                 self._dropped += 1
                 return False
@@ -258,11 +261,13 @@ class CaptureWriter:
         """Convert what is queued, then write every kept file; False when any write failed."""
         with self._lock:
             drained, self._queue = self._queue, deque()
+            self._converting = len(drained)
         try:
             self._convert(drained)
         except Exception:  # not a bad row (those are rejected): keep them queued, retry later
             with self._lock:
                 self._queue.extendleft(reversed(drained))
+                self._converting = 0
             raise
         kept: list[_Chunk] = []
         for chunk in self._pending:
@@ -302,6 +307,7 @@ class CaptureWriter:
         added = sum(c.nbytes for c in chunks)
         with self._lock:
             self._pending_bytes += added
+            self._converting = 0
             converted = sum(c.table.num_rows for c in chunks)
             if converted:
                 self._row_bytes = added / converted
