@@ -22,7 +22,7 @@ from serving_support import PIPELINE, Server, Trained, set_stage
 from kiln.settings import Settings
 from kiln.stores import read_captures
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
 FLUSH_SECONDS = 0.1
 MARGIN = 0.4

@@ -45,6 +45,7 @@ def test_stale_folders_of_dead_processes_are_removed_and_live_ones_kept(tmp_path
 
 
 @pytest.mark.fault
+@pytest.mark.slow
 def test_serve_removes_a_killed_servers_metrics_folder_and_its_own_on_stop(
     trained: Trained, serve: Any, tmp_path: Path
 ) -> None:
