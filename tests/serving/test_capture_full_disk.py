@@ -111,17 +111,18 @@ def test_a_full_disk_is_visible_bounded_and_written_as_space_frees(
     )
     with caplog.at_level(logging.WARNING, logger="kiln.stores.captures"):
         writer.start()
-        slowest = 0.0
+        slow = 0
         peak_bytes = 0
         for i in range(OFFERS):
             started = time.perf_counter()
             writer.offer(capture(i))
-            slowest = max(slowest, time.perf_counter() - started)
+            slow += time.perf_counter() - started > 0.05
             peak_bytes = max(peak_bytes, writer.backlog_bytes)
             if i % 1_000 == 999:
                 time.sleep(0.01)  # let the writer thread try (and fail) in between
-        # offers never wait for storage (a generous bound: the GIL may be held by the writer)
-        assert slowest < 0.25, f"an offer took {slowest:.3f} s"
+        # offers never wait for storage: one that did would take a failed write's time every
+        # flush; a few may wait for the GIL, the collector or a busy machine's scheduler
+        assert slow <= 5, f"{slow} offers took more than 50 ms"
 
         wait_until(lambda: writer.errors >= 2, "failed writes")
         wait_until(lambda: metric(metrics, "kiln_capture_backlog_rows") > 0, "the backlog gauge")
