@@ -15,11 +15,12 @@ one whole object. :func:`read_captures` (the replay gate's last K requests) and
 
 from kiln.stores.capture._reader import query_captures, read_captures
 from kiln.stores.capture._records import CAPTURE_SCHEMA, STAGES, CaptureRecord
-from kiln.stores.capture._writer import CaptureWriter
+from kiln.stores.capture._writer import CaptureEvents, CaptureWriter
 
 __all__ = [
     "CAPTURE_SCHEMA",
     "STAGES",
+    "CaptureEvents",
     "CaptureRecord",
     "CaptureWriter",
     "query_captures",
