@@ -37,6 +37,32 @@ class Settings(BaseSettings):
     )
     admin_token: SecretStr | None = None
     predict_token: SecretStr | None = None
+    capture_flush_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="Each server process writes its queued captures at least this often: a"
+        " process killed with SIGKILL loses about this many seconds of captures (SIGTERM loses"
+        " none).",
+    )
+    capture_flush_rows: int = Field(
+        default=5_000,
+        ge=1,
+        description="Captures per Parquet file at most; a process writes as soon as this many"
+        " are queued.",
+    )
+    capture_max_queue: int = Field(
+        default=100_000,
+        ge=1,
+        description="Captures a server process holds unwritten at most (queued, or kept after"
+        " failed writes); beyond it new captures are dropped and counted, requests are not.",
+    )
+    capture_max_backlog_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1,
+        description="Arrow bytes of unwritten captures a server process holds at most; beyond"
+        " it new captures are dropped and counted.",
+    )
 
     @property
     def metadata_url(self) -> str:

@@ -42,6 +42,17 @@ from kiln.serving._service import Service
 
 __all__ = ["build_api"]
 
+CAPTURED_HEADER = (
+    "`1`: this request was sampled for capture and its record (one per row) was accepted into"
+    " this server process's in-memory capture queue. It is not on storage yet: each process"
+    " writes its queue at least every `KILN_CAPTURE_FLUSH_SECONDS` (default 1 s) or every"
+    " `KILN_CAPTURE_FLUSH_ROWS` captures (default 5,000), whichever comes first. A process"
+    " stopped with SIGTERM writes every capture it accepted; one killed with SIGKILL (or out of"
+    " memory) loses those accepted since its last write, about the last flush interval of"
+    " traffic. `0`: not sampled, or dropped because the backlog was full"
+    " (`kiln_capture_dropped_total`)."
+)
+
 _bearer = HTTPBearer(auto_error=False, description="The predict token, or the admin token.")
 Token = Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
 
@@ -83,7 +94,12 @@ def build_api(service: Service) -> FastAPI:
     def readyz() -> Any:
         table = service.table()
         missing = table.missing()
-        body = Readiness(ready=not missing, missing=missing, registry_error=table.registry_error)
+        body = Readiness(
+            ready=not missing,
+            missing=missing,
+            registry_error=table.registry_error,
+            capture_error=service.capture_error(),
+        )
         return JSONResponse(body.model_dump(), status_code=503 if missing else 200)
 
     @api.get("/metrics", include_in_schema=False)
@@ -120,8 +136,21 @@ def build_api(service: Service) -> FastAPI:
         "/v1/pipelines/{name}/predict",
         tags=["predict"],
         summary="Predict one row or a batch with the production version (or the canary)",
+        description="The answer's `X-Kiln-Captured` header says whether the request was"
+        " captured for replay and monitoring: " + CAPTURED_HEADER,
         response_model=PredictResponse | PredictBatchResponse,
-        responses=_errors(400, 401, 404, 413, 415, 422, 500, 503),
+        responses={
+            200: {
+                "description": "The prediction(s)",
+                "headers": {
+                    "X-Kiln-Captured": {
+                        "description": CAPTURED_HEADER,
+                        "schema": {"type": "string", "enum": ["0", "1"]},
+                    }
+                },
+            },
+            **_errors(400, 401, 404, 413, 415, 422, 500, 503),
+        },
         openapi_extra={
             "requestBody": {
                 "required": True,

@@ -1,12 +1,15 @@
 """Capture: one record per answered row of the sampled requests, handed to the capture writer.
 
-``CaptureWriter.offer`` never blocks: when its queue is full the capture (never the request) is
-dropped and counted in ``kiln_capture_dropped_total``. The rows of a batch are captured as
-``<request id>:<index>``. A request that a version refused or failed on (bad JSON, too many
-rows, invalid fields, a crash) is captured as one record with no prediction and the error:
-that is how a version's live error rate is known (``kiln.gates.live``). Each answered row
-records the features whose value was unseen in training (``unseen``); a row that the fallback
-answered because of them (``unseen_categories: fallback``) is not a model error.
+``CaptureWriter.offer`` never blocks: an accepted capture is counted in
+``kiln_capture_queued_total`` (and answered ``X-Kiln-Captured: 1``), and in
+``kiln_capture_written_total`` once it is on storage; when the writer's backlog is full the
+capture (never the request) is dropped and counted in ``kiln_capture_dropped_total``.
+The rows of a batch are captured as ``<request id>:<index>``. A request that a version
+refused or failed on (bad JSON, too many rows, invalid fields, a crash) is captured as one
+record with no prediction and the error: that is how a version's live error rate is known
+(``kiln.gates.live``). Each answered row records the features whose value was unseen in
+training (``unseen``); a row that the fallback answered because of them
+(``unseen_categories: fallback``) is not a model error.
 """
 
 from __future__ import annotations
@@ -157,7 +160,7 @@ class Capture:
         counters = self._counters.get(key)
         if counters is None:
             m = self._metrics
-            counters = (m.captured.labels(*key), m.capture_dropped.labels(*key))
+            counters = (m.capture_queued.labels(*key), m.capture_dropped.labels(*key))
             self._counters[key] = counters
         if accepted:
             counters[0].inc(accepted)

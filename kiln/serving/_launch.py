@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 
 import uvicorn
 
+from kiln.serving._metrics import multiprocess_dir
 from kiln.settings import Settings
 
 __all__ = ["serve", "settings_env"]
@@ -34,6 +34,10 @@ def settings_env(settings: Settings) -> dict[str, str | None]:
         "KILN_DB_URL": settings.metadata_url,
         "KILN_ARTIFACTS_URL": settings.artifact_root,
         "KILN_RELOAD_SECONDS": repr(settings.reload_seconds),
+        "KILN_CAPTURE_FLUSH_SECONDS": repr(settings.capture_flush_seconds),
+        "KILN_CAPTURE_FLUSH_ROWS": str(settings.capture_flush_rows),
+        "KILN_CAPTURE_MAX_QUEUE": str(settings.capture_max_queue),
+        "KILN_CAPTURE_MAX_BACKLOG_BYTES": str(settings.capture_max_backlog_bytes),
         **{k: None if v is None else v.get_secret_value() for k, v in secret.items()},
     }
 
@@ -56,7 +60,7 @@ def serve(
             os.environ[key] = value
     metrics_dir = None
     if workers > 1:
-        metrics_dir = tempfile.mkdtemp(prefix="kiln-metrics-")
+        metrics_dir = multiprocess_dir()
         os.environ[_MULTIPROC] = metrics_dir
     try:
         uvicorn.run(

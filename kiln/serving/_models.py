@@ -201,3 +201,8 @@ class Readiness(BaseModel):
     ready: bool
     missing: list[str]
     registry_error: str | None = None
+    capture_error: str | None = Field(
+        default=None,
+        description="Why captures are not being written now; predictions are still answered,"
+        " so it does not make the server unready.",
+    )

@@ -20,7 +20,7 @@ from kiln.runs import Stores, open_stores
 from kiln.serving._capture import Capture
 from kiln.serving._errors import ApiError, unauthorized
 from kiln.serving._follower import RegistryFollower
-from kiln.serving._metrics import Metrics
+from kiln.serving._metrics import CaptureMetrics, Metrics
 from kiln.serving._predict import Predictions
 from kiln.serving._routing import RoutingTable
 from kiln.serving._schema import MAX_INSTANCES
@@ -62,7 +62,15 @@ class Service:
     def start(self) -> None:
         settings = self.settings
         self.stores = open_stores(settings)
-        self._writer = CaptureWriter(settings.artifact_root, writer_id=_writer_id())
+        self._writer = CaptureWriter(
+            settings.artifact_root,
+            writer_id=_writer_id(),
+            max_queue=settings.capture_max_queue,
+            flush_rows=settings.capture_flush_rows,
+            flush_seconds=settings.capture_flush_seconds,
+            max_backlog_bytes=settings.capture_max_backlog_bytes,
+            events=CaptureMetrics(self.metrics),
+        )
         self._writer.start()
         self.capture.attach(self._writer)
         self.shadow = ShadowRunner(self.capture, self.metrics)
@@ -86,12 +94,25 @@ class Service:
             self.shadow.close(timeout)
         if self._writer is not None:
             self._writer.close(timeout)
+            w = self._writer
             logger.info(
-                "captures: %d written, %d dropped", self._writer.written, self._writer.dropped
-            )
+                "captures: %d written, %d dropped, %d rejected, %d not written",
+                w.written, w.dropped, w.rejected, w.queued,
+            )  # fmt: skip
         if self.stores is not None:
             self.stores.close()
         self.metrics.process_exited()
+
+    def capture_error(self) -> str | None:
+        """Why captures are not being written now (None when they are, or none are taken)."""
+        writer = self._writer
+        failing = None if writer is None else writer.failing
+        if writer is None or failing is None:
+            return None
+        return (
+            f"captures cannot be written to {writer.root_url}: {failing};"
+            f" {writer.queued} kept in memory and retried, {writer.dropped} dropped so far"
+        )
 
     def stages(self) -> Stages:
         if self.stores is None:

@@ -169,11 +169,13 @@ class Server:
         admin_token: str | None = ADMIN,
         predict_token: str | None = None,
         reload_seconds: float = 0.3,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "PYTHONPATH": str(ROOT), "KILN_RELOAD_SECONDS": str(reload_seconds)}
+        env.update(extra_env or {})
         for key, value in (
             ("KILN_ADMIN_TOKEN", admin_token),
             ("KILN_PREDICT_TOKEN", predict_token),

@@ -243,3 +243,6 @@ def test_health_readiness_metrics_and_openapi(server: Server, client: httpx.Clie
     spec = httpx.get(server.url + "/openapi.json").json()
     assert "/v1/pipelines/{name}/predict" in spec["paths"]
     assert "/v1/pipelines/{name}/promote" in spec["paths"]
+    captured = spec["paths"]["/v1/pipelines/{name}/predict"]["post"]["responses"]["200"]
+    assert "in-memory capture queue" in captured["headers"]["X-Kiln-Captured"]["description"]
+    assert "kiln_capture_backlog_rows" in text and "kiln_capture_queued_total" in text

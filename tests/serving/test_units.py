@@ -9,15 +9,19 @@ from pathlib import Path
 import orjson
 import pytest
 from prometheus_client import generate_latest
-from serving_support import PIPELINE, Trained, predictor
+from pydantic import ValidationError
+from serving_support import PIPELINE, Trained, predictor, wait_for
 
 from kiln.pipeline.features import FeatureSchema
 from kiln.serving._capture import Capture
 from kiln.serving._errors import ApiError
+from kiln.serving._launch import settings_env
 from kiln.serving._metrics import Metrics
 from kiln.serving._routing import Deployed, PipelineRoute, RoutingTable
 from kiln.serving._schema import RequestSchema
+from kiln.serving._service import Service
 from kiln.serving._shadow import ShadowJob, ShadowRunner
+from kiln.settings import Settings
 from kiln.stores import CaptureWriter, read_captures
 
 SCHEMA = FeatureSchema.from_dict(
@@ -80,7 +84,7 @@ def test_a_full_capture_queue_drops_and_counts(
     assert ok is False
     assert writer.dropped == 1
     assert _count(metrics, "kiln_capture_dropped_total") == 1
-    assert _count(metrics, "kiln_captured_total") == 2
+    assert _count(metrics, "kiln_capture_queued_total") == 2
     writer.close()
 
 
@@ -133,3 +137,58 @@ def test_readiness_says_what_is_missing(trained: Trained) -> None:
     assert table.missing() == [f"{PIPELINE} v2: not loaded yet"]
     serving = PipelineRoute(PIPELINE, _deployed(trained.home), (), 1, ())
     assert RoutingTable({PIPELINE: serving}, read_at=datetime.now(UTC)).missing() == []
+
+
+def test_capture_settings_reach_the_workers(
+    trained: Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    capture = {
+        "capture_flush_seconds": 0.25,
+        "capture_flush_rows": 300,
+        "capture_max_queue": 2_000,
+        "capture_max_backlog_bytes": 10**6,
+    }
+    for key, value in settings_env(Settings(home=trained.home, **capture)).items():
+        if value is not None:
+            monkeypatch.setenv(key, value)
+    in_worker = Settings()  # as app_from_env builds it
+    assert {k: getattr(in_worker, k) for k in capture} == capture
+    with pytest.raises(ValidationError, match="capture_flush_seconds"):
+        Settings(capture_flush_seconds=0)
+
+
+def test_failing_capture_writes_show_in_readiness_and_metrics(
+    trained: Trained, tmp_path: Path, flight_rows: list
+) -> None:
+    home = trained.copy(tmp_path / "home")
+    blocker = Path(Settings(home=home).artifact_root) / "captures"
+    blocker.write_text("a file where the capture folder should be")
+    service = Service(Settings(home=home, capture_flush_seconds=0.02))
+    service.start()
+    try:
+        deployed = _deployed(home)
+        rows = flight_rows[:5]
+        prediction = deployed.predictor.predict(rows)
+        assert service.capture.rows(
+            deployed, "production", "r", rows, prediction,
+            batch=True, ts=datetime.now(UTC), latency_ms=1.0,
+        )  # fmt: skip
+        error = wait_for(service.capture_error, what="the capture error")
+        assert "captures cannot be written to" in error and "5 kept in memory" in error
+        assert _count(service.metrics, "kiln_capture_write_errors_total") >= 1
+        assert _count(service.metrics, "kiln_capture_queued_total") == 5
+        assert _count(service.metrics, "kiln_capture_written_total") == 0
+        wait_for(lambda: _gauge(service.metrics, "kiln_capture_backlog_rows") == 5, what="gauge")
+
+        blocker.unlink()
+        wait_for(lambda: service.capture_error() is None, what="recovery")
+        wait_for(lambda: _count(service.metrics, "kiln_capture_written_total") == 5, what="5")
+        wait_for(lambda: _gauge(service.metrics, "kiln_capture_backlog_rows") == 0, what="gauge")
+    finally:
+        service.stop()
+
+
+def _gauge(metrics: Metrics, name: str) -> float:
+    text = generate_latest(metrics.registry).decode()
+    (line,) = [line for line in text.splitlines() if line.startswith(name + " ")]
+    return float(line.rsplit(" ", 1)[1])
