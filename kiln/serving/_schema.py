@@ -102,7 +102,11 @@ class RequestSchema:
         try:
             parsed = self._adapter.validate_json(body)
         except ValidationError as e:
-            raise self._refusal(e) from None
+            refusal = self._refusal(e)  # copies of small strings only: no input, no frame
+        else:
+            refusal = None
+        if refusal is not None:
+            raise refusal
         features = parsed.get("features")
         instances = parsed.get("instances")
         if features is not None and instances is None:

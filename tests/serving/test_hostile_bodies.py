@@ -1,0 +1,128 @@
+"""Hostile bodies on a real server (``python -m kiln.serving``): refused large bodies leave no
+trace in the worker's memory, and an oversized body is refused from its size, before or while it
+is read, with the limit and how to raise it."""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from serving_support import PIPELINE, Trained, predictor, set_stage
+
+from kiln.serving import MAX_INSTANCES
+from kiln.serving._capture import Capture
+from kiln.serving._metrics import Metrics
+from kiln.serving._predict import Predictions
+from kiln.serving._routing import Deployed, PipelineRoute, RoutingTable
+from kiln.serving._schema import RequestSchema
+from kiln.stores import CaptureWriter
+
+pytestmark = pytest.mark.slow
+
+MIB = 1024 * 1024
+
+
+def rss_mb(pid: int) -> float:
+    """The resident memory of process ``pid`` (VmRSS of /proc/PID/status), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def refused_bodies(rows: list[dict[str, Any]]) -> list[tuple[bytes, int, str]]:
+    """Three large bodies that the server must refuse: a batch one row over the row limit (413,
+    1.5 MB), a full batch whose last row has a text where a number belongs (422, 1.5 MB), and
+    a body cut inside a 4 MB text (invalid JSON, 400)."""
+    batch = list(itertools.islice(itertools.cycle(rows), MAX_INSTANCES + 1))
+    over = orjson.dumps({"instances": batch})
+    bad_row = {**rows[0], "temp": "warm"}
+    invalid = orjson.dumps({"instances": [*batch[: MAX_INSTANCES - 1], bad_row]})
+    broken = b'{"features": {"origin": "' + b"J" * (4 * MIB)
+    return [
+        (over, 413, "too_many_instances"),
+        (invalid, 422, "invalid_input"),
+        (broken, 400, "invalid_json"),
+    ]
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """The cycle collector off, as good as a server worker's rare collections."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def test_a_refused_body_is_referenced_by_nothing_once_answered(
+    trained: Trained, tmp_path: Path, flight_rows: list[dict[str, Any]], no_gc: None
+) -> None:
+    p = predictor(trained.home, 2)
+    request = RequestSchema(p.schema, p.segment_column, max_instances=MAX_INSTANCES)
+    deployed = Deployed(PIPELINE, 2, p.digest, p, request, 1.0, datetime.now(UTC))
+    table = RoutingTable(
+        {PIPELINE: PipelineRoute(PIPELINE, deployed, (), 2, ())}, read_at=datetime.now(UTC)
+    )
+    metrics = Metrics()
+    writer = CaptureWriter(str(tmp_path / "captures"), writer_id="test")
+    writer.start()
+    predictions = Predictions(lambda: table, metrics, Capture(writer, metrics), lambda: None)
+    try:
+        for body, status, code in refused_bodies(flight_rows):
+            held = sys.getrefcount(body)
+            answer = predictions.handle(
+                PIPELINE, body, content_type=b"application/json", authorization=None,
+                request_id=None, started=time.perf_counter(),
+            )  # fmt: skip
+            assert (answer.status, orjson.loads(answer.body)["error"]["code"]) == (status, code)
+            assert answer.headers[-2:] == [(b"x-kiln-captured", b"1"), (b"x-kiln-version", b"2")]
+            assert sys.getrefcount(body) == held, f"the {status} left its body referenced"
+    finally:
+        writer.close()
+
+
+@pytest.mark.fault
+def test_a_thousand_refused_large_bodies_leave_the_worker_memory_where_it_was(
+    trained: Trained, serve, tmp_path: Path, flight_rows: list[dict[str, Any]]
+) -> None:
+    home = trained.copy(tmp_path / "home")
+    set_stage(home, 2, "production")  # captures 100%: every refused request is captured too
+    server = serve(home)
+    server.wait_ready()
+    url = f"{server.url}/v1/pipelines/{PIPELINE}/predict"
+    bodies = refused_bodies(flight_rows)
+    bodies.append(bodies[-1])  # the invalid JSON (cheap to parse, the most bytes) twice
+    assert all(MIB < len(body) < 8 * MIB for body, _, _ in bodies)
+    headers = {"Content-Type": "application/json"}
+
+    def post(n: int) -> None:
+        with httpx.Client(timeout=60) as client:
+            for i in range(n):
+                body, status, code = bodies[i % len(bodies)]  # 1/4 413, 1/4 422, 1/2 400
+                r = client.post(url, content=body, headers=headers)
+                assert r.status_code == status, r.text[:500]
+                assert r.json()["error"]["code"] == code
+
+    post(30)  # warm-up: the allocator's arenas, pydantic's and orjson's buffers
+    started = time.monotonic()
+    before = rss_mb(server.proc.pid)
+    for _ in range(4):
+        post(250)
+        print(f"RSS {rss_mb(server.proc.pid):.0f} MB")
+    after = rss_mb(server.proc.pid)
+    seconds = time.monotonic() - started
+    print(f"worker RSS {before:.0f} -> {after:.0f} MB after 1,000 refused bodies ({seconds:.0f} s)")
+    assert after <= before * 1.10, f"worker RSS grew from {before:.0f} MB to {after:.0f} MB"
+    server.stop()
