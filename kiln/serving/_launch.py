@@ -34,6 +34,7 @@ def settings_env(settings: Settings) -> dict[str, str | None]:
         "KILN_DB_URL": settings.metadata_url,
         "KILN_ARTIFACTS_URL": settings.artifact_root,
         "KILN_RELOAD_SECONDS": repr(settings.reload_seconds),
+        "KILN_MAX_BODY_BYTES": str(settings.max_body_bytes),
         **{k: None if v is None else v.get_secret_value() for k, v in secret.items()},
     }
 

@@ -99,12 +99,11 @@ class RequestSchema:
         self._adapter: TypeAdapter[dict[str, Any]] = TypeAdapter(body)
 
     def parse(self, body: bytes) -> tuple[list[dict[str, Any]], bool]:
+        refusal: ApiError | None = None
         try:
             parsed = self._adapter.validate_json(body)
         except ValidationError as e:
-            refusal = self._refusal(e)  # copies of small strings only: no input, no frame
-        else:
-            refusal = None
+            refusal = self._refusal(e)  # copies of small strings: no input, no frame, no context
         if refusal is not None:
             raise refusal
         features = parsed.get("features")

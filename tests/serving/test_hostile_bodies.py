@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gc
 import itertools
+import select
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -20,10 +22,12 @@ from serving_support import PIPELINE, Trained, predictor, set_stage
 
 from kiln.serving import MAX_INSTANCES
 from kiln.serving._capture import Capture
+from kiln.serving._launch import settings_env
 from kiln.serving._metrics import Metrics
 from kiln.serving._predict import Predictions
 from kiln.serving._routing import Deployed, PipelineRoute, RoutingTable
 from kiln.serving._schema import RequestSchema
+from kiln.settings import Settings
 from kiln.stores import CaptureWriter
 
 pytestmark = pytest.mark.slow
@@ -126,3 +130,75 @@ def test_a_thousand_refused_large_bodies_leave_the_worker_memory_where_it_was(
     print(f"worker RSS {before:.0f} -> {after:.0f} MB after 1,000 refused bodies ({seconds:.0f} s)")
     assert after <= before * 1.10, f"worker RSS grew from {before:.0f} MB to {after:.0f} MB"
     server.stop()
+
+
+def raw_post(port: int, headers: bytes, chunks: list[bytes]) -> tuple[int, dict[str, Any]]:
+    """POST over a plain socket: ``headers``, then each of ``chunks`` until the server answers
+    (a 413 may come before the body was sent); returns the status and the JSON answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(
+            f"POST /v1/pipelines/{PIPELINE}/predict HTTP/1.1\r\nHost: kiln\r\n".encode()
+            + b"Content-Type: application/json\r\n"
+            + headers
+            + b"\r\n"
+        )
+        for chunk in chunks:
+            if select.select([sock], [], [], 0.2)[0]:
+                break  # answered
+            sock.sendall(chunk)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), orjson.loads(body)
+
+
+def test_an_oversized_body_is_refused_from_its_size_before_it_is_read(
+    trained: Trained, serve, tmp_path: Path, flight_rows: list[dict[str, Any]], monkeypatch
+) -> None:
+    home = trained.copy(tmp_path / "home")
+    set_stage(home, 2, "production")
+    server = serve(home)  # the default limit: 8 MiB
+    server.wait_ready()
+    # a declared 9 MiB body: answered from its Content-Length, not one byte of it sent
+    status, answer = raw_post(server.port, b"Content-Length: 9437184\r\n", [])
+    assert status == 413
+    error = answer["error"]
+    assert error["code"] == "body_too_large"
+    assert error["message"] == (
+        "the body (9,437,184 bytes) is larger than the server's limit of 8,388,608 bytes (8 MiB)"
+    )
+    assert "--max-body-bytes" in error["hint"] and "KILN_MAX_BODY_BYTES" in error["hint"]
+    # chunked, no Content-Length: refused once what was read goes over the limit
+    mib = b"%x\r\n" % MIB + b" " * MIB + b"\r\n"
+    status, answer = raw_post(server.port, b"Transfer-Encoding: chunked\r\n", [mib] * 12)
+    assert status == 413
+    assert answer["error"]["message"].startswith("the body is larger than the server's limit")
+    # just under the limit, the body is read and predicted
+    row = orjson.dumps(flight_rows[0])
+    padded = b'{"instances": [' + row + b"]" + b" " * (8 * MIB - len(row) - 40) + b"}"
+    with httpx.Client(timeout=60) as client:
+        url = f"{server.url}/v1/pipelines/{PIPELINE}/predict"
+        r = client.post(url, content=padded, headers={"Content-Type": "application/json"})
+        assert r.status_code == 200, r.text
+        server.stop()
+        # the limit is a setting (KILN_MAX_BODY_BYTES, `kiln serve --max-body-bytes`)
+        monkeypatch.setenv("KILN_MAX_BODY_BYTES", str(MIB))
+        small = serve(home)
+        small.wait_ready()
+        url = f"{small.url}/v1/pipelines/{PIPELINE}/predict"
+        r = client.post(url, content=padded, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413
+        assert "limit of 1,048,576 bytes (1 MiB)" in r.json()["error"]["message"]
+        batch = orjson.dumps({"instances": flight_rows[:100]})
+        r = client.post(url, content=batch, headers={"Content-Type": "application/json"})
+        assert r.status_code == 200
+
+
+def test_the_body_limit_travels_to_the_server_workers() -> None:
+    assert Settings().max_body_bytes == 8 * MIB
+    env = settings_env(Settings(max_body_bytes=3 * MIB))
+    assert env["KILN_MAX_BODY_BYTES"] == str(3 * MIB)
