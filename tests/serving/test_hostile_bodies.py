@@ -28,7 +28,7 @@ from kiln.serving._predict import Predictions
 from kiln.serving._routing import Deployed, PipelineRoute, RoutingTable
 from kiln.serving._schema import RequestSchema
 from kiln.settings import Settings
-from kiln.stores import CaptureWriter
+from kiln.stores import CaptureWriter, read_captures
 
 pytestmark = pytest.mark.slow
 
@@ -202,3 +202,47 @@ def test_the_body_limit_travels_to_the_server_workers() -> None:
     assert Settings().max_body_bytes == 8 * MIB
     env = settings_env(Settings(max_body_bytes=3 * MIB))
     assert env["KILN_MAX_BODY_BYTES"] == str(3 * MIB)
+
+
+def test_a_20_mb_category_is_refused_naming_the_field_and_nothing_of_it_is_captured(
+    trained: Trained, serve, tmp_path: Path, flight_rows: list[dict[str, Any]], monkeypatch
+) -> None:
+    home = trained.copy(tmp_path / "home")
+    set_stage(home, 2, "production")  # captures 100%
+    monkeypatch.setenv("KILN_MAX_BODY_BYTES", str(32 * MIB))  # let 20 MB bodies in
+    server = serve(home)
+    server.wait_ready()
+    url = f"{server.url}/v1/pipelines/{PIPELINE}/predict"
+    huge = "Z" * (20 * MIB)
+    limit = "a text of at most 256 characters (serving.max_text_length); got 20,971,520"
+    with httpx.Client(timeout=60) as client:
+
+        def post(rid: str, body: dict[str, Any]) -> httpx.Response:
+            headers = {"X-Request-ID": rid, "Content-Type": "application/json"}
+            return client.post(url, content=orjson.dumps(body), headers=headers)
+
+        r = post("huge-single", {"features": {**flight_rows[0], "dest": huge}})
+        assert r.status_code == 422, r.text[:300]
+        assert r.json()["error"]["fields"] == [
+            {"field": "features.dest", "problem": limit, "got": repr(huge)[:57] + "..."}
+        ]
+        assert "features.dest: " + limit in r.json()["error"]["message"]
+        rows = [flight_rows[1], flight_rows[2], {**flight_rows[3], "carrier": huge}]
+        r = post("huge-batch", {"instances": rows})
+        assert r.status_code == 422
+        assert [f["field"] for f in r.json()["error"]["fields"]] == ["instances.2.carrier"]
+        at_limit = "D" * 256
+        r = post("at-limit", {"features": {**flight_rows[4], "dest": at_limit}})
+        assert r.status_code == 200, r.text[:300]
+        assert r.json()["unseen"] == ["dest"] and r.headers["x-kiln-captured"] == "1"
+    server.stop()
+    captures = read_captures(Settings(home=home).artifact_root, PIPELINE, stage=None)
+    records = {c["request_id"]: c for c in captures.to_pylist()}
+    assert set(records) == {"huge-single", "huge-batch", "at-limit"}
+    assert orjson.loads(records["at-limit"]["features"])["dest"] == at_limit
+    for rid in ("huge-single", "huge-batch"):
+        assert records[rid]["error"].startswith("422 invalid_input: 1 problem(s)")
+        assert len(records[rid]["features"]) < 1_000  # the features, the huge text as null
+    assert orjson.loads(records["huge-single"]["features"])["dest"] is None
+    stored = sum(f.stat().st_size for f in (tmp_path / "home").rglob("*.parquet"))
+    assert stored < MIB, f"{stored:,} bytes of captures"
