@@ -1,9 +1,11 @@
 """The ASGI app: the predict hot path answered from the raw body, everything else by FastAPI.
 
 ``POST /v1/pipelines/{name}/predict`` is taken here before any framework code runs: the body is
-read with a size cap, handed with three headers to ``Predictions.handle``, and its bytes are
-sent back. Large bodies (batches) are predicted in a worker thread so the event loop keeps
-answering single rows meanwhile (LightGBM releases the GIL while it predicts).
+read with a size cap (``Settings.max_body_bytes``: a larger Content-Length is answered 413
+before reading, a chunked body as soon as it goes over), handed with three headers to
+``Predictions.handle``, and its bytes are sent back. Large bodies (batches) are predicted in a
+worker thread so the event loop keeps answering single rows meanwhile (LightGBM releases the
+GIL while it predicts).
 """
 
 from __future__ import annotations

@@ -3,10 +3,11 @@
 A body is ``{"features": {...}}`` (one row) or ``{"instances": [{...}, ...]}`` (a batch). What a
 row may hold is the rule of ``kiln.pipeline.rows`` (the one batch scoring applies too): every
 feature of the version, and its segment column even when that is not a feature; numeric
-features take a finite number or null, categorical ones a string or null; no other key is
-allowed. The bytes are validated by ``validate_json`` in one pass (no ``json.loads``). Under the
-version's ``unseen_categories: reject`` policy a categorical value never seen in training is
-refused too (422 ``unseen_category``).
+features take a finite number or null, categorical ones a string (of at most the version's
+``serving.max_text_length`` characters) or null; no other key is allowed. The bytes are
+validated by ``validate_json`` in one pass (no ``json.loads``). Under the version's
+``unseen_categories: reject`` policy a categorical value never seen in training is refused too
+(422 ``unseen_category``).
 """
 
 from __future__ import annotations
