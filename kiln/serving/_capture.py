@@ -123,8 +123,8 @@ class Capture:
 
         Its features are what the body holds, as far as it parses: the ``features`` object, or
         the first of the ``instances``, or nothing; bounded as the version bounds texts
-        (``serving.max_text_length``): a longer text or key, or a value that is neither text,
-        number nor null, is captured as null (the error says what it was), and at most
+        (``serving.max_text_length``): a longer key is left out, a longer text (or a list or
+        object longer as JSON) is captured as null (the error says what it was), and at most
         ``MAX_REFUSED_KEYS`` keys are kept.
         """
         writer = self._writer
@@ -188,11 +188,10 @@ def _bounded(features: dict[str, Any], max_text: int) -> dict[str, Any]:
             break
         if len(key) > max_text:
             continue
-        fits = (
-            value is None
-            or isinstance(value, int | float)
-            or (isinstance(value, str) and len(value) <= max_text)
-        )
+        if isinstance(value, str):
+            fits = len(value) <= max_text
+        else:
+            fits = not isinstance(value, list | dict) or len(orjson.dumps(value)) <= max_text
         out[key] = value if fits else None
     return out
 
