@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     reload_seconds: float = Field(
         default=2.0, gt=0, description="How often the server re-reads the registry."
     )
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest predict body the server reads (413 beyond it, refused from its"
+        " Content-Length before reading). 8 MiB holds a full batch (10,000 rows) of rows up to"
+        " ~800 bytes of JSON (a row of 10 features is ~150-300 bytes).",
+    )
     admin_token: SecretStr | None = None
     predict_token: SecretStr | None = None
     capture_flush_seconds: float = Field(

@@ -19,11 +19,19 @@ def serve(
     reload_seconds: Annotated[
         float | None, typer.Option(help="How often to re-read the registry.")
     ] = None,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(
+            min=1024,
+            help="Largest predict body, in bytes (413 beyond it; default 8 MiB,"
+            " KILN_MAX_BODY_BYTES).",
+        ),
+    ] = None,
 ) -> None:
     """Serve predictions of every pipeline's production version (shadow, capture, metrics)."""
     from kiln.serving import serve as run_server
 
-    settings = _settings(ctx, reload_seconds=reload_seconds)
+    settings = _settings(ctx, reload_seconds=reload_seconds, max_body_bytes=max_body_bytes)
     _stores(ctx).close()  # fail here, with a clear message, if the registry is unreachable
     out.print(f"serving on http://{host}:{port} ({workers} worker(s)); OpenAPI at /docs")
     run_server(settings, host=host, port=port, workers=workers)

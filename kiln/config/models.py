@@ -472,6 +472,13 @@ class ServingConfig(_Strict):
         " missing; the row is flagged and counted), fallback (the fallback model answers the"
         " row) or reject (the server answers 422, `kiln predict` reports the row as bad).",
     )
+    max_text_length: int = Field(
+        default=256,
+        ge=1,
+        description="Longest text a categorical feature (or the segment column) may hold, in"
+        " characters; longer is answered 422 by the server and a bad row by `kiln predict`"
+        " (never captured). A category seen in training is always allowed, however long.",
+    )
 
 
 class PipelineConfig(_Strict):

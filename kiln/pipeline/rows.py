@@ -7,6 +7,10 @@ a text, an integer or null. The server builds its request schema from :func:`row
 (``kiln.serving._schema``); batch scoring checks a whole DataFrame with :func:`check_frame`,
 column by column. Both word their problems with :data:`EXPECTED`.
 
+A text (a categorical feature, a segment column) holds at most ``max_length`` characters: the
+version's ``serving.max_text_length`` (:func:`text_limit`, default :data:`MAX_TEXT_LENGTH`), or
+the longest category seen in training when that is longer.
+
 A categorical value that training never saw is *unseen*: what to do with it is the version's
 ``unseen_categories`` policy (``accept``, ``fallback`` or ``reject``, see
 :data:`UNSEEN_POLICIES`).
@@ -26,6 +30,7 @@ from kiln.pipeline.features import FeatureSchema, FeatureSpec
 
 __all__ = [
     "EXPECTED",
+    "MAX_TEXT_LENGTH",
     "UNSEEN_POLICIES",
     "BadCell",
     "ColumnRule",
@@ -34,12 +39,15 @@ __all__ = [
     "check_frame",
     "known_categories",
     "row_rules",
+    "text_limit",
+    "too_long",
     "unseen_policy",
 ]
 
 ColumnKind = Literal["number", "flag", "text", "segment"]
 UnseenPolicy = UnseenCategories
 UNSEEN_POLICIES: Final[tuple[UnseenPolicy, ...]] = get_args(UnseenCategories)
+MAX_TEXT_LENGTH: Final = 256
 
 EXPECTED: Final[dict[ColumnKind, str]] = {
     "number": "expected a finite number or null",
@@ -59,22 +67,40 @@ class ColumnRule:
     integral: bool = False
     spec: FeatureSpec | None = None
     """The feature (None for a segment column that is not a feature)."""
+    max_length: int | None = None
+    """The longest text allowed, in characters (text and segment columns)."""
 
 
-def row_rules(schema: FeatureSchema, segment_column: str | None) -> tuple[ColumnRule, ...]:
+def row_rules(
+    schema: FeatureSchema, segment_column: str | None, *, max_text: int = MAX_TEXT_LENGTH
+) -> tuple[ColumnRule, ...]:
+    """The rule of each column; ``max_text``: the version's ``serving.max_text_length``."""
     rules: list[ColumnRule] = []
     for spec in schema.features:
+        longest = None
         if spec.kind == "categorical":
             kind: ColumnKind = "text"
+            longest = max([max_text, *map(len, spec.categories)])
         elif spec.dtype.startswith("bool"):
             kind = "flag"
         else:
             kind = "number"
         integral = spec.name == segment_column and kind != "text"
-        rules.append(ColumnRule(spec.name, kind, integral, spec))
+        rules.append(ColumnRule(spec.name, kind, integral, spec, longest))
     if segment_column is not None and segment_column not in schema.names:
-        rules.append(ColumnRule(segment_column, "segment"))
+        rules.append(ColumnRule(segment_column, "segment", max_length=max_text))
     return tuple(rules)
+
+
+def text_limit(manifest: dict[str, Any]) -> int:
+    """A version's ``serving.max_text_length``; a manifest without one has the default."""
+    value = (manifest.get("serving") or {}).get("max_text_length", MAX_TEXT_LENGTH)
+    return value if isinstance(value, int) and value > 0 else MAX_TEXT_LENGTH
+
+
+def too_long(limit: int) -> str:
+    """The problem of a text over ``limit`` characters, as the server and batch scoring say it."""
+    return f"a text of at most {limit:,} characters (serving.max_text_length)"
 
 
 def unseen_policy(manifest: dict[str, Any]) -> UnseenPolicy:
@@ -145,6 +171,11 @@ def check_frame(
         else:
             parsed, bad = _texts(col, integers=rule.kind == "segment" or text_numbers)
             frame[rule.name] = parsed
+            if rule.max_length is not None:
+                long = (parsed.str.len() > rule.max_length).fillna(False).to_numpy(dtype=bool)
+                if long.any():
+                    masks[rule.name + "\0long"] = long & ~bad
+                    problems[rule.name + "\0long"] = too_long(rule.max_length)
             spec = rule.spec
             if spec is not None and spec.kind == "categorical":
                 new = (

@@ -20,7 +20,7 @@ import pandas as pd
 
 from kiln.pipeline.features import FeatureSchema
 from kiln.pipeline.plan import FALLBACK
-from kiln.pipeline.rows import UnseenPolicy, unseen_policy
+from kiln.pipeline.rows import UnseenPolicy, text_limit, unseen_policy
 from kiln.registry.adapters import PredictFn, predict_fn
 from kiln.registry.package import LoadedPackage, load_package
 from kiln.stores.content import ContentStore
@@ -81,6 +81,7 @@ class Predictor:
         self.multiclass = self.classes is not None and len(self.classes) > 2
         k = len(self.classes) if self.classes is not None and self.multiclass else None
         self.unseen_policy: UnseenPolicy = unseen_policy(m)
+        self.max_text_length = text_limit(m)
         names = self.schema.names
         self._fns: dict[str, PredictFn] = {
             seg: predict_fn(model, self.task, names, n_classes=k)

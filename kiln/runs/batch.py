@@ -76,7 +76,9 @@ class Scored:
 
 def score_rows(df: pd.DataFrame, predictor: Predictor, *, path: Path, label: str) -> Scored:
     """Check every row as the server would, then predict; DataError naming the bad rows."""
-    rules = row_rules(predictor.schema, predictor.segment_column)
+    rules = row_rules(
+        predictor.schema, predictor.segment_column, max_text=predictor.max_text_length
+    )
     is_csv = _is_csv(path)
     check = check_frame(
         df, rules, text_numbers=is_csv, reject_unseen=predictor.unseen_policy == "reject"

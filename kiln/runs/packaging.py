@@ -217,7 +217,10 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
         "lineage": lineage,
         "environment": environment_lock(model_distributions(cfg.model.estimator)),
         "reference_profile": run.profile.result(),
-        "serving": {"unseen_categories": cfg.serving.unseen_categories},
+        "serving": {
+            "unseen_categories": cfg.serving.unseen_categories,
+            "max_text_length": cfg.serving.max_text_length,
+        },
     }
 
 

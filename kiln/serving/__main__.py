@@ -1,4 +1,4 @@
-"""``python -m kiln.serving --host H --port P --workers N [--home/--db/--artifacts]``."""
+"""``python -m kiln.serving --host H --port P --workers N [--home/--db/--artifacts/...]``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", help="metadata database URL (KILN_DB_URL)")
     parser.add_argument("--artifacts", help="artifact store URL (KILN_ARTIFACTS_URL)")
     parser.add_argument("--reload-seconds", type=float, help="registry re-read interval")
+    parser.add_argument(
+        "--max-body-bytes", type=int, help="largest predict body (KILN_MAX_BODY_BYTES, 8 MiB)"
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     given: dict[str, Any] = {
@@ -31,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         "db_url": args.db,
         "artifacts_url": args.artifacts,
         "reload_seconds": args.reload_seconds,
+        "max_body_bytes": args.max_body_bytes,
     }
     try:
         settings = Settings(**{k: v for k, v in given.items() if v is not None})

@@ -1,9 +1,11 @@
 """The ASGI app: the predict hot path answered from the raw body, everything else by FastAPI.
 
 ``POST /v1/pipelines/{name}/predict`` is taken here before any framework code runs: the body is
-read with a size cap, handed with three headers to ``Predictions.handle``, and its bytes are
-sent back. Large bodies (batches) are predicted in a worker thread so the event loop keeps
-answering single rows meanwhile (LightGBM releases the GIL while it predicts).
+read with a size cap (``Settings.max_body_bytes``: a larger Content-Length is answered 413
+before reading, a chunked body as soon as it goes over), handed with three headers to
+``Predictions.handle``, and its bytes are sent back. Large bodies (batches) are predicted in a
+worker thread so the event loop keeps answering single rows meanwhile (LightGBM releases the
+GIL while it predicts).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ __all__ = ["ServingApp", "app_from_env", "create_app"]
 
 _PREFIX = "/v1/pipelines/"
 _SUFFIX = "/predict"
-MAX_BODY_BYTES = 64 * 1024 * 1024
 THREAD_BODY_BYTES = 32 * 1024
 SWITCH_INTERVAL = 0.001
 GC_THRESHOLD = 20_000
@@ -38,7 +39,7 @@ Message = dict[str, Any]
 
 
 class ServingApp:
-    def __init__(self, api: FastAPI, service: Service, *, max_body: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, api: FastAPI, service: Service, *, max_body: int) -> None:
         self.api = api
         self.service = service
         self._handle = service.predictions.handle
@@ -67,12 +68,12 @@ class ServingApp:
                 request_id = value
             elif key == b"content-length":
                 declared = int(value) if value.isdigit() else 0
-        if declared > self._max_body:
-            await _send(send, _too_large(self._max_body))
+        if declared > self._max_body:  # refused before reading a byte of it
+            await _send(send, _too_large(self._max_body, declared))
             return
         body = await self._body(receive)
-        if body is None:
-            await _send(send, _too_large(self._max_body))
+        if body is None:  # a chunked body (no Content-Length) that went over the limit
+            await _send(send, _too_large(self._max_body, None))
             return
         call = functools.partial(
             self._handle,
@@ -93,6 +94,8 @@ class ServingApp:
         """The request body, or None when it exceeds the cap."""
         message = await receive()
         body: bytes = message.get("body", b"")
+        if len(body) > self._max_body:
+            return None
         if not message.get("more_body", False):
             return body
         chunks = [body]
@@ -102,7 +105,7 @@ class ServingApp:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self._max_body:
-                return None
+                return None  # the chunks read so far go with this frame
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -112,12 +115,16 @@ async def _send(send: Any, answer: Answer) -> None:
     await send({"type": "http.response.body", "body": answer.body})
 
 
-def _too_large(limit: int) -> Answer:
+def _too_large(limit: int, declared: int | None) -> Answer:
+    size = "the body" if declared is None else f"the body ({declared:,} bytes)"
     error = ApiError(
         413,
         "body_too_large",
-        f"the body is larger than {limit // (1024 * 1024)} MiB",
-        hint="split the batch into several requests",
+        f"{size} is larger than the server's limit of {limit:,} bytes"
+        f" ({limit / (1024 * 1024):.4g} MiB)",
+        hint="split the batch into several requests, or raise the limit:"
+        " `kiln serve --max-body-bytes N` (or KILN_MAX_BODY_BYTES=N)",
+        fields=[{"field": "(body)", "problem": f"at most {limit:,} bytes"}],
     )
     body = error_body(error)
     headers = [
@@ -131,7 +138,7 @@ def _too_large(limit: int) -> Answer:
 def create_app(settings: Settings) -> ServingApp:
     """The server's ASGI app; nothing starts until the ASGI lifespan start-up."""
     service = Service(settings)
-    return ServingApp(build_api(service), service)
+    return ServingApp(build_api(service), service, max_body=settings.max_body_bytes)
 
 
 def app_from_env() -> ServingApp:

@@ -31,6 +31,7 @@ __all__ = ["Capture"]
 
 NO_MODEL = "(none)"
 MAX_ERROR_CHARS = 500
+MAX_REFUSED_KEYS = 256
 
 
 class Capture:
@@ -124,12 +125,15 @@ class Capture:
         """Offer one record of a request that ``deployed`` refused or failed on; True if taken.
 
         Its features are what the body holds, as far as it parses: the ``features`` object, or
-        the first of the ``instances``, or nothing.
+        the first of the ``instances``, or nothing; bounded as the version bounds texts
+        (``serving.max_text_length``): a longer key is left out, a longer text (or a list or
+        object longer as JSON) is captured as null (the error says what it was), and at most
+        ``MAX_REFUSED_KEYS`` keys are kept.
         """
         writer = self._writer
         if writer is None:
             return False
-        features = _features_of(body)
+        features = _bounded(_features_of(body), deployed.request.max_text)
         col = deployed.segment_column
         raw = features.get(col) if col else None
         segment = str(raw) if isinstance(raw, str | int) and not isinstance(raw, bool) else None
@@ -177,6 +181,22 @@ def _classes_of(
     classes = prediction.classes or []
     rows = prediction.probabilities.tolist()
     return prediction.labels(), [dict(zip(classes, r, strict=True)) for r in rows]
+
+
+def _bounded(features: dict[str, Any], max_text: int) -> dict[str, Any]:
+    """The features of a refused request, with nothing larger than a valid row could hold."""
+    out: dict[str, Any] = {}
+    for key, value in features.items():
+        if len(out) >= MAX_REFUSED_KEYS:
+            break
+        if len(key) > max_text:
+            continue
+        if isinstance(value, str):
+            fits = len(value) <= max_text
+        else:
+            fits = not isinstance(value, list | dict) or len(orjson.dumps(value)) <= max_text
+        out[key] = value if fits else None
+    return out
 
 
 def _features_of(body: bytes) -> dict[str, Any]:

@@ -234,6 +234,7 @@ class RegistryFollower:
                 predictor.segment_column,
                 max_instances=self._max_instances,
                 unseen=predictor.unseen_policy,
+                max_text=predictor.max_text_length,
             ),
             sample_rate=self._sample_rate(record, label),
             loaded_at=datetime.now(UTC),

@@ -38,6 +38,7 @@ def settings_env(settings: Settings) -> dict[str, str | None]:
         "KILN_CAPTURE_FLUSH_ROWS": str(settings.capture_flush_rows),
         "KILN_CAPTURE_MAX_QUEUE": str(settings.capture_max_queue),
         "KILN_CAPTURE_MAX_BACKLOG_BYTES": str(settings.capture_max_backlog_bytes),
+        "KILN_MAX_BODY_BYTES": str(settings.max_body_bytes),
         **{k: None if v is None else v.get_secret_value() for k, v in secret.items()},
     }
 

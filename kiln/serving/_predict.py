@@ -120,6 +120,7 @@ class Predictions:
             prediction = deployed.predictor.predict(rows)
         except Exception as e:
             error = e if isinstance(e, ApiError) else _internal_error(e, name, rid)
+            _forget_frames(e, error)
             refused = self._refuse(
                 error, name if route else _UNKNOWN, deployed,
                 stage=stage, rid=rid, request=body, started=started,
@@ -358,6 +359,20 @@ def _why_replaced(given: bytes) -> bytes:
     if len(given) > 128:
         return b"longer than 128 characters"
     return b"not printable ASCII without spaces"
+
+
+def _forget_frames(*errors: BaseException) -> None:
+    """Drop the traceback and chained exceptions of a refusal, once answered and logged.
+
+    A traceback holds the frames it went through, and their locals: ``handle``'s ``body`` and
+    the error itself (a reference cycle), a pydantic ``ValidationError`` chained as context and
+    the whole parsed batch it quotes. Only the cycle collector would free them, and a server
+    worker runs it rarely (``tune_process``): each refused body would stay in memory for good.
+    """
+    for error in errors:
+        error.__traceback__ = None
+        error.__context__ = None
+        error.__cause__ = None
 
 
 def _internal_error(error: Exception, name: str, rid: str) -> ApiError:

@@ -3,10 +3,11 @@
 A body is ``{"features": {...}}`` (one row) or ``{"instances": [{...}, ...]}`` (a batch). What a
 row may hold is the rule of ``kiln.pipeline.rows`` (the one batch scoring applies too): every
 feature of the version, and its segment column even when that is not a feature; numeric
-features take a finite number or null, categorical ones a string or null; no other key is
-allowed. The bytes are validated by ``validate_json`` in one pass (no ``json.loads``). Under the
-version's ``unseen_categories: reject`` policy a categorical value never seen in training is
-refused too (422 ``unseen_category``).
+features take a finite number or null, categorical ones a string (of at most the version's
+``serving.max_text_length`` characters) or null; no other key is allowed. The bytes are
+validated by ``validate_json`` in one pass (no ``json.loads``). Under the version's
+``unseen_categories: reject`` policy a categorical value never seen in training is refused too
+(422 ``unseen_category``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
+    StringConstraints,
     TypeAdapter,
     ValidationError,
     with_config,
@@ -28,7 +30,16 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from kiln.pipeline.features import FeatureSchema, FeatureSpec
-from kiln.pipeline.rows import EXPECTED, ColumnKind, UnseenPolicy, known_categories, row_rules
+from kiln.pipeline.rows import (
+    EXPECTED,
+    MAX_TEXT_LENGTH,
+    ColumnKind,
+    ColumnRule,
+    UnseenPolicy,
+    known_categories,
+    row_rules,
+    too_long,
+)
 from kiln.serving._errors import ApiError
 
 __all__ = ["MAX_INSTANCES", "RequestSchema"]
@@ -73,17 +84,15 @@ class RequestSchema:
         *,
         max_instances: int,
         unseen: UnseenPolicy = "accept",
+        max_text: int = MAX_TEXT_LENGTH,
     ) -> None:
         self.max_instances = max_instances
-        rules = row_rules(schema, segment_column)
-        fields: dict[str, Any] = {rule.name: Required[_KINDS[rule.kind]] for rule in rules}
-        for rule in rules:
-            if rule.integral:
-                fields[rule.name] = Required[
-                    Annotated[_KINDS[rule.kind], AfterValidator(_integral)]
-                ]
+        self.max_text = max_text
+        rules = row_rules(schema, segment_column, max_text=max_text)
+        fields: dict[str, Any] = {rule.name: Required[_kind(rule)] for rule in rules}
         self.names: tuple[str, ...] = tuple(fields)
         self._problems = {rule.name: EXPECTED[rule.kind] for rule in rules}
+        self._limits = {r.name: r.max_length for r in rules if r.max_length is not None}
         self._categorical = (
             [r.spec for r in rules if r.spec is not None and r.spec.kind == "categorical"]
             if unseen == "reject"
@@ -99,10 +108,13 @@ class RequestSchema:
         self._adapter: TypeAdapter[dict[str, Any]] = TypeAdapter(body)
 
     def parse(self, body: bytes) -> tuple[list[dict[str, Any]], bool]:
+        refusal: ApiError | None = None
         try:
             parsed = self._adapter.validate_json(body)
         except ValidationError as e:
-            raise self._refusal(e) from None
+            refusal = self._refusal(e)  # copies of small strings: no input, no frame, no context
+        if refusal is not None:
+            raise refusal
         features = parsed.get("features")
         instances = parsed.get("instances")
         if features is not None and instances is None:
@@ -197,6 +209,10 @@ class RequestSchema:
             problem = f"unknown key; {_SHAPE}"
         elif kind in ("float_type", "finite_number", "float_parsing", "string_type") and in_row:
             problem = self._problems.get(str(name), str(err["msg"]))
+        elif kind == "string_too_long" and in_row and str(name) in self._limits:
+            got = err.get("input")
+            size = f"; got {len(got):,}" if isinstance(got, str) else ""
+            problem = too_long(self._limits[str(name)]) + size
         elif kind in ("float_type", "finite_number", "float_parsing"):
             problem = EXPECTED["number"]
         elif kind == "string_type":
@@ -213,6 +229,21 @@ class RequestSchema:
         if kind not in ("missing", "extra_forbidden"):
             out["got"] = _short(err.get("input"))
         return out
+
+
+def _kind(rule: ColumnRule) -> Any:
+    """The pydantic type of one column of a row."""
+    kind = _KINDS[rule.kind]
+    if rule.max_length is not None:
+        text = Annotated[str, Strict(), StringConstraints(max_length=rule.max_length)]
+        kind = (
+            Annotated[text | None, BeforeValidator(_int_as_text)]
+            if rule.kind == "segment"
+            else text | None
+        )
+    if rule.integral:
+        kind = Annotated[kind, AfterValidator(_integral)]
+    return kind
 
 
 def _seen(spec: FeatureSpec, value: Any) -> bool:

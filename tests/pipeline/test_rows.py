@@ -12,7 +12,14 @@ import pandas as pd
 import pytest
 
 from kiln.pipeline.features import FeatureSchema
-from kiln.pipeline.rows import EXPECTED, check_frame, row_rules, unseen_policy
+from kiln.pipeline.rows import (
+    EXPECTED,
+    MAX_TEXT_LENGTH,
+    check_frame,
+    row_rules,
+    text_limit,
+    unseen_policy,
+)
 from kiln.serving._errors import ApiError
 from kiln.serving._schema import RequestSchema
 
@@ -160,3 +167,37 @@ def test_a_numeric_segment_column_keeps_whole_numbers_as_integers() -> None:
 def test_a_manifest_without_a_policy_accepts() -> None:
     assert unseen_policy({"format": 1}) == "accept"  # packaged before the policy existed
     assert unseen_policy({"serving": {"unseen_categories": "reject"}}) == "reject"
+
+
+def test_a_text_over_the_limit_is_refused_alike_by_the_server_and_batch_scoring() -> None:
+    long_category = "L" * 300  # seen in training: allowed however long
+    schema = FeatureSchema.from_dict(
+        [{"name": "dest", "kind": "categorical", "dtype": "string", "categories": [long_category]}]
+    )
+    rules = row_rules(schema, "origin", max_text=8)
+    assert [r.max_length for r in rules] == [300, 8]
+    ok = ["BOS", "X" * 300, long_category]  # the dest texts the limit allows
+    df = pd.DataFrame(
+        {"dest": [*ok, "X" * 301, "BOS"], "origin": ["JFK", "JFK", "EWR", "JFK", "O" * 9]}
+    )
+    check = check_frame(df, rules)
+    assert [(c.row, c.column, c.problem) for c in check.bad] == [
+        (3, "dest", "a text of at most 300 characters (serving.max_text_length)"),
+        (4, "origin", "a text of at most 8 characters (serving.max_text_length)"),
+    ]
+    server = RequestSchema(schema, "origin", max_instances=10, max_text=8)
+    rows = df.to_dict("records")
+    assert server.parse(json.dumps({"instances": rows[:3]}).encode())[0] == rows[:3]
+    with pytest.raises(ApiError) as info:
+        server.parse(json.dumps({"instances": rows}).encode())
+    assert info.value.status == 422
+    assert [(f["field"], f["problem"]) for f in info.value.fields] == [
+        ("instances.3.dest", "a text of at most 300 characters (serving.max_text_length); got 301"),
+        ("instances.4.origin", "a text of at most 8 characters (serving.max_text_length); got 9"),
+    ]
+    assert all(len(f["got"]) <= 60 for f in info.value.fields)
+
+
+def test_a_manifest_without_a_text_limit_has_the_default() -> None:
+    assert text_limit({}) == MAX_TEXT_LENGTH == 256
+    assert text_limit({"serving": {"max_text_length": 16}}) == 16

@@ -44,7 +44,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory, warehouse: Path) -> Path:
         result = Runner(settings, stores).run(load_config(path))
         assert result.version == 1
         manifest = orjson.loads(stores.content.get(result.manifest_digest, what="manifest"))
-        assert manifest["serving"] == {"unseen_categories": "reject"}  # the policy travels
+        assert manifest["serving"] == {  # the policy and the text limit travel
+            "unseen_categories": "reject",
+            "max_text_length": 256,
+        }
     finally:
         stores.close()
     return settings.home
