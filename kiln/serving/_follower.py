@@ -129,7 +129,7 @@ class RegistryFollower:
         return table
 
     def _read_registry(self) -> dict[str, _Wanted]:
-        with self._stores.metadata.unit_of_work() as uow:
+        with self._stores.metadata.read() as uow:
             out = {}
             for pipeline in uow.pipelines.list():
                 production = uow.versions.by_stage(pipeline.name, "production")
@@ -241,7 +241,7 @@ class RegistryFollower:
 
     def _sample_rate(self, record: VersionRecord, label: str) -> float:
         """``capture.sample_rate`` of the kiln.yaml that the version was trained from."""
-        with self._stores.metadata.unit_of_work() as uow:
+        with self._stores.metadata.read() as uow:
             run = uow.runs.get(record.run_id)
         try:
             loaded = parse_config(run.config_text, Path(run.config_path or "kiln.yaml"))
