@@ -69,6 +69,11 @@ class MetadataStore:
         self.engine, self._file = open_engine(url, create=create)
         self._retired: list[sa.Engine] = []
 
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file of this store; None for PostgreSQL."""
+        return None if self._file is None else self._file.path
+
     def replaced(self) -> str | None:
         """Why the SQLite file this store opened is no longer at its path (moved, deleted or
         replaced by another file); None while it is, and for PostgreSQL."""
