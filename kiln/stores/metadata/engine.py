@@ -52,6 +52,11 @@ def unreachable(url: str | sa.URL, error: BaseException) -> StoreError:
             " on it (e.g. a run registering a version, a promotion)",
             hint=_BUSY_HINT,
         )
+    if path is not None and "not a database" in reason:
+        return StoreError(
+            f"the metadata database {path} is not a SQLite database ({reason})",
+            hint="point KILN_HOME, or --db / KILN_DB_URL, at Kiln's database file",
+        )
     return StoreError(f"cannot reach the metadata database at {masked(url)}: {reason}", hint=_HINT)
 
 
@@ -192,7 +197,7 @@ def open_engine(url: str, *, create: bool = False) -> tuple[sa.Engine, SqliteFil
             if file is not None:
                 file.identity = _identity(file.path)
             conn.execution_options(**{READONLY: True}).exec_driver_sql("SELECT 1")
-    except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
+    except sa_exc.DBAPIError as e:  # unreachable, locked, or not a database at all
         engine.dispose()
         if file is not None and not file.path.exists():
             raise missing_file(file.path) from e

@@ -87,14 +87,13 @@ class MetadataStore:
         old file and then delete the ``-wal`` file *by name*, which now belongs to the new file.
         """
         engine, file = open_engine(self.url)
-        old, old_file = self.engine, self._file
-        self.engine, self._file = engine, file
         try:
-            self.check_schema()
+            self._check_schema(engine)
         except BaseException:
-            self.engine, self._file = old, old_file
             self._keep_or_dispose(engine, file)
             raise
+        old, old_file = self.engine, self._file
+        self.engine, self._file = engine, file
         self._keep_or_dispose(old, old_file)
 
     def _keep_or_dispose(self, engine: sa.Engine, file: SqliteFile | None) -> None:
@@ -132,17 +131,23 @@ class MetadataStore:
             raise unreachable(self.url, e) from e
 
     def schema_revision(self) -> str | None:
+        return self._schema_revision(self.engine)
+
+    def _schema_revision(self, engine: sa.Engine) -> str | None:
         try:
-            with self.engine.connect() as conn:
+            with engine.connect() as conn:
                 conn.execution_options(**{READONLY: True})
                 return MigrationContext.configure(conn).get_current_revision()
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
             raise unreachable(self.url, e) from e
 
     def check_schema(self) -> None:
+        self._check_schema(self.engine)
+
+    def _check_schema(self, engine: sa.Engine) -> None:
         script = ScriptDirectory.from_config(self._alembic_config())
         head = script.get_current_head()
-        current = self.schema_revision()
+        current = self._schema_revision(engine)
         if current is not None and current not in {r.revision for r in script.walk_revisions()}:
             raise StoreError(
                 f"the metadata database at {masked(self.url)} is at schema {current},"
