@@ -39,8 +39,9 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 class UnitOfWork:
     """The repositories of one transaction, sharing one session.
 
-    Keep a unit of work short (a few statements): on SQLite it holds the database's write lock
-    from its first statement to its end, so that reads and the writes they decide are atomic.
+    Keep a unit of work short (a few statements): on SQLite a writing one holds the database's
+    write lock from its first statement to its end, so that reads and the writes they decide are
+    atomic. A read-only one (``MetadataStore.read()``) takes no lock and never waits for a writer.
     """
 
     def __init__(self, session: Session) -> None:
