@@ -97,7 +97,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def store(db_url: str) -> Iterator[MetadataStore]:
     """A metadata store at the current schema, on each backend (the contract suites use it)."""
-    metadata = MetadataStore(db_url)
+    metadata = MetadataStore(db_url, create=True)
     metadata.upgrade()
     yield metadata
     metadata.dispose()

@@ -279,7 +279,7 @@ def runs_list(
 ) -> None:
     """The latest runs, newest first."""
     stores = _stores(ctx)
-    with stores.metadata.unit_of_work() as uow:
+    with stores.metadata.read() as uow:
         items = uow.runs.list(pipeline=pipeline, limit=limit)
     t = Table("run", "pipeline", "status", "trigger", "started", "wall s", "version", "error")
     for r in items:
@@ -296,7 +296,7 @@ def runs_list(
 def runs_show(ctx: typer.Context, run_id: str) -> None:
     """A run's steps and tasks with their timings, CPU seconds and peak memory."""
     stores = _stores(ctx)
-    with stores.metadata.unit_of_work() as uow:
+    with stores.metadata.read() as uow:
         r = uow.runs.get(run_id)
         steps = uow.steps.for_run(run_id)
         tasks = uow.tasks.for_run(run_id)
@@ -328,7 +328,7 @@ def runs_show(ctx: typer.Context, run_id: str) -> None:
 def models_list(ctx: typer.Context, pipeline: Annotated[str | None, typer.Option()] = None) -> None:
     """Registered versions with their stage and headline metric."""
     stores = _stores(ctx)
-    with stores.metadata.unit_of_work() as uow:
+    with stores.metadata.read() as uow:
         versions = uow.versions.list(pipeline=pipeline)
     t = Table("pipeline", "version", "stage", "created", "segments", "primary metric", "run")
     for v in versions:
@@ -355,7 +355,7 @@ def models_show(
     from kiln.registry.package import load_package
 
     stores = _stores(ctx)
-    with stores.metadata.unit_of_work() as uow:
+    with stores.metadata.read() as uow:
         v = uow.versions.get(pipeline, version)
     label = f"{pipeline} v{version}"
     if verify:
@@ -394,7 +394,7 @@ def predict(
 
     stores = _stores(ctx)
     try:
-        with stores.metadata.unit_of_work() as uow:
+        with stores.metadata.read() as uow:
             v = choose_version(uow.versions, pipeline, version)
         label = f"{pipeline} v{v.version}"
         predictor = Predictor.load(stores.content, v.manifest_digest, label=label)

@@ -28,7 +28,7 @@ def gates_show(
     made on, then every other result (re-checks, earlier ones), oldest first."""
     stores = _stores(ctx)
     try:
-        with stores.metadata.unit_of_work() as uow:
+        with stores.metadata.read() as uow:
             record = uow.versions.get(pipeline, version)
             results = uow.gates.for_version(pipeline, version)
             history = uow.gates.history(pipeline, version)

@@ -83,7 +83,7 @@ def audit(
     """The audit log, newest first: who changed what, when, and why."""
     stores = _stores(ctx)
     try:
-        with stores.metadata.unit_of_work() as uow:
+        with stores.metadata.read() as uow:
             events = uow.audit.list(pipeline=pipeline, limit=limit)
     finally:
         stores.close()

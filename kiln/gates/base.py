@@ -100,7 +100,7 @@ class Version:
     @cached_property
     def loaded(self) -> LoadedConfig:
         """The kiln.yaml of the run that trained this version, as it was then."""
-        with self.stores.metadata.unit_of_work() as uow:
+        with self.stores.metadata.read() as uow:
             run = uow.runs.get(self.record.run_id)
         return parse_config(run.config_text, Path(run.config_path))
 

@@ -96,7 +96,7 @@ def _example(prediction: Prediction, i: int) -> dict[str, Any]:
 
 def _training_checks(candidate: Version) -> dict[str, Any]:
     """What the run's check step recorded (a run whose checks fail registers no version)."""
-    with candidate.stores.metadata.unit_of_work() as uow:
+    with candidate.stores.metadata.read() as uow:
         steps = {s.name: s for s in uow.steps.for_run(candidate.record.run_id)}
     step = steps.get("check")
     if step is None:

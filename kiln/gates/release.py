@@ -102,7 +102,7 @@ class Release:
         (recorded with that decision; an archived version is loaded all the same), not against
         the version in production now -- which, for an overridden version, is itself."""
         candidate, current = self._versions(pipeline, version)
-        with self.stores.metadata.unit_of_work() as uow:
+        with self.stores.metadata.read() as uow:
             decided = [g for g in uow.gates.for_version(pipeline, version) if g.trigger == "run"]
             champion_number = next(
                 (g.champion_version for g in decided if g.champion_version is not None), None
@@ -147,7 +147,7 @@ class Release:
             self.stages.set_shadow(
                 pipeline, version, actor=SYSTEM_ACTOR, reason="gates passed; shadow period"
             )
-            with self.stores.metadata.unit_of_work() as uow:
+            with self.stores.metadata.read() as uow:
                 candidate = Version(self.stores, uow.versions.get(pipeline, version))  # shadow
             pending = ShadowGate().evaluate(candidate, champion, self._context(candidate))
             self._store(candidate, [pending], trigger="watch", champion=champion)
@@ -220,7 +220,7 @@ class Release:
         """One pass over the pipeline's shadow, canary and new production version; returns
         what it did, one line per change."""
         events: list[str] = []
-        with self.stores.metadata.unit_of_work() as uow:
+        with self.stores.metadata.read() as uow:
             versions = uow.versions.list(pipeline)
         for record in versions:
             try:
@@ -237,7 +237,7 @@ class Release:
         return events
 
     def tick_all(self) -> list[str]:
-        with self.stores.metadata.unit_of_work() as uow:
+        with self.stores.metadata.read() as uow:
             names = [p.name for p in uow.pipelines.list()]
         return [event for name in names for event in self.tick(name)]
 
@@ -293,7 +293,7 @@ class Release:
             return []
         if self._stored(record).get("live") == "failed":
             return []  # already judged (and the rollback refused): do not repeat every tick
-        with self.stores.metadata.unit_of_work() as uow:
+        with self.stores.metadata.read() as uow:
             latest = uow.deployments.list(record.pipeline, limit=1)
         if not latest or latest[0].action != "promote" or latest[0].version != record.version:
             # Put back by a rollback: it served before, and rolling it back too would walk the
@@ -342,7 +342,7 @@ class Release:
 
     # -- plumbing -----------------------------------------------------------------------------
     def _versions(self, pipeline: str, version: int) -> tuple[Version, Version | None]:
-        with self.stores.metadata.unit_of_work() as uow:
+        with self.stores.metadata.read() as uow:
             record = uow.versions.get(pipeline, version)
             production = uow.versions.by_stage(pipeline, "production")
         candidate = Version(self.stores, record)
@@ -379,7 +379,7 @@ class Release:
                 )  # fmt: skip
 
     def _stored(self, record: VersionRecord) -> dict[str, str]:
-        with self.stores.metadata.unit_of_work() as uow:
+        with self.stores.metadata.read() as uow:
             found: list[GateRecord] = uow.gates.for_version(record.pipeline, record.version)
         return {g.gate: g.status for g in found}
 

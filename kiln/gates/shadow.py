@@ -49,7 +49,7 @@ class ShadowPeriod:
 def shadow_period(candidate: Version, context: GateContext) -> ShadowPeriod | None:
     """The candidate's latest shadow period, from the deployment history (newest first); the
     stage change time when the version is in shadow with no event; None when never shadowed."""
-    with context.stores.metadata.unit_of_work() as uow:
+    with context.stores.metadata.read() as uow:
         history = uow.deployments.list(candidate.pipeline, limit=None)
     ended: datetime | None = None
     for event in history:

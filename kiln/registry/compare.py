@@ -113,7 +113,7 @@ def compare(
 
 def _side(metadata: MetadataStore, content: ContentStore, pipeline: str, ref: str) -> Side:
     text = ref.strip()
-    with metadata.unit_of_work() as uow:
+    with metadata.read() as uow:
         if text == "production":
             found = uow.versions.by_stage(pipeline, "production")
             if not found:

@@ -105,11 +105,11 @@ class Stages:
         self._metadata = metadata
 
     def production(self, pipeline: str) -> VersionRecord | None:
-        with self._metadata.unit_of_work() as uow:
+        with self._metadata.read() as uow:
             return _production(uow, pipeline)
 
     def shadows(self, pipeline: str) -> list[VersionRecord]:
-        with self._metadata.unit_of_work() as uow:
+        with self._metadata.read() as uow:
             return uow.versions.by_stage(pipeline, "shadow")
 
     def promote(

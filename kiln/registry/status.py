@@ -14,7 +14,7 @@ __all__ = ["pipeline_status"]
 def pipeline_status(metadata: MetadataStore, now: datetime | None = None) -> list[dict[str, Any]]:
     now = now or datetime.now(UTC)
     rows: list[dict[str, Any]] = []
-    with metadata.unit_of_work() as uow:
+    with metadata.read() as uow:
         for pipeline in uow.pipelines.list():
             versions = uow.versions.list(pipeline.name)
             production = next((v for v in versions if v.stage == "production"), None)

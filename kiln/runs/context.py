@@ -20,11 +20,13 @@ class Stores:
 
 
 def open_stores(settings: Settings, *, upgrade: bool = False) -> Stores:
-    """``upgrade=True`` is the explicit start-up migration of `kiln run` and `kiln db upgrade`;
-    every other command only checks that the schema is current."""
-    if settings.db_url is None or settings.artifacts_url is None:
+    """``upgrade=True`` is the explicit start-up migration of `kiln run` and `kiln db upgrade`,
+    the only opens that may create the home folder and a SQLite file; every other command opens
+    an existing database (a missing SQLite file is a StoreError naming it) and only checks that
+    the schema is current."""
+    if upgrade and (settings.db_url is None or settings.artifacts_url is None):
         settings.home.mkdir(parents=True, exist_ok=True)
-    metadata = MetadataStore(settings.metadata_url)
+    metadata = MetadataStore(settings.metadata_url, create=upgrade)
     if upgrade:
         metadata.upgrade()
     else:

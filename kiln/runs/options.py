@@ -105,7 +105,7 @@ class BasePackage:
     def of_production(cls, stores: Stores, loaded: LoadedConfig) -> BasePackage:
         """The production version of the pipeline, its package loaded (digests checked)."""
         cfg = loaded.config
-        with stores.metadata.unit_of_work() as uow:
+        with stores.metadata.read() as uow:
             found = uow.versions.by_stage(cfg.name, "production")
         if not found:
             raise NotFoundError(
@@ -194,7 +194,7 @@ class BasePackage:
 def snapshot_to_reuse(stores: Stores, pipeline: str, run_id: str | None) -> tuple[str, str]:
     """The run whose data snapshot ``--step check|train`` reuses (``run_id``, or the pipeline's
     latest run that has one), and the snapshot's digest."""
-    with stores.metadata.unit_of_work() as uow:
+    with stores.metadata.read() as uow:
         runs = [uow.runs.get(run_id)] if run_id else uow.runs.list(pipeline, limit=200)
     for run in runs:
         if run.data_digest and run.pipeline == pipeline:

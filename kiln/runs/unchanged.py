@@ -90,7 +90,7 @@ def unchanged_from(run: RunIdentity, production: dict[str, Any]) -> bool:
 
 def production_identical(stores: Stores, pipeline: str, run: RunIdentity) -> int | None:
     """The production version that ``run`` would merely repeat, if any."""
-    with stores.metadata.unit_of_work() as uow:
+    with stores.metadata.read() as uow:
         production = uow.versions.by_stage(pipeline, "production")
     for version in production:
         if unchanged_from(run, version.lineage):

@@ -396,5 +396,10 @@ class Scheduler(Claims):
     def _uow(self) -> Iterator[UnitOfWork]:
         if self._stores is None:
             raise StoreError("the scheduler is not running")
-        with self._stores.metadata.unit_of_work() as uow:
+        metadata = self._stores.metadata
+        problem = metadata.replaced()
+        if problem is not None and metadata.path is not None and metadata.path.exists():
+            metadata.reopen()  # another Kiln database was put at the path: follow it
+            log.warning("%s: reopened it, following the file now at that path", problem)
+        with metadata.unit_of_work() as uow:  # a missing file: a StoreError naming it
             yield uow

@@ -70,6 +70,7 @@ class RegistryFollower:
         self._loaded: dict[_Key, Deployed] = {}
         self._refused: dict[_Key, tuple[Refusal, float]] = {}
         self._registry_failing = False
+        self._file_problem: str | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -100,6 +101,13 @@ class RegistryFollower:
 
     def refresh(self) -> RoutingTable:
         """Read the registry once, load what is new, swap the table in; returns it."""
+        unavailable = self._follow_file()
+        if unavailable is not None:
+            old = self.table
+            self.table = RoutingTable(
+                old.pipelines, old.read_at, registry_error=unavailable, unavailable=unavailable
+            )
+            return self.table
         try:
             wanted = self._read_registry()
         except Exception as e:  # the database is down or locked: keep serving what we have
@@ -128,8 +136,38 @@ class RegistryFollower:
         self._refused = {k: v for k, v in self._refused.items() if k in wanted_keys}
         return table
 
+    def _follow_file(self) -> str | None:
+        """Follow the SQLite file at the configured path: None while it is the file opened (or
+        the one reopened after it was replaced); else why the registry is unavailable."""
+        metadata = self._stores.metadata
+        problem = metadata.replaced()
+        if problem is None:
+            if self._file_problem is not None:
+                self._file_problem = None
+                logger.warning("the metadata database %s is back: following it", metadata.path)
+            return None
+        if self._file_problem is None:
+            logger.error(
+                "%s while this server has it open: /readyz answers 503 and registry writes are"
+                " refused until a Kiln database is at that path again (it is then reopened)",
+                problem,
+            )
+        self._file_problem = problem
+        if metadata.path is None or not metadata.path.exists():
+            return problem
+        try:
+            metadata.reopen()
+        except KilnError as e:
+            return f"{problem}; the file now there cannot be used: {e.message}"
+        self._file_problem = None
+        logger.warning(
+            "reopened the metadata database %s (another file was put there): following it",
+            metadata.path,
+        )
+        return None
+
     def _read_registry(self) -> dict[str, _Wanted]:
-        with self._stores.metadata.unit_of_work() as uow:
+        with self._stores.metadata.read() as uow:
             out = {}
             for pipeline in uow.pipelines.list():
                 production = uow.versions.by_stage(pipeline.name, "production")
@@ -242,7 +280,7 @@ class RegistryFollower:
 
     def _sample_rate(self, record: VersionRecord, label: str) -> float:
         """``capture.sample_rate`` of the kiln.yaml that the version was trained from."""
-        with self._stores.metadata.unit_of_work() as uow:
+        with self._stores.metadata.read() as uow:
             run = uow.runs.get(record.run_id)
         try:
             loaded = parse_config(run.config_text, Path(run.config_path or "kiln.yaml"))

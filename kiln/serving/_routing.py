@@ -109,8 +109,16 @@ class RoutingTable:
     read_at: datetime | None = None
     """When the registry was last read; None before the first read."""
     registry_error: str | None = None
+    unavailable: str | None = None
+    """Why the registry cannot be trusted now (its database file was moved or replaced): the
+    server is not ready, whatever it serves."""
 
     def missing(self) -> list[str]:
+        if self.unavailable is not None:
+            return [self.unavailable, *self._missing()]
+        return self._missing()
+
+    def _missing(self) -> list[str]:
         if self.read_at is None:
             reason = f": {self.registry_error}" if self.registry_error else ""
             return [f"the registry has not been read yet{reason}"]

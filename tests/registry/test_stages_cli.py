@@ -48,7 +48,7 @@ def test_writes_without_the_admin_token_exit_9(
     tmp_path: Path, env: dict[str, str], args: list[str], message: str
 ) -> None:
     """On SQLite only: the token is checked before any store is opened."""
-    store = MetadataStore(f"sqlite:///{tmp_path / 'kiln.db'}")
+    store = MetadataStore(f"sqlite:///{tmp_path / 'kiln.db'}", create=True)
     try:
         store.upgrade()
         with store.unit_of_work() as uow:
@@ -124,7 +124,7 @@ def test_promote_shadow_rollback_audit(tmp_path: Path, store: MetadataStore, reg
 
 
 def test_override_needs_the_admin_token_and_a_reason(tmp_path: Path) -> None:
-    store = MetadataStore(f"sqlite:///{tmp_path / 'kiln.db'}")
+    store = MetadataStore(f"sqlite:///{tmp_path / 'kiln.db'}", create=True)
     try:
         store.upgrade()
         with store.unit_of_work() as uow:

@@ -56,7 +56,7 @@ def kiln_env(db_url: str, tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def metadata(db_url: str) -> Iterator[MetadataStore]:
     """The test's database at the current schema (a team's schedulers share a migrated one)."""
-    store = MetadataStore(db_url)
+    store = MetadataStore(db_url, create=True)
     store.upgrade()
     yield store
     store.dispose()

@@ -58,7 +58,7 @@ class TestMetadataContract:
     # -- schema -------------------------------------------------------------------------------
 
     def test_check_schema_before_and_after_upgrade(self, db_url: str) -> None:
-        metadata = MetadataStore(db_url)
+        metadata = MetadataStore(db_url, create=True)
         try:
             with pytest.raises(StoreError, match="not at the current schema") as info:
                 metadata.check_schema()

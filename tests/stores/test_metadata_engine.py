@@ -15,7 +15,7 @@ from kiln.stores.metadata import make_engine
 
 def test_sqlite_engine_settings_and_parent_folder(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "er" / "kiln.db"
-    engine = make_engine(f"sqlite:///{path}")
+    engine = make_engine(f"sqlite:///{path}", create=True)
     try:
         assert path.parent.is_dir()
         with engine.connect() as conn:
@@ -57,7 +57,7 @@ def test_sqlite_folder_that_cannot_be_created(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(StoreError, match="cannot reach the metadata database"):
-        MetadataStore(f"sqlite:///{blocker / 'kiln.db'}")
+        MetadataStore(f"sqlite:///{blocker / 'kiln.db'}", create=True)
 
 
 @pytest.mark.parametrize("url", ["not a url", "mysql://u@h/db"])
@@ -68,7 +68,7 @@ def test_unusable_urls(url: str) -> None:
 
 def test_constructor_neither_migrates_nor_writes(tmp_path: Path) -> None:
     path = tmp_path / "kiln.db"
-    store = MetadataStore(f"sqlite:///{path}")
+    store = MetadataStore(f"sqlite:///{path}", create=True)
     try:
         assert sa.inspect(store.engine).get_table_names() == []
     finally:

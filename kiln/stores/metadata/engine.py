@@ -1,9 +1,20 @@
-"""Engines for the metadata database: SQLite (embedded default) and PostgreSQL."""
+"""Engines for the metadata database: SQLite (embedded default) and PostgreSQL.
+
+A SQLite file is created only by an explicit ``create=True`` open (``kiln db upgrade``, ``kiln
+run``, the scheduler); every other open uses SQLite's ``mode=rw`` URI, so a missing file is an
+error and never a new empty database (whose connection, on close, would delete the ``-wal`` and
+``-shm`` files that another process still uses). The file's identity (device, inode) is recorded
+at open and checked at the start of every transaction: a file moved, deleted or replaced under
+a running process refuses the transaction instead of writing into a WAL nobody will read.
+"""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -11,9 +22,17 @@ from sqlalchemy import exc as sa_exc
 
 from kiln.errors import StoreError
 
-__all__ = ["make_engine", "masked", "unreachable"]
+__all__ = ["READONLY", "SqliteFile", "make_engine", "masked", "open_engine", "unreachable"]
+
+READONLY = "kiln_readonly"
+"""The execution option of a read-only transaction: a deferred BEGIN on SQLite."""
 
 _HINT = "set KILN_DB_URL (or --db) to a reachable database, or start the database server"
+_BUSY_HINT = (
+    "retry when it has finished (a write holds the lock for a few statements at most);"
+    " teams whose runs and servers write at the same time from many machines can put the"
+    " registry on PostgreSQL (KILN_DB_URL)"
+)
 
 
 def masked(url: str | sa.URL) -> str:
@@ -26,10 +45,30 @@ def masked(url: str | sa.URL) -> str:
 def unreachable(url: str | sa.URL, error: BaseException) -> StoreError:
     lines = str(getattr(error, "orig", None) or error).strip().splitlines()
     reason = lines[0] if lines else type(error).__name__
+    path = sqlite_path(url)
+    if path is not None and "database is locked" in reason:
+        return StoreError(
+            f"the metadata database {path} is busy: another Kiln process holds the write lock"
+            " on it (e.g. a run registering a version, a promotion)",
+            hint=_BUSY_HINT,
+        )
+    if path is not None and "not a database" in reason:
+        return StoreError(
+            f"the metadata database {path} is not a SQLite database ({reason})",
+            hint="point KILN_HOME, or --db / KILN_DB_URL, at Kiln's database file",
+        )
     return StoreError(f"cannot reach the metadata database at {masked(url)}: {reason}", hint=_HINT)
 
 
-def _normalize(url: str) -> sa.URL:
+def missing_file(path: Path) -> StoreError:
+    return StoreError(
+        f"the metadata database {path} does not exist",
+        hint="`kiln db upgrade` creates it (so does `kiln run`); if it should exist, check"
+        " KILN_HOME, or --db / KILN_DB_URL",
+    )
+
+
+def _normalize(url: str | sa.URL) -> sa.URL:
     try:
         parsed = sa.make_url(url)
     except sa_exc.ArgumentError as e:
@@ -40,6 +79,55 @@ def _normalize(url: str) -> sa.URL:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+def sqlite_path(url: str | sa.URL) -> Path | None:
+    """The file of a SQLite URL (absolute); None for other databases, memory and URI forms."""
+    try:
+        parsed = sa.make_url(url)
+    except sa_exc.ArgumentError:
+        return None
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:"):
+        return None
+    return Path(database).absolute()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+@dataclass
+class SqliteFile:
+    """The file an engine opened and its identity (device, inode) at that time."""
+
+    path: Path
+    identity: tuple[int, int] | None = None
+
+    def problem(self) -> str | None:
+        """Why the file at ``path`` is no longer the one opened; None while it is."""
+        now = _identity(self.path)
+        if now is None:
+            return f"the metadata database {self.path} is missing (moved or deleted)"
+        if now != self.identity:
+            return f"the metadata database {self.path} was replaced by another file"
+        return None
+
+    def check(self) -> None:
+        problem = self.problem()
+        if problem is not None:
+            raise StoreError(
+                f"{problem}: this process opened it earlier and refuses to read or write the"
+                " file it had, which was moved, deleted or replaced",
+                hint="put the file back (with its -wal and -shm files); a server follows the"
+                " file at that path again once it is back; restart other processes",
+            )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -55,30 +143,48 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def _sqlite_begin(conn: sa.Connection) -> None:
-    """Take the write lock at BEGIN.
+def _begin(file: SqliteFile | None) -> Any:
+    def begin(conn: sa.Connection) -> None:
+        """Take the write lock at BEGIN, except in read-only transactions.
 
-    A deferred transaction that reads and then writes fails at once with SQLITE_BUSY when another
-    process committed in between (busy_timeout does not apply), which would break version
-    allocation; BEGIN IMMEDIATE serializes writers instead, waiting up to busy_timeout.
-    """
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+        A deferred transaction that reads and then writes fails at once with SQLITE_BUSY when
+        another process committed in between (busy_timeout does not apply), which would break
+        version allocation; BEGIN IMMEDIATE serializes writers instead, waiting up to
+        busy_timeout. A read-only transaction (``READONLY``) begins deferred: under WAL it
+        reads a snapshot and never waits for a writer.
+        """
+        readonly = conn.get_execution_options().get(READONLY, False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        if file is not None and file.problem() is not None:
+            conn.exec_driver_sql("ROLLBACK")
+            file.check()
+
+    return begin
 
 
-def make_engine(url: str) -> sa.Engine:
-    """An engine for ``url``; connects once so that an unreachable database fails here."""
+def open_engine(url: str, *, create: bool = False) -> tuple[sa.Engine, SqliteFile | None]:
+    """An engine for ``url`` and, for a SQLite file, the file it opened; connects once so that
+    an unreachable database fails here. Only ``create=True`` may create a SQLite file."""
     parsed = _normalize(url)
     backend = parsed.get_backend_name()
+    file: SqliteFile | None = None
     if backend == "sqlite":
-        database = parsed.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
-            try:
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise unreachable(url, e) from e
+        path = sqlite_path(parsed)
+        if path is not None:
+            file = SqliteFile(path)
+            if create:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise unreachable(url, e) from e
+            else:
+                if not path.exists():
+                    raise missing_file(path)
+                query = {**parsed.query, "mode": "rw", "uri": "true"}
+                parsed = parsed.set(database=f"file:{quote(str(path))}", query=query)
         engine = sa.create_engine(parsed)
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "begin", _begin(file))
     elif backend == "postgresql":
         engine = sa.create_engine(parsed, connect_args={"connect_timeout": 5}, pool_pre_ping=True)
     else:
@@ -88,8 +194,17 @@ def make_engine(url: str) -> sa.Engine:
         )
     try:
         with engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-    except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
+            if file is not None:
+                file.identity = _identity(file.path)
+            conn.execution_options(**{READONLY: True}).exec_driver_sql("SELECT 1")
+    except sa_exc.DBAPIError as e:  # unreachable, locked, or not a database at all
         engine.dispose()
+        if file is not None and not file.path.exists():
+            raise missing_file(file.path) from e
         raise unreachable(url, e) from e
-    return engine
+    return engine, file
+
+
+def make_engine(url: str, *, create: bool = False) -> sa.Engine:
+    """An engine for ``url`` (see ``open_engine``)."""
+    return open_engine(url, create=create)[0]

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from kiln.errors import StoreError
 from kiln.stores.metadata.base import one_production_violated, second_production
-from kiln.stores.metadata.engine import make_engine, masked, unreachable
+from kiln.stores.metadata.engine import READONLY, SqliteFile, masked, open_engine, unreachable
 from kiln.stores.metadata.fires import FireRepository
 from kiln.stores.metadata.gates import GateRepository
 from kiln.stores.metadata.repositories import (
@@ -37,8 +39,9 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 class UnitOfWork:
     """The repositories of one transaction, sharing one session.
 
-    Keep a unit of work short (a few statements): on SQLite it holds the database's write lock
-    from its first statement to its end, so that reads and the writes they decide are atomic.
+    Keep a unit of work short (a few statements): on SQLite a writing one holds the database's
+    write lock from its first statement to its end, so that reads and the writes they decide are
+    atomic. A read-only one (``MetadataStore.read()``) takes no lock and never waits for a writer.
     """
 
     def __init__(self, session: Session) -> None:
@@ -58,12 +61,47 @@ class MetadataStore:
     """Runs, steps, tasks, versions, audit events and locks in one SQL database.
 
     Opening a store only connects; the schema is created or migrated by ``upgrade()``
-    (``kiln db upgrade``), and ``check_schema()`` says when that is needed.
+    (``kiln db upgrade``), and ``check_schema()`` says when that is needed. Only
+    ``create=True`` may create a SQLite file: any other open of a missing file is a StoreError.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = False) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine, self._file = open_engine(url, create=create)
+        self._retired: list[sa.Engine] = []
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file of this store; None for PostgreSQL."""
+        return None if self._file is None else self._file.path
+
+    def replaced(self) -> str | None:
+        """Why the SQLite file this store opened is no longer at its path (moved, deleted or
+        replaced by another file); None while it is, and for PostgreSQL."""
+        return None if self._file is None else self._file.problem()
+
+    def reopen(self) -> None:
+        """Open the SQLite file now at the path (never creating it) in place of the one opened
+        before, once it is a Kiln database at the current schema.
+
+        The old engine is kept, not disposed: closing its connections would checkpoint into the
+        old file and then delete the ``-wal`` file *by name*, which now belongs to the new file.
+        """
+        engine, file = open_engine(self.url)
+        try:
+            self._check_schema(engine)
+        except BaseException:
+            self._keep_or_dispose(engine, file)
+            raise
+        old, old_file = self.engine, self._file
+        self.engine, self._file = engine, file
+        self._keep_or_dispose(old, old_file)
+
+    def _keep_or_dispose(self, engine: sa.Engine, file: SqliteFile | None) -> None:
+        if file is not None and file.problem() is not None:
+            self._retired.append(engine)
+        else:
+            engine.dispose()
 
     def __repr__(self) -> str:
         return f"MetadataStore({masked(self.url)!r})"
@@ -94,16 +132,23 @@ class MetadataStore:
             raise unreachable(self.url, e) from e
 
     def schema_revision(self) -> str | None:
+        return self._schema_revision(self.engine)
+
+    def _schema_revision(self, engine: sa.Engine) -> str | None:
         try:
-            with self.engine.connect() as conn:
+            with engine.connect() as conn:
+                conn.execution_options(**{READONLY: True})
                 return MigrationContext.configure(conn).get_current_revision()
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
             raise unreachable(self.url, e) from e
 
     def check_schema(self) -> None:
+        self._check_schema(self.engine)
+
+    def _check_schema(self, engine: sa.Engine) -> None:
         script = ScriptDirectory.from_config(self._alembic_config())
         head = script.get_current_head()
-        current = self.schema_revision()
+        current = self._schema_revision(engine)
         if current is not None and current not in {r.revision for r in script.walk_revisions()}:
             raise StoreError(
                 f"the metadata database at {masked(self.url)} is at schema {current},"
@@ -118,13 +163,29 @@ class MetadataStore:
                 hint="`kiln db upgrade` creates or migrates the tables; it keeps existing data",
             )
 
+    def read(self) -> AbstractContextManager[UnitOfWork]:
+        """A read-only unit of work (see ``unit_of_work``)."""
+        return self.unit_of_work(readonly=True)
+
     @contextmanager
-    def unit_of_work(self) -> Iterator[UnitOfWork]:
-        """One transaction: committed when the block exits cleanly, rolled back otherwise."""
-        session = Session(self.engine, expire_on_commit=False, autoflush=True)
+    def unit_of_work(self, *, readonly: bool = False) -> Iterator[UnitOfWork]:
+        """One transaction: committed when the block exits cleanly, rolled back otherwise.
+
+        ``readonly=True`` (``read()``): on SQLite a deferred transaction that never waits for a
+        writer (write units of work take the write lock at their start); any write in it is a
+        StoreError.
+        """
+        engine = self.engine.execution_options(**{READONLY: True}) if readonly else self.engine
+        session = Session(engine, expire_on_commit=False, autoflush=True)
+        if readonly:
+            event.listen(session, "do_orm_execute", _refuse_writes)
+            event.listen(session, "before_flush", _refuse_flush)
         try:
             yield UnitOfWork(session)
-            session.commit()
+            if readonly:
+                session.rollback()
+            else:
+                session.commit()
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
             session.rollback()
             raise unreachable(self.url, e) from e
@@ -144,3 +205,16 @@ class MetadataStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+_READ_ONLY = "a read-only unit of work cannot write (a bug in Kiln: use unit_of_work())"
+
+
+def _refuse_writes(state: ORMExecuteState) -> None:
+    if not state.is_select:
+        raise StoreError(_READ_ONLY)
+
+
+def _refuse_flush(session: Session, *_: object) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise StoreError(_READ_ONLY)
