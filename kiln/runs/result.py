@@ -24,6 +24,8 @@ class RunResult:
     """The production version whose data, config and code this run had: with
     ``deploy.on_unchanged: skip`` nothing was registered; with ``register`` the version is a
     candidate that must not be gated nor promoted."""
+    released: dict[str, Any] | None = None
+    """What the release step recorded (``outcome``: promoted, blocked, skipped...)."""
 
 
 @dataclass(frozen=True)

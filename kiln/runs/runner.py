@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from kiln.config.loader import LoadedConfig, parse_config
-from kiln.errors import KilnError, SourceError
+from kiln.errors import ConfigError, KilnError, SourceError
 from kiln.executors import Executor, make_executor
 from kiln.pipeline.plan import STEPS, SegmentPlan
 from kiln.registry.package import save_manifest
@@ -41,12 +41,18 @@ from kiln.runs.options import (
 from kiln.runs.packaging import TaskInfo, TrainedRun, build_manifest, fallback_warnings
 from kiln.runs.preflight import check_importable
 from kiln.runs.probe import numeric_text_warnings, open_configured_source
+from kiln.runs.register import (
+    Releaser,
+    register_step,
+    registered_result,
+    release_only,
+    release_step,
+)
 from kiln.runs.reporting import NullReporter, Reporter, host_and_pid
 from kiln.runs.result import RunResult, StoppedRun
 from kiln.runs.steps import (
     LOCK_STALE_AFTER,
     Heartbeat,
-    actor,
     code_revision,
     finish_run,
     interruption,
@@ -63,11 +69,18 @@ __all__ = ["RunResult", "Runner", "StoppedRun"]
 
 class Runner:
     def __init__(
-        self, settings: Settings, stores: Stores, reporter: Reporter | None = None
+        self,
+        settings: Settings,
+        stores: Stores,
+        reporter: Reporter | None = None,
+        *,
+        release: Releaser | None = None,
     ) -> None:
         self.settings = settings
         self.stores = stores
         self.reporter = reporter or NullReporter()
+        self.release = release
+        """The run's last step: gate and deploy the registered version (None: skipped)."""
         self.interrupted = threading.Event()
         """Set by whoever turns SIGTERM/SIGINT into a KeyboardInterrupt: a library may swallow
         that exception into its own error, the run is still interrupted, not failed."""
@@ -156,9 +169,13 @@ class Runner:
         host, pid = host_and_pid()
         with self.stores.metadata.unit_of_work() as uow:
             run = uow.runs.get(run_id)
-            if run.status == "succeeded":
-                raise KilnError(
-                    f"run {run_id} already succeeded (model version {run.model_version})",
+            steps = {s.name: s for s in uow.steps.for_run(run_id)}
+            release = steps.get("release")
+            released = release is not None and release.status in ("succeeded", "skipped")
+            if run.status == "succeeded" and (released or run.model_version is None):
+                raise ConfigError(
+                    f"run {run_id} already succeeded"
+                    + (f" (model version {run.model_version})" if run.model_version else ""),
                     hint="start a new run with `kiln run kiln.yaml`",
                 )
             uow.locks.acquire(run.pipeline, run_id, host, pid, LOCK_STALE_AFTER)
@@ -166,7 +183,12 @@ class Runner:
                 run_id, status="running", attempt=run.attempt + 1, host=host, pid=pid,
                 error=None, finished_at=None,
             )  # fmt: skip
-            extract = next((s for s in uow.steps.for_run(run_id) if s.name == "extract"), None)
+            extract = steps.get("extract")
+        registered = registered_result(self.stores, run)
+        if registered is not None:  # killed between registering and releasing
+            return release_only(
+                self.stores, self.reporter, registered, self.release, self.interrupted
+            )
         options = RunOptions.from_details(
             (extract.details or {}).get("options") if extract else None
         )
@@ -243,13 +265,16 @@ class Runner:
             warnings = fallback_warnings(manifest)
             for text in warnings:
                 self.reporter.warn(text)
-            version = self._step_register(cfg.name, run_id, digest, manifest)
+            version = register_step(
+                self.stores, self.reporter, cfg.name, run_id, digest=digest, manifest=manifest
+            )
             lineage = manifest["lineage"]
-            return RunResult(
+            result = RunResult(
                 run_id, cfg.name, version, digest, manifest, reused_tasks=reused,
                 warnings=warnings, experiment=lineage.get("experiment"),
                 partial=lineage.get("partial"), unchanged_from=same_as,
             )  # fmt: skip
+            return release_step(self.stores, self.reporter, result, self.release)
         except BaseException as e:  # KeyboardInterrupt, SIGTERM, or a bug: never leave it running
             # An interruption can surface as the error it caused while being handled (e.g. the
             # executor losing its workers): the run was still interrupted, not failed.
@@ -409,22 +434,3 @@ class Runner:
             digest = save_manifest(self.stores.content, manifest)
             m.details |= {"manifest": digest, "models": len(manifest["models"])}
         return manifest, digest
-
-    def _step_register(
-        self, pipeline: str, run_id: str, digest: str, manifest: dict[str, Any]
-    ) -> int:
-        with step(self.stores, self.reporter, run_id, "register") as m:
-            with self.stores.metadata.unit_of_work() as uow:
-                version = uow.versions.register(
-                    pipeline, run_id, digest, manifest["metrics"], manifest["lineage"]
-                )
-                uow.runs.mark_finished(run_id, "succeeded", model_version=version.version)
-                details: dict[str, Any] = {"run_id": run_id, "manifest": digest}
-                if (same_as := manifest["lineage"].get("unchanged_from")) is not None:
-                    details["unchanged_from"] = same_as  # registered as a candidate only
-                uow.audit.record(
-                    actor(), "register", pipeline, version=version.version, details=details
-                )
-                uow.locks.release(pipeline, run_id)
-            m.details["version"] = version.version
-        return version.version

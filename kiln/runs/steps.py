@@ -8,13 +8,13 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kiln.errors import KilnError
+from kiln.registry.liveness import HEARTBEAT_EVERY, STALE_AFTER
 from kiln.runs.context import Stores
 from kiln.runs.reporting import Measured, Meter, Reporter
 from kiln.stores.metadata.records import RunStatus, StepStatus
@@ -31,8 +31,7 @@ __all__ = [
     "step",
 ]
 
-LOCK_STALE_AFTER = timedelta(seconds=120)
-HEARTBEAT_EVERY = 20.0
+LOCK_STALE_AFTER = STALE_AFTER
 
 
 @contextmanager

@@ -1,0 +1,108 @@
+"""Whether a run is alive, judged when reading, and the versions that dead runs left ungated.
+
+A live run holds its pipeline's lock and beats it every ``HEARTBEAT_EVERY`` seconds. A run
+recorded ``running`` is judged dead when it no longer holds the lock, when its heartbeat is
+older than ``STALE_AFTER`` (``MISSED_BEATS`` beats), or when it ran on this host and its process
+is gone. Nothing is written here: listings show such a run as ``interrupted``; the next run of
+the pipeline (lock takeover) or a ``--resume`` records it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from kiln.stores.metadata.locks import pid_alive
+from kiln.stores.metadata.records import LockRecord, RunRecord, VersionRecord
+from kiln.stores.metadata.store import UnitOfWork
+
+__all__ = [
+    "HEARTBEAT_EVERY",
+    "MISSED_BEATS",
+    "STALE_AFTER",
+    "Ungated",
+    "dead_reason",
+    "shown_status",
+    "ungated_versions",
+]
+
+HEARTBEAT_EVERY = 20.0
+"""Seconds between two heartbeats of a live run."""
+MISSED_BEATS = 6
+STALE_AFTER = timedelta(seconds=HEARTBEAT_EVERY * MISSED_BEATS)
+"""A heartbeat older than this: the run's process is dead (or cut off from the database)."""
+
+
+def dead_reason(
+    run: RunRecord, lock: LockRecord | None, *, now: datetime | None = None
+) -> str | None:
+    """Why a ``running`` run is dead, or None when it is alive (or not recorded running)."""
+    if run.status != "running":
+        return None
+    if lock is None or lock.run_id != run.id:
+        return "it no longer holds its pipeline's lock: its process died"
+    now = now or datetime.now(UTC)
+    silent = now - lock.heartbeat_at
+    if silent > STALE_AFTER:
+        return f"no heartbeat for {_duration(silent)}: its process is dead or cut off"
+    if lock.host == os.uname().nodename and not pid_alive(lock.pid):
+        return f"its process (pid {lock.pid} on {lock.host}) is gone"
+    return None
+
+
+def shown_status(run: RunRecord, lock: LockRecord | None, *, now: datetime | None = None) -> str:
+    """The status to show: ``interrupted`` for a ``running`` run whose process is dead."""
+    return "interrupted" if dead_reason(run, lock, now=now) else run.status
+
+
+@dataclass(frozen=True)
+class Ungated:
+    """A candidate that a run registered and never released (the run died between the two)."""
+
+    pipeline: str
+    version: int
+    run_id: str
+
+    def advice(self) -> str:
+        return (
+            f"v{self.version} candidate, never gated: run `kiln run --resume {self.run_id}`"
+            f" or `kiln gates check {self.pipeline} {self.version}`"
+        )
+
+
+def ungated_versions(
+    uow: UnitOfWork, pipeline: str, *, now: datetime | None = None
+) -> list[Ungated]:
+    """The pipeline's candidates with no gate result whose run is not alive to gate them and
+    did not skip its release on purpose (``--skip-gates``, an experiment, an unchanged run)."""
+    lock = uow.locks.get(pipeline)
+    found = []
+    for v in uow.versions.list(pipeline):
+        if not _releasable(v) or uow.gates.history(pipeline, v.version):
+            continue
+        run = uow.runs.get(v.run_id)
+        if run.status == "running" and dead_reason(run, lock, now=now) is None:
+            continue  # its run is alive: it is gating it now
+        release = next((s for s in uow.steps.for_run(run.id) if s.name == "release"), None)
+        if release is not None and release.status in ("succeeded", "skipped"):
+            continue
+        found.append(Ungated(pipeline, v.version, run.id))
+    return found
+
+
+def _releasable(v: VersionRecord) -> bool:
+    return (
+        v.stage == "candidate"
+        and v.experiment is None
+        and (v.lineage or {}).get("unchanged_from") is None
+    )
+
+
+def _duration(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    if seconds >= 7200:
+        return f"{seconds // 3600}h"
+    if seconds >= 120:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
