@@ -117,7 +117,9 @@ def run(
 
     --experiment NAME registers a version that is only compared with production; --segment S
     retrains S and packs it with production's other models; --step extract|check|train stops
-    after that step (check and train reuse the latest data snapshot).
+    after that step (check and train reuse the latest data snapshot). --resume RUN continues a
+    run that was killed or failed where it stopped; the release (gates, then deploy or block) is
+    the run's last recorded step, so a run killed after registering resumes with it alone.
 
     Exits 0 when the version was registered (and not blocked), 10 when the version was
     registered but its gates blocked it (`kiln gates show` has the evidence), and with the

@@ -15,7 +15,7 @@ import os
 from typing import TYPE_CHECKING
 
 from kiln.errors import ConcurrentRunError
-from kiln.registry.liveness import STALE_AFTER, Ungated, ungated_versions
+from kiln.registry.liveness import STALE_AFTER, Ungated, release_pending, ungated_versions
 from kiln.runs.reporting import NullReporter
 from kiln.runs.steps import step
 
@@ -47,9 +47,8 @@ def _release_one(release: Release, found: Ungated) -> str | None:
         return None
     try:
         with metadata.unit_of_work() as uow:  # another watcher may have released it meanwhile
-            record = uow.versions.get(pipeline, found.version)
-            gated = bool(uow.gates.history(pipeline, found.version))
-        if gated or record.stage != "candidate":
+            pending = release_pending(uow, uow.versions.get(pipeline, found.version))
+        if pending is None:
             return None
         with step(release.stores, NullReporter(), run_id, "release") as m:
             decision = release.after_run(pipeline, found.version)

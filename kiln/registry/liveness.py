@@ -23,6 +23,7 @@ __all__ = [
     "STALE_AFTER",
     "Ungated",
     "dead_reason",
+    "release_pending",
     "shown_status",
     "ungated_versions",
 ]
@@ -58,36 +59,53 @@ def shown_status(run: RunRecord, lock: LockRecord | None, *, now: datetime | Non
 
 @dataclass(frozen=True)
 class Ungated:
-    """A candidate that a run registered and never released (the run died between the two)."""
+    """A candidate that a run registered and never released (the run died between the two,
+    or while releasing it)."""
 
     pipeline: str
     version: int
     run_id: str
+    gated: bool = False
+    """Gate results were stored, but the run died before acting on them."""
 
     def advice(self) -> str:
+        what = "gated but never released" if self.gated else "never gated"
         return (
-            f"v{self.version} candidate, never gated: run `kiln run --resume {self.run_id}`"
+            f"v{self.version} candidate, {what}: run `kiln run --resume {self.run_id}`"
             f" or `kiln gates check {self.pipeline} {self.version}`"
         )
+
+
+def release_pending(uow: UnitOfWork, version: VersionRecord) -> Ungated | None:
+    """``version`` as a candidate whose run has not released it (None: released, or not to be
+    released: ``--skip-gates``, an experiment, an unchanged run), whether its run lives or not."""
+    if not _releasable(version):
+        return None
+    gated = bool(uow.gates.history(version.pipeline, version.version))
+    release = next((s for s in uow.steps.for_run(version.run_id) if s.name == "release"), None)
+    if release is None:
+        pending = not gated  # killed before its release started (or registered by Kiln < 0.9)
+    elif release.status == "running":
+        pending = True  # killed while releasing: the results, if any, were never acted on
+    else:  # done, skipped on purpose, or failed with its reason recorded
+        pending = release.status == "failed" and not gated
+    return Ungated(version.pipeline, version.version, version.run_id, gated) if pending else None
 
 
 def ungated_versions(
     uow: UnitOfWork, pipeline: str, *, now: datetime | None = None
 ) -> list[Ungated]:
-    """The pipeline's candidates with no gate result whose run is not alive to gate them and
-    did not skip its release on purpose (``--skip-gates``, an experiment, an unchanged run)."""
+    """The pipeline's candidates that their run did not release and never will: it is dead."""
     lock = uow.locks.get(pipeline)
     found = []
     for v in uow.versions.list(pipeline):
-        if not _releasable(v) or uow.gates.history(pipeline, v.version):
+        pending = release_pending(uow, v)
+        if pending is None:
             continue
         run = uow.runs.get(v.run_id)
         if run.status == "running" and dead_reason(run, lock, now=now) is None:
-            continue  # its run is alive: it is gating it now
-        release = next((s for s in uow.steps.for_run(run.id) if s.name == "release"), None)
-        if release is not None and release.status in ("succeeded", "skipped"):
-            continue
-        found.append(Ungated(pipeline, v.version, run.id))
+            continue  # its run is alive: it is releasing it now
+        found.append(pending)
     return found
 
 

@@ -93,4 +93,9 @@ def test_ungated_candidates_are_those_of_dead_runs_that_did_not_skip_release(
         uow.steps.start(run.id, "release")  # restarted by a resume, not finished
         assert [u.version for u in ungated_versions(uow, PIPELINE, now=dead)] == [v]
         uow.gates.record(PIPELINE, v, "data_quality", "passed", "ok", {}, trigger="run")
-        assert ungated_versions(uow, PIPELINE, now=dead) == []  # gated: nothing to flag
+        [found] = ungated_versions(uow, PIPELINE, now=dead)  # killed before acting on them
+        assert found.gated and "gated but never released" in found.advice()
+        uow.steps.finish(
+            run.id, "release", "succeeded", wall_seconds=1, cpu_seconds=1, peak_memory_bytes=1
+        )
+        assert ungated_versions(uow, PIPELINE, now=dead) == []  # released: nothing to flag
