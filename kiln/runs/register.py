@@ -113,22 +113,25 @@ def registered_result(stores: Stores, run: RunRecord) -> RunResult | None:
 def release_only(
     stores: Stores,
     reporter: Reporter,
-    registered: RunResult,
+    run: RunRecord,
     release: Releaser | None,
     interrupted: threading.Event,
-) -> RunResult:
-    """The release step alone, for a resumed run that was killed after registering."""
-    run_id, pipeline = registered.run_id, registered.pipeline
-    for name in ("extract", "check", "train", "package", "register"):
-        reporter.step(name, "skipped", "done before the interruption")
-    heartbeat = Heartbeat(stores, pipeline, run_id)
+) -> RunResult | None:
+    """For a resumed run that was killed after registering its version: the release step
+    alone (None: the run registered nothing, it resumes from its first unfinished step)."""
+    heartbeat = Heartbeat(stores, run.pipeline, run.id)
     heartbeat.start()
     try:
+        registered = registered_result(stores, run)
+        if registered is None:
+            return None
+        for name in ("extract", "check", "train", "package", "register"):
+            reporter.step(name, "skipped", "done before the interruption")
         return release_step(stores, reporter, registered, release)
     except BaseException as e:
         status: RunStatus = "interrupted" if interrupted.is_set() or interruption(e) else "failed"
         text = str(e) if isinstance(e, KilnError) else f"{type(e).__name__}: {e}"
-        finish_run(stores, pipeline, run_id, status, text)
+        finish_run(stores, run.pipeline, run.id, status, text)
         raise
     finally:
         heartbeat.stop()

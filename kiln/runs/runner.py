@@ -44,7 +44,6 @@ from kiln.runs.probe import numeric_text_warnings, open_configured_source
 from kiln.runs.register import (
     Releaser,
     register_step,
-    registered_result,
     release_only,
     release_step,
 )
@@ -184,11 +183,9 @@ class Runner:
                 error=None, finished_at=None,
             )  # fmt: skip
             extract = steps.get("extract")
-        registered = registered_result(self.stores, run)
-        if registered is not None:  # killed between registering and releasing
-            return release_only(
-                self.stores, self.reporter, registered, self.release, self.interrupted
-            )
+        finished = release_only(self.stores, self.reporter, run, self.release, self.interrupted)
+        if finished is not None:  # it was killed between registering and releasing
+            return finished
         options = RunOptions.from_details(
             (extract.details or {}).get("options") if extract else None
         )
