@@ -16,11 +16,11 @@ from rich.table import Table
 from rich.text import Text
 
 from kiln.cli._common import _mib, _num, _settings, _status, _stores, err, out
+from kiln.cli._run_release import Releaser, show_released
 from kiln.config import json_schema, load_config
-from kiln.console import RichReporter, gate_table, segment_table
-from kiln.errors import EXIT_BLOCKED, ConfigError, KilnError
+from kiln.console import RichReporter, segment_table
+from kiln.errors import ConfigError, KilnError
 from kiln.runs.options import StopStep
-from kiln.settings import Settings
 
 
 def validate(
@@ -117,7 +117,9 @@ def run(
 
     --experiment NAME registers a version that is only compared with production; --segment S
     retrains S and packs it with production's other models; --step extract|check|train stops
-    after that step (check and train reuse the latest data snapshot).
+    after that step (check and train reuse the latest data snapshot). --resume RUN continues a
+    run that was killed or failed where it stopped; the release (gates, then deploy or block) is
+    the run's last recorded step, so a run killed after registering resumes with it alone.
 
     Exits 0 when the version was registered (and not blocked), 10 when the version was
     registered but its gates blocked it (`kiln gates show` has the evidence), and with the
@@ -136,7 +138,8 @@ def run(
     loaded = load_config(file) if file is not None else None
     settings = _settings(ctx, executor=executor, max_workers=workers, ray_address=ray_address)
     stores = _stores(ctx, upgrade=True, executor=executor, max_workers=workers)
-    runner = Runner(settings, stores, RichReporter(err))
+    releaser = None if skip_gates else Releaser(ctx, settings)
+    runner = Runner(settings, stores, RichReporter(err), release=releaser)
 
     def stop(signum: int, frame: FrameType | None) -> NoReturn:
         runner.interrupted.set()  # DuckDB, for one, turns the KeyboardInterrupt into its error
@@ -188,16 +191,7 @@ def run(
            f" v{partial['base_version']}" if partial else "")
         + ")"
     )  # fmt: skip
-    if result.experiment:
-        _challenge(ctx, settings, result.pipeline, result.version)
-    elif same is not None:
-        out.print(
-            f"[yellow]unchanged[/]: data, config and code are identical to production v{same}: "
-            f"v{result.version} stays a candidate, not gated nor promoted "
-            "(deploy.on_unchanged: register)"
-        )
-    elif not skip_gates and _release(ctx, settings, result.pipeline, result.version) == "blocked":
-        raise typer.Exit(EXIT_BLOCKED)
+    show_released(result, releaser)
 
 
 def _check_run_flags(
@@ -225,85 +219,49 @@ def _check_run_flags(
         )
 
 
-def _challenge(ctx: typer.Context, settings: Settings, pipeline: str, version: int) -> None:
-    """An experiment: the champion/challenger table against production, and no decision."""
-    from kiln.cli._compare import champion_table
-    from kiln.gates.release import Release
-
-    stores = _stores(ctx)
-    try:
-        result = Release(settings, stores).challenge(pipeline, version)
-    finally:
-        stores.close()
-    if result.status == "skipped" or not result.evidence.get("segments"):
-        out.print(f"{result.gate}: {result.status}: {escape(result.summary)}")
-    else:
-        champion = result.evidence.get("champion_version")
-        out.print(
-            champion_table(result.evidence, f"experiment v{version} vs production v{champion}")
-        )
-        out.print(Text(f"{result.status}: {result.summary}"), highlight=False)
-    out.print(
-        f"experiment: not deployed. `kiln compare {pipeline} production {version}` shows both"
-        " side by side; re-run without --experiment to release the idea"
-    )
-
-
-def _release(ctx: typer.Context, settings: Settings, pipeline: str, version: int) -> str:
-    """Gate the new version and act on the outcome (blocked is an outcome, not an error: the
-    command exits ``EXIT_BLOCKED``, not with an error message); returns the outcome."""
-    from kiln.gates.release import Release
-
-    stores = _stores(ctx)
-    try:
-        decision = Release(settings, stores).after_run(pipeline, version)
-    finally:
-        stores.close()
-    out.print(gate_table(decision.results, f"gates of {pipeline} v{version}"))
-    color = {"blocked": "red", "promoted": "green", "canary": "cyan", "shadow": "cyan"}
-    style = color.get(decision.outcome, "yellow")
-    out.print(Text.assemble((f"{decision.outcome}: ", f"bold {style}"), decision.message))
-    if decision.outcome == "blocked":
-        out.print(
-            f"  `kiln gates show {pipeline} {version}` has the evidence;"
-            f" `kiln override {pipeline} {version} --reason TEXT` (admin) promotes it anyway"
-            f" (exit code {EXIT_BLOCKED})"
-        )
-    return decision.outcome
-
-
 def runs_list(
     ctx: typer.Context,
     pipeline: Annotated[str | None, typer.Option(help="Only this pipeline.")] = None,
     limit: int = 20,
 ) -> None:
     """The latest runs, newest first."""
+    from kiln.registry.liveness import dead_reason
+
     stores = _stores(ctx)
     with stores.metadata.read() as uow:
         items = uow.runs.list(pipeline=pipeline, limit=limit)
+        locks = {name: uow.locks.get(name) for name in {r.pipeline for r in items}}
     t = Table("run", "pipeline", "status", "trigger", "started", "wall s", "version", "error")
     for r in items:
         wall = (r.finished_at - r.started_at).total_seconds() if r.finished_at else None
+        dead = dead_reason(r, locks[r.pipeline])  # a `running` run whose process is gone
+        error = f"{dead}: `kiln run --resume {r.id}`" if dead else r.error
         t.add_row(
-            r.id, r.pipeline, _status(r.status), r.trigger, f"{r.started_at:%Y-%m-%d %H:%M:%S}",
-            f"{wall:.1f}" if wall is not None else "-",
+            r.id, r.pipeline, _status("interrupted" if dead else r.status), r.trigger,
+            f"{r.started_at:%Y-%m-%d %H:%M:%S}", f"{wall:.1f}" if wall is not None else "-",
             f"v{r.model_version}" if r.model_version else "-",
-            (r.error or "").splitlines()[0][:60] if r.error else "",
+            (error or "").splitlines()[0][:90] if error else "",
         )  # fmt: skip
     out.print(t)
 
 
 def runs_show(ctx: typer.Context, run_id: str) -> None:
     """A run's steps and tasks with their timings, CPU seconds and peak memory."""
+    from kiln.registry.liveness import dead_reason
+
     stores = _stores(ctx)
     with stores.metadata.read() as uow:
         r = uow.runs.get(run_id)
         steps = uow.steps.for_run(run_id)
         tasks = uow.tasks.for_run(run_id)
+        dead = dead_reason(r, uow.locks.get(r.pipeline))
     out.print(
-        f"run [bold]{r.id}[/] of {r.pipeline}: {_status(r.status)} (attempt {r.attempt}, "
-        f"{r.trigger}), data sha256:{(r.data_digest or '-')[:12]}, code {r.code_revision or '-'}"
+        f"run [bold]{r.id}[/] of {r.pipeline}: {_status('interrupted' if dead else r.status)}"
+        f" (attempt {r.attempt}, {r.trigger}), data sha256:{(r.data_digest or '-')[:12]},"
+        f" code {r.code_revision or '-'}"
     )
+    if dead:
+        out.print(f"[yellow]recorded running, but {dead}: `kiln run --resume {r.id}`[/]")
     if r.error:
         out.print(f"[red]{r.error}[/]")
     t = Table("step", "status", "wall s", "cpu s", "peak MiB", "details", title="steps")

@@ -158,3 +158,6 @@ def status(ctx: typer.Context) -> None:
         out.print("no pipelines yet: `kiln run kiln.yaml` registers the first version")
         return
     out.print(status_table(rows))
+    for row in rows:  # a version whose run died between registering and releasing it
+        for advice in row.get("never_gated", ()):
+            out.print(Text(f"! {row['pipeline']} {advice}", style="yellow"), highlight=False)

@@ -12,7 +12,8 @@ champion/challenger, replay), stores every result with its evidence, and then:
   ``kiln promote``.
 
 ``tick`` (run by ``kiln watch`` and by every pass of ``kiln scheduler``) moves versions on:
-a shadow whose period is over is judged on live traffic; a canary is promoted once its watch
+a candidate whose run died before releasing it is gated and released now (kiln.gates.ungated); a
+shadow whose period is over is judged on live traffic; a canary is promoted once its watch
 window passed healthy, or blocked as soon as it is not; a production version promoted within
 its watch window is rolled back automatically when its error rate or p99 latency passes the
 thresholds. Every change goes through :class:`~kiln.registry.stages.Stages`: one transaction,
@@ -35,6 +36,7 @@ from kiln.gates.live import LiveStats, live_stats
 from kiln.gates.quality import DataQualityGate
 from kiln.gates.replay import ReplayGate
 from kiln.gates.shadow import ShadowGate
+from kiln.gates.ungated import release_ungated
 from kiln.registry.stages import Stages, refuse_experiment
 from kiln.runs.context import Stores
 from kiln.settings import Settings
@@ -217,9 +219,13 @@ class Release:
 
     # -- watching live versions ---------------------------------------------------------------
     def tick(self, pipeline: str) -> list[str]:
-        """One pass over the pipeline's shadow, canary and new production version; returns
-        what it did, one line per change."""
+        """One pass over the pipeline's candidates that a dead run left ungated, its shadow,
+        canary and new production version; returns what it did, one line per change."""
         events: list[str] = []
+        try:  # a version whose run died between registering and releasing it
+            events += release_ungated(self, pipeline)
+        except KilnError as e:
+            logger.warning("release of the ungated versions of %s: %s", pipeline, e)
         with self.stores.metadata.read() as uow:
             versions = uow.versions.list(pipeline)
         for record in versions:

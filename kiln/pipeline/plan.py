@@ -18,7 +18,7 @@ __all__ = ["FALLBACK", "STEPS", "SegmentPlan", "plan_segments", "time_cutoff"]
 FALLBACK = "__fallback__"
 """Task key of the fallback model (trained on all rows); never a segment value."""
 
-STEPS = ("extract", "check", "train", "package", "register")
+STEPS = ("extract", "check", "train", "package", "register", "release")
 
 
 def time_cutoff(times: pd.Series, split: SplitConfig) -> pd.Timestamp:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from kiln.registry.liveness import shown_status, ungated_versions
 from kiln.stores import MetadataStore
 
 __all__ = ["pipeline_status"]
@@ -22,6 +23,12 @@ def pipeline_status(metadata: MetadataStore, now: datetime | None = None) -> lis
             released = [v for v in versions if v.experiment is None]  # experiments never serve
             latest = released[-1] if released else None
             run = uow.runs.latest(pipeline.name)
+            lock = uow.locks.get(pipeline.name)
+            ungated = ungated_versions(uow, pipeline.name, now=now, legacy=True)
+            last_run = None
+            if run is not None:
+                shown = shown_status(run, lock, now=now)  # `running` with a dead process: not
+                last_run = f"{shown} {run.started_at:%Y-%m-%d %H:%M} ({run.trigger})"
             gates: dict[str, str] = {}
             if latest is not None:
                 found = uow.gates.for_version(pipeline.name, latest.version)
@@ -33,9 +40,7 @@ def pipeline_status(metadata: MetadataStore, now: datetime | None = None) -> lis
                     "production_age": (now - production.stage_changed_at).total_seconds()
                     if production
                     else None,
-                    "last_run": f"{run.status} {run.started_at:%Y-%m-%d %H:%M} ({run.trigger})"
-                    if run
-                    else None,
+                    "last_run": last_run,
                     "latest": {"version": latest.version, "stage": latest.stage}
                     if latest
                     else None,
@@ -45,6 +50,7 @@ def pipeline_status(metadata: MetadataStore, now: datetime | None = None) -> lis
                     else None,
                     "shadows": [v.version for v in versions if v.stage == "shadow"],
                     "blocked": [v.version for v in versions if v.stage == "blocked"],
+                    "never_gated": [u.advice() for u in ungated],
                 }
             )
     return rows

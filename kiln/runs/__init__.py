@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from kiln.runs.context import Stores, open_stores
     from kiln.runs.preflight import check_importable
-    from kiln.runs.runner import Runner, RunResult
+    from kiln.runs.result import RunResult
+    from kiln.runs.runner import Runner
     from kiln.runs.training import TrainContext
 
 # Imported on first use: `kiln models list` must not pay for LightGBM and scikit-learn.
@@ -16,7 +17,7 @@ _EXPORTS = {
     "Stores": "kiln.runs.context",
     "open_stores": "kiln.runs.context",
     "Runner": "kiln.runs.runner",
-    "RunResult": "kiln.runs.runner",
+    "RunResult": "kiln.runs.result",
     "check_importable": "kiln.runs.preflight",
     "TrainContext": "kiln.runs.training",
 }

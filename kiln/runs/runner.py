@@ -8,23 +8,17 @@ finishes, so ``resume`` retrains only what did not finish.
 
 from __future__ import annotations
 
-import getpass
 import os
-import subprocess
 import threading
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from kiln.config.loader import LoadedConfig, parse_config
-from kiln.errors import KilnError, SourceError
+from kiln.errors import ConfigError, KilnError, SourceError
 from kiln.executors import Executor, make_executor
 from kiln.pipeline.plan import STEPS, SegmentPlan
 from kiln.registry.package import save_manifest
@@ -47,56 +41,45 @@ from kiln.runs.options import (
 from kiln.runs.packaging import TaskInfo, TrainedRun, build_manifest, fallback_warnings
 from kiln.runs.preflight import check_importable
 from kiln.runs.probe import numeric_text_warnings, open_configured_source
-from kiln.runs.reporting import Measured, Meter, NullReporter, Reporter, host_and_pid
+from kiln.runs.register import (
+    Releaser,
+    register_step,
+    release_only,
+    release_step,
+)
+from kiln.runs.reporting import NullReporter, Reporter, host_and_pid
+from kiln.runs.result import RunResult, StoppedRun
+from kiln.runs.steps import (
+    LOCK_STALE_AFTER,
+    Heartbeat,
+    code_revision,
+    finish_run,
+    interruption,
+    step,
+)
 from kiln.runs.train_step import apply_failures, preload, train_segments
 from kiln.runs.unchanged import RunIdentity, code_digest, production_identical
 from kiln.settings import Settings
 from kiln.sources.checks import check_columns, validate_data
-from kiln.stores.metadata.records import RunStatus, RunTrigger, StepStatus
+from kiln.stores.metadata.records import RunStatus, RunTrigger
 
 __all__ = ["RunResult", "Runner", "StoppedRun"]
-
-LOCK_STALE_AFTER = timedelta(seconds=120)
-HEARTBEAT_EVERY = 20.0
-
-
-@dataclass(frozen=True)
-class RunResult:
-    run_id: str
-    pipeline: str
-    version: int | None
-    """None: nothing was registered (the run was identical to production, see unchanged_from)."""
-    manifest_digest: str | None
-    manifest: dict[str, Any]
-    reused_tasks: int = 0
-    warnings: list[str] = field(default_factory=list)
-    experiment: str | None = None
-    partial: dict[str, Any] | None = None
-    unchanged_from: int | None = None
-    """The production version whose data, config and code this run had: with
-    ``deploy.on_unchanged: skip`` nothing was registered; with ``register`` the version is a
-    candidate that must not be gated nor promoted."""
-
-
-@dataclass(frozen=True)
-class StoppedRun:
-    """A run asked to stop after one step (``kiln run --step``): nothing packaged or
-    registered; its steps and tasks are recorded like any run's."""
-
-    run_id: str
-    pipeline: str
-    stopped_after: str
-    data_digest: str
-    reused_from: str | None = None
 
 
 class Runner:
     def __init__(
-        self, settings: Settings, stores: Stores, reporter: Reporter | None = None
+        self,
+        settings: Settings,
+        stores: Stores,
+        reporter: Reporter | None = None,
+        *,
+        release: Releaser | None = None,
     ) -> None:
         self.settings = settings
         self.stores = stores
         self.reporter = reporter or NullReporter()
+        self.release = release
+        """The run's last step: gate and deploy the registered version (None: skipped)."""
         self.interrupted = threading.Event()
         """Set by whoever turns SIGTERM/SIGINT into a KeyboardInterrupt: a library may swallow
         that exception into its own error, the run is still interrupted, not failed."""
@@ -174,7 +157,7 @@ class Runner:
                 config_path=str(loaded.path.resolve()),
                 host=host,
                 pid=pid,
-                code_revision=_code_revision(loaded.base_dir),
+                code_revision=code_revision(loaded.base_dir),
             )
             previous = uow.locks.acquire(cfg.name, run.id, host, pid, LOCK_STALE_AFTER)
             if previous and previous != run.id:
@@ -185,9 +168,13 @@ class Runner:
         host, pid = host_and_pid()
         with self.stores.metadata.unit_of_work() as uow:
             run = uow.runs.get(run_id)
-            if run.status == "succeeded":
-                raise KilnError(
-                    f"run {run_id} already succeeded (model version {run.model_version})",
+            steps = {s.name: s for s in uow.steps.for_run(run_id)}
+            release = steps.get("release")
+            released = release is not None and release.status in ("succeeded", "skipped")
+            if run.status == "succeeded" and (released or run.model_version is None):
+                raise ConfigError(
+                    f"run {run_id} already succeeded"
+                    + (f" (model version {run.model_version})" if run.model_version else ""),
                     hint="start a new run with `kiln run kiln.yaml`",
                 )
             uow.locks.acquire(run.pipeline, run_id, host, pid, LOCK_STALE_AFTER)
@@ -195,7 +182,10 @@ class Runner:
                 run_id, status="running", attempt=run.attempt + 1, host=host, pid=pid,
                 error=None, finished_at=None,
             )  # fmt: skip
-            extract = next((s for s in uow.steps.for_run(run_id) if s.name == "extract"), None)
+            extract = steps.get("extract")
+        finished = release_only(self.stores, self.reporter, run, self.release, self.interrupted)
+        if finished is not None:  # it was killed between registering and releasing
+            return finished
         options = RunOptions.from_details(
             (extract.details or {}).get("options") if extract else None
         )
@@ -225,7 +215,7 @@ class Runner:
     ) -> RunResult | StoppedRun:
         cfg = loaded.config
         stop = options.stop_after
-        heartbeat = _Heartbeat(self.stores, cfg.name, run_id)
+        heartbeat = Heartbeat(self.stores, cfg.name, run_id)
         background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-run")
         interrupted = False
         try:
@@ -247,7 +237,7 @@ class Runner:
             if stop == "check":
                 return self._stopped(run_id, options, data_digest)
             identity = RunIdentity(
-                data_digest, cfg.digest, _code_revision(loaded.base_dir), code_digest(loaded)
+                data_digest, cfg.digest, code_revision(loaded.base_dir), code_digest(loaded)
             )
             same_as = None  # a --step run registers nothing: never skipped as unchanged
             if stop is None and not (options.force or options.experiment or options.segments):
@@ -272,20 +262,23 @@ class Runner:
             warnings = fallback_warnings(manifest)
             for text in warnings:
                 self.reporter.warn(text)
-            version = self._step_register(cfg.name, run_id, digest, manifest)
+            version = register_step(
+                self.stores, self.reporter, cfg.name, run_id, digest=digest, manifest=manifest
+            )
             lineage = manifest["lineage"]
-            return RunResult(
+            result = RunResult(
                 run_id, cfg.name, version, digest, manifest, reused_tasks=reused,
                 warnings=warnings, experiment=lineage.get("experiment"),
                 partial=lineage.get("partial"), unchanged_from=same_as,
             )  # fmt: skip
+            return release_step(self.stores, self.reporter, result, self.release)
         except BaseException as e:  # KeyboardInterrupt, SIGTERM, or a bug: never leave it running
             # An interruption can surface as the error it caused while being handled (e.g. the
             # executor losing its workers): the run was still interrupted, not failed.
-            interrupted = self.interrupted.is_set() or _interruption(e)
+            interrupted = self.interrupted.is_set() or interruption(e)
             status: RunStatus = "interrupted" if interrupted else "failed"
             text = str(e) if isinstance(e, KilnError) else f"{type(e).__name__}: {e}"
-            self._finish(cfg.name, run_id, status, text)
+            finish_run(self.stores, cfg.name, run_id, status, text)
             raise
         finally:
             heartbeat.stop()
@@ -315,7 +308,7 @@ class Runner:
     ) -> tuple[pd.DataFrame, Future[str]]:
         """Read the rows; their Parquet snapshot is written on ``background`` during the checks."""
         cfg = loaded.config
-        with self._step(run_id, "extract") as m:
+        with step(self.stores, self.reporter, run_id, "extract") as m:
             if options.to_details():  # read back by resume
                 m.details["options"] = options.to_details()
             pending: Future[str] = Future()
@@ -346,7 +339,7 @@ class Runner:
 
     def _step_check(self, loaded: LoadedConfig, run_id: str, df: pd.DataFrame) -> Prepared:
         cfg = loaded.config
-        with self._step(run_id, "check") as m:
+        with step(self.stores, self.reporter, run_id, "check") as m:
             where = where_field(loaded)
             check_columns(
                 df,
@@ -390,7 +383,7 @@ class Runner:
         base: BasePackage | None,
     ) -> tuple[dict[str, TaskInfo], SegmentPlan, int]:
         cfg = loaded.config
-        with self._step(run_id, "train") as m:
+        with step(self.stores, self.reporter, run_id, "train") as m:
             trained = train_segments(
                 loaded, run_id, prep, executor, stores=self.stores, reporter=self.reporter,
                 only=options.segments if base is not None else None,
@@ -426,7 +419,7 @@ class Runner:
     def _step_package(
         self, run: TrainedRun, code_revision: str | None, lineage: dict[str, Any]
     ) -> tuple[dict[str, Any], str]:
-        with self._step(run.run_id, "package") as m:
+        with step(self.stores, self.reporter, run.run_id, "package") as m:
             manifest = build_manifest(run, code_revision)
             manifest["lineage"] |= lineage  # experiment name, partial: what was retrained
             if partial := lineage.get("partial"):  # the models taken as they were
@@ -438,130 +431,3 @@ class Runner:
             digest = save_manifest(self.stores.content, manifest)
             m.details |= {"manifest": digest, "models": len(manifest["models"])}
         return manifest, digest
-
-    def _step_register(
-        self, pipeline: str, run_id: str, digest: str, manifest: dict[str, Any]
-    ) -> int:
-        with self._step(run_id, "register") as m:
-            with self.stores.metadata.unit_of_work() as uow:
-                version = uow.versions.register(
-                    pipeline, run_id, digest, manifest["metrics"], manifest["lineage"]
-                )
-                uow.runs.mark_finished(run_id, "succeeded", model_version=version.version)
-                details: dict[str, Any] = {"run_id": run_id, "manifest": digest}
-                if (same_as := manifest["lineage"].get("unchanged_from")) is not None:
-                    details["unchanged_from"] = same_as  # registered as a candidate only
-                uow.audit.record(
-                    _actor(), "register", pipeline, version=version.version, details=details
-                )
-                uow.locks.release(pipeline, run_id)
-            m.details["version"] = version.version
-        return version.version
-
-    # -- plumbing -----------------------------------------------------------------------------
-    @contextmanager
-    def _step(self, run_id: str, name: str) -> Iterator[Measured]:
-        """Records a step's start, its resource use and its outcome."""
-        with self.stores.metadata.unit_of_work() as uow:
-            uow.steps.start(run_id, name)
-        self.reporter.step(name, "running")
-        meter, measured = Meter(), Measured()
-        error: BaseException | None = None
-        try:
-            yield measured
-        except BaseException as e:
-            error = e
-            raise
-        finally:
-            meter.read(measured)
-            status: StepStatus = "succeeded" if error is None else "failed"
-            with self.stores.metadata.unit_of_work() as uow:
-                uow.steps.finish(
-                    run_id,
-                    name,
-                    status,
-                    wall_seconds=measured.wall_seconds,
-                    cpu_seconds=measured.cpu_seconds,
-                    peak_memory_bytes=measured.peak_memory_bytes,
-                    details=jsonable(measured.details),
-                    error=None if error is None else str(error),
-                )
-            self.reporter.step(name, status, f"{measured.wall_seconds:.2f}s")
-
-    def _finish(self, pipeline: str, run_id: str, status: RunStatus, error: str) -> None:
-        with self.stores.metadata.unit_of_work() as uow:
-            uow.runs.mark_finished(run_id, status, error=error)
-            uow.locks.release(pipeline, run_id)
-
-
-class _Heartbeat:
-    """Keeps the pipeline lock fresh so that another scheduler never takes it over."""
-
-    def __init__(self, stores: Stores, pipeline: str, run_id: str) -> None:
-        self._stores, self._pipeline, self._run_id = stores, pipeline, run_id
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="kiln-heartbeat", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_EVERY):
-            try:
-                with self._stores.metadata.unit_of_work() as uow:
-                    uow.locks.heartbeat(self._pipeline, self._run_id)
-            except KilnError:
-                continue  # the next beat tries again; staleness is judged generously
-
-
-def _code_revision(folder: Path) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=False,
-        )  # fmt: skip
-        if out.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "-C", str(folder), "status", "--porcelain", "--", "."],
-            capture_output=True, text=True, timeout=5, check=False,
-        )  # fmt: skip
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float | int | str | bool) or value is None:
-        return value
-    return str(value)
-
-
-def _interruption(error: BaseException) -> bool:
-    """Whether ``error`` is, or was raised while handling, a KeyboardInterrupt or SystemExit."""
-    seen: BaseException | None = error
-    for _ in range(20):
-        if seen is None:
-            return False
-        if isinstance(seen, KeyboardInterrupt | SystemExit):
-            return True
-        seen = seen.__context__
-    return False

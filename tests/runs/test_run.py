@@ -50,7 +50,10 @@ def test_run_registers_a_version_with_lineage(make_config, runner: Runner, store
         version = uow.versions.get("flights-test", 1)
         lock = uow.locks.get("flights-test")
     assert run.status == "succeeded" and run.model_version == 1
-    assert list(steps) == ["extract", "check", "train", "package", "register"]
+    assert list(steps) == ["extract", "check", "train", "package", "register", "release"]
+    release = steps.pop("release")  # a Runner without a releaser: not gated, on purpose
+    assert release.status == "skipped" and "--skip-gates" in release.details["reason"]
+    assert result.released == {"outcome": "skipped"}
     assert all(s.status == "succeeded" and s.wall_seconds is not None for s in steps.values())
     assert set(tasks) == {"EWR", "JFK", "LGA", FALLBACK}
     assert all(

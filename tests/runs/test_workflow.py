@@ -115,7 +115,7 @@ def test_steps_run_alone_and_reuse_the_snapshot(
     assert all(r.status == "succeeded" and r.model_version is None for r in runs.values())
     assert [(n, s.status) for n, s in steps.items()] == [
         ("extract", "succeeded"), ("check", "succeeded"), ("train", "succeeded"),
-        ("package", "skipped"), ("register", "skipped"),
+        ("package", "skipped"), ("register", "skipped"), ("release", "skipped"),
     ]  # fmt: skip
     assert steps["extract"].details["reused_snapshot"] is True
     assert tasks == {"EWR", "JFK", "LGA", FALLBACK}
