@@ -99,3 +99,20 @@ def test_ungated_candidates_are_those_of_dead_runs_that_did_not_skip_release(
             run.id, "release", "succeeded", wall_seconds=1, cpu_seconds=1, peak_memory_bytes=1
         )
         assert ungated_versions(uow, PIPELINE, now=dead) == []  # released: nothing to flag
+
+
+def test_a_candidate_that_an_older_kiln_marked_succeeded_is_flagged_not_released(
+    store: MetadataStore,
+) -> None:
+    """A Kiln without a release step marked the run succeeded at register; a `--skip-gates`
+    run of it looks the same, so a watcher must not gate and promote it: status flags it."""
+    run, _ = _run(store, HOST, os.getpid())
+    with store.unit_of_work() as uow:
+        v = uow.versions.register(PIPELINE, run.id, "0" * 64, {}, {}).version
+        uow.runs.mark_finished(run.id, "succeeded", model_version=v)
+        uow.locks.release(PIPELINE, run.id)
+        assert ungated_versions(uow, PIPELINE) == []  # what `kiln watch` releases
+        [found] = ungated_versions(uow, PIPELINE, legacy=True)
+    assert (found.version, found.step_recorded) == (v, False)
+    [row] = pipeline_status(store)
+    assert row["never_gated"] == [found.advice()]
