@@ -166,3 +166,62 @@ def test_threads_read_while_another_thread_writes(tmp_path: Path) -> None:
         release.set()
         thread.join()
         store.dispose()
+
+
+def _count(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM pipelines").fetchone()[0])
+
+
+def test_connections_made_while_the_file_is_away_never_commit_elsewhere(tmp_path: Path) -> None:
+    """A store that may create (kiln run, kiln scheduler) must not create an empty file when a
+    pooled connection is opened while the file is away, nor keep a connection to another file
+    once the real one is back: every accepted commit is in the real file."""
+    path, away = tmp_path / "kiln.db", tmp_path / "moved.db"
+    store = _created(path)
+    other = _created(tmp_path / "other.db")
+    other.dispose()
+    accepted = 0
+
+    def write(name: str) -> None:
+        nonlocal accepted
+        try:
+            with store.unit_of_work() as uow:
+                uow.pipelines.upsert(name, "a@b.c", "", "kiln.yaml")
+            accepted += 1
+        except StoreError:
+            pass
+
+    try:
+        write("before")
+        path.rename(away)
+        # Two connections at once: the pool opens a new one while the file is away.
+        with store.engine.connect() as c1:
+            with pytest.raises(Exception):  # noqa: B017, PT011: sqlite3 or StoreError
+                with store.engine.connect() as c2:
+                    c2.exec_driver_sql("SELECT 1")
+            c1.rollback()
+        assert not path.exists(), "a connection created a new, empty database at the path"
+        write("while away")
+        (tmp_path / "other.db").rename(path)  # another database put in its place...
+        with store.engine.connect() as c1, store.engine.connect() as c2:
+            c1.rollback()
+            c2.rollback()
+        write("while replaced")
+        path.rename(tmp_path / "other-again.db")  # ...then the real one back
+        away.rename(path)
+        for i in range(8):
+            write(f"after {i}")
+    finally:
+        store.dispose()
+    assert _count(path) == accepted
+    assert accepted >= 8
+
+
+def test_create_refuses_a_path_whose_wal_outlived_its_database(tmp_path: Path) -> None:
+    path = tmp_path / "kiln.db"
+    (tmp_path / "kiln.db-wal").write_bytes(b"live wal of a moved database")
+    with pytest.raises(StoreError) as info:
+        MetadataStore(f"sqlite:///{path}", create=True)
+    assert "kiln.db-wal" in str(info.value) and not path.exists()
+    assert (tmp_path / "kiln.db-wal").read_bytes() == b"live wal of a moved database"

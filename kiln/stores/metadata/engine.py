@@ -11,6 +11,7 @@ a running process refuses the transaction instead of writing into a WAL nobody w
 from __future__ import annotations
 
 import os
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,20 @@ class SqliteFile:
             )
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+_OPENED = "kiln_file_identity"
+"""Key of a pooled connection's ``info``: the identity of the file it opened."""
+
+
+def _connect(file: SqliteFile | None) -> Any:
+    def connect(dbapi_connection: Any, record: Any) -> None:
+        if file is not None:  # a pooled connection keeps the file it opened, whatever the path
+            record.info[_OPENED] = _identity(file.path)
+        _sqlite_pragmas(dbapi_connection)
+
+    return connect
+
+
+def _sqlite_pragmas(dbapi_connection: Any) -> None:
     # Hand transaction control to SQLAlchemy (see _sqlite_begin); pysqlite's own is broken.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
@@ -155,9 +169,21 @@ def _begin(file: SqliteFile | None) -> Any:
         """
         readonly = conn.get_execution_options().get(READONLY, False)
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
-        if file is not None and file.problem() is not None:
+        if file is None:
+            return
+        if file.problem() is not None:
             conn.exec_driver_sql("ROLLBACK")
             file.check()
+        if conn.connection.info.get(_OPENED, file.identity) != file.identity:
+            # This pooled connection opened another file while that one was at the path (the
+            # file was replaced, then put back): never read or commit there again.
+            conn.exec_driver_sql("ROLLBACK")
+            conn.invalidate()
+            raise StoreError(
+                f"a connection to the metadata database {file.path} opened another file while"
+                " it was replaced; it was dropped",
+                hint="retry: the next connection opens the file now at the path",
+            )
 
     return begin
 
@@ -173,17 +199,15 @@ def open_engine(url: str, *, create: bool = False) -> tuple[sa.Engine, SqliteFil
         if path is not None:
             file = SqliteFile(path)
             if create:
-                try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as e:
-                    raise unreachable(url, e) from e
-            else:
-                if not path.exists():
-                    raise missing_file(path)
-                query = {**parsed.query, "mode": "rw", "uri": "true"}
-                parsed = parsed.set(database=f"file:{quote(str(path))}", query=query)
+                _create_file(url, path)
+            elif not path.exists():
+                raise missing_file(path)
+            # Every connection, of every engine, opens the file read/write without creating it:
+            # a connection made while the file is away must fail, not create an empty one.
+            query = {**parsed.query, "mode": "rw", "uri": "true"}
+            parsed = parsed.set(database=f"file:{quote(str(path))}", query=query)
         engine = sa.create_engine(parsed)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _connect(file))
         event.listen(engine, "begin", _begin(file))
     elif backend == "postgresql":
         engine = sa.create_engine(parsed, connect_args={"connect_timeout": 5}, pool_pre_ping=True)
@@ -203,6 +227,26 @@ def open_engine(url: str, *, create: bool = False) -> tuple[sa.Engine, SqliteFil
             raise missing_file(file.path) from e
         raise unreachable(url, e) from e
     return engine, file
+
+
+def _create_file(url: str | sa.URL, path: Path) -> None:
+    """Create an empty SQLite file at ``path`` unless one is there (the explicit create of
+    ``kiln db upgrade``, ``kiln run`` and ``kiln scheduler``)."""
+    if path.exists():
+        return
+    stray = [p.name for p in (Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists()]
+    if stray:  # its database was moved away: a new file here would delete that live WAL
+        raise StoreError(
+            f"the metadata database {path} does not exist but its {' and '.join(stray)} do:"
+            " the database was moved or deleted while a process had it open; Kiln creates no"
+            " new database beside them",
+            hint="put the database back at that path, or move the -wal and -shm files with it",
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sqlite3.connect(path).close()
+    except (OSError, sqlite3.Error) as e:
+        raise unreachable(url, e) from e
 
 
 def make_engine(url: str, *, create: bool = False) -> sa.Engine:

@@ -106,6 +106,15 @@ class MetadataStore:
     def __repr__(self) -> str:
         return f"MetadataStore({masked(self.url)!r})"
 
+    def _unreachable(self, error: BaseException) -> StoreError:
+        """The error for a failed connection: the moved or replaced file when that is why."""
+        if self._file is not None and self._file.problem() is not None:
+            try:
+                self._file.check()
+            except StoreError as replaced:
+                return replaced
+        return unreachable(self.url, error)
+
     def _alembic_config(self) -> Config:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
@@ -119,7 +128,7 @@ class MetadataStore:
                 config.attributes["connection"] = conn
                 command.upgrade(config, revision)
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
-            raise unreachable(self.url, e) from e
+            raise self._unreachable(e) from e
 
     def downgrade(self, revision: str) -> None:
         """Migrate back to ``revision`` (for repairs and tests; Kiln never does it by itself)."""
@@ -129,7 +138,7 @@ class MetadataStore:
                 config.attributes["connection"] = conn
                 command.downgrade(config, revision)
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
-            raise unreachable(self.url, e) from e
+            raise self._unreachable(e) from e
 
     def schema_revision(self) -> str | None:
         return self._schema_revision(self.engine)
@@ -140,7 +149,7 @@ class MetadataStore:
                 conn.execution_options(**{READONLY: True})
                 return MigrationContext.configure(conn).get_current_revision()
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
-            raise unreachable(self.url, e) from e
+            raise self._unreachable(e) from e
 
     def check_schema(self) -> None:
         self._check_schema(self.engine)
@@ -188,7 +197,7 @@ class MetadataStore:
                 session.commit()
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
             session.rollback()
-            raise unreachable(self.url, e) from e
+            raise self._unreachable(e) from e
         except sa_exc.IntegrityError as e:
             session.rollback()
             reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
