@@ -181,7 +181,7 @@ def build_api(service: Service) -> FastAPI:
         tags=["admin"],
         summary="Put a version in production (the previous one is archived); audited",
         response_model=TransitionResponse,
-        responses=_errors(401, 403, 404, 409, 422, 503),
+        responses=_errors(401, 403, 404, 409, 413, 422, 503),
     )
     def promote(
         name: str, body: PromoteRequest, request: Request, token: Token
@@ -197,7 +197,7 @@ def build_api(service: Service) -> FastAPI:
         tags=["admin"],
         summary="Put back the version that served before the current one; audited",
         response_model=TransitionResponse,
-        responses=_errors(401, 403, 404, 409, 422, 503),
+        responses=_errors(401, 403, 404, 409, 413, 422, 503),
     )
     def rollback(
         name: str, body: RollbackRequest, request: Request, token: Token

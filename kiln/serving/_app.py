@@ -31,6 +31,13 @@ __all__ = ["ServingApp", "app_from_env", "create_app"]
 _PREFIX = "/v1/pipelines/"
 _SUFFIX = "/predict"
 THREAD_BODY_BYTES = 32 * 1024
+OTHER_BODY_BYTES = 64 * 1024
+"""Cap on the body of every other request (admin writes carry a reason, not data)."""
+_PREDICT_HINT = (
+    "split the batch into several requests, or raise the limit:"
+    " `kiln serve --max-body-bytes N` (or KILN_MAX_BODY_BYTES=N)"
+)
+_OTHER_HINT = "only predict requests carry data; an admin request's JSON (a reason) is small"
 SWITCH_INTERVAL = 0.001
 GC_THRESHOLD = 20_000
 
@@ -53,7 +60,31 @@ class ServingApp:
                 if name and "/" not in name:
                     await self._predict(name, scope, receive, send)
                     return
+        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            await self._capped(scope, receive, send)
+            return
         await self.api(scope, receive, send)
+
+    async def _capped(self, scope: Scope, receive: Any, send: Any) -> None:
+        """Any other request with a body: read it under OTHER_BODY_BYTES, then hand it on."""
+        declared = _declared(scope)
+        if declared > OTHER_BODY_BYTES:
+            await _send(send, _too_large(OTHER_BODY_BYTES, declared, _OTHER_HINT))
+            return
+        body = await _body(receive, OTHER_BODY_BYTES)
+        if body is None:
+            await _send(send, _too_large(OTHER_BODY_BYTES, None, _OTHER_HINT))
+            return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # the disconnect, when the client goes
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.api(scope, replay, send)
 
     async def _predict(self, name: str, scope: Scope, receive: Any, send: Any) -> None:
         started = time.perf_counter()
@@ -69,11 +100,11 @@ class ServingApp:
             elif key == b"content-length":
                 declared = int(value) if value.isdigit() else 0
         if declared > self._max_body:  # refused before reading a byte of it
-            await _send(send, _too_large(self._max_body, declared))
+            await _send(send, _too_large(self._max_body, declared, _PREDICT_HINT))
             return
-        body = await self._body(receive)
+        body = await _body(receive, self._max_body)
         if body is None:  # a chunked body (no Content-Length) that went over the limit
-            await _send(send, _too_large(self._max_body, None))
+            await _send(send, _too_large(self._max_body, None, _PREDICT_HINT))
             return
         call = functools.partial(
             self._handle,
@@ -90,24 +121,32 @@ class ServingApp:
             answer = call()
         await _send(send, answer)
 
-    async def _body(self, receive: Any) -> bytes | None:
-        """The request body, or None when it exceeds the cap."""
+
+def _declared(scope: Scope) -> int:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
+async def _body(receive: Any, limit: int) -> bytes | None:
+    """The request body, or None when it exceeds ``limit``."""
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        return None
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
         message = await receive()
-        body: bytes = message.get("body", b"")
-        if len(body) > self._max_body:
-            return None
-        if not message.get("more_body", False):
-            return body
-        chunks = [body]
-        size = len(body)
-        while message.get("more_body", False):
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self._max_body:
-                return None  # the chunks read so far go with this frame
-            chunks.append(chunk)
-        return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None  # the chunks read so far go with this frame
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _send(send: Any, answer: Answer) -> None:
@@ -115,15 +154,14 @@ async def _send(send: Any, answer: Answer) -> None:
     await send({"type": "http.response.body", "body": answer.body})
 
 
-def _too_large(limit: int, declared: int | None) -> Answer:
+def _too_large(limit: int, declared: int | None, hint: str) -> Answer:
     size = "the body" if declared is None else f"the body ({declared:,} bytes)"
     error = ApiError(
         413,
         "body_too_large",
         f"{size} is larger than the server's limit of {limit:,} bytes"
         f" ({limit / (1024 * 1024):.4g} MiB)",
-        hint="split the batch into several requests, or raise the limit:"
-        " `kiln serve --max-body-bytes N` (or KILN_MAX_BODY_BYTES=N)",
+        hint=hint,
         fields=[{"field": "(body)", "problem": f"at most {limit:,} bytes"}],
     )
     body = error_body(error)

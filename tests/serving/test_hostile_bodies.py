@@ -132,12 +132,14 @@ def test_a_thousand_refused_large_bodies_leave_the_worker_memory_where_it_was(
     server.stop()
 
 
-def raw_post(port: int, headers: bytes, chunks: list[bytes]) -> tuple[int, dict[str, Any]]:
+def raw_post(
+    port: int, headers: bytes, chunks: list[bytes], path: str = f"/v1/pipelines/{PIPELINE}/predict"
+) -> tuple[int, dict[str, Any]]:
     """POST over a plain socket: ``headers``, then each of ``chunks`` until the server answers
     (a 413 may come before the body was sent); returns the status and the JSON answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(
-            f"POST /v1/pipelines/{PIPELINE}/predict HTTP/1.1\r\nHost: kiln\r\n".encode()
+            f"POST {path} HTTP/1.1\r\nHost: kiln\r\n".encode()
             + b"Content-Type: application/json\r\n"
             + headers
             + b"\r\n"
@@ -177,6 +179,15 @@ def test_an_oversized_body_is_refused_from_its_size_before_it_is_read(
     status, answer = raw_post(server.port, b"Transfer-Encoding: chunked\r\n", [mib] * 12)
     assert status == 413
     assert answer["error"]["message"].startswith("the body is larger than the server's limit")
+    # every other request has a small cap (admin writes carry a reason), before any token check
+    promote = f"/v1/pipelines/{PIPELINE}/promote"
+    status, answer = raw_post(server.port, b"Content-Length: 52428800\r\n", [], path=promote)
+    assert status == 413
+    assert "limit of 65,536 bytes" in answer["error"]["message"]
+    status, answer = raw_post(server.port, b"Transfer-Encoding: chunked\r\n", [mib] * 3, promote)
+    assert status == 413
+    r = httpx.post(f"{server.url}{promote}", json={"version": 2, "reason": "r"}, timeout=30)
+    assert r.status_code == 401, r.text  # a small body still reaches the API
     # just under the limit, the body is read and predicted
     row = orjson.dumps(flight_rows[0])
     padded = b'{"instances": [' + row + b"]" + b" " * (8 * MIB - len(row) - 40) + b"}"
