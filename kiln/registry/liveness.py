@@ -90,8 +90,9 @@ def release_pending(uow: UnitOfWork, version: VersionRecord) -> Ungated | None:
         pending = not gated  # killed before its release started (or registered by Kiln < 0.9)
     elif release.status == "running":
         pending = True  # killed while releasing: the results, if any, were never acted on
-    else:  # done, skipped on purpose, or failed with its reason recorded
-        pending = release.status == "failed" and not gated
+    else:  # done or skipped on purpose; a failed release (an error before or after the gates
+        # stored their results) is tried again
+        pending = release.status == "failed"
     if not pending:
         return None
     return Ungated(version.pipeline, version.version, version.run_id, gated, release is not None)

@@ -67,6 +67,10 @@ def release_step(
 ) -> RunResult:
     """Record the release of ``result``'s version as the step ``release``, then finish the run."""
     run_id, pipeline = result.run_id, result.pipeline
+    with stores.metadata.unit_of_work() as uow:
+        # Still this run's lock? A watcher that judged it dead (a stale heartbeat) may have
+        # taken it to release the version itself: then this run must not release it too.
+        uow.locks.heartbeat(pipeline, run_id)
     if release is None:
         with stores.metadata.unit_of_work() as uow:
             uow.steps.start(run_id, "release")

@@ -116,3 +116,22 @@ def test_a_candidate_that_an_older_kiln_marked_succeeded_is_flagged_not_released
     assert (found.version, found.step_recorded) == (v, False)
     [row] = pipeline_status(store)
     assert row["never_gated"] == [found.advice()]
+
+
+def test_a_release_that_failed_after_its_gates_stored_results_is_tried_again(
+    store: MetadataStore,
+) -> None:
+    """The gates stored their results, then the stage change failed (a locked database, a
+    SIGTERM): the version is still a candidate, pending release and flagged."""
+    run, lock = _run(store, "another-host", 4242)
+    dead = lock.heartbeat_at + STALE_AFTER + timedelta(seconds=30)
+    with store.unit_of_work() as uow:
+        v = uow.versions.register(PIPELINE, run.id, "0" * 64, {}, {}).version
+        uow.steps.start(run.id, "release")
+        uow.gates.record(PIPELINE, v, "data_quality", "passed", "ok", {}, trigger="run")
+        uow.steps.finish(
+            run.id, "release", "failed", wall_seconds=1, cpu_seconds=1, peak_memory_bytes=1
+        )
+        [found] = ungated_versions(uow, PIPELINE, now=dead)
+    assert found.version == v and found.gated
+    assert "gated but never released" in found.advice()
