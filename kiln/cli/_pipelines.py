@@ -138,8 +138,8 @@ def run(
     loaded = load_config(file) if file is not None else None
     settings = _settings(ctx, executor=executor, max_workers=workers, ray_address=ray_address)
     stores = _stores(ctx, upgrade=True, executor=executor, max_workers=workers)
-    releaser = None if skip_gates else Releaser(ctx, settings)
-    runner = Runner(settings, stores, RichReporter(err), release=releaser)
+    releaser = Releaser(ctx, settings)
+    runner = Runner(settings, stores, RichReporter(err), release=None if skip_gates else releaser)
 
     def stop(signum: int, frame: FrameType | None) -> NoReturn:
         runner.interrupted.set()  # DuckDB, for one, turns the KeyboardInterrupt into its error
@@ -191,7 +191,7 @@ def run(
            f" v{partial['base_version']}" if partial else "")
         + ")"
     )  # fmt: skip
-    show_released(result, releaser)
+    show_released(result, releaser, gated=not skip_gates)
 
 
 def _check_run_flags(

@@ -80,10 +80,12 @@ def _show_release(decision: Any) -> str:
     return decision.outcome
 
 
-def show_released(result: Any, releaser: Releaser | None) -> None:
+def show_released(result: Any, releaser: Releaser, *, gated: bool = True) -> None:
+    """What the release step decided; with ``--skip-gates`` (``gated`` False) an experiment is
+    still compared with production (it is never deployed) and an unchanged run still says so."""
     same = result.unchanged_from
-    if releaser is None:
-        return
+    if not gated and result.experiment and releaser.challenged is None:
+        releaser(result)
     if releaser.challenged is not None:
         _show_challenge(releaser.challenged, result.pipeline, result.version)
     elif same is not None:

@@ -43,6 +43,9 @@ def test_experiment_compare_and_step_from_the_command_line(
     assert c.returncode == 0, c.stderr
     assert "fewer-trees" in c.stdout and "mae v1" in c.stdout and "mae v2" in c.stdout
     assert "-    n_estimators: 10" in c.stdout and "+    n_estimators: 6" in c.stdout
+    r = cli(*home, "run", idea, "--experiment", "quick", "--skip-gates", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr  # no gates, but an experiment is still compared
+    assert "experiment v3 vs production v1" in r.stdout and "not deployed" in r.stdout
     m = cli(*home, "models", "list", cwd=tmp_path, env=env)
     assert "(experiment fewer-trees)" in m.stdout
     s = cli(*home, "run", prod, "--step", "check", cwd=tmp_path, env=env)
