@@ -12,7 +12,7 @@ champion/challenger, replay), stores every result with its evidence, and then:
   ``kiln promote``.
 
 ``tick`` (run by ``kiln watch`` and by every pass of ``kiln scheduler``) moves versions on:
-a candidate whose run died before releasing it is gated and released now (kiln.gates.ungated); a
+a candidate whose run died before releasing it is gated and released now (kiln.release.ungated); a
 shadow whose period is over is judged on live traffic; a canary is promoted once its watch
 window passed healthy, or blocked as soon as it is not; a production version promoted within
 its watch window is rolled back automatically when its error rate or p99 latency passes the
@@ -32,12 +32,12 @@ from kiln.errors import KilnError, NotFoundError
 from kiln.gates.base import Gate, GateContext, GateResult, GateStatus, Version
 from kiln.gates.champion import ChampionChallengerGate
 from kiln.gates.features import FeatureAvailabilityGate
-from kiln.gates.live import LiveStats, live_stats
 from kiln.gates.quality import DataQualityGate
 from kiln.gates.replay import ReplayGate
 from kiln.gates.shadow import ShadowGate
-from kiln.gates.ungated import release_ungated
+from kiln.monitoring.live import LiveStats, live_stats
 from kiln.registry.stages import Stages, refuse_experiment
+from kiln.release.ungated import release_ungated
 from kiln.runs.context import Stores
 from kiln.settings import Settings
 from kiln.stores.metadata.records import GateRecord, GateTrigger, Stage, VersionRecord

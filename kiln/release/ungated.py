@@ -20,7 +20,7 @@ from kiln.runs.reporting import NullReporter
 from kiln.runs.steps import step
 
 if TYPE_CHECKING:
-    from kiln.gates.release import Release
+    from kiln.release.controller import Release
 
 __all__ = ["release_ungated"]
 

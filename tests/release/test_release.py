@@ -15,8 +15,8 @@ import yaml
 
 from kiln.config import load_config
 from kiln.gates.base import Version
-from kiln.gates.release import SYSTEM_ACTOR, Release
 from kiln.registry import Stages
+from kiln.release.controller import SYSTEM_ACTOR, Release
 from kiln.runs.context import open_stores
 from kiln.runs.runner import Runner
 from kiln.settings import Settings
