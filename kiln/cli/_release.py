@@ -134,7 +134,7 @@ def watch(
         while True:
             events = release.tick(pipeline) if pipeline else release.tick_all()
             for event in events:
-                out.print(Text(event), highlight=False)
+                out.print(Text(event.message), highlight=False)
             if once:
                 if not events:
                     out.print("nothing to do")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from kiln.errors import ConcurrentRunError
 from kiln.registry.liveness import STALE_AFTER, Ungated, release_pending, ungated_versions
+from kiln.release.events import EventKind, ReleaseEvent
 from kiln.runs.reporting import NullReporter
 from kiln.runs.steps import step
 
@@ -27,15 +28,15 @@ __all__ = ["release_ungated"]
 logger = logging.getLogger(__name__)
 
 
-def release_ungated(release: Release, pipeline: str) -> list[str]:
+def release_ungated(release: Release, pipeline: str) -> list[ReleaseEvent]:
     """Gate and release every candidate of ``pipeline`` that a dead run left ungated; returns
-    one line per version released."""
+    one event per version released."""
     with release.stores.metadata.read() as uow:
         found = ungated_versions(uow, pipeline)
-    return [line for u in found if (line := _release_one(release, u))]
+    return [event for u in found if (event := _release_one(release, u))]
 
 
-def _release_one(release: Release, found: Ungated) -> str | None:
+def _release_one(release: Release, found: Ungated) -> ReleaseEvent | None:
     metadata = release.stores.metadata
     pipeline, run_id = found.pipeline, found.run_id
     host, pid = os.uname().nodename, os.getpid()
@@ -63,7 +64,15 @@ def _release_one(release: Release, found: Ungated) -> str | None:
     finally:
         with metadata.unit_of_work() as uow:
             uow.locks.release(pipeline, run_id)
-    return (
+    message = (
         f"{pipeline} v{found.version} {decision.outcome}: gated after its run {run_id} died"
         f" before releasing it: {decision.message}"
+    )
+    details = {
+        "run_id": run_id,
+        "outcome": decision.outcome,
+        "gates": {r.gate: r.status for r in decision.results},
+    }
+    return ReleaseEvent(
+        pipeline, found.version, EventKind.RELEASED_UNGATED, message, release.clock(), details
     )
