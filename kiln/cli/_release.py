@@ -97,7 +97,7 @@ def _first(value: Any, n: int = 3) -> Any:
 def gates_check(ctx: typer.Context, pipeline: str, version: int) -> None:
     """Run VERSION's pre-traffic gates again against the champion of its release decision and
     add the results to its history; no stage changes, no earlier result is replaced."""
-    from kiln.gates.release import Release
+    from kiln.release.controller import Release
 
     settings = _settings(ctx)
     stores = _stores(ctx)
@@ -124,7 +124,7 @@ def watch(
     roll back a new production version whose error rate or p99 passes its threshold."""
     import time
 
-    from kiln.gates.release import Release
+    from kiln.release.controller import Release
 
     settings = _settings(ctx)
     stores = _stores(ctx)
@@ -134,7 +134,7 @@ def watch(
         while True:
             events = release.tick(pipeline) if pipeline else release.tick_all()
             for event in events:
-                out.print(Text(event), highlight=False)
+                out.print(Text(event.message), highlight=False)
             if once:
                 if not events:
                     out.print("nothing to do")

@@ -28,7 +28,7 @@ class Releaser:
         self.challenged: Any = None
 
     def __call__(self, result: Any) -> dict[str, Any]:
-        from kiln.gates.release import Release
+        from kiln.release.controller import Release
 
         if result.unchanged_from is not None and not result.experiment:
             return {"outcome": "unchanged", "unchanged_from": result.unchanged_from}

@@ -44,7 +44,7 @@ def scheduler(
     stores = _stores(ctx, upgrade=True)
     try:
         try:  # wired to the release controller
-            from kiln.gates.release import Release
+            from kiln.release.controller import Release
 
             after_tick: Any = Release(settings, stores).tick
         except ImportError:

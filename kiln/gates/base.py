@@ -3,7 +3,7 @@
 A gate answers one question about a candidate version ("does it break a request production
 answered?") with a :class:`GateResult`: a status and the evidence behind it (numbers, the
 failing segments or requests), never a bare boolean. Gates read; they never change a stage.
-The release controller (:mod:`kiln.gates.release`) stores the results and decides.
+The release controller (:mod:`kiln.release.controller`) stores the results and decides.
 """
 
 from __future__ import annotations

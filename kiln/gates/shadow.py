@@ -29,7 +29,7 @@ from kiln.gates.base import (
     Version,
     on_classes,
 )
-from kiln.gates.live import live_stats
+from kiln.monitoring.live import live_stats
 
 __all__ = ["ShadowGate", "ShadowPeriod", "shadow_period"]
 

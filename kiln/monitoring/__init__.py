@@ -1,1 +1,1 @@
-"""Reserved for a later issue (see ARCHITECTURE.md)."""
+"""Monitoring of served versions: live-traffic statistics over captured requests."""

@@ -24,6 +24,7 @@ from types import FrameType
 from typing import Any
 
 from kiln.errors import EXIT_BLOCKED, KilnError, StoreError
+from kiln.release.events import ReleaseEvent
 from kiln.runs.context import Stores, open_stores
 from kiln.runs.reporting import host_and_pid
 from kiln.scheduler._child import Attempt, child_env, explain_exit
@@ -266,7 +267,8 @@ class Scheduler(Claims):
                 log.exception("after-tick of pipeline %r failed", name)
                 continue
             if isinstance(result, list | tuple):
-                for line in result:
+                for item in result:  # the release controller's events, or plain lines
+                    line = item.message if isinstance(item, ReleaseEvent) else item
                     log.info("%s: %s", name, line)
 
     def _guarded(self, step: Callable[[], Any]) -> Any:

@@ -7,7 +7,7 @@ capture (never the request) is dropped and counted in ``kiln_capture_dropped_tot
 The rows of a batch are captured as ``<request id>:<index>``. A request that a version
 refused or failed on (bad JSON, too many rows, invalid fields, a crash) is captured as one
 record with no prediction and the error: that is how a version's live error rate is known
-(``kiln.gates.live``). Each answered row records the features whose value was unseen in
+(``kiln.monitoring.live``). Each answered row records the features whose value was unseen in
 training (``unseen``); a row that the fallback answered because of them
 (``unseen_categories: fallback``) is not a model error.
 """

@@ -172,3 +172,27 @@ def test_a_run_killed_before_releasing_is_flagged_and_gated_by_watch(make_config
     assert "never gated" not in status.stdout, status.stdout
     again = cli("--home", str(home), "run", "--resume", run_id, cwd=cwd)
     assert again.returncode == 2 and "already succeeded" in again.stderr, again.stderr
+
+
+def test_the_watch_pass_returns_a_typed_event_for_a_version_it_released(make_config) -> None:
+    """What `kiln watch` prints about a version a dead run left ungated is the message of a
+    typed event that names the run, the outcome and its gates."""
+    from kiln.release.controller import Release
+    from kiln.release.events import EventKind
+
+    home, run_id = killed_at("register", make_config)
+    settings = Settings(home=home)
+    stores = open_stores(settings)
+    try:
+        [event] = Release(settings, stores).tick("flights-test")
+    finally:
+        stores.close()
+    assert (event.kind, event.pipeline, event.version) == (
+        EventKind.RELEASED_UNGATED, "flights-test", 1,
+    )  # fmt: skip
+    assert event.details["run_id"] == run_id and event.details["gates"], event
+    outcome = event.details["outcome"]
+    assert event.message.startswith(
+        f"flights-test v1 {outcome}: gated after its run {run_id} died before releasing it: "
+    )
+    assert_released_once(home, run_id)

@@ -8,10 +8,10 @@ import orjson
 import pytest
 
 from kiln.errors import ConfigError, NotFoundError, SchemaError
-from kiln.gates.release import Release
 from kiln.pipeline import FALLBACK
 from kiln.registry.compare import compare
 from kiln.registry.stages import StageError, Stages
+from kiln.release.controller import Release
 from kiln.runs import Runner, Stores
 from kiln.runs.options import RunOptions
 from kiln.settings import Settings

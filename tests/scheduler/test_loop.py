@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from scheduler_support import WAIT, wait_for
 
+from kiln.release.events import EventKind, ReleaseEvent
 from kiln.scheduler import Scheduler
 from kiln.settings import Settings
 from kiln.stores import MetadataStore
@@ -118,6 +119,26 @@ def test_after_tick_runs_for_every_scheduled_pipeline_and_its_errors_are_logged(
     assert ticked == ["alpha", "beta"] and summary.unscheduled == ["gamma"]
     assert "after-tick of pipeline 'alpha' failed" in caplog.text
     assert "release controller bug" in caplog.text and "beta: promoted beta v2" in caplog.text
+
+
+def test_after_tick_logs_the_message_of_each_release_event(
+    add_pipeline: Callable[..., Path],
+    pipelines: Path,
+    settings_for: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The release controller's watch pass returns typed events; the scheduler logs each
+    event's message, the line `kiln watch` prints."""
+    add_pipeline("a/kiln.yaml", "alpha", **HOURLY_SKIP)
+    line = "alpha: rolled back v3 -> v2: error rate 40.0% over 50 requests (at most 5.0%)"
+
+    def tick(name: str) -> list[ReleaseEvent]:
+        return [ReleaseEvent(name, 3, EventKind.ROLLED_BACK, line, NOW, {"to_version": 2})]
+
+    with caplog.at_level(logging.INFO, logger="kiln.scheduler"):
+        scheduler(settings_for, pipelines, after_tick=tick).run_once()
+    assert f"alpha: {line}" in caplog.messages, caplog.messages
+    assert "ReleaseEvent(" not in caplog.text
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Refused requests are captured on a real server: one record per request, with the version
 that refused it (production or canary), no prediction and the error, so that the live error
-rate of a version (``kiln.gates.live``) counts them."""
+rate of a version (``kiln.monitoring.live``) counts them."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import orjson
 import pytest
 from serving_support import PIPELINE, Trained, register_copy, set_canary, set_stage
 
-from kiln.gates.live import live_stats
+from kiln.monitoring.live import live_stats
 from kiln.serving import MAX_INSTANCES
 from kiln.settings import Settings
 from kiln.stores import read_captures

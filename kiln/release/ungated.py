@@ -18,26 +18,27 @@ from typing import TYPE_CHECKING
 
 from kiln.errors import ConcurrentRunError, KilnError
 from kiln.registry.liveness import STALE_AFTER, Ungated, release_pending, ungated_versions
+from kiln.release.events import EventKind, ReleaseEvent
 from kiln.runs.reporting import NullReporter
 from kiln.runs.steps import Heartbeat, step
 
 if TYPE_CHECKING:
-    from kiln.gates.release import Release
+    from kiln.release.controller import Release
 
 __all__ = ["release_ungated"]
 
 logger = logging.getLogger(__name__)
 
 
-def release_ungated(release: Release, pipeline: str) -> list[str]:
+def release_ungated(release: Release, pipeline: str) -> list[ReleaseEvent]:
     """Gate and release every candidate of ``pipeline`` that a dead run left ungated; returns
-    one line per version released."""
+    one event per version released."""
     with release.stores.metadata.read() as uow:
         found = ungated_versions(uow, pipeline)
-    lines = []
+    events = []
     for u in found:
         try:
-            line = _release_one(release, u)
+            event = _release_one(release, u)
         # One version must not stop the pass (the rollbacks of the pipeline come after it).
         except Exception as e:
             detail = str(e) if isinstance(e, KilnError) else f"{type(e).__name__}: {e}"
@@ -45,12 +46,12 @@ def release_ungated(release: Release, pipeline: str) -> list[str]:
                 "%s v%s: release failed, retried next pass: %s", pipeline, u.version, detail
             )
             continue
-        if line:
-            lines.append(line)
-    return lines
+        if event:
+            events.append(event)
+    return events
 
 
-def _release_one(release: Release, found: Ungated) -> str | None:
+def _release_one(release: Release, found: Ungated) -> ReleaseEvent | None:
     metadata = release.stores.metadata
     pipeline, run_id = found.pipeline, found.run_id
     owner = f"release:{run_id}"  # not the run's id: a run still alive fails its own heartbeat
@@ -84,7 +85,15 @@ def _release_one(release: Release, found: Ungated) -> str | None:
         heartbeat.stop()
         with metadata.unit_of_work() as uow:
             uow.locks.release(pipeline, owner)
-    return (
+    message = (
         f"{pipeline} v{found.version} {decision.outcome}: gated after its run {run_id} died"
         f" before releasing it: {decision.message}"
+    )
+    details = {
+        "run_id": run_id,
+        "outcome": decision.outcome,
+        "gates": {r.gate: r.status for r in decision.results},
+    }
+    return ReleaseEvent(
+        pipeline, found.version, EventKind.RELEASED_UNGATED, message, release.clock(), details
     )

@@ -15,8 +15,10 @@ import yaml
 
 from kiln.config import load_config
 from kiln.gates.base import Version
-from kiln.gates.release import SYSTEM_ACTOR, Release
 from kiln.registry import Stages
+from kiln.release.controller import Release
+from kiln.release.decision import SYSTEM_ACTOR
+from kiln.release.events import EventKind
 from kiln.runs.context import open_stores
 from kiln.runs.runner import Runner
 from kiln.settings import Settings
@@ -136,7 +138,12 @@ def test_block_override_then_automatic_rollback(env: SimpleNamespace) -> None:
     assert later.tick(P) == []  # past the 30 min watch window: not rolled back any more
 
     events = env.release.tick(P)  # within the window: rolled back
-    assert len(events) == 1 and f"rolled back v{v2} -> v{v1}" in events[0], events
+    assert len(events) == 1 and f"rolled back v{v2} -> v{v1}" in events[0].message, events
+    rolled_back = events[0]
+    assert rolled_back.message.startswith(f"{P}: rolled back v{v2} -> v{v1}: error rate 100.0%")
+    assert (rolled_back.kind, rolled_back.version) == (EventKind.ROLLED_BACK, v2)
+    assert rolled_back.details["to_version"] == v1 and rolled_back.details["gate"] == "live"
+    assert rolled_back.details["evidence"]["error_rate"] == 1.0
     assert env.stages() == {v1: "production", v2: "archived"}
     action, version, actor, reason = audit(env)[-1]
     assert (action, version, actor) == ("rollback", v1, SYSTEM_ACTOR)
@@ -168,7 +175,9 @@ def test_replay_pass_shadow_period_and_canaries(env: SimpleNamespace) -> None:
     assert env.release.tick(P) == []  # no shadow traffic yet: still pending
     serve(env, v2, "shadow", 150)  # the server's shadow copies of the same requests
     events = env.release.tick(P)
-    assert len(events) == 1 and "promoted" in events[0], events
+    assert len(events) == 1 and "promoted" in events[0].message, events
+    assert (events[0].kind, events[0].version) == (EventKind.PROMOTED, v2)
+    assert events[0].details["gate"] == "shadow" and events[0].details["outcome"] == "promoted"
     assert env.gates(v2)["shadow"] == "passed"
     assert env.stages() == {v1: "archived", v2: "production"}
 
@@ -179,7 +188,10 @@ def test_replay_pass_shadow_period_and_canaries(env: SimpleNamespace) -> None:
         assert uow.versions.get(P, v3).traffic_share == 0.25
     serve(env, v3, "canary", 30, failing=True, prefix="c3")
     events = env.release.tick(P)
-    assert len(events) == 1 and "blocked" in events[0] and "error rate 100.0%" in events[0]
+    assert len(events) == 1 and "blocked" in events[0].message, events
+    assert "error rate 100.0%" in events[0].message
+    assert (events[0].kind, events[0].version) == (EventKind.BLOCKED, v3)
+    assert events[0].details["gate"] == "canary" and events[0].details["from_stage"] == "canary"
     assert env.stages()[v3] == "blocked"
 
     # A healthy canary is promoted once its watch window is over.
@@ -189,7 +201,9 @@ def test_replay_pass_shadow_period_and_canaries(env: SimpleNamespace) -> None:
     assert env.release.tick(P) == []  # healthy, but the watch window is not over
     later = Release(env.settings, env.stores, clock=lambda: datetime.now(UTC) + timedelta(hours=2))
     events = later.tick(P)
-    assert len(events) == 1 and f"v{v4} promoted" in events[0], events
+    assert len(events) == 1 and f"v{v4} promoted" in events[0].message, events
+    assert (events[0].kind, events[0].version) == (EventKind.CANARY_PROMOTED, v4)
+    assert events[0].at > datetime.now(UTC) + timedelta(hours=1)  # the controller's clock
     assert env.gates(v4)["canary"] == "passed"
     assert env.stages() == {v1: "archived", v2: "archived", v3: "blocked", v4: "production"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from kiln.gates.live import live_stats
+from kiln.monitoring.live import live_stats
 
 
 def captures(rows: list[tuple[int, str, float | None, str | None, float]]) -> pa.Table:
