@@ -7,11 +7,20 @@ from typing import Any, Final
 
 import duckdb
 import fsspec
+import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from fsspec.implementations.local import LocalFileSystem
 
 from kiln.errors import NotFoundError, StoreError
-from kiln.stores.capture._records import CAPTURE_SCHEMA, PIPELINE_NAME, STAGES, utc_date
+from kiln.stores.capture._records import (
+    CAPTURE_SCHEMA,
+    INPUTS,
+    INPUTS_KEYS,
+    PIPELINE_NAME,
+    STAGES,
+    utc_date,
+)
 
 __all__ = ["query_captures", "read_captures"]
 
@@ -21,12 +30,16 @@ _ADDED: Final = {
     "label": "CAST(NULL AS VARCHAR) AS label",
     "probabilities": "CAST(NULL AS MAP(VARCHAR, DOUBLE)) AS probabilities",
     "unseen": "CAST(NULL AS VARCHAR[]) AS unseen",
+    "status": "CAST(NULL AS SMALLINT) AS status",
 }
-_READ_SCHEMA: Final = CAPTURE_SCHEMA.insert(2, pa.field("pipeline", pa.string()))
+_READ_SCHEMA: Final = pa.schema(
+    [f.with_nullable(True) if f.name in ("features", "status") else f for f in CAPTURE_SCHEMA]
+).insert(2, pa.field("pipeline", pa.string()))
 _READ_OPTIONS = (
     "hive_partitioning = true, union_by_name = true,"
     " hive_types = {'pipeline': VARCHAR, 'date': DATE}"
 )
+_FILE = "__kiln_file__"
 
 
 class _Root:
@@ -78,8 +91,10 @@ def read_captures(
     """The most recent ``last`` captures of ``pipeline`` (all when None), oldest first.
 
     ``stage=None`` reads every stage; ``since`` keeps captures with ``ts >= since``. Columns are
-    those of :data:`CAPTURE_SCHEMA` plus ``pipeline``; ``features`` is a JSON string. Date
-    folders are read newest first and only as far back as ``last`` needs.
+    those of :data:`CAPTURE_SCHEMA` plus ``pipeline``; ``features`` is each request's JSON
+    object (from the typed ``inputs`` of the files that have it, with the keys the request
+    held); ``status`` is null in files written before it. Date folders are read newest first
+    and only as far back as ``last`` needs.
     """
     if not PIPELINE_NAME.fullmatch(pipeline):
         raise ValueError(f"invalid pipeline name {pipeline!r}")
@@ -102,7 +117,7 @@ def read_captures(
     if since is not None:
         where.append("ts >= $since")
         params["since"] = since.astimezone(UTC)
-    sql = f"SELECT {_SELECTED} FROM read_parquet($files, {_READ_OPTIONS})"
+    sql = f"SELECT {_SELECTED} FROM read_parquet($files, {_READ_OPTIONS}, filename = {_FILE!r})"
     if where:
         sql += " WHERE " + " AND ".join(where)
     if last is not None:
@@ -119,13 +134,15 @@ def read_captures(
             window += grow
             grow = 3 * window
             if files:
-                columns = _columns(con, f"read_parquet($files, {_READ_OPTIONS})", files)
+                columns, typed = _columns(con, f"read_parquet($files, {_READ_OPTIONS})", files)
                 table = _run(
                     con,
                     sql.replace(_SELECTED, columns),
                     {**params, "files": files},
                     root.for_duckdb(folder),
                 )
+                if typed:
+                    table = _untyped(con, table, root.for_duckdb(folder))
                 if last is None or table.num_rows >= last:
                     break
     if table is not None:
@@ -191,13 +208,54 @@ def _present(con: duckdb.DuckDBPyConnection, source: str, files: list[str] | Non
     return set(relation.columns) if relation is not None else set()
 
 
-def _columns(con: duckdb.DuckDBPyConnection, source: str, files: list[str]) -> str:
-    """The select list of :data:`_READ_SCHEMA`, null for columns that no file has yet."""
+def _columns(con: duckdb.DuckDBPyConnection, source: str, files: list[str]) -> tuple[str, bool]:
+    """The select list of :data:`_READ_SCHEMA`, null for columns that no file has yet, plus
+    the typed features and the file of each row when some file has them (and True then)."""
     present = _present(con, source, files)
-    return ", ".join(
+    names = [
         _ADDED[name] if name in _ADDED and name not in present else name
         for name in _READ_SCHEMA.names
-    )
+    ]
+    typed = INPUTS in present
+    if typed:
+        names += [INPUTS, _FILE]
+    return ", ".join(names), typed
+
+
+def _untyped(con: duckdb.DuckDBPyConnection, table: pa.Table, where: str) -> pa.Table:
+    """``table`` with the ``features`` JSON of its typed rows rebuilt from ``inputs``, with
+    the keys their file holds (its :data:`INPUTS_KEYS`), and without the two extra columns."""
+    inputs = table[INPUTS]
+    found = pc.and_(pc.is_null(table["features"]), pc.is_valid(inputs))
+    rows = pc.indices_nonzero(found).to_pylist()
+    features = table["features"]
+    if rows:
+        files = table[_FILE].take(rows).to_pylist()
+        keys = _file_keys(con, sorted(set(files)), where)
+        values = inputs.take(rows).to_pylist()
+        texts = features.to_pylist()
+        for i, file, value in zip(rows, files, values, strict=True):
+            names = keys.get(file)
+            row = value if names is None else {k: value[k] for k in names}
+            texts[i] = orjson.dumps(row).decode()
+        features = pa.chunked_array([pa.array(texts, pa.string())])
+    index = table.schema.get_field_index("features")
+    table = table.set_column(index, "features", features)
+    return table.drop_columns([INPUTS, _FILE])
+
+
+def _file_keys(
+    con: duckdb.DuckDBPyConnection, files: list[str], where: str
+) -> dict[str, list[str]]:
+    """The keys of each file's typed requests, from its Parquet key-value metadata."""
+    try:
+        found = con.execute(
+            "SELECT file_name, value FROM parquet_kv_metadata($files) WHERE key = $key",
+            {"files": files, "key": INPUTS_KEYS},
+        ).fetchall()
+    except duckdb.Error as e:
+        raise StoreError(f"cannot read the capture files' metadata in {where}: {e}") from e
+    return {str(name): orjson.loads(value) for name, value in found}
 
 
 def _run(
