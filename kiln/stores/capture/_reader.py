@@ -172,7 +172,9 @@ def query_captures(root_url: str, sql: str) -> pa.Table:
     """Run DuckDB ``sql`` over a view ``captures`` of every capture file of every pipeline.
 
     The view has the columns of :data:`CAPTURE_SCHEMA` plus the partition columns ``pipeline``
-    (VARCHAR) and ``date`` (DATE).
+    (VARCHAR) and ``date`` (DATE), and ``inputs`` once a file has typed features: a struct of
+    the union of every version's features (DuckDB ``union_by_name``), e.g. ``inputs.distance``;
+    ``status`` is null in files written before it.
     """
     root = _Root(root_url)
     pattern = f"{root.path}/pipeline=*/date=*/*.parquet"
@@ -194,7 +196,8 @@ def query_captures(root_url: str, sql: str) -> pa.Table:
             None,
             root.for_duckdb(root.path),
             setup=view,
-            hint="query the view 'captures': the capture columns plus pipeline and date",
+            hint="query the view 'captures': the capture columns plus pipeline and date"
+            " (`kiln capture query --help` lists them)",
         )
 
 
