@@ -9,7 +9,6 @@ import duckdb
 import fsspec
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 from fsspec.implementations.local import LocalFileSystem
 
 from kiln.errors import NotFoundError, StoreError
@@ -134,15 +133,14 @@ def read_captures(
             window += grow
             grow = 3 * window
             if files:
-                columns, typed = _columns(con, f"read_parquet($files, {_READ_OPTIONS})", files)
+                source = f"read_parquet($files, {_READ_OPTIONS})"
+                columns, typed = _columns(con, source, files, root.for_duckdb(folder))
                 table = _run(
                     con,
                     sql.replace(_SELECTED, columns),
-                    {**params, "files": files},
+                    {**params, **typed, "files": files},
                     root.for_duckdb(folder),
                 )
-                if typed:
-                    table = _untyped(con, table, root.for_duckdb(folder))
                 if last is None or table.num_rows >= last:
                     break
     if table is not None:
@@ -211,40 +209,46 @@ def _present(con: duckdb.DuckDBPyConnection, source: str, files: list[str] | Non
     return set(relation.columns) if relation is not None else set()
 
 
-def _columns(con: duckdb.DuckDBPyConnection, source: str, files: list[str]) -> tuple[str, bool]:
-    """The select list of :data:`_READ_SCHEMA`, null for columns that no file has yet, plus
-    the typed features and the file of each row when some file has them (and True then)."""
+def _columns(
+    con: duckdb.DuckDBPyConnection, source: str, files: list[str], where: str
+) -> tuple[str, dict[str, list[str]]]:
+    """The select list of :data:`_READ_SCHEMA`, null for columns that no file has yet, and
+    ``features`` rebuilt as JSON from the typed ``inputs`` of the files that have it (with the
+    keys each file holds, by SQL), plus the parameters that expression needs."""
     present = _present(con, source, files)
-    names = [
-        _ADDED[name] if name in _ADDED and name not in present else name
-        for name in _READ_SCHEMA.names
-    ]
-    typed = INPUTS in present
-    if typed:
-        names += [INPUTS, _FILE]
-    return ", ".join(names), typed
+    params: dict[str, list[str]] = {}
+    names: list[str] = []
+    for name in _READ_SCHEMA.names:
+        if name in _ADDED and name not in present:
+            names.append(_ADDED[name])
+        elif name == "features" and INPUTS in present:
+            by_keys: dict[tuple[str, ...], list[str]] = {}
+            for file, held in _file_keys(con, files, where).items():
+                by_keys.setdefault(tuple(held), []).append(file)
+            cases: list[str] = []
+            for i, (keys, group) in enumerate(by_keys.items()):
+                params[f"typed_{i}"] = group
+                pairs = ", ".join(f"{_literal(k)}, {INPUTS}.{_identifier(k)}" for k in keys)
+                json = f"CAST(json_object({pairs}) AS VARCHAR)"
+                cases.append(f"WHEN list_contains($typed_{i}, {_FILE}) THEN {json}")
+            if cases:
+                names.append(
+                    f"CASE WHEN features IS NOT NULL OR {INPUTS} IS NULL THEN features"
+                    f" {' '.join(cases)} ELSE CAST(to_json({INPUTS}) AS VARCHAR) END AS features"
+                )
+            else:
+                names.append("features")
+        else:
+            names.append(name)
+    return ", ".join(names), params
 
 
-def _untyped(con: duckdb.DuckDBPyConnection, table: pa.Table, where: str) -> pa.Table:
-    """``table`` with the ``features`` JSON of its typed rows rebuilt from ``inputs``, with
-    the keys their file holds (its :data:`INPUTS_KEYS`), and without the two extra columns."""
-    inputs = table[INPUTS]
-    found = pc.and_(pc.is_null(table["features"]), pc.is_valid(inputs))
-    rows = pc.indices_nonzero(found).to_pylist()
-    features = table["features"]
-    if rows:
-        files = table[_FILE].take(rows).to_pylist()
-        keys = _file_keys(con, sorted(set(files)), where)
-        values = inputs.take(rows).to_pylist()
-        texts = features.to_pylist()
-        for i, file, value in zip(rows, files, values, strict=True):
-            names = keys.get(file)
-            row = value if names is None else {k: value[k] for k in names}
-            texts[i] = orjson.dumps(row).decode()
-        features = pa.chunked_array([pa.array(texts, pa.string())])
-    index = table.schema.get_field_index("features")
-    table = table.set_column(index, "features", features)
-    return table.drop_columns([INPUTS, _FILE])
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _file_keys(
