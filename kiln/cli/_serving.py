@@ -43,7 +43,16 @@ def capture_query(
     limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
 ) -> None:
     """Query captured traffic with DuckDB, e.g. `SELECT pipeline, count(*) FROM captures
-    GROUP BY 1`."""
+    GROUP BY 1`.
+
+    The view `captures`, one row per captured request (per row of a batch):
+    - request_id, ts (UTC), pipeline, date, version, stage (production, canary, shadow)
+    - segment, model, fallback, prediction, latency_ms, error (text)
+    - status: the HTTP status, 200 answered, else the refusal's (null in older files)
+    - inputs: the answered request's features, typed, e.g. `avg(inputs.distance)`
+    - features: JSON text of features not stored typed (refused requests, older files)
+    - label, probabilities (multiclass), unseen (features with a value unseen in training)
+    """
     from kiln.stores.capture import query_captures
 
     table = query_captures(_settings(ctx).artifact_root, sql)

@@ -20,9 +20,9 @@ import pyarrow.compute as pc
 __all__ = ["LiveStats", "live_stats"]
 
 
-_NOT_THE_VERSION = ("400 ", "413 ", "415 ")
-"""Refusals of the request itself, whatever version serves (the capture's error text starts
-with the HTTP status)."""
+_NOT_THE_VERSION = (400, 413, 415)
+"""Refusals of the request itself, whatever version serves (the capture's HTTP ``status``;
+in files written before that column, the error text, which starts with it)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def live_stats(captures: pa.Table | None, version: int, *, stage: str | None = N
     if stage is not None:
         keep = pc.and_(keep, pc.equal(captures["stage"], stage))
     rows = captures.filter(keep)
-    malformed = pc.fill_null(_starts_with_any(rows["error"], _NOT_THE_VERSION), False)
+    malformed = _malformed(rows)
     client_errors = int(pc.sum(malformed).as_py() or 0)
     rows = rows.filter(pc.invert(malformed))
     n = rows.num_rows
@@ -74,8 +74,14 @@ def live_stats(captures: pa.Table | None, version: int, *, stage: str | None = N
     )
 
 
-def _starts_with_any(column: Any, prefixes: tuple[str, ...]) -> Any:
-    found = pc.starts_with(column, prefixes[0])
-    for prefix in prefixes[1:]:
-        found = pc.or_(found, pc.starts_with(column, prefix))
-    return found
+def _malformed(rows: pa.Table) -> Any:
+    """Which captures are refusals of the request itself: by ``status``, else (older files,
+    status null) by the error text's leading status."""
+    by_text = pc.starts_with(rows["error"], f"{_NOT_THE_VERSION[0]} ")
+    for status in _NOT_THE_VERSION[1:]:
+        by_text = pc.or_(by_text, pc.starts_with(rows["error"], f"{status} "))
+    if "status" not in rows.column_names:
+        return pc.fill_null(by_text, False)
+    status = rows["status"]
+    by_status = pc.is_in(status, pa.array(_NOT_THE_VERSION, status.type))
+    return pc.fill_null(pc.if_else(pc.is_valid(status), by_status, by_text), False)

@@ -6,9 +6,12 @@
 capture (never the request) is dropped and counted in ``kiln_capture_dropped_total``.
 The rows of a batch are captured as ``<request id>:<index>``. A request that a version
 refused or failed on (bad JSON, too many rows, invalid fields, a crash) is captured as one
-record with no prediction and the error: that is how a version's live error rate is known
-(``kiln.monitoring.live``). Each answered row records the features whose value was unseen in
-training (``unseen``); a row that the fallback answered because of them
+record with no prediction, the error and its HTTP ``status`` (500 for a version that failed on
+rows it had taken, e.g. a shadow): that is how a version's live error rate is known
+(``kiln.monitoring.live``). An answered row's features are stored typed (the version's request
+schema, ``RequestSchema.capture_type``); a refused request's, as bounded JSON text. Each
+answered row records the features whose value was unseen in training (``unseen``); a row
+that the fallback answered because of them
 (``unseen_categories: fallback``) is not a model error.
 """
 
@@ -73,6 +76,7 @@ class Capture:
         known = deployed.segments
         accepted = 0
         labels, probabilities = _classes_of(prediction)
+        types = deployed.request.capture_type
         for i, row in enumerate(rows):
             raw = row.get(col) if col else None
             segment = None if raw is None else str(raw)
@@ -106,6 +110,8 @@ class Capture:
                 label=None if labels is None else labels[i],
                 probabilities=None if probabilities is None else probabilities[i],
                 unseen=unseen,
+                status=200 if prediction is not None else 500,
+                feature_types=types,
             )
             accepted += writer.offer(record)
         self._count(deployed.pipeline, stage, accepted, len(rows) - accepted)
@@ -154,6 +160,8 @@ class Capture:
             error=text,
             latency_ms=latency_ms,
             unseen=None,
+            status=error.status,
+            feature_types=deployed.request.capture_type,
         )
         accepted = writer.offer(record)
         self._count(deployed.pipeline, stage, int(accepted), int(not accepted))

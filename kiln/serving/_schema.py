@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, NotRequired, Required
 
+import pyarrow as pa
 from pydantic import (
     AfterValidator,
     AllowInfNan,
@@ -71,6 +72,14 @@ _KINDS: dict[ColumnKind, Any] = {
     "text": _Text | None,
     "segment": Annotated[_Text | None, BeforeValidator(_int_as_text)],
 }
+_ARROW: dict[ColumnKind, pa.DataType] = {
+    "number": pa.float64(),
+    "flag": pa.float64(),
+    "text": pa.string(),
+    "segment": pa.string(),
+}
+"""What each kind of value is once validated, as the capture stores it typed (an integral
+numeric segment column: int64, as it routes; a row with a fraction there goes as JSON)."""
 
 
 class RequestSchema:
@@ -91,6 +100,10 @@ class RequestSchema:
         rules = row_rules(schema, segment_column, max_text=max_text)
         fields: dict[str, Any] = {rule.name: Required[_kind(rule)] for rule in rules}
         self.names: tuple[str, ...] = tuple(fields)
+        self.capture_type = pa.struct(
+            [(r.name, pa.int64() if r.integral else _ARROW[r.kind]) for r in rules]
+        )
+        """A validated row's keys and types: how the capture stores its features."""
         self._problems = {rule.name: EXPECTED[rule.kind] for rule in rules}
         self._limits = {r.name: r.max_length for r in rules if r.max_length is not None}
         self._categorical = (

@@ -41,3 +41,19 @@ def test_refusals_by_the_version_count_malformed_requests_do_not() -> None:
     assert stats.p50_ms == pytest.approx(2.5)
     assert live_stats(table, 2).requests == 5  # any stage
     assert live_stats(None, 2).requests == 0
+
+
+def test_the_status_column_decides_and_the_error_text_is_the_fallback_of_older_files() -> None:
+    """A capture's ``status`` says what was refused whatever its error text; a capture of an
+    older file (status null) is judged by the text's leading status."""
+    table = captures(
+        [
+            (2, "production", 10.0, None, 1.0),
+            (2, "production", None, "request body too large: at most 10000 rows", 2.0),
+            (2, "production", None, "the version failed", 3.0),
+            (2, "production", None, "400 invalid_json: the body is not JSON", 4.0),
+            (2, "production", None, "422 invalid_request: x", 5.0),
+        ]
+    ).append_column("status", pa.array([200, 413, 500, None, None], pa.int16()))
+    stats = live_stats(table, 2)
+    assert (stats.requests, stats.errors, stats.client_errors) == (3, 2, 2)

@@ -16,7 +16,7 @@ from serving_support import PIPELINE, Trained, register_copy, set_canary, set_st
 from kiln.monitoring.live import live_stats
 from kiln.serving import MAX_INSTANCES
 from kiln.settings import Settings
-from kiln.stores import read_captures
+from kiln.stores import query_captures, read_captures
 
 pytestmark = pytest.mark.slow
 
@@ -103,12 +103,21 @@ def test_refused_requests_are_captured_as_errors_of_the_version_that_refused_the
         assert c["stage"] == ("production" if s.version == 2 else "canary")
         assert c["prediction"] is None and c["model"] == "(none)" and c["fallback"] is False
         assert c["error"].startswith(f"{s.status} {s.code}: ")
+        assert c["status"] == s.status
         assert len(c["error"]) <= 500
         assert orjson.loads(c["features"]) == s.features
         assert c["segment"] == s.features.get("origin")
         assert c["latency_ms"] > 0
     assert len(refused["bad-40"]["error"]) == 500  # the long list of unknown features, cut
     assert "features.temp" in refused["bad-0"]["error"]
+
+    assert {records[rid]["status"] for rid in answered} == {200}
+    typed = query_captures(
+        Settings(home=home).artifact_root,
+        "SELECT count(*) FROM captures WHERE request_id LIKE 'ok-%'"
+        " AND features IS NULL AND inputs.origin IS NOT NULL",
+    )
+    assert typed.column(0).to_pylist() == [len(answered)]  # answered: stored typed
 
     answered_by = {v: sum(1 for a in answered.values() if a == v) for v in versions}
     assert answered_by[2] + answered_by[canary] == 60

@@ -103,6 +103,7 @@ def test_round_trip_across_pipelines_and_dates(root: str) -> None:
     assert flights.column_names == [
         "request_id", "ts", "pipeline", "version", "stage", "segment", "model", "fallback",
         "features", "prediction", "error", "latency_ms", "label", "probabilities", "unseen",
+        "status",
     ]  # fmt: skip
     assert flights.schema.field("ts").type == pa.timestamp("us", tz="UTC")
     assert flights.schema.field("version").type == pa.int32()
@@ -117,6 +118,7 @@ def test_round_trip_across_pipelines_and_dates(root: str) -> None:
             "version": r.version, "stage": r.stage, "segment": r.segment, "model": r.model,
             "fallback": r.fallback, "prediction": r.prediction, "error": r.error,
             "latency_ms": r.latency_ms, "label": None, "probabilities": None, "unseen": [],
+            "status": 200,
         }  # fmt: skip
 
     taxi = read_captures(root, "taxi-fares", stage=None)
@@ -131,7 +133,7 @@ def test_round_trip_across_pipelines_and_dates(root: str) -> None:
 def test_unseen_categories_round_trip_and_older_files_read_as_null(root: str) -> None:
     """A file written before the ``unseen`` column existed reads beside the new ones (null),
     alone too, by ``read_captures`` and ``query_captures``."""
-    later = ("label", "probabilities", "unseen")  # the columns added since the first files
+    later = ("label", "probabilities", "unseen", "status")  # added since the first files
     legacy = pa.schema([f for f in CAPTURE_SCHEMA if f.name not in later])
     folder = Path(root) / "captures" / "pipeline=flights" / "date=2024-03-01"
     folder.mkdir(parents=True)
@@ -484,3 +486,124 @@ def test_multiclass_captures_are_read_alongside_files_written_before_them(root: 
     assert sorted(map(str, got.to_pylist()), key=len) == sorted(
         map(str, [{"label": None, "p": None}, {"label": "late", "p": 0.3}]), key=len
     )
+
+
+TYPES = pa.struct([("distance", pa.float64()), ("carrier", pa.string()), ("origin", pa.string())])
+BEFORE = Path(__file__).parent / "data" / "captures-before-status-and-inputs.parquet"
+"""Written by the capture writer of Kiln before ``status`` and ``inputs`` (commit 77de641):
+old-1, old-2 answered; old-3 refused 422, old-4 400, old-5 413 (error text only)."""
+
+
+def typed(i: int, features: dict[str, Any], *, status: int = 200, **changes: Any) -> CaptureRecord:
+    refused = status != 200
+    return record(
+        i,
+        features=features,
+        status=status,
+        feature_types=changes.pop("feature_types", TYPES),
+        prediction=None if refused else i / 10,
+        error=f"{status} invalid_input: bad" if refused else None,
+        **changes,
+    )
+
+
+def test_answered_features_are_stored_typed_and_refused_ones_as_json(root: str) -> None:
+    """DuckDB aggregates the typed features without parsing JSON; a refused request (or a
+    value that does not fit its type) keeps its features as JSON text; ``status`` is typed."""
+    write(
+        root,
+        [
+            typed(1, {"distance": 1089.0, "carrier": "UA", "origin": "JFK"}),
+            typed(2, {"distance": None, "carrier": "AA", "origin": "JFK"}),
+            typed(3, {"distance": 11.0, "carrier": "B6", "origin": "LGA"}),
+            typed(4, {"distance": "far", "origin": "JFK"}, status=422),
+            typed(5, {"distance": "far", "carrier": "UA", "origin": "JFK"}),  # not of its type
+            typed(6, {"distance": 1.0, "carrier": "UA"}),  # a key short: not typed either
+        ],
+    )
+    (path,) = all_files(Path(root))
+    stored = pq.read_table(path)
+    assert stored.schema.field("inputs").type == TYPES
+    assert stored.schema.field("status").type == pa.int16()
+    assert stored.column("status").to_pylist() == [200, 200, 200, 422, 200, 200]
+    texts = stored.column("features").to_pylist()
+    assert texts[:3] == [None, None, None]
+    assert [json.loads(t) for t in texts[3:]] == [
+        {"distance": "far", "origin": "JFK"},
+        {"distance": "far", "carrier": "UA", "origin": "JFK"},
+        {"distance": 1.0, "carrier": "UA"},
+    ]
+    summed = query_captures(
+        root,
+        "SELECT inputs.origin, count(inputs.distance) AS n, sum(inputs.distance) AS total"
+        " FROM captures WHERE status = 200 AND inputs IS NOT NULL GROUP BY 1 ORDER BY 1",
+    )
+    assert summed.to_pylist() == [
+        {"origin": "JFK", "n": 1, "total": 1089.0},
+        {"origin": "LGA", "n": 1, "total": 11.0},
+    ]
+    read = read_captures(root, "flights")
+    assert read.schema.field("status").type == pa.int16()
+    assert [json.loads(t) for t in read.column("features").to_pylist()] == [
+        {"distance": 1089.0, "carrier": "UA", "origin": "JFK"},
+        {"distance": None, "carrier": "AA", "origin": "JFK"},
+        {"distance": 11.0, "carrier": "B6", "origin": "LGA"},
+        *[json.loads(t) for t in texts[3:]],
+    ]
+
+
+def test_versions_with_other_features_go_to_their_own_files_and_keep_their_keys(
+    root: str,
+) -> None:
+    """One file per version's feature types; read together (DuckDB unions their structs),
+    each request's JSON still holds only the keys it sent."""
+    other = pa.struct([("distance", pa.float64()), ("dest", pa.string())])
+    write(
+        root,
+        [
+            typed(1, {"distance": 1.0, "carrier": "UA", "origin": "JFK"}),
+            typed(2, {"distance": 2.0, "dest": "LAX"}, feature_types=other, version=4),
+            typed(3, {"distance": 3.0, "carrier": "AA", "origin": "EWR"}),
+        ],
+    )
+    assert len(all_files(Path(root))) == 2
+    read = read_captures(root, "flights", last=3)
+    assert [json.loads(t) for t in read.column("features").to_pylist()] == [
+        {"distance": 1.0, "carrier": "UA", "origin": "JFK"},
+        {"distance": 2.0, "dest": "LAX"},
+        {"distance": 3.0, "carrier": "AA", "origin": "EWR"},
+    ]
+    dests = query_captures(root, "SELECT inputs.dest FROM captures WHERE version = 4")
+    assert dests.column(0).to_pylist() == ["LAX"]
+
+
+def test_files_written_before_status_and_typed_features_read_beside_new_ones(root: str) -> None:
+    """A file of the previous writer (committed fixture): features JSON, no status, no
+    inputs; read alone and beside typed files by ``read_captures`` and ``query_captures``."""
+    folder = Path(root) / "captures" / "pipeline=flights" / "date=2024-02-29"
+    folder.mkdir(parents=True)
+    (folder / "old.parquet").write_bytes(BEFORE.read_bytes())
+    alone = read_captures(root, "flights")
+    assert alone.column("status").to_pylist() == [None] * 5
+    assert json.loads(alone.column("features")[0].as_py()) == {
+        "distance": 1089.0, "carrier": "UA", "origin": "JFK"
+    }  # fmt: skip
+    viewed = query_captures(root, "SELECT count(*), count(status) FROM captures")
+    assert viewed.to_pylist() == [{"count_star()": 5, "count(status)": 0}]
+
+    write(root, [typed(1, {"distance": 7.0, "carrier": "UA", "origin": "JFK"})])
+    both = read_captures(root, "flights")
+    assert both.column("request_id").to_pylist() == [f"old-{i}" for i in range(1, 6)] + [
+        "flights-1"
+    ]
+    assert both.column("status").to_pylist() == [None] * 5 + [200]
+    assert json.loads(both.column("features")[1].as_py()) == {
+        "distance": None, "carrier": "AA", "origin": "JFK"
+    }  # fmt: skip
+    assert json.loads(both.column("features")[5].as_py()) == {
+        "distance": 7.0, "carrier": "UA", "origin": "JFK"
+    }  # fmt: skip
+    typed_rows = query_captures(
+        root, "SELECT request_id, inputs.distance FROM captures WHERE inputs IS NOT NULL"
+    )
+    assert typed_rows.to_pylist() == [{"request_id": "flights-1", "distance": 7.0}]

@@ -7,11 +7,19 @@ from typing import Any, Final
 
 import duckdb
 import fsspec
+import orjson
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
 from kiln.errors import NotFoundError, StoreError
-from kiln.stores.capture._records import CAPTURE_SCHEMA, PIPELINE_NAME, STAGES, utc_date
+from kiln.stores.capture._records import (
+    CAPTURE_SCHEMA,
+    INPUTS,
+    INPUTS_KEYS,
+    PIPELINE_NAME,
+    STAGES,
+    utc_date,
+)
 
 __all__ = ["query_captures", "read_captures"]
 
@@ -21,12 +29,16 @@ _ADDED: Final = {
     "label": "CAST(NULL AS VARCHAR) AS label",
     "probabilities": "CAST(NULL AS MAP(VARCHAR, DOUBLE)) AS probabilities",
     "unseen": "CAST(NULL AS VARCHAR[]) AS unseen",
+    "status": "CAST(NULL AS SMALLINT) AS status",
 }
-_READ_SCHEMA: Final = CAPTURE_SCHEMA.insert(2, pa.field("pipeline", pa.string()))
+_READ_SCHEMA: Final = pa.schema(
+    [f.with_nullable(True) if f.name in ("features", "status") else f for f in CAPTURE_SCHEMA]
+).insert(2, pa.field("pipeline", pa.string()))
 _READ_OPTIONS = (
     "hive_partitioning = true, union_by_name = true,"
     " hive_types = {'pipeline': VARCHAR, 'date': DATE}"
 )
+_FILE = "__kiln_file__"
 
 
 class _Root:
@@ -78,8 +90,10 @@ def read_captures(
     """The most recent ``last`` captures of ``pipeline`` (all when None), oldest first.
 
     ``stage=None`` reads every stage; ``since`` keeps captures with ``ts >= since``. Columns are
-    those of :data:`CAPTURE_SCHEMA` plus ``pipeline``; ``features`` is a JSON string. Date
-    folders are read newest first and only as far back as ``last`` needs.
+    those of :data:`CAPTURE_SCHEMA` plus ``pipeline``; ``features`` is each request's JSON
+    object (from the typed ``inputs`` of the files that have it, with the keys the request
+    held); ``status`` is null in files written before it. Date folders are read newest first
+    and only as far back as ``last`` needs.
     """
     if not PIPELINE_NAME.fullmatch(pipeline):
         raise ValueError(f"invalid pipeline name {pipeline!r}")
@@ -102,7 +116,7 @@ def read_captures(
     if since is not None:
         where.append("ts >= $since")
         params["since"] = since.astimezone(UTC)
-    sql = f"SELECT {_SELECTED} FROM read_parquet($files, {_READ_OPTIONS})"
+    sql = f"SELECT {_SELECTED} FROM read_parquet($files, {_READ_OPTIONS}, filename = {_FILE!r})"
     if where:
         sql += " WHERE " + " AND ".join(where)
     if last is not None:
@@ -119,11 +133,12 @@ def read_captures(
             window += grow
             grow = 3 * window
             if files:
-                columns = _columns(con, f"read_parquet($files, {_READ_OPTIONS})", files)
+                source = f"read_parquet($files, {_READ_OPTIONS})"
+                columns, typed = _columns(con, source, files, root.for_duckdb(folder))
                 table = _run(
                     con,
                     sql.replace(_SELECTED, columns),
-                    {**params, "files": files},
+                    {**params, **typed, "files": files},
                     root.for_duckdb(folder),
                 )
                 if last is None or table.num_rows >= last:
@@ -155,7 +170,9 @@ def query_captures(root_url: str, sql: str) -> pa.Table:
     """Run DuckDB ``sql`` over a view ``captures`` of every capture file of every pipeline.
 
     The view has the columns of :data:`CAPTURE_SCHEMA` plus the partition columns ``pipeline``
-    (VARCHAR) and ``date`` (DATE).
+    (VARCHAR) and ``date`` (DATE), and ``inputs`` once a file has typed features: a struct of
+    the union of every version's features (DuckDB ``union_by_name``), e.g. ``inputs.distance``;
+    ``status`` is null in files written before it.
     """
     root = _Root(root_url)
     pattern = f"{root.path}/pipeline=*/date=*/*.parquet"
@@ -177,7 +194,8 @@ def query_captures(root_url: str, sql: str) -> pa.Table:
             None,
             root.for_duckdb(root.path),
             setup=view,
-            hint="query the view 'captures': the capture columns plus pipeline and date",
+            hint="query the view 'captures': the capture columns plus pipeline and date"
+            " (`kiln capture query --help` lists them)",
         )
 
 
@@ -191,13 +209,60 @@ def _present(con: duckdb.DuckDBPyConnection, source: str, files: list[str] | Non
     return set(relation.columns) if relation is not None else set()
 
 
-def _columns(con: duckdb.DuckDBPyConnection, source: str, files: list[str]) -> str:
-    """The select list of :data:`_READ_SCHEMA`, null for columns that no file has yet."""
+def _columns(
+    con: duckdb.DuckDBPyConnection, source: str, files: list[str], where: str
+) -> tuple[str, dict[str, list[str]]]:
+    """The select list of :data:`_READ_SCHEMA`, null for columns that no file has yet, and
+    ``features`` rebuilt as JSON from the typed ``inputs`` of the files that have it (with the
+    keys each file holds, by SQL), plus the parameters that expression needs."""
     present = _present(con, source, files)
-    return ", ".join(
-        _ADDED[name] if name in _ADDED and name not in present else name
-        for name in _READ_SCHEMA.names
-    )
+    params: dict[str, list[str]] = {}
+    names: list[str] = []
+    for name in _READ_SCHEMA.names:
+        if name in _ADDED and name not in present:
+            names.append(_ADDED[name])
+        elif name == "features" and INPUTS in present:
+            by_keys: dict[tuple[str, ...], list[str]] = {}
+            for file, held in _file_keys(con, files, where).items():
+                by_keys.setdefault(tuple(held), []).append(file)
+            cases: list[str] = []
+            for i, (keys, group) in enumerate(by_keys.items()):
+                params[f"typed_{i}"] = group
+                pairs = ", ".join(f"{_literal(k)}, {INPUTS}.{_identifier(k)}" for k in keys)
+                json = f"CAST(json_object({pairs}) AS VARCHAR)"
+                cases.append(f"WHEN list_contains($typed_{i}, {_FILE}) THEN {json}")
+            if cases:
+                names.append(
+                    f"CASE WHEN features IS NOT NULL OR {INPUTS} IS NULL THEN features"
+                    f" {' '.join(cases)} ELSE CAST(to_json({INPUTS}) AS VARCHAR) END AS features"
+                )
+            else:
+                names.append("features")
+        else:
+            names.append(name)
+    return ", ".join(names), params
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _file_keys(
+    con: duckdb.DuckDBPyConnection, files: list[str], where: str
+) -> dict[str, list[str]]:
+    """The keys of each file's typed requests, from its Parquet key-value metadata."""
+    try:
+        found = con.execute(
+            "SELECT file_name, value FROM parquet_kv_metadata($files) WHERE key = $key",
+            {"files": files, "key": INPUTS_KEYS},
+        ).fetchall()
+    except duckdb.Error as e:
+        raise StoreError(f"cannot read the capture files' metadata in {where}: {e}") from e
+    return {str(name): orjson.loads(value) for name, value in found}
 
 
 def _run(

@@ -29,22 +29,45 @@ CAPTURE_SCHEMA: Final = pa.schema(
         pa.field("segment", pa.string()),
         pa.field("model", pa.string(), nullable=False),
         pa.field("fallback", pa.bool_(), nullable=False),
-        pa.field("features", pa.string(), nullable=False),
+        pa.field("features", pa.string()),
         pa.field("prediction", pa.float64()),
         pa.field("error", pa.string()),
         pa.field("latency_ms", pa.float64(), nullable=False),
         pa.field("label", pa.string()),
         pa.field("probabilities", pa.map_(pa.string(), pa.float64())),
         pa.field("unseen", pa.list_(pa.string())),
+        pa.field("status", pa.int16(), nullable=False),
     ]
 )
 """One capture file. The pipeline and the UTC date are its folder names (hive partitions).
+
+``status`` is the HTTP status of the answer: 200 answered (the fallback included), else the
+refusal's (400 not JSON, 413 too large, 415 not JSON content, 422 invalid features, 500 the
+version failed). ``features`` is the request's features as JSON text when they are not stored
+typed (refused requests, records without ``feature_types``), else null: a file of records with
+``feature_types`` has one more column, ``inputs``, a struct of that type (see
+:func:`capture_schema`), which holds each answered request's features typed.
 
 ``prediction`` is the answer (a multiclass version: the probability of its most probable class,
 which is ``label``, and ``probabilities`` maps each class to its probability); ``label`` and
 ``probabilities`` are null for the other versions. ``unseen`` lists the categorical features
 whose value training never saw (empty when none, null for refused requests). Files written
-before these three columns existed lack them: readers fill them with null."""
+before these columns (and ``status``, ``inputs``) existed lack them: readers fill them with
+null; in files written before ``inputs``, ``features`` holds every request's JSON."""
+
+INPUTS: Final = "inputs"
+"""The typed features column: a struct of the version's features (and segment column)."""
+INPUTS_KEYS: Final = b"kiln.inputs"
+"""Parquet key-value metadata of a file with :data:`INPUTS`: the JSON list of its fields, the
+keys each of its typed requests held (a DuckDB union of files of other versions adds more)."""
+
+
+def capture_schema(feature_types: pa.StructType | None) -> pa.Schema:
+    """:data:`CAPTURE_SCHEMA`, plus the typed :data:`INPUTS` column when ``feature_types``."""
+    if feature_types is None:
+        return CAPTURE_SCHEMA
+    keys = orjson.dumps([f.name for f in feature_types])
+    return CAPTURE_SCHEMA.append(pa.field(INPUTS, feature_types)).with_metadata({INPUTS_KEYS: keys})
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +91,12 @@ class CaptureRecord:
     probabilities: dict[str, float] | None = None
     """A multiclass version's probability of each class."""
     unseen: tuple[str, ...] | None = ()
+    status: int = 200
+    """The HTTP status answered: 200, else the refusal's (its text is ``error``)."""
+    feature_types: pa.StructType | None = None
+    """The version's features (and segment column) as Arrow types, shared by its records: an
+    answered request (``status`` 200) whose features hold exactly these keys, each of its
+    type, is stored typed; any other request's features are stored as JSON text."""
 
     def __post_init__(self) -> None:
         if self.ts.utcoffset() is None:
@@ -110,6 +139,7 @@ def encode_features(features: dict[str, Any]) -> bytes:
         return json.dumps(features, default=_json_default).encode()
 
 
+_NOT_TYPED = (pa.ArrowException, TypeError, ValueError, OverflowError)
 _PROBABILITIES: Final = pa.map_(pa.string(), pa.float64())
 
 
@@ -118,12 +148,50 @@ def _pairs(probabilities: dict[str, float] | None) -> list[tuple[str, float]] | 
 
 
 def to_table(rows: Sequence[CaptureRecord]) -> pa.Table:
-    """The rows as a table of :data:`CAPTURE_SCHEMA`; ValueError or an Arrow error if one is bad."""
-    batches = [_to_batch(rows[i : i + _BATCH_ROWS]) for i in range(0, len(rows), _BATCH_ROWS)]
-    return pa.Table.from_batches(batches, schema=CAPTURE_SCHEMA)
+    """The rows as a table of :func:`capture_schema` of their ``feature_types`` (one for all:
+    the writer groups them); ValueError or an Arrow error if one is bad."""
+    types = rows[0].feature_types if rows else None
+    for r in rows:
+        if r.feature_types is not types and r.feature_types != types:
+            raise ValueError("captures of one table must share their feature_types")
+    schema = capture_schema(types)
+    batches = [
+        _to_batch(rows[i : i + _BATCH_ROWS], types, schema)
+        for i in range(0, len(rows), _BATCH_ROWS)
+    ]
+    return pa.Table.from_batches(batches, schema=schema)
 
 
-def _to_batch(rows: Sequence[CaptureRecord]) -> pa.RecordBatch:
+def _typed(
+    rows: Sequence[CaptureRecord], types: pa.StructType | None
+) -> tuple[pa.Array | None, list[bool]]:
+    """The ``inputs`` column of ``rows`` and which rows it holds (the others go as JSON)."""
+    if types is None:
+        return None, [False] * len(rows)
+    names = frozenset(f.name for f in types)
+    typed = [r.status == 200 and r.features.keys() == names for r in rows]
+    try:
+        values = [r.features if t else None for r, t in zip(rows, typed, strict=True)]
+        return pa.array(values, types), typed
+    except _NOT_TYPED:  # a value of another type: that request is stored as JSON
+        pass
+    for i, r in enumerate(rows):
+        if typed[i]:
+            try:
+                pa.array([r.features], types)
+            except _NOT_TYPED:
+                typed[i] = False
+    values = [r.features if t else None for r, t in zip(rows, typed, strict=True)]
+    return pa.array(values, types), typed
+
+
+def _to_batch(
+    rows: Sequence[CaptureRecord], types: pa.StructType | None, schema: pa.Schema
+) -> pa.RecordBatch:
+    inputs, typed = _typed(rows, types)
+    json_texts = [
+        None if t else encode_features(r.features) for r, t in zip(rows, typed, strict=True)
+    ]
     arrays = [
         pa.array([r.request_id for r in rows], pa.string()),
         pa.array([_as_utc(r.ts) for r in rows], _TS),
@@ -132,15 +200,18 @@ def _to_batch(rows: Sequence[CaptureRecord]) -> pa.RecordBatch:
         pa.array([r.segment for r in rows], pa.string()),
         pa.array([r.model for r in rows], pa.string()),
         pa.array([r.fallback for r in rows], pa.bool_()),
-        pa.array([encode_features(r.features) for r in rows], pa.string()),
+        pa.array(json_texts, pa.string()),
         pa.array([r.prediction for r in rows], pa.float64()),
         pa.array([r.error for r in rows], pa.string()),
         pa.array([r.latency_ms for r in rows], pa.float64()),
         pa.array([r.label for r in rows], pa.string()),
         pa.array([_pairs(r.probabilities) for r in rows], _PROBABILITIES),
         pa.array([r.unseen for r in rows], pa.list_(pa.string())),
+        pa.array([r.status for r in rows], pa.int16()),
     ]
-    for field, array in zip(CAPTURE_SCHEMA, arrays, strict=True):
+    if inputs is not None:
+        arrays.append(inputs)
+    for field, array in zip(schema, arrays, strict=True):
         if not field.nullable and array.null_count:
             raise ValueError(f"capture field {field.name!r} is None")
-    return pa.RecordBatch.from_arrays(arrays, schema=CAPTURE_SCHEMA)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)

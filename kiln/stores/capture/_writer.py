@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from kiln.errors import StoreError
 from kiln.stores.artifacts import FsspecArtifactStore
-from kiln.stores.capture._records import CAPTURE_SCHEMA, CaptureRecord, to_table, utc_date
+from kiln.stores.capture._records import CaptureRecord, capture_schema, to_table, utc_date
 
 __all__ = ["CaptureEvents", "CaptureWriter"]
 
@@ -293,12 +293,12 @@ class CaptureWriter:
 
     def _convert(self, drained: deque[CaptureRecord]) -> None:
         """Append ``drained`` to the kept files: Arrow tables of at most ``flush_rows`` rows."""
-        groups: dict[tuple[str, date], list[CaptureRecord]] = {}
-        for r in drained:
-            groups.setdefault((r.pipeline, utc_date(r.ts)), []).append(r)
+        groups: dict[tuple[str, date, pa.StructType | None], list[CaptureRecord]] = {}
+        for r in drained:  # one file per version's feature types: its typed columns
+            groups.setdefault((r.pipeline, utc_date(r.ts), r.feature_types), []).append(r)
         chunks: list[_Chunk] = []
         step = self._flush_rows
-        for (pipeline, day), rows in groups.items():
+        for (pipeline, day, _), rows in groups.items():
             for i in range(0, len(rows), step):
                 table, good = self._build(rows[i : i + step])
                 if good:
@@ -350,7 +350,7 @@ class CaptureWriter:
                 " of pipeline %r: %s (logged once)",
                 self.writer_id, len(bad), example.request_id, example.pipeline, error,
             )  # fmt: skip
-        return (to_table(good) if good else CAPTURE_SCHEMA.empty_table()), good
+        return (to_table(good) if good else capture_schema(None).empty_table()), good
 
     def _write(self, pipeline: str, day: date, table: pa.Table) -> None:
         sink = pa.BufferOutputStream()
