@@ -25,8 +25,8 @@ from kiln.config.models import DeployConfig
 from kiln.errors import NotFoundError
 from kiln.pipeline.split import Split, holdout_mask
 from kiln.registry.predictor import Predictor
-from kiln.runs.context import Stores
 from kiln.runs.data import load_snapshot
+from kiln.stores import Stores
 from kiln.stores.capture import read_captures
 from kiln.stores.metadata.records import VersionRecord
 

@@ -38,8 +38,8 @@ from kiln.gates.replay import ReplayGate
 from kiln.gates.shadow import ShadowGate
 from kiln.gates.ungated import release_ungated
 from kiln.registry.stages import Stages, refuse_experiment
-from kiln.runs.context import Stores
 from kiln.settings import Settings
+from kiln.stores import Stores
 from kiln.stores.metadata.records import GateRecord, GateTrigger, Stage, VersionRecord
 
 __all__ = ["SYSTEM_ACTOR", "Decision", "Recheck", "Release"]

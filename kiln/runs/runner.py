@@ -22,7 +22,6 @@ from kiln.errors import ConfigError, KilnError, SourceError
 from kiln.executors import Executor, make_executor
 from kiln.pipeline.plan import STEPS, SegmentPlan
 from kiln.registry.package import save_manifest
-from kiln.runs.context import Stores
 from kiln.runs.data import (
     Prepared,
     load_snapshot,
@@ -61,6 +60,7 @@ from kiln.runs.train_step import apply_failures, preload, train_segments
 from kiln.runs.unchanged import RunIdentity, code_digest, production_identical
 from kiln.settings import Settings
 from kiln.sources.checks import check_columns, validate_data
+from kiln.stores import Stores
 from kiln.stores.metadata.records import RunStatus, RunTrigger
 
 __all__ = ["RunResult", "Runner", "StoppedRun"]

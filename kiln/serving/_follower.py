@@ -27,11 +27,10 @@ from kiln.config import parse_config
 from kiln.config.models import CaptureConfig
 from kiln.errors import IntegrityError, KilnError
 from kiln.registry import Predictor, environment_mismatches
-from kiln.runs import Stores
 from kiln.serving._metrics import Metrics
 from kiln.serving._routing import Deployed, PipelineRoute, Refusal, RoutingTable
 from kiln.serving._schema import RequestSchema
-from kiln.stores import VersionRecord
+from kiln.stores import Stores, VersionRecord
 
 __all__ = ["RegistryFollower"]
 

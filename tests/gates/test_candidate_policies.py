@@ -21,9 +21,9 @@ from kiln.config.models import DeployConfig
 from kiln.gates.base import GateContext, Version
 from kiln.gates.champion import NO_INTERVAL, ChampionChallengerGate
 from kiln.gates.replay import ReplayGate
-from kiln.runs import Runner, open_stores
+from kiln.runs import Runner
 from kiln.settings import Settings
-from kiln.stores import CaptureRecord, CaptureWriter
+from kiln.stores import CaptureRecord, CaptureWriter, open_stores
 
 NAME = "spend"
 TRAIN_PY = """

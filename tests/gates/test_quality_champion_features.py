@@ -19,9 +19,9 @@ from kiln.gates.champion import ChampionChallengerGate
 from kiln.gates.features import FeatureAvailabilityGate
 from kiln.gates.quality import DataQualityGate
 from kiln.registry import Stages
-from kiln.runs.context import open_stores
 from kiln.runs.runner import Runner
 from kiln.settings import Settings
+from kiln.stores import open_stores
 from kiln.stores.capture import CaptureRecord, CaptureWriter
 from tests.conftest import BASE, merge
 

@@ -17,9 +17,9 @@ from kiln.config import load_config
 from kiln.gates.base import Version
 from kiln.gates.release import SYSTEM_ACTOR, Release
 from kiln.registry import Stages
-from kiln.runs.context import open_stores
 from kiln.runs.runner import Runner
 from kiln.settings import Settings
+from kiln.stores import open_stores
 from kiln.stores.capture import CaptureRecord, CaptureWriter
 from tests.conftest import BASE, merge
 

@@ -15,8 +15,9 @@ import yaml
 
 from kiln.config import load_config
 from kiln.registry import Stages
-from kiln.runs import Runner, open_stores
+from kiln.runs import Runner
 from kiln.settings import Settings
+from kiln.stores import open_stores
 from tests.conftest import BASE, merge, register_changed
 
 pytestmark = pytest.mark.slow

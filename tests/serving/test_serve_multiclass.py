@@ -23,8 +23,9 @@ from kiln.gates.quality import DataQualityGate
 from kiln.gates.replay import ReplayGate
 from kiln.gates.shadow import ShadowGate
 from kiln.registry import Predictor, Stages
-from kiln.runs import Runner, open_stores
+from kiln.runs import Runner
 from kiln.settings import Settings
+from kiln.stores import open_stores
 from kiln.stores.capture import read_captures
 from tests.multiclass_support import CLASSES, pipeline, write_rows
 
