@@ -25,10 +25,10 @@ from kiln.config.models import DeployConfig
 from kiln.errors import NotFoundError
 from kiln.pipeline.split import Split, holdout_mask
 from kiln.registry.predictor import Predictor
-from kiln.runs.data import load_snapshot
 from kiln.stores import Stores
 from kiln.stores.capture import read_captures
 from kiln.stores.metadata.records import VersionRecord
+from kiln.stores.snapshots import load_snapshot
 
 __all__ = [
     "Gate",
