@@ -178,7 +178,7 @@ def main() -> None:
     ap.add_argument("--home", type=Path, help="keep the trained versions here (reused)")
     args = ap.parse_args()
 
-    from kiln.gates.base import Version
+    from kiln.registry.version import Version
     from kiln.settings import Settings
     from kiln.stores import open_stores
 

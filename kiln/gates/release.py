@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from kiln.errors import KilnError, NotFoundError
-from kiln.gates.base import Gate, GateContext, GateResult, GateStatus, Version
+from kiln.gates.base import Gate, GateContext, GateResult, GateStatus
 from kiln.gates.champion import ChampionChallengerGate
 from kiln.gates.features import FeatureAvailabilityGate
 from kiln.gates.live import LiveStats, live_stats
@@ -38,6 +38,7 @@ from kiln.gates.replay import ReplayGate
 from kiln.gates.shadow import ShadowGate
 from kiln.gates.ungated import release_ungated
 from kiln.registry.stages import Stages, refuse_experiment
+from kiln.registry.version import Version
 from kiln.settings import Settings
 from kiln.stores import Stores
 from kiln.stores.metadata.records import GateRecord, GateTrigger, Stage, VersionRecord

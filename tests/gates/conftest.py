@@ -30,8 +30,9 @@ import yaml
 
 from kiln.config import load_config
 from kiln.config.models import DeployConfig
-from kiln.gates.base import GateContext, Version
+from kiln.gates.base import GateContext
 from kiln.registry import Stages
+from kiln.registry.version import Version
 from kiln.runs import Runner
 from kiln.settings import Settings
 from kiln.stores import CaptureRecord, CaptureWriter, Stores, open_stores

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from kiln.config import load_config
-from kiln.gates.base import Version
 from kiln.gates.release import SYSTEM_ACTOR, Release
 from kiln.registry import Stages
+from kiln.registry.version import Version
 from kiln.runs.runner import Runner
 from kiln.settings import Settings
 from kiln.stores import open_stores

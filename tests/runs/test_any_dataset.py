@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from kiln.config import LoadedConfig, load_config
-from kiln.gates.base import Version
 from kiln.pipeline.plan import FALLBACK
+from kiln.registry.version import Version
 from kiln.runs import Runner
 from kiln.runs.data import prepare
 from kiln.runs.train_step import task_rows
