@@ -34,9 +34,10 @@ from build_warehouse import build  # noqa: E402
 
 from kiln.config import load_config  # noqa: E402
 from kiln.pipeline import FeatureSchema, plan_segments, time_cutoff  # noqa: E402
-from kiln.runs import Runner, open_stores  # noqa: E402
+from kiln.runs import Runner  # noqa: E402
 from kiln.settings import Settings  # noqa: E402
 from kiln.sources import open_source  # noqa: E402
+from kiln.stores import open_stores  # noqa: E402
 
 CONFIG = ROOT / "examples" / "flights" / "kiln.dest.yaml"
 

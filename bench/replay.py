@@ -50,8 +50,9 @@ def train(home: Path) -> None:
     """v1 (the demo pipeline) and v2 (other trees) into ``home``, unless it has them."""
     from kiln.config import load_config
     from kiln.registry import Stages
-    from kiln.runs import Runner, open_stores
+    from kiln.runs import Runner
     from kiln.settings import Settings
+    from kiln.stores import open_stores
 
     settings = Settings(home=home)
     stores = open_stores(settings, upgrade=True)
@@ -177,9 +178,9 @@ def main() -> None:
     ap.add_argument("--home", type=Path, help="keep the trained versions here (reused)")
     args = ap.parse_args()
 
-    from kiln.gates.base import Version
-    from kiln.runs import open_stores
+    from kiln.registry.version import Version
     from kiln.settings import Settings
+    from kiln.stores import open_stores
 
     if not WAREHOUSE.exists():
         build(WAREHOUSE)

@@ -77,8 +77,9 @@ end
 def train(home: Path) -> None:
     """v1 (capture 100%) and v2 (capture 0%) of the demo pipeline, unless ``home`` has them."""
     from kiln.config import load_config
-    from kiln.runs import Runner, open_stores
+    from kiln.runs import Runner
     from kiln.settings import Settings
+    from kiln.stores import open_stores
 
     settings = Settings(home=home)
     stores = open_stores(settings, upgrade=True)
@@ -104,8 +105,8 @@ def train(home: Path) -> None:
 
 def set_stages(home: Path, production: int, shadow: int | None) -> None:
     from kiln.registry import Stages
-    from kiln.runs import open_stores
     from kiln.settings import Settings
+    from kiln.stores import open_stores
 
     stores = open_stores(Settings(home=home))
     try:
@@ -148,8 +149,8 @@ def _feature_names() -> list[str]:
 def floor(home: Path, rows: list[dict[str, Any]]) -> dict[str, float]:
     """Median seconds of Predictor.predict on one row and on 1,000 rows, in this process."""
     from kiln.registry import Predictor
-    from kiln.runs import open_stores
     from kiln.settings import Settings
+    from kiln.stores import open_stores
 
     stores = open_stores(Settings(home=home))
     with stores.metadata.unit_of_work() as uow:

@@ -21,9 +21,9 @@ import sqlalchemy as sa
 import yaml
 
 from kiln.config import LoadedConfig, load_config
-from kiln.runs import Runner, Stores, open_stores
+from kiln.runs import Runner
 from kiln.settings import Settings
-from kiln.stores import MetadataStore
+from kiln.stores import MetadataStore, Stores, open_stores
 
 PG_ADMIN_URL = os.environ.get(
     "KILN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

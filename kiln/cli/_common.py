@@ -23,7 +23,7 @@ def _settings(ctx: typer.Context, **more: Any) -> Settings:
 
 
 def _stores(ctx: typer.Context, *, upgrade: bool = False, **more: Any) -> Any:
-    from kiln.runs.context import open_stores
+    from kiln.stores import open_stores
 
     return open_stores(_settings(ctx, **more), upgrade=upgrade)
 

@@ -347,7 +347,7 @@ def predict(
     """
     import pandas as pd
 
-    from kiln.registry.predictor import Predictor
+    from kiln.registry.version import Version
     from kiln.runs.batch import choose_version, read_rows, score_rows
 
     stores = _stores(ctx)
@@ -355,7 +355,7 @@ def predict(
         with stores.metadata.read() as uow:
             v = choose_version(uow.versions, pipeline, version)
         label = f"{pipeline} v{v.version}"
-        predictor = Predictor.load(stores.content, v.manifest_digest, label=label)
+        predictor = Version(stores, v, package_label=label).predictor
     finally:
         stores.close()
     text = [f.name for f in predictor.schema.features if f.kind == "categorical"]

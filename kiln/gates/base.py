@@ -1,4 +1,5 @@
-"""What every gate shares: its result, the versions it compares, and the evidence it reads.
+"""What every gate shares: its result, the evidence it reads, and helpers on the versions it
+compares (the version handle itself is :class:`kiln.registry.version.Version`).
 
 A gate answers one question about a candidate version ("does it break a request production
 answered?") with a :class:`GateResult`: a status and the evidence behind it (numbers, the
@@ -12,30 +13,22 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
-from kiln.config.loader import LoadedConfig, parse_config
 from kiln.config.models import DeployConfig
 from kiln.errors import NotFoundError
-from kiln.pipeline.split import Split, holdout_mask
-from kiln.registry.predictor import Predictor
-from kiln.runs.context import Stores
-from kiln.runs.data import load_snapshot
+from kiln.registry.version import Version
+from kiln.stores import Stores
 from kiln.stores.capture import read_captures
-from kiln.stores.metadata.records import VersionRecord
 
 __all__ = [
     "Gate",
     "GateContext",
     "GateResult",
     "GateStatus",
-    "Version",
     "allowed_range",
     "on_classes",
     "routed_as_worse",
@@ -58,84 +51,6 @@ class GateResult:
     def ok(self) -> bool:
         """Whether the gate lets the version go on (``skipped``: it did not apply)."""
         return self.status in ("passed", "skipped")
-
-
-class Version:
-    """One registered version as the gates see it: its record, manifest, config and model.
-
-    The package is loaded (every digest checked) on first use of :attr:`predictor`.
-    """
-
-    def __init__(self, stores: Stores, record: VersionRecord) -> None:
-        self.stores = stores
-        self.record = record
-
-    def __repr__(self) -> str:
-        return f"Version({self.record.pipeline!r}, {self.record.version})"
-
-    @property
-    def pipeline(self) -> str:
-        return self.record.pipeline
-
-    @property
-    def number(self) -> int:
-        return self.record.version
-
-    @property
-    def label(self) -> str:
-        return f"v{self.record.version}"
-
-    @cached_property
-    def predictor(self) -> Predictor:
-        return Predictor.load(
-            self.stores.content,
-            self.record.manifest_digest,
-            label=f"version {self.number} of {self.pipeline!r}",
-        )
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        return self.predictor.manifest
-
-    @cached_property
-    def loaded(self) -> LoadedConfig:
-        """The kiln.yaml of the run that trained this version, as it was then."""
-        with self.stores.metadata.read() as uow:
-            run = uow.runs.get(self.record.run_id)
-        return parse_config(run.config_text, Path(run.config_path))
-
-    @property
-    def policy(self) -> DeployConfig:
-        return self.loaded.config.deploy
-
-    @property
-    def features(self) -> list[str]:
-        return list(self.predictor.schema.names)
-
-    @cached_property
-    def holdout(self) -> pd.DataFrame:
-        """The holdout rows of this version's run (from its data snapshot): every extracted
-        column, the rows (with a target) that its run held out."""
-        used = self.rows
-        hold = holdout_mask(used, Split.from_lineage(self.record.lineage))
-        return used.loc[hold].reset_index(drop=True)
-
-    @cached_property
-    def rows(self) -> pd.DataFrame:
-        """Every row of this version's data snapshot that has a target, every extracted column
-        (the rows its run trained and evaluated on)."""
-        digest = self.record.lineage.get("data_digest")
-        if not digest:
-            raise NotFoundError(
-                f"version {self.number} of {self.pipeline!r} records no data snapshot",
-                hint="its lineage has no data_digest; retrain it with `kiln run`",
-            )
-        table = load_snapshot(self.stores.content, digest, label=f"{self.label} of {self.pipeline}")
-        df = table.to_pandas()
-        # Every extracted column, not only this version's features: a champion with other
-        # features is scored on the same rows. The rows are those its run trained with (target
-        # not null), split exactly as its lineage records.
-        return df.loc[df[self.loaded.config.target.column].notna()].reset_index(drop=True)
 
 
 def allowed_range(version: Version) -> tuple[float, float]:

@@ -29,14 +29,7 @@ import numpy as np
 import pandas as pd
 
 from kiln.config.models import ChampionChallengerGate as ChampionPolicy
-from kiln.gates.base import (
-    GateContext,
-    GateResult,
-    Version,
-    on_classes,
-    routed_as_worse,
-    target_std,
-)
+from kiln.gates.base import GateContext, GateResult, on_classes, routed_as_worse, target_std
 from kiln.pipeline.compare import (
     SegmentComparison,
     Verdict,
@@ -46,6 +39,7 @@ from kiln.pipeline.compare import (
 from kiln.pipeline.metrics import HIGHER_IS_BETTER, score
 from kiln.pipeline.target_changes import changed_targets
 from kiln.registry import Prediction
+from kiln.registry.version import Version
 from kiln.runs.data import encode_labels, target_labels
 
 __all__ = ["ChampionChallengerGate", "first_fit_metrics", "lost_segments", "target_spread"]

@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 import pyarrow.compute as pc
 
-from kiln.gates.base import MAX_EXAMPLES, GateContext, GateResult, Version
+from kiln.gates.base import MAX_EXAMPLES, GateContext, GateResult
+from kiln.registry.version import Version
 
 __all__ = ["FeatureAvailabilityGate"]
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from kiln.gates.base import MAX_EXAMPLES, GateContext, GateResult, Version, allowed_range
+from kiln.gates.base import MAX_EXAMPLES, GateContext, GateResult, allowed_range
 from kiln.registry import Prediction
+from kiln.registry.version import Version
 
 __all__ = ["DataQualityGate"]
 

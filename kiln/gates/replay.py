@@ -40,13 +40,13 @@ from kiln.gates.base import (
     GateContext,
     GateResult,
     GateStatus,
-    Version,
     allowed_range,
     on_classes,
     routed_as_worse,
     target_std,
 )
 from kiln.registry.predictor import Predictor
+from kiln.registry.version import Version
 
 __all__ = ["DiffStats", "ReplayGate", "ReplayReport", "replay", "tolerance"]
 

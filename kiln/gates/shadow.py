@@ -21,15 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kiln.config.models import ShadowPolicy
-from kiln.gates.base import (
-    MAX_EXAMPLES,
-    GateContext,
-    GateResult,
-    GateStatus,
-    Version,
-    on_classes,
-)
+from kiln.gates.base import MAX_EXAMPLES, GateContext, GateResult, GateStatus, on_classes
 from kiln.monitoring.live import live_stats
+from kiln.registry.version import Version
 
 __all__ = ["ShadowGate", "ShadowPeriod", "shadow_period"]
 

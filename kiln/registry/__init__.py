@@ -1,4 +1,5 @@
-"""Model versions: packages, digests, lineage, stages, and the Predictor that serving uses."""
+"""Model versions: packages, digests, lineage, stages, the Predictor, and the loaded-version
+handle (:class:`Version`) that gates, serving, `kiln predict` and the monitor share."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ if TYPE_CHECKING:
     from kiln.registry.package import LoadedPackage, environment_mismatches, load_package
     from kiln.registry.predictor import Prediction, Predictor
     from kiln.registry.stages import StageError, Stages, Transition, previous_production
+    from kiln.registry.version import Version
 
 # Imported on first use: `kiln models list` must not pay for LightGBM and scikit-learn.
 _EXPORTS = {
@@ -23,6 +25,7 @@ _EXPORTS = {
     "Stages": "kiln.registry.stages",
     "Transition": "kiln.registry.stages",
     "previous_production": "kiln.registry.stages",
+    "Version": "kiln.registry.version",
 }
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "StageError",
     "Stages",
     "Transition",
+    "Version",
     "check_admin",
     "environment_mismatches",
     "load_package",

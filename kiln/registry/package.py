@@ -21,6 +21,7 @@ from kiln.stores.content import ContentStore
 __all__ = [
     "MANIFEST_FORMAT",
     "LoadedPackage",
+    "check_environment",
     "environment_lock",
     "environment_mismatches",
     "load_package",
@@ -57,6 +58,20 @@ def environment_mismatches(lock: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def check_environment(manifest: Mapping[str, Any], *, label: str) -> None:
+    """IntegrityError when the package's environment lock disagrees with this process on the
+    major.minor version of a library its models depend on (a pickle may load and answer wrong,
+    or not load at all). Every loader checks it: gates, `kiln predict`, the server."""
+    problems = environment_mismatches(manifest.get("environment") or {})
+    if problems:
+        raise IntegrityError(
+            f"{label} was built with other library versions than this environment has: "
+            + "; ".join(problems),
+            hint="load it in an environment with the same major.minor versions,"
+            " or re-run the pipeline here to rebuild it",
+        )
+
+
 def _minor(version: str) -> tuple[str, ...]:
     return tuple(version.split(".")[:2])
 
@@ -74,7 +89,11 @@ class LoadedPackage:
 
 
 def load_package(content: ContentStore, digest: str, *, label: str) -> LoadedPackage:
-    """Load and verify a package; ``label`` (e.g. "flights v3") names it in every error."""
+    """Load and verify a package; ``label`` (e.g. "flights v3") names it in every error.
+
+    Refused (IntegrityError) when a digest does not match, or when the manifest's environment
+    lock disagrees with this process (:func:`check_environment`), before any pickle is loaded.
+    """
     raw = content.get(digest, what=f"the manifest of {label}")
     try:
         manifest = orjson.loads(raw)
@@ -86,6 +105,7 @@ def load_package(content: ContentStore, digest: str, *, label: str) -> LoadedPac
             f"this Kiln reads format {MANIFEST_FORMAT}",
             hint="upgrade Kiln, or re-run the pipeline to rebuild the version",
         )
+    check_environment(manifest, label=label)
     models = {
         seg: _load_model(content, ref, what=f"segment {seg!r} of {label}")
         for seg, ref in manifest["models"].items()

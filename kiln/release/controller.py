@@ -22,18 +22,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from kiln.gates.base import Gate, GateContext, GateResult, Version
+from kiln.gates.base import Gate, GateContext, GateResult
 from kiln.gates.champion import ChampionChallengerGate
 from kiln.gates.features import FeatureAvailabilityGate
 from kiln.gates.quality import DataQualityGate
 from kiln.gates.replay import ReplayGate
 from kiln.gates.shadow import ShadowGate
 from kiln.registry.stages import Stages, refuse_experiment
+from kiln.registry.version import Version
 from kiln.release import watch
 from kiln.release.decision import SYSTEM_ACTOR, Decision, Recheck, run_gate
 from kiln.release.events import ReleaseEvent
-from kiln.runs.context import Stores
 from kiln.settings import Settings
+from kiln.stores import Stores
 from kiln.stores.metadata.records import GateRecord, GateTrigger, VersionRecord
 
 __all__ = ["Release"]

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from kiln.errors import KilnError
-from kiln.gates.base import Gate, GateContext, GateResult, Version
+from kiln.gates.base import Gate, GateContext, GateResult
+from kiln.registry.version import Version
 
 __all__ = ["SYSTEM_ACTOR", "Decision", "Outcome", "Recheck", "run_gate"]
 

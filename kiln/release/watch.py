@@ -18,9 +18,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from kiln.errors import KilnError, NotFoundError
-from kiln.gates.base import GateContext, GateResult, GateStatus, Version
+from kiln.gates.base import GateContext, GateResult, GateStatus
 from kiln.gates.shadow import ShadowGate
 from kiln.monitoring.live import LiveStats, live_stats
+from kiln.registry.version import Version
 from kiln.release.decision import SYSTEM_ACTOR, run_gate
 from kiln.release.events import EventKind, ReleaseEvent
 from kiln.release.ungated import release_ungated

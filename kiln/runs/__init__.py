@@ -6,7 +6,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kiln.runs.context import Stores, open_stores
     from kiln.runs.preflight import check_importable
     from kiln.runs.result import RunResult
     from kiln.runs.runner import Runner
@@ -14,15 +13,13 @@ if TYPE_CHECKING:
 
 # Imported on first use: `kiln models list` must not pay for LightGBM and scikit-learn.
 _EXPORTS = {
-    "Stores": "kiln.runs.context",
-    "open_stores": "kiln.runs.context",
     "Runner": "kiln.runs.runner",
     "RunResult": "kiln.runs.result",
     "check_importable": "kiln.runs.preflight",
     "TrainContext": "kiln.runs.training",
 }
 
-__all__ = ["RunResult", "Runner", "Stores", "TrainContext", "check_importable", "open_stores"]
+__all__ = ["RunResult", "Runner", "TrainContext", "check_importable"]
 
 
 def __getattr__(name: str) -> Any:

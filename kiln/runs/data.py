@@ -1,15 +1,13 @@
-"""Data side of a run: extract to a content-addressed snapshot, split by time, build matrices."""
+"""Data side of a run: split by time, build matrices, profile the training rows (the snapshot
+of the extracted rows is written and read by :mod:`kiln.stores.snapshots`)."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from kiln.config.loader import LoadedConfig
 from kiln.config.models import PipelineConfig
@@ -17,34 +15,20 @@ from kiln.errors import SchemaError
 from kiln.pipeline.features import FeatureSchema
 from kiln.pipeline.metrics import MULTICLASS_METRICS
 from kiln.pipeline.split import Split, holdout_mask, resolve_split
-from kiln.stores.content import ContentStore
 
 __all__ = [
     "MAX_CLASSES",
     "Prepared",
     "encode_labels",
-    "load_snapshot",
     "prepare",
     "reference_profile",
     "run_metrics",
-    "snapshot",
     "target_labels",
 ]
 
 _QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 MAX_CLASSES = 200
 """More distinct labels than this is taken for a mistake (a number or an id as the target)."""
-
-
-def snapshot(content: ContentStore, table: pa.Table) -> str:
-    """Store the extracted rows as Parquet; the digest is the run's data lineage."""
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    return content.put(buf.getvalue())
-
-
-def load_snapshot(content: ContentStore, digest: str, *, label: str) -> pa.Table:
-    return pq.read_table(io.BytesIO(content.get(digest, what=f"the data snapshot of {label}")))
 
 
 def where_field(loaded: LoadedConfig) -> Any:

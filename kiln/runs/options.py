@@ -25,9 +25,9 @@ from kiln.pipeline.metrics import score
 from kiln.pipeline.plan import FALLBACK, STEPS, SegmentPlan
 from kiln.registry.adapters import predict_fn
 from kiln.registry.package import LoadedPackage, load_package
-from kiln.runs.context import Stores
 from kiln.runs.data import Prepared, run_metrics
 from kiln.runs.packaging import TaskInfo
+from kiln.stores import Stores
 
 __all__ = [
     "STOP_STEPS",

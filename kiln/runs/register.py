@@ -17,11 +17,11 @@ from dataclasses import replace
 from typing import Any
 
 from kiln.errors import KilnError
-from kiln.runs.context import Stores
 from kiln.runs.packaging import fallback_warnings
 from kiln.runs.reporting import Reporter
 from kiln.runs.result import RunResult
 from kiln.runs.steps import Heartbeat, actor, finish_run, interruption, jsonable, step
+from kiln.stores import Stores
 from kiln.stores.metadata.records import RunRecord, RunStatus
 
 __all__ = ["Releaser", "register_step", "registered_result", "release_only", "release_step"]

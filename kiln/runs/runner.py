@@ -22,15 +22,7 @@ from kiln.errors import ConfigError, KilnError, SourceError
 from kiln.executors import Executor, make_executor
 from kiln.pipeline.plan import STEPS, SegmentPlan
 from kiln.registry.package import save_manifest
-from kiln.runs.context import Stores
-from kiln.runs.data import (
-    Prepared,
-    load_snapshot,
-    prepare,
-    reference_profile,
-    snapshot,
-    where_field,
-)
+from kiln.runs.data import Prepared, prepare, reference_profile, where_field
 from kiln.runs.options import (
     BasePackage,
     RunOptions,
@@ -61,7 +53,9 @@ from kiln.runs.train_step import apply_failures, preload, train_segments
 from kiln.runs.unchanged import RunIdentity, code_digest, production_identical
 from kiln.settings import Settings
 from kiln.sources.checks import check_columns, validate_data
+from kiln.stores import Stores
 from kiln.stores.metadata.records import RunStatus, RunTrigger
+from kiln.stores.snapshots import load_snapshot, snapshot
 
 __all__ = ["RunResult", "Runner", "StoppedRun"]
 

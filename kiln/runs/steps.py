@@ -15,8 +15,8 @@ import numpy as np
 
 from kiln.errors import KilnError
 from kiln.registry.liveness import HEARTBEAT_EVERY, STALE_AFTER
-from kiln.runs.context import Stores
 from kiln.runs.reporting import Measured, Meter, Reporter
+from kiln.stores import Stores
 from kiln.stores.metadata.records import RunStatus, StepStatus
 
 __all__ = [

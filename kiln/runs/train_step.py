@@ -20,11 +20,11 @@ from kiln.config.loader import LoadedConfig
 from kiln.errors import TrainingError
 from kiln.executors import Executor
 from kiln.pipeline.plan import FALLBACK, SegmentPlan, plan_segments
-from kiln.runs.context import Stores
 from kiln.runs.data import Prepared, run_metrics
 from kiln.runs.packaging import TaskInfo
 from kiln.runs.reporting import Reporter
 from kiln.runs.training import TrainSpec, TrainTask, train_segment
+from kiln.stores import Stores
 
 __all__ = ["SegmentsTrained", "apply_failures", "preload", "task_rows", "train_segments"]
 

@@ -25,7 +25,7 @@ import orjson
 import kiln
 from kiln.config.loader import LoadedConfig
 from kiln.registry.package import environment_lock
-from kiln.runs.context import Stores
+from kiln.stores import Stores
 
 __all__ = [
     "RunIdentity",

@@ -25,13 +25,13 @@ from typing import Any
 
 from kiln.errors import EXIT_BLOCKED, KilnError, StoreError
 from kiln.release.events import ReleaseEvent
-from kiln.runs.context import Stores, open_stores
 from kiln.runs.reporting import host_and_pid
 from kiln.scheduler._child import Attempt, child_env, explain_exit
 from kiln.scheduler._claims import STALE_AFTER, Claims, Outcome, utcnow, when
 from kiln.scheduler._folder import Folder, Pipeline, Scan
 from kiln.scheduler._summary import PipelinePass, pipeline_pass
 from kiln.settings import Settings
+from kiln.stores import Stores, open_stores
 from kiln.stores.metadata.records import FireRecord, FireStatus
 from kiln.stores.metadata.store import UnitOfWork
 

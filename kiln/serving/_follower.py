@@ -4,7 +4,8 @@ Every ``reload_seconds`` (or at once after a promotion made through this server)
 version of each pipeline is in production, which is its canary (and its traffic share) and which
 are in shadow. A version it has not loaded yet is loaded here, in the background: the manifest's
 environment lock must agree with this process (major.minor of each library) and every digest
-must match (``Predictor.load``). Only then is the new table swapped in. A refused version is
+must match (``kiln.registry.Version.predictor``, which loads the package through
+``load_package``). Only then is the new table swapped in. A refused version is
 logged once, counted, shown by ``GET /v1/pipelines/{name}``, retried every ``retry_seconds``,
 and the version that served before keeps serving -- or, when no version of the pipeline ever
 loaded in this process (a fresh server), nothing serves it and ``/readyz`` answers 503; the log
@@ -19,19 +20,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
-import orjson
-
-from kiln.config import parse_config
 from kiln.config.models import CaptureConfig
-from kiln.errors import IntegrityError, KilnError
-from kiln.registry import Predictor, environment_mismatches
-from kiln.runs import Stores
+from kiln.errors import KilnError
+from kiln.registry.version import Version
 from kiln.serving._metrics import Metrics
 from kiln.serving._routing import Deployed, PipelineRoute, Refusal, RoutingTable
 from kiln.serving._schema import RequestSchema
-from kiln.stores import VersionRecord
+from kiln.stores import Stores, VersionRecord
 
 __all__ = ["RegistryFollower"]
 
@@ -249,19 +245,8 @@ class RegistryFollower:
 
     def _load(self, record: VersionRecord) -> Deployed:
         label = f"{record.pipeline} v{record.version}"
-        content = self._stores.content
-        manifest = orjson.loads(
-            content.get(record.manifest_digest, what=f"the manifest of {label}")
-        )
-        problems = environment_mismatches(manifest.get("environment") or {})
-        if problems:
-            raise IntegrityError(
-                f"{label} was built with other library versions than this server has: "
-                + "; ".join(problems),
-                hint="serve it from an environment with the same major.minor versions,"
-                " or re-run the pipeline here to rebuild it",
-            )
-        predictor = Predictor.load(content, record.manifest_digest, label=label)
+        version = Version(self._stores, record, package_label=label)
+        predictor = version.predictor  # environment lock and every digest checked
         return Deployed(
             pipeline=record.pipeline,
             version=record.version,
@@ -274,16 +259,15 @@ class RegistryFollower:
                 unseen=predictor.unseen_policy,
                 max_text=predictor.max_text_length,
             ),
-            sample_rate=self._sample_rate(record, label),
+            sample_rate=self._sample_rate(version, label),
             loaded_at=datetime.now(UTC),
         )
 
-    def _sample_rate(self, record: VersionRecord, label: str) -> float:
+    def _sample_rate(self, version: Version, label: str) -> float:
         """``capture.sample_rate`` of the kiln.yaml that the version was trained from."""
-        with self._stores.metadata.read() as uow:
-            run = uow.runs.get(record.run_id)
+        version.run  # noqa: B018 -- a run that cannot be read refuses the version
         try:
-            loaded = parse_config(run.config_text, Path(run.config_path or "kiln.yaml"))
+            loaded = version.loaded
         except KilnError as e:
             default = CaptureConfig().sample_rate
             logger.warning(

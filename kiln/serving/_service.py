@@ -16,7 +16,6 @@ from pydantic import SecretStr
 
 from kiln.errors import AuthError
 from kiln.registry import Stages, check_admin
-from kiln.runs import Stores, open_stores
 from kiln.serving._capture import Capture
 from kiln.serving._errors import ApiError, unauthorized
 from kiln.serving._follower import RegistryFollower
@@ -26,7 +25,7 @@ from kiln.serving._routing import RoutingTable
 from kiln.serving._schema import MAX_INSTANCES
 from kiln.serving._shadow import ShadowRunner
 from kiln.settings import Settings
-from kiln.stores import CaptureWriter
+from kiln.stores import CaptureWriter, Stores, open_stores
 
 __all__ = ["Service"]
 

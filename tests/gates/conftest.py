@@ -30,11 +30,12 @@ import yaml
 
 from kiln.config import load_config
 from kiln.config.models import DeployConfig
-from kiln.gates.base import GateContext, Version
+from kiln.gates.base import GateContext
 from kiln.registry import Stages
-from kiln.runs import Runner, Stores, open_stores
+from kiln.registry.version import Version
+from kiln.runs import Runner
 from kiln.settings import Settings
-from kiln.stores import CaptureRecord, CaptureWriter
+from kiln.stores import CaptureRecord, CaptureWriter, Stores, open_stores
 from tests.conftest import BASE, merge
 
 PIPELINE: str = BASE["name"]

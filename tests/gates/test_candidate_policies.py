@@ -18,12 +18,13 @@ import yaml
 
 from kiln.config import load_config
 from kiln.config.models import DeployConfig
-from kiln.gates.base import GateContext, Version
+from kiln.gates.base import GateContext
 from kiln.gates.champion import NO_INTERVAL, ChampionChallengerGate
 from kiln.gates.replay import ReplayGate
-from kiln.runs import Runner, open_stores
+from kiln.registry.version import Version
+from kiln.runs import Runner
 from kiln.settings import Settings
-from kiln.stores import CaptureRecord, CaptureWriter
+from kiln.stores import CaptureRecord, CaptureWriter, open_stores
 
 NAME = "spend"
 TRAIN_PY = """

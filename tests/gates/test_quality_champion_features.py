@@ -14,14 +14,15 @@ import pytest
 import yaml
 
 from kiln.config import load_config
-from kiln.gates.base import GateContext, Version
+from kiln.gates.base import GateContext
 from kiln.gates.champion import ChampionChallengerGate
 from kiln.gates.features import FeatureAvailabilityGate
 from kiln.gates.quality import DataQualityGate
 from kiln.registry import Stages
-from kiln.runs.context import open_stores
+from kiln.registry.version import Version
 from kiln.runs.runner import Runner
 from kiln.settings import Settings
+from kiln.stores import open_stores
 from kiln.stores.capture import CaptureRecord, CaptureWriter
 from tests.conftest import BASE, merge
 

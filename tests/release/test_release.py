@@ -14,14 +14,14 @@ import pytest
 import yaml
 
 from kiln.config import load_config
-from kiln.gates.base import Version
 from kiln.registry import Stages
+from kiln.registry.version import Version
 from kiln.release.controller import Release
 from kiln.release.decision import SYSTEM_ACTOR
 from kiln.release.events import EventKind
-from kiln.runs.context import open_stores
 from kiln.runs.runner import Runner
 from kiln.settings import Settings
+from kiln.stores import open_stores
 from kiln.stores.capture import CaptureRecord, CaptureWriter
 from tests.conftest import BASE, merge
 

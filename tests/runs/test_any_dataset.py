@@ -13,11 +13,12 @@ import pytest
 import yaml
 
 from kiln.config import LoadedConfig, load_config
-from kiln.gates.base import Version
 from kiln.pipeline.plan import FALLBACK
-from kiln.runs import Runner, Stores
+from kiln.registry.version import Version
+from kiln.runs import Runner
 from kiln.runs.data import prepare
 from kiln.runs.train_step import task_rows
+from kiln.stores import Stores
 
 
 def customers(n: int = 3000, seed: int = 0) -> pd.DataFrame:

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from kiln.registry import Predictor
-from kiln.runs import Runner, open_stores
+from kiln.runs import Runner
 from kiln.settings import Settings
+from kiln.stores import open_stores
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +77,7 @@ def train(X, y, context):
 LOAD_ELSEWHERE = """
 import sys
 from kiln.registry import Predictor
-from kiln.runs import open_stores
+from kiln.stores import open_stores
 from kiln.settings import Settings
 stores = open_stores(Settings(home=sys.argv[1]))
 p = Predictor.load(stores.content, sys.argv[2], label="custom v1")

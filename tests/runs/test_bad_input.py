@@ -19,8 +19,9 @@ from kiln.errors import (
     StoreError,
     TrainingError,
 )
-from kiln.runs import Runner, Stores, open_stores
+from kiln.runs import Runner
 from kiln.settings import Settings
+from kiln.stores import Stores, open_stores
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kiln.runs import open_stores
 from kiln.settings import Settings
+from kiln.stores import open_stores
 from tests.process_tree import HAS_PROC, descendants, kill_all, survivors
 
 ROOT = Path(__file__).resolve().parents[2]

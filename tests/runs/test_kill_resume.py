@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from kiln.registry.package import load_package
-from kiln.runs import open_stores
 from kiln.settings import Settings
+from kiln.stores import open_stores
 
 ROOT = Path(__file__).resolve().parents[2]
 

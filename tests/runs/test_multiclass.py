@@ -16,10 +16,11 @@ from kiln.config import load_config
 from kiln.errors import SchemaError, TrainingError
 from kiln.pipeline import FALLBACK
 from kiln.registry import Predictor
-from kiln.runs import Runner, Stores, open_stores
+from kiln.runs import Runner
 from kiln.runs.data import prepare
 from kiln.runs.training import TrainSpec, TrainTask, train_segment
 from kiln.settings import Settings
+from kiln.stores import Stores, open_stores
 from tests.multiclass_support import CLASSES, load, write_rows
 
 ROWS = [

@@ -12,8 +12,9 @@ import pytest
 
 from kiln.errors import SchemaError, TrainingError
 from kiln.pipeline import FALLBACK
-from kiln.runs import Runner, Stores
+from kiln.runs import Runner
 from kiln.runs.options import RunOptions
+from kiln.stores import Stores
 from tests.multiclass_support import CLASSES, load, write_rows
 
 MULTICLASS_METRICS = {"logloss", "accuracy", "f1_macro"}

@@ -15,8 +15,10 @@ import yaml
 
 from kiln.config import load_config
 from kiln.registry import Stages
-from kiln.runs import Runner, open_stores
+from kiln.registry.package import environment_lock
+from kiln.runs import Runner
 from kiln.settings import Settings
+from kiln.stores import open_stores
 from tests.conftest import BASE, merge, register_changed
 
 pytestmark = pytest.mark.slow
@@ -163,3 +165,20 @@ def test_unseen_categories_are_flagged_counted_and_follow_the_policy(
     text = " ".join(refused.stderr.split())
     assert "row 2 (line 3 of the CSV), column 'dest': unseen category (known: " in text
     assert "got 'ZZZ'" in text
+
+
+def test_a_package_built_with_another_lightgbm_is_refused_as_the_server_refuses_it(
+    home: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    lock = environment_lock()
+    lock["packages"]["lightgbm"] = "1.0.0"
+    number = register_with(home, 1, environment=lock)
+    rows = write_csv(tmp_path / "rows.csv", [ROWS[0]])
+    args = ("--home", str(home), "predict", PIPELINE, "--input", str(rows))
+
+    refused = cli(*args, "--version", str(number), cwd=tmp_path)
+    assert refused.returncode == 5 and "Traceback" not in refused.stderr, refused.stderr
+    text = " ".join(refused.stderr.split())
+    assert f"{PIPELINE} v{number} was built with other library versions than this" in text
+    assert "lightgbm: package built with 1.0.0, this process has" in text
+    assert cli(*args, "--version", "1", cwd=tmp_path).returncode == 0

@@ -12,9 +12,10 @@ import pytest
 
 from kiln.config import load_config
 from kiln.errors import SchemaError, SourceError
-from kiln.runs import Runner, Stores
+from kiln.runs import Runner
 from kiln.runs.probe import probe_data
 from kiln.runs.reporting import NullReporter
+from kiln.stores import Stores
 
 CONFIG = """\
 name: probe-test

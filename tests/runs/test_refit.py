@@ -13,8 +13,9 @@ from sklearn.linear_model import LinearRegression
 from kiln.config import load_config
 from kiln.pipeline.metrics import score
 from kiln.registry.predictor import Predictor
-from kiln.runs import Runner, Stores
+from kiln.runs import Runner
 from kiln.runs.data import prepare
+from kiln.stores import Stores
 
 
 def rows(n: int = 900) -> pd.DataFrame:

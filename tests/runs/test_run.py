@@ -13,7 +13,8 @@ import pytest
 from kiln.errors import IntegrityError
 from kiln.pipeline import FALLBACK, score
 from kiln.registry import Predictor
-from kiln.runs import Runner, Stores
+from kiln.runs import Runner
+from kiln.stores import Stores
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,9 @@ from kiln.config import LoadedConfig, load_config
 from kiln.console import segment_table
 from kiln.pipeline.metrics import score
 from kiln.registry.predictor import Predictor
-from kiln.runs import Runner, Stores
+from kiln.runs import Runner
 from kiln.runs.data import prepare
+from kiln.stores import Stores
 
 # The model of segment "west" answers a constant: far worse than the fallback on its rows.
 TRAIN_PY = """

@@ -12,9 +12,10 @@ import pandas as pd
 import yaml
 
 from kiln.config import LoadedConfig, load_config
-from kiln.runs import Runner, Stores
+from kiln.runs import Runner
 from kiln.runs.options import RunOptions
 from kiln.runs.unchanged import RunIdentity, code_digest, unchanged_from
+from kiln.stores import Stores
 
 
 def write(tmp_path: Path, n: int = 400, **extra: Any) -> LoadedConfig:

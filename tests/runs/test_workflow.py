@@ -12,9 +12,10 @@ from kiln.pipeline import FALLBACK
 from kiln.registry.compare import compare
 from kiln.registry.stages import StageError, Stages
 from kiln.release.controller import Release
-from kiln.runs import Runner, Stores
+from kiln.runs import Runner
 from kiln.runs.options import RunOptions
 from kiln.settings import Settings
+from kiln.stores import Stores
 
 pytestmark = pytest.mark.slow
 # February alone (holdout from the 15th) and small models keep each run short.

@@ -12,8 +12,9 @@ import yaml
 from serving_support import Server, Trained, config, read_rows
 
 from kiln.config import load_config
-from kiln.runs import Runner, open_stores
+from kiln.runs import Runner
 from kiln.settings import Settings
+from kiln.stores import open_stores
 
 
 @pytest.fixture(scope="session")

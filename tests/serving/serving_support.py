@@ -23,8 +23,8 @@ import httpx
 import orjson
 
 from kiln.registry import Predictor, Stages
-from kiln.runs import Stores, open_stores
 from kiln.settings import Settings
+from kiln.stores import Stores, open_stores
 from tests.conftest import register_changed
 
 ROOT = Path(__file__).resolve().parents[2]

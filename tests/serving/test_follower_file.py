@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from kiln.runs import open_stores
 from kiln.serving._follower import RegistryFollower
 from kiln.serving._metrics import Metrics
 from kiln.settings import Settings
-from kiln.stores import MetadataStore
+from kiln.stores import MetadataStore, open_stores
 
 
 def _move_away(db: Path, to: Path) -> None:

@@ -16,10 +16,10 @@ import pytest
 from serving_support import ADMIN, PIPELINE, Trained, set_stage, wait_for
 
 from kiln.registry.package import save_manifest
-from kiln.runs import open_stores
 from kiln.serving._follower import RegistryFollower
 from kiln.serving._metrics import Metrics
 from kiln.settings import Settings
+from kiln.stores import open_stores
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from serving_support import ADMIN, PIPELINE, Trained, register_copy, set_stage, wait_for
 
-from kiln.runs import open_stores
 from kiln.settings import Settings
+from kiln.stores import open_stores
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 

@@ -17,14 +17,16 @@ from serving_support import Server
 
 from kiln.config import load_config
 from kiln.config.models import ShadowPolicy
-from kiln.gates.base import GateContext, Version
+from kiln.gates.base import GateContext
 from kiln.gates.champion import ChampionChallengerGate
 from kiln.gates.quality import DataQualityGate
 from kiln.gates.replay import ReplayGate
 from kiln.gates.shadow import ShadowGate
 from kiln.registry import Predictor, Stages
-from kiln.runs import Runner, open_stores
+from kiln.registry.version import Version
+from kiln.runs import Runner
 from kiln.settings import Settings
+from kiln.stores import open_stores
 from kiln.stores.capture import read_captures
 from tests.multiclass_support import CLASSES, pipeline, write_rows
 

@@ -1,11 +1,13 @@
-"""Opening the stores a run (or a CLI command) works on, from the Settings."""
+"""Opening the stores a run, a CLI command, the server or a gate works on, from the Settings."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from kiln.settings import Settings
-from kiln.stores import ContentStore, FsspecArtifactStore, MetadataStore
+from kiln.stores.artifacts import FsspecArtifactStore
+from kiln.stores.content import ContentStore
+from kiln.stores.metadata import MetadataStore
 
 __all__ = ["Stores", "open_stores"]
 
