@@ -5,9 +5,35 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from pathlib import Path
 
 HAS_PROC = Path("/proc/self/stat").exists()
+
+SLOW_TRAIN = """
+import os
+import time
+
+from lightgbm import LGBMRegressor
+
+
+def train(X, y, context):
+    if context.segment == os.environ.get("KILN_TEST_SLOW_SEGMENT"):
+        time.sleep(300)
+    model = LGBMRegressor(n_estimators=10, n_jobs=context.threads, verbose=-1)
+    return model.fit(X.to_numpy(), y.to_numpy())
+"""
+"""A train.py whose segment named by KILN_TEST_SLOW_SEGMENT sleeps in its worker (to kill a run
+mid-training)."""
+
+
+def wait_for(predicate, timeout: float = 180) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError("timed out waiting")
 
 
 def _stat(pid: int) -> tuple[str, int, int] | None:

@@ -16,7 +16,7 @@ import pytest
 
 from kiln.settings import Settings
 from kiln.stores import open_stores
-from tests.process_tree import HAS_PROC, descendants, kill_all, survivors
+from tests.process_tree import HAS_PROC, SLOW_TRAIN, descendants, kill_all, survivors, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,29 +28,6 @@ pytestmark = [
 
 ORPHAN_BOUND_S = 15.0
 """The workers notice the death of the run at once (pidfd); 15 s leaves room for a busy CI."""
-
-SLOW_TRAIN = """
-import os
-import time
-
-from lightgbm import LGBMRegressor
-
-
-def train(X, y, context):
-    if context.segment == os.environ.get("KILN_TEST_SLOW_SEGMENT"):
-        time.sleep(300)
-    model = LGBMRegressor(n_estimators=10, n_jobs=context.threads, verbose=-1)
-    return model.fit(X.to_numpy(), y.to_numpy())
-"""
-
-
-def wait_for(predicate, timeout: float = 180) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError("timed out waiting")
 
 
 def test_kill_9_of_a_run_mid_training_leaves_no_process(make_config, tmp_path: Path) -> None:

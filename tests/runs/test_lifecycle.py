@@ -16,33 +16,11 @@ import pytest
 
 from kiln.settings import Settings
 from kiln.stores import open_stores
+from tests.process_tree import SLOW_TRAIN, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
-
-SLOW_TRAIN = """
-import os
-import time
-
-from lightgbm import LGBMRegressor
-
-
-def train(X, y, context):
-    if context.segment == os.environ.get("KILN_TEST_SLOW_SEGMENT"):
-        time.sleep(300)
-    model = LGBMRegressor(n_estimators=10, n_jobs=context.threads, verbose=-1)
-    return model.fit(X.to_numpy(), y.to_numpy())
-"""
-
-
-def wait_for(predicate, timeout: float = 180) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError("timed out waiting")
 
 
 def test_kill_refuse_takeover_and_resume(make_config, cli, tmp_path: Path) -> None:
