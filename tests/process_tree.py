@@ -6,7 +6,12 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from kiln.settings import Settings
+from kiln.stores import Stores, open_stores
+from kiln.stores.metadata.store import UnitOfWork
 
 HAS_PROC = Path("/proc/self/stat").exists()
 
@@ -25,6 +30,39 @@ def train(X, y, context):
 """
 """A train.py whose segment named by KILN_TEST_SLOW_SEGMENT sleeps in its worker (to kill a run
 mid-training)."""
+
+
+class RegistryPoll:
+    """Reads the registry that a `kiln run` subprocess writes under ``home``: a read is False
+    until the database exists and is migrated; ``stores`` stays open for the test's own reads."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.stores: Stores | None = None
+
+    def __call__(self, read: Callable[[UnitOfWork], bool]) -> bool:
+        if not (self.home / "kiln.db").exists():
+            return False
+        try:
+            self.stores = self.stores or open_stores(Settings(home=self.home))
+            with self.stores.metadata.unit_of_work() as uow:
+                return read(uow)
+        except Exception:  # the schema may still be migrating
+            return False
+
+    def close(self) -> None:
+        if self.stores is not None:
+            self.stores.close()
+
+
+def tasks_succeeded(n: int) -> Callable[[UnitOfWork], bool]:
+    """A read: the first run has ``n`` segment tasks succeeded."""
+
+    def read(uow: UnitOfWork) -> bool:
+        runs = uow.runs.list()
+        return bool(runs) and len(uow.tasks.succeeded(runs[0].id)) == n
+
+    return read
 
 
 def wait_for(predicate, timeout: float = 180) -> None:  # type: ignore[no-untyped-def]

@@ -14,9 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from kiln.settings import Settings
-from kiln.stores import open_stores
-from tests.process_tree import HAS_PROC, SLOW_TRAIN, descendants, kill_all, survivors, wait_for
+from tests.process_tree import (
+    HAS_PROC,
+    SLOW_TRAIN,
+    RegistryPoll,
+    descendants,
+    kill_all,
+    survivors,
+    tasks_succeeded,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,22 +48,10 @@ def test_kill_9_of_a_run_mid_training_leaves_no_process(make_config, tmp_path: P
         start_new_session=True,
     )  # fmt: skip
     recorded: dict[int, int] = {}
-    stores = None
+    registry = RegistryPoll(home)
     try:
-
-        def others_done() -> bool:
-            nonlocal stores
-            if not (home / "kiln.db").exists():
-                return False
-            try:
-                stores = stores or open_stores(Settings(home=home))
-                with stores.metadata.unit_of_work() as uow:
-                    runs = uow.runs.list()
-                    return bool(runs) and len(uow.tasks.succeeded(runs[0].id)) == 3
-            except Exception:  # the schema may still be migrating
-                return False
-
-        wait_for(others_done)  # LGA sleeps inside a worker, the other workers are idle
+        # LGA sleeps inside a worker, the other workers are idle
+        wait_for(lambda: registry(tasks_succeeded(3)))
         recorded = descendants(run.pid)
         names = " | ".join(survivors(recorded).values())
         print(names)
@@ -75,8 +70,7 @@ def test_kill_9_of_a_run_mid_training_leaves_no_process(make_config, tmp_path: P
         leftovers = [p for p in (home / "artifacts").rglob("*") if p.is_file()]
         assert not [p for p in leftovers if ".kiln-tmp-" in p.name]  # nothing half-written
     finally:
-        if stores is not None:
-            stores.close()
+        registry.close()
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
         kill_all(recorded)

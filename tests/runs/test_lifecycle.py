@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kiln.settings import Settings
-from kiln.stores import open_stores
-from tests.process_tree import SLOW_TRAIN, wait_for
+from kiln.stores.metadata.store import UnitOfWork
+from tests.process_tree import SLOW_TRAIN, RegistryPoll, tasks_succeeded, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +26,6 @@ def test_kill_refuse_takeover_and_resume(make_config, cli, tmp_path: Path) -> No
     (tmp_path / "slowtrain.py").write_text(textwrap.dedent(SLOW_TRAIN))
     loaded = make_config(model={"estimator": None, "params": None, "train": "slowtrain:train"})
     home = tmp_path / ".kiln"
-    settings = Settings(home=home)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KILN_TEST_SLOW_SEGMENT": "LGA"}
     first = subprocess.Popen(
         [sys.executable, "-m", "kiln.cli", "--home", str(home), "run", str(loaded.path)],
@@ -35,21 +33,9 @@ def test_kill_refuse_takeover_and_resume(make_config, cli, tmp_path: Path) -> No
         start_new_session=True,
     )  # fmt: skip
     try:
-        stores = None
-
-        def three_done() -> bool:
-            nonlocal stores
-            if not (home / "kiln.db").exists():
-                return False
-            try:
-                stores = stores or open_stores(settings)
-                with stores.metadata.unit_of_work() as uow:
-                    runs = uow.runs.list()
-                    return bool(runs) and len(uow.tasks.succeeded(runs[0].id)) == 3
-            except Exception:  # the schema may still be migrating
-                return False
-
-        wait_for(three_done)
+        registry = RegistryPoll(home)
+        wait_for(lambda: registry(tasks_succeeded(3)))
+        stores = registry.stores
         assert stores is not None
         with stores.metadata.unit_of_work() as uow:
             [run_a] = uow.runs.list()
@@ -109,26 +95,15 @@ def test_sigterm_stops_the_run_promptly_and_marks_it_interrupted(
         start_new_session=True,
     )  # fmt: skip
     try:
-        stores = None
-
-        def training() -> bool:
-            nonlocal stores
-            if not (home / "kiln.db").exists():
-                return False
-            try:
-                stores = stores or open_stores(Settings(home=home))
-                with stores.metadata.unit_of_work() as uow:
-                    runs = uow.runs.list()
-                    return bool(runs) and len(uow.tasks.succeeded(runs[0].id)) == 3
-            except Exception:
-                return False
-
-        wait_for(training)  # three segments done, the fallback sleeps for 300 s
+        registry = RegistryPoll(home)
+        # three segments done, the fallback sleeps for 300 s
+        wait_for(lambda: registry(tasks_succeeded(3)))
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert time.monotonic() - started < 30  # did not wait for the sleeping task
         assert proc.returncode == 130 and "--resume" in err and "Traceback" not in err
+        stores = registry.stores
         assert stores is not None
         with stores.metadata.unit_of_work() as uow:
             [run] = uow.runs.list()
@@ -155,33 +130,25 @@ def test_sigterm_during_a_slow_query_marks_the_run_interrupted(make_config, tmp_
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )  # fmt: skip
-    stores = None
+    registry = RegistryPoll(home)
     try:
 
-        def extracting() -> bool:
-            nonlocal stores
-            if not (home / "kiln.db").exists():
-                return False
-            try:
-                stores = stores or open_stores(Settings(home=home))
-                with stores.metadata.unit_of_work() as uow:
-                    runs = uow.runs.list()
-                    steps = uow.steps.for_run(runs[0].id) if runs else []
-                    return [s.name for s in steps] == ["extract"]
-            except Exception:
-                return False
+        def extracting(uow: UnitOfWork) -> bool:
+            runs = uow.runs.list()
+            steps = uow.steps.for_run(runs[0].id) if runs else []
+            return [s.name for s in steps] == ["extract"]
 
-        wait_for(extracting)
+        wait_for(lambda: registry(extracting))
         time.sleep(0.5)  # inside the query
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, err
+        stores = registry.stores
         assert stores is not None
         with stores.metadata.unit_of_work() as uow:
             [run] = uow.runs.list()
         assert run.status == "interrupted", run.error
     finally:
-        if stores is not None:
-            stores.close()
+        registry.close()
         if proc.poll() is None:
             proc.kill()
