@@ -21,6 +21,7 @@ from kiln.config.base import (
 )
 from kiln.config.base import Strict as _Strict
 from kiln.config.deploy import DeployConfig
+from kiln.config.monitor import MonitorConfig
 
 __all__ = [
     "CaptureConfig",
@@ -322,6 +323,10 @@ class PipelineConfig(_Strict):
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    monitor: MonitorConfig = Field(
+        default_factory=MonitorConfig,
+        description="How production traffic is watched (every pipeline is; this tunes it).",
+    )
 
     @field_validator("features")
     @classmethod
@@ -344,6 +349,7 @@ class PipelineConfig(_Strict):
                 f"metrics {wrong} do not fit a {self.target.task} target; use {list(allowed)}"
             )
         self._coherent_split()
+        self._coherent_monitor()
         if self.primary_metric not in self.metrics:
             raise ValueError(
                 f"evaluation.primary {self.primary_metric!r} is not in metrics {self.metrics}"
@@ -364,6 +370,20 @@ class PipelineConfig(_Strict):
             raise ValueError(
                 "checks.freshness: freshness reads data.time_column, which is not set; set it, "
                 "or remove checks.freshness"
+            )
+
+    def _coherent_monitor(self) -> None:
+        unknown = sorted(set(self.monitor.drift.features) - set(self.features))
+        if unknown:
+            raise ValueError(
+                f"monitor.drift.features names {unknown}, which are not features of this"
+                f" pipeline; use one of {self.features}"
+            )
+        key = self.monitor.labels.key
+        if key != "request_id" and key not in self.features:
+            raise ValueError(
+                f"monitor.labels.key {key!r} is neither request_id nor a feature (a request holds"
+                " only its features); use request_id, or one of the features"
             )
 
     @property
@@ -388,6 +408,8 @@ class PipelineConfig(_Strict):
 
     @property
     def digest(self) -> str:
-        """SHA-256 of the canonical JSON of the validated config (lineage)."""
-        blob = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        """SHA-256 of the canonical JSON of the validated config (lineage); ``monitor`` is left
+        out: how traffic is watched does not change the model."""
+        doc = self.model_dump(mode="json", exclude={"monitor"})
+        blob = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(blob).hexdigest()
