@@ -31,6 +31,7 @@ from kiln.stores.metadata.repositories import (
     TaskRepository,
     VersionRepository,
 )
+from kiln.stores.metadata.windows import WindowRepository
 
 __all__ = ["MetadataStore", "UnitOfWork"]
 
@@ -56,6 +57,7 @@ class UnitOfWork:
         self.locks = LockRepository(session)
         self.gates = GateRepository(session)
         self.fires = FireRepository(session)
+        self.windows = WindowRepository(session)
 
 
 class MetadataStore:
