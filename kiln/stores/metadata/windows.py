@@ -52,7 +52,7 @@ class WindowRepository(Repository):
         end: datetime,
         seconds: int,
         rows: int,
-        state: WindowState,
+        state: str,
         worst: str | None,
         summary: dict[str, Any],
     ) -> tuple[WindowRecord, bool]:
@@ -91,7 +91,7 @@ class WindowRepository(Repository):
         self,
         window_id: int,
         rows: int,
-        state: WindowState,
+        state: str,
         worst: str | None,
         summary: dict[str, Any],
         computed_at: datetime | None = None,
