@@ -13,7 +13,16 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from kiln.cli import _compare, _init, _pipelines, _release, _scheduler, _serving, _stages
+from kiln.cli import (
+    _compare,
+    _init,
+    _monitor,
+    _pipelines,
+    _release,
+    _scheduler,
+    _serving,
+    _stages,
+)
 from kiln.cli._common import _state, err
 from kiln.errors import KilnError
 
@@ -30,6 +39,7 @@ gates_app = typer.Typer(no_args_is_help=True, help="The gates of model versions.
 app.add_typer(db_app, name="db")
 app.add_typer(capture_app, name="capture")
 app.add_typer(gates_app, name="gates")
+app.add_typer(_monitor.monitor_app, name="monitor")
 
 
 @app.callback()

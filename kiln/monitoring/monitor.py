@@ -17,10 +17,8 @@ never their pickled models.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +27,7 @@ import orjson
 
 from kiln.config.models import PipelineConfig
 from kiln.errors import IntegrityError
+from kiln.monitoring._parts import part
 from kiln.monitoring.findings import Finding, WindowResult
 from kiln.monitoring.judge import (
     drift_findings,
@@ -58,15 +57,6 @@ def align(moment: datetime, length: timedelta) -> datetime:
     seconds = int(length.total_seconds())
     offset = int((moment.astimezone(UTC) - EPOCH).total_seconds()) // seconds * seconds
     return EPOCH + timedelta(seconds=offset)
-
-
-def _part(module: str, name: str) -> Callable[..., Any] | None:
-    """A part another module provides (drift, performance, alerts, notify), or None when the
-    module is not in this build: the pass then notes what it did not compute."""
-    if importlib.util.find_spec(module) is None:
-        return None
-    found: Callable[..., Any] = getattr(importlib.import_module(module), name)
-    return found
 
 
 @dataclass
@@ -142,13 +132,45 @@ class Monitor:
                 w.window_start
                 for w in uow.windows.list(pipeline, since=first, until=at, seconds=seconds)
             }
-        for start in starts:
-            if start in stored:
-                continue
-            result = self.compute(pipeline, cfg, start, start + length)
+        todo = [s for s in starts if s not in stored]
+        busy, skipped = self._busy(pipeline, todo, length)
+        for start in todo:
+            if start in busy:
+                result = self.compute(pipeline, cfg, start, start + length)
+            else:  # known empty from one scan of the range: no window opened for it
+                result = self._no_traffic(pipeline, start, start + length, skipped)
             results.append(self._store(pipeline, cfg, result, seconds, now))
         results.sort(key=lambda r: r.start)
         return results
+
+    def _busy(
+        self, pipeline: str, starts: Sequence[datetime], length: timedelta
+    ) -> tuple[set[datetime], dict[str, str]]:
+        """The windows among ``starts`` that hold captures, from one scan of their range (a
+        year of hourly windows is mostly empty when traffic is replayed), and the corrupt files
+        skipped."""
+        if not starts:
+            return set(), {}
+        seconds = int(length.total_seconds())
+        end = starts[-1] + length
+        with open_window(self.capture_root, pipeline, start=starts[0], end=end) as w:
+            if w.empty:
+                return set(), dict(w.skipped)
+            table = w.query(
+                f"SELECT DISTINCT floor(epoch(event_time) / {seconds})::BIGINT * {seconds}"
+                " AS at FROM captures"
+            )
+            busy = {EPOCH + timedelta(seconds=int(v)) for v in table.column("at").to_pylist()}
+            return busy, dict(w.skipped)
+
+    def _no_traffic(
+        self, pipeline: str, start: datetime, end: datetime, skipped: dict[str, str]
+    ) -> WindowResult:
+        result = WindowResult(pipeline, start, end, skipped=dict(skipped))
+        for path, error in skipped.items():
+            result.notes.append(f"capture file {path} is corrupt and was skipped: {error}")
+        result.notes.append("no traffic in this window: nothing judged")
+        return result
 
     # -- one window ---------------------------------------------------------------------------
     def compute(
@@ -156,12 +178,11 @@ class Monitor:
     ) -> WindowResult:
         """The window's result, judged (not stored)."""
         with open_window(self.capture_root, pipeline, start=start, end=end) as w:
+            if w.rows == 0:
+                return self._no_traffic(pipeline, start, end, w.skipped)
             result = WindowResult(pipeline, start, end, rows=w.rows, skipped=dict(w.skipped))
             for path, error in w.skipped.items():
                 result.notes.append(f"capture file {path} is corrupt and was skipped: {error}")
-            if result.rows == 0:
-                result.notes.append("no traffic in this window: nothing judged")
-                return result
             result.versions = _versions(w)
             manifests = self._manifests_of(pipeline, result.versions, result.notes)
             self._drift(w, cfg, manifests, result)
@@ -183,7 +204,7 @@ class Monitor:
                 f"version {v} has no training reference: its drift is not judged;"
                 " re-run the pipeline to record one"
             )
-        window_drift = _part("kiln.monitoring.drift", "window_drift")
+        window_drift = part("kiln.monitoring.drift", "window_drift")
         if window_drift is None:
             result.notes.append("drift not computed: kiln.monitoring.drift is not in this build")
             return
@@ -200,8 +221,8 @@ class Monitor:
         manifests: dict[int, dict[str, Any]],
         result: WindowResult,
     ) -> None:
-        window_performance = _part("kiln.monitoring.performance", "window_performance")
-        label_store = _part("kiln.stores.labels", "LabelStore")
+        window_performance = part("kiln.monitoring.performance", "window_performance")
+        label_store = part("kiln.stores.labels", "LabelStore")
         if window_performance is None or label_store is None:
             result.notes.append(
                 "live performance not computed: kiln.monitoring.performance is not in this build"
@@ -250,7 +271,7 @@ class Monitor:
         findings: Sequence[Finding],
         now: datetime,
     ) -> None:
-        update_alerts = _part("kiln.monitoring.alerts", "update_alerts")
+        update_alerts = part("kiln.monitoring.alerts", "update_alerts")
         if update_alerts is None:
             if findings and not any("alerts" in n for n in self.last.notes):
                 self.last.notes.append("alerts not updated: kiln.monitoring.alerts is not here")
@@ -345,7 +366,7 @@ class Monitor:
     # -- notifications ------------------------------------------------------------------------
     def deliver(self, cfg: PipelineConfig, now: datetime | None = None) -> Any:
         """Send the notifications that are due (the outbox); None when notify is not here."""
-        deliver_due = _part("kiln.monitoring.notify", "deliver_due")
+        deliver_due = part("kiln.monitoring.notify", "deliver_due")
         if deliver_due is None:
             return None
         return deliver_due(
