@@ -16,6 +16,7 @@ benchmarks (which read it): the same rule in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -49,10 +50,18 @@ class CategoryCounts:
     nulls: int
 
 
+@cache
 def _probabilities(bins: int) -> np.ndarray:
     if bins < 1:
         raise ValueError(f"bins must be at least 1, not {bins}")
     return np.linspace(0.0, 1.0, bins + 1)[1:-1]
+
+
+def _distinct(ordered: np.ndarray) -> np.ndarray:
+    """The distinct values of a sorted array (``np.unique`` without its sort)."""
+    if ordered.size == 0:
+        return ordered
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
 
 
 def _edges_of_sorted(ordered: np.ndarray, bins: int) -> np.ndarray:
@@ -64,10 +73,10 @@ def _edges_of_sorted(ordered: np.ndarray, bins: int) -> np.ndarray:
     lo = np.floor(pos).astype(np.intp)
     hi = np.minimum(lo + 1, n - 1)
     q = ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-    values, times = np.unique(q, return_counts=True)
-    heavy = values[(times > 1) | (values == ordered[0])]  # a value worth a bin or more
+    values = _distinct(q)  # quantiles of sorted values ascend
+    heavy = np.concatenate((q[1:][q[1:] == q[:-1]], q[:1][q[:1] == ordered[0]]))  # >= a bin
     after = np.searchsorted(ordered, heavy, side="right")  # its bin ends at the next value
-    edges = np.unique(np.concatenate((values, ordered[after[after < n]])))
+    edges = _distinct(np.sort(np.concatenate((values, ordered[after[after < n]]))))
     return edges[edges > ordered[0]]
 
 
