@@ -81,6 +81,13 @@ def _groups(segments: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
     return {str(k): np.asarray(v, dtype=np.intp) for k, v in groups.items()}
 
 
+def _columns(X: np.ndarray, rows: np.ndarray, columns: list[int]) -> np.ndarray:
+    """``X[rows][:, columns]`` in Fortran order: each column contiguous, to sort and count."""
+    if not columns:
+        return np.empty((len(rows), 0))
+    return np.stack([X[:, j].take(rows) for j in columns]).T
+
+
 def feature_reference(
     prep: Prepared,
     *,
@@ -89,42 +96,57 @@ def feature_reference(
     bins: int = BINS,
     top_categories: int = TOP_CATEGORIES,
 ) -> dict[str, dict[str, Any]]:
-    """Histograms of every feature over the training rows, overall and per segment."""
-    train = np.ones(len(prep.y), dtype=bool) if refit else ~prep.holdout
+    """Histograms of every feature over the training rows, overall and per segment.
+
+    The rows are gathered once, grouped by segment, so that each segment is a slice of one
+    column-major block (a few numpy calls per segment and feature, whatever the row count)."""
+    rows = np.flatnonzero(np.ones(len(prep.y), dtype=bool) if refit else ~prep.holdout)
+    parts = {ALL: slice(0, len(rows))}
+    if segmented:
+        codes, names = pd.factorize(pd.Series(prep.segments[rows], dtype="string"), sort=True)
+        order = np.argsort(codes, kind="stable")  # rows of a null segment (-1) first
+        rows = rows[order]
+        bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+        parts |= {str(n): slice(bounds[i], bounds[i + 1]) for i, n in enumerate(names)}
     specs = prep.schema.features
+    numeric = [j for j, f in enumerate(specs) if f.kind == "numeric"]
     text = [j for j, f in enumerate(specs) if f.kind == "categorical"]
-    columns = _Training(
-        X=prep.X[train],
+    block = _Training(
         specs=specs,
-        numeric=[j for j, f in enumerate(specs) if f.kind == "numeric"],
+        numeric=numeric,
         text=text,
+        values=_columns(prep.X, rows, numeric),
+        codes=_columns(prep.X, rows, text),
         # X holds NaN for a null and for a category first seen in the holdout (refit): apart.
-        nulls={j: prep.frame[specs[j].name].isna().to_numpy()[train] for j in text},
+        nulls=np.stack(
+            [prep.frame[specs[j].name].isna().to_numpy().take(rows) for j in text]
+            or [np.empty(len(rows), dtype=bool)]
+        ).T,
         bins=bins,
         top=top_categories,
     )
-    out = {ALL: columns.histograms(np.arange(len(columns.X)))}
-    if segmented:
-        for seg, idx in _groups(prep.segments, train).items():
-            out[seg] = columns.histograms(idx)
-    return out
+    return {key: block.histograms(part) for key, part in parts.items()}
 
 
 @dataclass(frozen=True)
 class _Training:
-    X: np.ndarray
     specs: tuple[FeatureSpec, ...]
     numeric: list[int]
     text: list[int]
-    nulls: Mapping[int, np.ndarray]
+    values: np.ndarray
+    """The numeric features of the training rows (column-major)."""
+    codes: np.ndarray
+    """The categorical features' codes of the same rows (column-major)."""
+    nulls: np.ndarray
+    """Whether each categorical value is null, for the same rows."""
     bins: int
     top: int
 
-    def histograms(self, idx: np.ndarray) -> dict[str, Any]:
-        """The ``{"rows", "features"}`` of the training rows ``idx``."""
-        rows, specs = self.X[idx], self.specs
+    def histograms(self, part: slice) -> dict[str, Any]:
+        """The ``{"rows", "features"}`` of the training rows ``part``."""
+        specs = self.specs
         features: dict[str, Any] = {}
-        hists = numeric_histograms(rows[:, self.numeric], self.bins)
+        hists = numeric_histograms(self.values[part], self.bins)
         for j, hist in zip(self.numeric, hists, strict=True):
             features[specs[j].name] = {
                 "kind": "numeric",
@@ -134,10 +156,10 @@ class _Training:
                 "min": hist.min,
                 "max": hist.max,
             }
-        for j in self.text:
+        for k, j in enumerate(self.text):
             spec = specs[j]
-            counted = category_counts(rows[:, j], len(spec.categories), self.top)
-            null = int(self.nulls[j][idx].sum())
+            counted = category_counts(self.codes[part, k], len(spec.categories), self.top)
+            null = int(self.nulls[part, k].sum())
             counts = counted.counts.copy()
             counts[-1] += counted.nulls - null  # values outside the categories are "other"
             features[spec.name] = {
@@ -146,7 +168,10 @@ class _Training:
                 "counts": counts.tolist(),
                 "nulls": null,
             }
-        return {"rows": len(idx), "features": {f.name: features[f.name] for f in specs}}
+        return {
+            "rows": int(part.stop - part.start),
+            "features": {f.name: features[f.name] for f in specs},
+        }
 
 
 def with_predictions(
