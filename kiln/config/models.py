@@ -6,11 +6,22 @@ import hashlib
 import re
 import zoneinfo
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import orjson
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from kiln.config.base import (
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    Metric,
+    parse_duration,
+    parse_size,
+)
+from kiln.config.base import Strict as _Strict
+from kiln.config.deploy import DeployConfig
+from kiln.config.monitor import MonitorConfig
 
 __all__ = [
     "CaptureConfig",
@@ -32,49 +43,11 @@ __all__ = [
     "UnseenCategories",
 ]
 
-REGRESSION_METRICS = ("mae", "rmse", "r2")
-CLASSIFICATION_METRICS = ("auc", "logloss", "accuracy", "f1_macro")
 _CLASSIFICATION_DEFAULT = ("auc", "logloss", "accuracy")
 """The default metrics of a two-class target; with more classes a run defaults to
 ``kiln.pipeline.metrics.MULTICLASS_METRICS`` (logloss, accuracy, f1_macro)."""
-Metric = Literal["mae", "rmse", "r2", "auc", "logloss", "accuracy", "f1_macro"]
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$")
-_SIZE_UNITS = {
-    None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-    "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
-}  # fmt: skip
 _DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
-
-def parse_duration(value: Any) -> timedelta:
-    """``"30d"``, ``"12h"``, ``"90s"`` or a number of seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=float(value))
-    if isinstance(value, str) and (m := _DURATION.match(value)):
-        return timedelta(seconds=float(m.group(1)) * _DURATION_UNITS[m.group(2)])
-    raise ValueError(f"expected a duration such as '30m', '12h' or '7d', got {value!r}")
-
-
-def parse_size(value: Any) -> int:
-    """``"2GiB"``, ``"512MB"`` or a number of bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and (m := _SIZE.match(value)):
-        return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
-    raise ValueError(f"expected a size such as '512MiB' or '2GiB', got {value!r}")
-
-
-Duration = Annotated[timedelta, Field(json_schema_extra={"examples": ["30m", "12h", "7d"]})]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DataConfig(_Strict):
@@ -307,155 +280,6 @@ class ScheduleConfig(_Strict):
         return v
 
 
-class PredictionRange(_Strict):
-    min: float | None = None
-    max: float | None = None
-
-
-class DataQualityGate(_Strict):
-    enabled: bool = True
-    max_fallback_share: float = Field(default=0.2, ge=0, le=1)
-    prediction_range: PredictionRange | None = None
-
-
-class ChampionChallengerGate(_Strict):
-    enabled: bool = True
-    tolerance: float = Field(default=0.02, ge=0, description="Allowed relative regression.")
-    min_rows: int = Field(
-        default=5, ge=1, description="Segments with fewer holdout rows are shown, not judged."
-    )
-    confidence: float = Field(
-        default=0.9,
-        gt=0,
-        lt=1,
-        description="Level of each segment's paired bootstrap interval: a segment fails only"
-        " when the whole interval of its regression lies beyond `tolerance`; one that straddles"
-        " it is reported as inconclusive. The overall comparison stays a strict point test.",
-    )
-    resamples: int = Field(
-        default=1000, ge=100, le=100_000, description="Bootstrap resamples per segment."
-    )
-    max_target_changed_share: float | None = Field(
-        default=0.01,
-        ge=0,
-        le=1,
-        description="Fail when the target differs on more than this share of the rows that"
-        " both versions' data hold (matched by every other column): a target scaled, in other"
-        " units or re-labelled on some rows, whose answers move too little for replay to see;"
-        " null: off.",
-    )
-    max_target_spread_change: float | None = Field(
-        default=None,
-        gt=0,
-        description="Fail when the standard deviation of the target over the candidate's"
-        " training rows differs from the champion's by more than this share; null (default):"
-        " off (an honest retrain on a bad month moves it by ~9% on the flights).",
-    )
-    fail_on_lost_segments: bool = Field(
-        default=True,
-        description="Fail when a segment that production answers with its own model is"
-        " answered by the candidate's fallback (routed there, or absent from its data).",
-    )
-
-
-class ReplayGate(_Strict):
-    enabled: bool = True
-    window: int = Field(default=10_000, ge=1, description="Last K captured requests.")
-    max_abs_diff: float | None = Field(
-        default=None,
-        ge=0,
-        description="A prediction moving more than this counts as beyond. Unset: "
-        "`max_abs_diff_std` x the target's standard deviation at training (regression), "
-        "`max_probability_diff` (classification).",
-    )
-    max_abs_diff_std: float = Field(
-        default=0.5,
-        gt=0,
-        description="When max_abs_diff is unset (regression): the tolerance in standard"
-        " deviations of the target at training (the candidate's manifest, else the champion's).",
-    )
-    max_probability_diff: float = Field(
-        default=0.1,
-        gt=0,
-        le=1,
-        description="When max_abs_diff is unset (classification): the tolerance on the"
-        " probability.",
-    )
-    max_share_beyond: float = Field(default=0.05, ge=0, le=1)
-    fail_on_fallback_segments: bool = Field(
-        default=True,
-        description="Fail when requests that production answered with a segment's own model"
-        " are answered by the candidate's fallback.",
-    )
-
-
-class FeatureAvailabilityGate(_Strict):
-    enabled: bool = True
-    available: list[str] | None = Field(
-        default=None,
-        description="Features the callers send at serving time; None: learn it from captures.",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, data: Any) -> Any:
-        return {"enabled": data} if isinstance(data, bool) else data
-
-
-class ShadowPolicy(_Strict):
-    min_duration: timedelta = timedelta(0)
-    min_requests: int = Field(default=0, ge=0)
-    max_error_rate: float = Field(default=0.01, ge=0, le=1)
-    max_p99_ratio: float = Field(
-        default=2.0, gt=0, description="Shadow p99 latency over production p99, at most."
-    )
-    max_mean_shift: float | None = Field(
-        default=None, ge=0, description="Mean absolute prediction change, at most."
-    )
-
-    @field_validator("min_duration", mode="before")
-    @classmethod
-    def _duration(cls, v: Any) -> timedelta:
-        return parse_duration(v)
-
-
-class RollbackPolicy(_Strict):
-    max_error_rate: float = Field(default=0.05, ge=0, le=1)
-    max_p99_ms: float | None = Field(default=None, gt=0)
-    watch: timedelta = timedelta(minutes=30)
-    min_requests: int = Field(
-        default=20, ge=1, description="Captured requests needed before judging a version."
-    )
-
-    @field_validator("watch", mode="before")
-    @classmethod
-    def _duration(cls, v: Any) -> timedelta:
-        return parse_duration(v)
-
-
-class GatesConfig(_Strict):
-    data_quality: DataQualityGate = Field(default_factory=DataQualityGate)
-    champion_challenger: ChampionChallengerGate = Field(default_factory=ChampionChallengerGate)
-    replay: ReplayGate = Field(default_factory=ReplayGate)
-    feature_availability: FeatureAvailabilityGate = Field(default_factory=FeatureAvailabilityGate)
-
-
-class DeployConfig(_Strict):
-    auto_promote: bool = False
-    gates: GatesConfig = Field(default_factory=GatesConfig)
-    shadow: ShadowPolicy = Field(default_factory=ShadowPolicy)
-    canary_share: float = Field(
-        default=0.0, ge=0, lt=1, description="0: no canary; else the share of requests, < 1."
-    )
-    rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
-    on_unchanged: Literal["skip", "register"] = Field(
-        default="skip",
-        description="When the data snapshot, config and code are identical to the production "
-        "version's: `skip` registers nothing (the run succeeds with a note; `kiln run --force` "
-        "trains anyway), `register` registers a candidate that is never gated nor promoted.",
-    )
-
-
 class CaptureConfig(_Strict):
     sample_rate: float = Field(default=1.0, ge=0, le=1)
 
@@ -499,6 +323,10 @@ class PipelineConfig(_Strict):
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    monitor: MonitorConfig = Field(
+        default_factory=MonitorConfig,
+        description="How production traffic is watched (every pipeline is; this tunes it).",
+    )
 
     @field_validator("features")
     @classmethod
@@ -521,6 +349,7 @@ class PipelineConfig(_Strict):
                 f"metrics {wrong} do not fit a {self.target.task} target; use {list(allowed)}"
             )
         self._coherent_split()
+        self._coherent_monitor()
         if self.primary_metric not in self.metrics:
             raise ValueError(
                 f"evaluation.primary {self.primary_metric!r} is not in metrics {self.metrics}"
@@ -541,6 +370,20 @@ class PipelineConfig(_Strict):
             raise ValueError(
                 "checks.freshness: freshness reads data.time_column, which is not set; set it, "
                 "or remove checks.freshness"
+            )
+
+    def _coherent_monitor(self) -> None:
+        unknown = sorted(set(self.monitor.drift.features) - set(self.features))
+        if unknown:
+            raise ValueError(
+                f"monitor.drift.features names {unknown}, which are not features of this"
+                f" pipeline; use one of {self.features}"
+            )
+        key = self.monitor.labels.key
+        if key != "request_id" and key not in self.features:
+            raise ValueError(
+                f"monitor.labels.key {key!r} is neither request_id nor a feature (a request holds"
+                " only its features); use request_id, or one of the features"
             )
 
     @property
@@ -565,6 +408,8 @@ class PipelineConfig(_Strict):
 
     @property
     def digest(self) -> str:
-        """SHA-256 of the canonical JSON of the validated config (lineage)."""
-        blob = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        """SHA-256 of the canonical JSON of the validated config (lineage); ``monitor`` is left
+        out: how traffic is watched does not change the model."""
+        doc = self.model_dump(mode="json", exclude={"monitor"})
+        blob = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(blob).hexdigest()

@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pyarrow as pa
 
-from kiln.config.models import DeployConfig
+from kiln.config.deploy import DeployConfig
 from kiln.errors import NotFoundError
 from kiln.registry.version import Version
 from kiln.stores import Stores

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kiln.config.models import ChampionChallengerGate as ChampionPolicy
+from kiln.config.deploy import ChampionChallengerGate as ChampionPolicy
 from kiln.gates.base import GateContext, GateResult, on_classes, routed_as_worse, target_std
 from kiln.pipeline.compare import (
     SegmentComparison,

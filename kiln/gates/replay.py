@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kiln.config.models import ReplayGate as ReplayPolicy
+from kiln.config.deploy import ReplayGate as ReplayPolicy
 from kiln.gates._requests import (
     Problems,
     parse_requests,

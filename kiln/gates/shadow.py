@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kiln.config.models import ShadowPolicy
+from kiln.config.deploy import ShadowPolicy
 from kiln.gates.base import MAX_EXAMPLES, GateContext, GateResult, GateStatus, on_classes
 from kiln.monitoring.live import live_stats
 from kiln.registry.version import Version

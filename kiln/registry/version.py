@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from kiln.config.deploy import DeployConfig
 from kiln.config.loader import LoadedConfig, parse_config
-from kiln.config.models import DeployConfig
 from kiln.errors import NotFoundError
 from kiln.pipeline.split import Split, holdout_mask
 from kiln.registry.predictor import Predictor

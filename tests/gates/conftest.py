@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from kiln.config import load_config
-from kiln.config.models import DeployConfig
+from kiln.config.deploy import DeployConfig
 from kiln.gates.base import GateContext
 from kiln.registry import Stages
 from kiln.registry.version import Version

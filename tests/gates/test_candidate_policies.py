@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from kiln.config import load_config
-from kiln.config.models import DeployConfig
+from kiln.config.deploy import DeployConfig
 from kiln.gates.base import GateContext
 from kiln.gates.champion import NO_INTERVAL, ChampionChallengerGate
 from kiln.gates.replay import ReplayGate

@@ -217,5 +217,6 @@ def _captures(cases: list[tuple[str, Any, float | None]]) -> pa.Table:
         "probabilities": [None] * n,
         "unseen": [[]] * n,
         "status": [200 if c[2] is not None else 422 for c in cases],
+        "event_ts": [None] * n,
     }
     return pa.table({f.name: pa.array(columns[f.name], f.type) for f in CAPTURE_SCHEMA})

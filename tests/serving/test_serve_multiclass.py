@@ -16,7 +16,7 @@ import yaml
 from serving_support import Server
 
 from kiln.config import load_config
-from kiln.config.models import ShadowPolicy
+from kiln.config.deploy import ShadowPolicy
 from kiln.gates.base import GateContext
 from kiln.gates.champion import ChampionChallengerGate
 from kiln.gates.quality import DataQualityGate

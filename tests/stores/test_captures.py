@@ -103,7 +103,7 @@ def test_round_trip_across_pipelines_and_dates(root: str) -> None:
     assert flights.column_names == [
         "request_id", "ts", "pipeline", "version", "stage", "segment", "model", "fallback",
         "features", "prediction", "error", "latency_ms", "label", "probabilities", "unseen",
-        "status",
+        "status", "event_ts",
     ]  # fmt: skip
     assert flights.schema.field("ts").type == pa.timestamp("us", tz="UTC")
     assert flights.schema.field("version").type == pa.int32()
@@ -118,7 +118,7 @@ def test_round_trip_across_pipelines_and_dates(root: str) -> None:
             "version": r.version, "stage": r.stage, "segment": r.segment, "model": r.model,
             "fallback": r.fallback, "prediction": r.prediction, "error": r.error,
             "latency_ms": r.latency_ms, "label": None, "probabilities": None, "unseen": [],
-            "status": 200,
+            "status": 200, "event_ts": None,
         }  # fmt: skip
 
     taxi = read_captures(root, "taxi-fares", stage=None)
@@ -133,7 +133,7 @@ def test_round_trip_across_pipelines_and_dates(root: str) -> None:
 def test_unseen_categories_round_trip_and_older_files_read_as_null(root: str) -> None:
     """A file written before the ``unseen`` column existed reads beside the new ones (null),
     alone too, by ``read_captures`` and ``query_captures``."""
-    later = ("label", "probabilities", "unseen", "status")  # added since the first files
+    later = ("label", "probabilities", "unseen", "status", "event_ts")  # added since the first
     legacy = pa.schema([f for f in CAPTURE_SCHEMA if f.name not in later])
     folder = Path(root) / "captures" / "pipeline=flights" / "date=2024-03-01"
     folder.mkdir(parents=True)

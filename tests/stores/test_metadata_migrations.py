@@ -65,7 +65,7 @@ def test_0002_downgrades_and_upgrades_keeping_versions(store: MetadataStore) -> 
     assert "deployments" not in sa.inspect(store.engine).get_table_names()
     assert _production_index(store) is None
     store.upgrade()
-    assert store.schema_revision() == "0004"
+    assert store.schema_revision() == "0005"
     assert _production_index(store) is not None
     with store.unit_of_work() as uow:
         assert [v.stage for v in uow.versions.list("flights")] == [
@@ -151,7 +151,7 @@ def test_0004_keeps_gate_results_as_history_and_downgrades_to_the_decision(
                 },
             )
     store.upgrade()
-    assert store.schema_revision() == "0004"
+    assert store.schema_revision() == "0005"
     with store.unit_of_work() as uow:
         found = uow.gates.history("flights", 2)
         assert [(g.gate, g.trigger, g.champion_version) for g in found] == [
@@ -178,3 +178,52 @@ def test_0004_keeps_gate_results_as_history_and_downgrades_to_the_decision(
     store.upgrade()
     with store.unit_of_work() as uow:
         assert [g.status for g in uow.gates.for_version("flights", 2)] == ["failed", "passed"]
+
+
+def test_0005_keeps_runs_and_their_steps_and_tasks_and_an_alert_can_start_a_run(
+    store: MetadataStore,
+) -> None:
+    """0005 rebuilds ``runs`` on SQLite (its trigger check changes) while steps and tasks
+    reference it: every run and reference survives both ways, and a run started by an alert
+    remembers it."""
+    _seed(store, ["production", "candidate"])
+    with store.unit_of_work() as uow:
+        runs = uow.runs.list("flights")
+        for run in runs:
+            uow.steps.start(run.id, "extract")
+            uow.tasks.record(run.id, "JFK", status="succeeded", **_TASK)
+    store.downgrade("0004")
+    store.upgrade()
+    assert store.schema_revision() == "0005"
+    with store.unit_of_work() as uow:
+        assert {r.id for r in uow.runs.list("flights")} == {r.id for r in runs}
+        for run in runs:
+            assert [s.name for s in uow.steps.for_run(run.id)] == ["extract"]
+        started = uow.runs.create("flights", "drift", "", "c" * 64, "kiln.yaml", "h", 1, alert_id=7)
+    with store.unit_of_work() as uow:
+        assert (uow.runs.get(started.id).trigger, uow.runs.get(started.id).alert_id) == (
+            "drift",
+            7,
+        )
+    store.downgrade("0004")
+    with store.engine.connect() as conn:
+        triggers = conn.execute(sa.text('SELECT id, "trigger" FROM runs')).all()
+        assert dict(triggers)[started.id] == "manual"
+        assert conn.execute(sa.text("SELECT count(*) FROM steps")).scalar() == 2
+    store.upgrade()
+    assert store.schema_revision() == "0005"
+
+
+_TASK: dict[str, Any] = {
+    "started_at": datetime(2026, 1, 1, tzinfo=UTC),
+    "finished_at": datetime(2026, 1, 1, tzinfo=UTC),
+    "wall_seconds": 1.0,
+    "cpu_seconds": 1.0,
+    "peak_memory_bytes": 1,
+    "rows_train": 1,
+    "rows_holdout": 1,
+    "metrics": {},
+    "artifact_digest": None,
+    "error": None,
+    "log": "",
+}

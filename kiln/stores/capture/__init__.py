@@ -10,11 +10,13 @@ the queue every ``flush_seconds`` (or ``flush_rows`` captures), in Parquet files
 
 Local files appear atomically (temporary name, then rename); other fsspec URLs are written as
 one whole object. :func:`read_captures` (the replay gate's last K requests) and
-:func:`query_captures` (any SQL over a view ``captures``) read them with DuckDB.
+:func:`query_captures` (any SQL over a view ``captures``) read them with DuckDB;
+:func:`open_window` is one monitoring window of a pipeline, as a view the monitor aggregates.
 """
 
 from kiln.stores.capture._reader import query_captures, read_captures
 from kiln.stores.capture._records import CAPTURE_SCHEMA, STAGES, CaptureRecord
+from kiln.stores.capture._window import CaptureWindow, open_window
 from kiln.stores.capture._writer import CaptureEvents, CaptureWriter
 
 __all__ = [
@@ -22,7 +24,9 @@ __all__ = [
     "STAGES",
     "CaptureEvents",
     "CaptureRecord",
+    "CaptureWindow",
     "CaptureWriter",
+    "open_window",
     "query_captures",
     "read_captures",
 ]

@@ -30,6 +30,7 @@ _ADDED: Final = {
     "probabilities": "CAST(NULL AS MAP(VARCHAR, DOUBLE)) AS probabilities",
     "unseen": "CAST(NULL AS VARCHAR[]) AS unseen",
     "status": "CAST(NULL AS SMALLINT) AS status",
+    "event_ts": "CAST(NULL AS TIMESTAMPTZ) AS event_ts",
 }
 _READ_SCHEMA: Final = pa.schema(
     [f.with_nullable(True) if f.name in ("features", "status") else f for f in CAPTURE_SCHEMA]

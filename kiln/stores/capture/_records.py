@@ -37,6 +37,7 @@ CAPTURE_SCHEMA: Final = pa.schema(
         pa.field("probabilities", pa.map_(pa.string(), pa.float64())),
         pa.field("unseen", pa.list_(pa.string())),
         pa.field("status", pa.int16(), nullable=False),
+        pa.field("event_ts", _TS),
     ]
 )
 """One capture file. The pipeline and the UTC date are its folder names (hive partitions).
@@ -50,10 +51,13 @@ typed (refused requests, records without ``feature_types``), else null: a file o
 
 ``prediction`` is the answer (a multiclass version: the probability of its most probable class,
 which is ``label``, and ``probabilities`` maps each class to its probability); ``label`` and
-``probabilities`` are null for the other versions. ``unseen`` lists the categorical features
-whose value training never saw (empty when none, null for refused requests). Files written
-before these columns (and ``status``, ``inputs``) existed lack them: readers fill them with
-null; in files written before ``inputs``, ``features`` holds every request's JSON."""
+``probabilities`` are null for the other versions. ``event_ts`` is when the request's
+event happened, as the caller said (``X-Kiln-Event-Time``), never after ``ts``; null when not
+said: the monitor's windows are over ``coalesce(event_ts, ts)``. ``unseen`` lists the
+categorical features whose value training never saw (empty when none, null for refused
+requests). Files written before these columns (and ``status``, ``inputs``) existed lack them:
+readers fill them with null; in files written before ``inputs``, ``features`` holds every
+request's JSON."""
 
 INPUTS: Final = "inputs"
 """The typed features column: a struct of the version's features (and segment column)."""
@@ -93,6 +97,8 @@ class CaptureRecord:
     unseen: tuple[str, ...] | None = ()
     status: int = 200
     """The HTTP status answered: 200, else the refusal's (its text is ``error``)."""
+    event_ts: datetime | None = None
+    """When the request's event happened, as the caller said (timezone-aware); None: ``ts``."""
     feature_types: pa.StructType | None = None
     """The version's features (and segment column) as Arrow types, shared by its records: an
     answered request (``status`` 200) whose features hold exactly these keys, each of its
@@ -101,6 +107,8 @@ class CaptureRecord:
     def __post_init__(self) -> None:
         if self.ts.utcoffset() is None:
             raise ValueError(f"capture {self.request_id!r}: ts must be timezone-aware (UTC)")
+        if self.event_ts is not None and self.event_ts.utcoffset() is None:
+            raise ValueError(f"capture {self.request_id!r}: event_ts must be timezone-aware")
         if self.stage not in STAGES:
             raise ValueError(
                 f"capture {self.request_id!r}: stage {self.stage!r} is not one of {sorted(STAGES)}"
@@ -208,6 +216,7 @@ def _to_batch(
         pa.array([_pairs(r.probabilities) for r in rows], _PROBABILITIES),
         pa.array([r.unseen for r in rows], pa.list_(pa.string())),
         pa.array([r.status for r in rows], pa.int16()),
+        pa.array([None if r.event_ts is None else _as_utc(r.event_ts) for r in rows], _TS),
     ]
     if inputs is not None:
         arrays.append(inputs)

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 RunStatus = Literal["running", "succeeded", "failed", "interrupted"]
-RunTrigger = Literal["manual", "schedule", "resume"]
+RunTrigger = Literal["manual", "schedule", "resume", "drift", "performance"]
 StepStatus = Literal["running", "succeeded", "failed", "skipped"]
 TaskStatus = Literal["succeeded", "failed"]
 Stage = Literal["candidate", "shadow", "canary", "production", "archived", "blocked"]
@@ -70,6 +70,8 @@ class RunRecord:
     finished_at: datetime | None
     error: str | None
     model_version: int | None
+    alert_id: int | None = None
+    """The alert that started this run (trigger drift or performance)."""
 
 
 @dataclass(frozen=True, slots=True)

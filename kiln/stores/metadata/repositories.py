@@ -106,6 +106,7 @@ class RunRepository(Repository):
         host: str,
         pid: int,
         code_revision: str | None = None,
+        alert_id: int | None = None,
     ) -> RunRecord:
         check_choice("trigger", trigger, t.RUN_TRIGGERS)
         self._require_pipeline(pipeline)
@@ -122,6 +123,7 @@ class RunRepository(Repository):
             pid=pid,
             attempt=1,
             started_at=now(),
+            alert_id=alert_id,
         )
         self._session.add(run)
         self._session.flush()

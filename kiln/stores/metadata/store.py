@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -122,21 +123,31 @@ class MetadataStore:
         return config
 
     def upgrade(self, revision: str = "head") -> None:
-        config = self._alembic_config()
-        try:
-            with self.engine.begin() as conn:
-                config.attributes["connection"] = conn
-                command.upgrade(config, revision)
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
-            raise self._unreachable(e) from e
+        self._migrate(command.upgrade, revision)
 
     def downgrade(self, revision: str) -> None:
         """Migrate back to ``revision`` (for repairs and tests; Kiln never does it by itself)."""
+        self._migrate(command.downgrade, revision)
+
+    def _migrate(self, step: Any, revision: str) -> None:
+        """Run an Alembic command in one transaction. On SQLite the foreign keys are off while
+        it runs (a rebuilt table is dropped and renamed back: SQLite's documented way) and
+        checked before the commit: a migration that breaks one rolls back."""
         config = self._alembic_config()
         try:
-            with self.engine.begin() as conn:
-                config.attributes["connection"] = conn
-                command.downgrade(config, revision)
+            with self.engine.connect() as conn:
+                sqlite = conn.dialect.name == "sqlite"
+                if sqlite:  # outside a transaction, where the pragma takes effect
+                    conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
+                try:
+                    with conn.begin():
+                        config.attributes["connection"] = conn
+                        step(config, revision)
+                        if sqlite:
+                            _foreign_keys_hold(conn)
+                finally:
+                    if sqlite:
+                        conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
             raise self._unreachable(e) from e
 
@@ -227,3 +238,13 @@ def _refuse_writes(state: ORMExecuteState) -> None:
 def _refuse_flush(session: Session, *_: object) -> None:
     if session.new or session.dirty or session.deleted:
         raise StoreError(_READ_ONLY)
+
+
+def _foreign_keys_hold(conn: sa.Connection) -> None:
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise StoreError(
+            f"the migration left {len(broken)} row(s) referencing missing rows"
+            f" (first: table {broken[0][0]}, row {broken[0][1]}); it was rolled back",
+            hint="report it: a migration must keep every reference",
+        )

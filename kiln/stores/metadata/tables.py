@@ -10,11 +10,14 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "Alert",
+    "AlertDelivery",
     "AuditEvent",
     "Base",
     "Deployment",
     "GateResult",
     "ModelVersion",
+    "MonitorWindow",
     "Pipeline",
     "PipelineLock",
     "Run",
@@ -33,7 +36,7 @@ NAMING_CONVENTION = {
 }
 
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
-RUN_TRIGGERS = ("manual", "schedule", "resume")
+RUN_TRIGGERS = ("manual", "schedule", "resume", "drift", "performance")
 STEP_STATUSES = ("running", "succeeded", "failed", "skipped")
 TASK_STATUSES = ("succeeded", "failed")
 STAGES = ("candidate", "shadow", "canary", "production", "archived", "blocked")
@@ -41,8 +44,16 @@ DEPLOYMENT_ACTIONS = ("promote", "rollback", "shadow", "unshadow", "archive", "c
 GATE_STATUSES = ("passed", "failed", "pending", "skipped")
 GATE_TRIGGERS = ("run", "watch", "recheck")
 FIRE_STATUSES = ("running", "succeeded", "blocked", "retrying", "failed", "skipped")
+WINDOW_STATES = ("ok", "warn", "alert", "no_traffic")
+ALERT_KINDS = ("drift", "performance", "latency", "errors", "traffic", "budget")
+ALERT_LEVELS = ("warn", "alert")
+ALERT_STATUSES = ("pending", "open", "resolved")
+DELIVERY_EVENTS = ("opened", "resolved")
+DELIVERY_STATUSES = ("pending", "delivered", "failed")
 ONE_PRODUCTION = "ux_model_versions_one_production"
+ONE_EPISODE = "ux_alerts_one_episode"
 _PRODUCTION = "stage = 'production'"
+_LIVE_EPISODE = "status IN ('pending', 'open')"
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> sa.CheckConstraint:
@@ -113,6 +124,8 @@ class Run(Base):
     finished_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(sa.Text)
     model_version: Mapped[int | None]
+    alert_id: Mapped[int | None]
+    """The alert that started this run (trigger drift or performance)."""
 
 
 class Step(Base):
@@ -284,6 +297,94 @@ class PipelineLock(Base):
     pid: Mapped[int]
     acquired_at: Mapped[datetime]
     heartbeat_at: Mapped[datetime]
+
+
+class MonitorWindow(Base):
+    """One computed monitor window of a pipeline. The unique (pipeline, window_start,
+    window_seconds) makes two monitors that compute the same window store it once."""
+
+    __tablename__ = "monitor_windows"
+    __table_args__ = (
+        _one_of("state", WINDOW_STATES),
+        sa.UniqueConstraint("pipeline", "window_start", "window_seconds"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline: Mapped[str] = mapped_column(sa.String(200))
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    window_seconds: Mapped[int]
+    computed_at: Mapped[datetime]
+    rows: Mapped[int] = mapped_column(sa.BigInteger)
+    state: Mapped[str] = mapped_column(sa.String(16))
+    worst: Mapped[str | None] = mapped_column(sa.Text)
+    summary: Mapped[dict[str, Any]]
+
+
+class Alert(Base):
+    """An alert episode of one check of a pipeline: pending while its figure has been over a
+    threshold for fewer windows than ``monitor.consecutive``, open (notified once) from then,
+    resolved when the figure recovers. At most one pending-or-open episode per check."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        _one_of("kind", ALERT_KINDS),
+        _one_of("level", ALERT_LEVELS),
+        _one_of("status", ALERT_STATUSES),
+        sa.Index(
+            ONE_EPISODE,
+            "pipeline",
+            "check",
+            unique=True,
+            sqlite_where=sa.text(_LIVE_EPISODE),
+            postgresql_where=sa.text(_LIVE_EPISODE),
+        ),
+        sa.Index("ix_alerts_pipeline_status", "pipeline", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline: Mapped[str] = mapped_column(sa.String(200))
+    check: Mapped[str] = mapped_column(sa.String(300))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    level: Mapped[str] = mapped_column(sa.String(8))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    streak: Mapped[int]
+    opened_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    first_window: Mapped[datetime]
+    last_window: Mapped[datetime]
+    value: Mapped[float | None]
+    threshold: Mapped[float | None]
+    message: Mapped[str] = mapped_column(sa.Text)
+    details: Mapped[dict[str, Any]]
+    notified_at: Mapped[datetime | None]
+    acked_by: Mapped[str | None] = mapped_column(sa.String(200))
+    acked_at: Mapped[datetime | None]
+    ack_note: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class AlertDelivery(Base):
+    """One notification of an alert event to one channel: the outbox. A notification that
+    could not be delivered stays pending and is retried on a later pass, never lost."""
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (
+        _one_of("event", DELIVERY_EVENTS),
+        _one_of("status", DELIVERY_STATUSES),
+        sa.UniqueConstraint("alert_id", "event", "channel"),
+        sa.Index("ix_alert_deliveries_status_next", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    alert_id: Mapped[int] = mapped_column(sa.ForeignKey("alerts.id"))
+    event: Mapped[str] = mapped_column(sa.String(16))
+    channel: Mapped[str] = mapped_column(sa.String(500))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    attempts: Mapped[int]
+    next_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
 
 
 def table_of(model: type[Base]) -> sa.Table:
