@@ -7,7 +7,7 @@ Written into the manifest under ``"reference"``, per segment and overall (``"__a
         "rows": <training rows>,
         "features": {"<name>": {"kind": "numeric", "edges", "counts", "nulls", "min", "max"}
                              | {"kind": "categorical", "categories", "counts" (+ other), "nulls"}},
-        "prediction": {"edges", "counts"},
+        "prediction": {"edges", "counts", "min", "max"},
         "metric": {"name", "value", "rows"}}}}
 
 The features part is computed from the encoded training matrix on the run's background thread
@@ -205,7 +205,12 @@ def with_predictions(
         counts, _ = bin_counts(top[known], edges)
         value = score([primary], y[known], pred[known])[primary] if known.any() else None
         segments[key] = entry | {
-            "prediction": {"edges": edges.tolist(), "counts": counts.tolist()},
+            "prediction": {
+                "edges": edges.tolist(),
+                "counts": counts.tolist(),
+                "min": float(top[known].min()) if known.any() else None,
+                "max": float(top[known].max()) if known.any() else None,
+            },
             "metric": {"name": primary, "value": value, "rows": int(known.sum())},
         }
     return {
