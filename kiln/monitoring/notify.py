@@ -7,6 +7,9 @@ database), claiming each one first so that two monitors never send it twice, and
 outcome: a failure leaves the delivery pending with a later attempt time (30 s, doubled per
 failure, at most an hour), so a channel that is down is retried on later passes and the
 notification is never lost. The pass itself never raises because a channel failed.
+
+A notification describes the episode as it is when it is sent: one that waited for a channel
+carries the latest figures and level, not those of the window that queued it.
 """
 
 from __future__ import annotations
