@@ -48,7 +48,7 @@ def serve(
     *,
     failing: set[int] | None = None,
     writer_id: str = "t",
-) -> None:
+) -> list[float | None]:
     """Capture ``rows`` as answered by ``version`` (its real predictions), event time = the
     flight's hour (naive local time in the warehouse, taken as UTC here), served now; the
     rows in ``failing`` as 500s with no answer."""
@@ -78,3 +78,4 @@ def serve(
                     status=500 if bad else 200,
                 )
             )
+    return [None if i in failing else float(v) for i, v in enumerate(answer.values)]
