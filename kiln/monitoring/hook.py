@@ -83,7 +83,8 @@ class MonitorHook:
             for r in results
         ]
         lines += [change_line(c) for c in done.alert_changes if c.kind != "still_open"]
-        lines += done.notes
+        if results:  # "no captures yet" on every pass of a loop is noise
+            lines += done.notes
         sent = self.monitor.deliver(cfg, now)
         if sent.attempted:
             lines.append(
