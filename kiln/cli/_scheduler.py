@@ -92,7 +92,11 @@ def _after_tick(
         )
 
     def after_tick(name: str) -> list[Any]:
-        events: list[Any] = list(release.tick(name))
+        try:
+            events: list[Any] = list(release.tick(name))
+        except KilnError as e:  # logged; the monitor of the pipeline still runs
+            logging.getLogger("kiln.scheduler").error("release tick of %r failed: %s", name, e)
+            events = []
         events += hook(name)
         if metrics_port is not None:
             refresh_gauges(stores)
