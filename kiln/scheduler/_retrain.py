@@ -4,8 +4,9 @@ scheduler starts ``kiln run --trigger drift|performance --alert ID``.
 The decision is the database's, so two schedulers never both start one: the retraining is a
 schedule firing keyed (pipeline, due_at = the alert's ``opened_at``), claimed by inserting its
 row under the pipeline's scheduling lock (:meth:`FireRepository.serialize`), after checking the
-policy in the same transaction: no retraining of the pipeline claimed (nor a drift or
-performance run started) within ``cooldown``, fewer than ``max_per_day`` since UTC midnight.
+policy in the same transaction: no retraining of the pipeline claimed for an alert opened (nor
+a drift or performance run started) within ``cooldown``, fewer than ``max_per_day`` since UTC
+midnight.
 An alert the policy refuses is recorded as a ``skipped`` firing with the reason, so it is
 decided once and the reason can be read (`kiln scheduler --once` lists it).
 """
@@ -89,7 +90,7 @@ def _refused(
         r for r in uow.runs.list(pipeline, limit=200)
         if r.trigger in _RETRAIN_TRIGGERS and r.started_at >= min(since, midnight)
     ]  # fmt: skip
-    recent = [f.claimed_at for f in fires if f.claimed_at >= since]
+    recent = [f.due_at for f in fires if f.due_at >= since]
     recent += [r.started_at for r in runs if r.started_at >= since]
     if recent:
         return (
@@ -97,7 +98,7 @@ def _refused(
             f" ({_duration(policy.cooldown)})"
         )
     today = max(
-        sum(1 for f in fires if f.claimed_at >= midnight),
+        sum(1 for f in fires if f.due_at >= midnight),
         sum(1 for r in runs if r.started_at >= midnight),
     )
     if today >= policy.max_per_day:
