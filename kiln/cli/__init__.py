@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from kiln.cli import _compare, _init, _pipelines, _release, _scheduler, _serving, _stages
+from kiln.cli import _alerts, _compare, _init, _pipelines, _release, _scheduler, _serving, _stages
 from kiln.cli._common import _state, err
 from kiln.errors import KilnError
 
@@ -30,6 +30,8 @@ gates_app = typer.Typer(no_args_is_help=True, help="The gates of model versions.
 app.add_typer(db_app, name="db")
 app.add_typer(capture_app, name="capture")
 app.add_typer(gates_app, name="gates")
+alerts_app = typer.Typer(no_args_is_help=True, help="Alert episodes of the monitor.")
+app.add_typer(alerts_app, name="alerts")
 
 
 @app.callback()
@@ -72,6 +74,8 @@ gates_app.command("show")(_release.gates_show)
 gates_app.command("check")(_release.gates_check)
 capture_app.command("query")(_serving.capture_query)
 db_app.command("upgrade")(_serving.db_upgrade)
+alerts_app.command("list")(_alerts.alerts_list)
+alerts_app.command("ack")(_alerts.alerts_ack)
 
 
 def main() -> None:
