@@ -79,8 +79,9 @@ def notifier_for(channel: LogChannel | WebhookChannel) -> Notifier:
 
 
 def summary_line(alert: AlertRecord, event: Event) -> str:
-    """One line that says what happened, where, and how much."""
-    head = f"[kiln] {alert.pipeline}: {alert.check}"
+    """One line that says what happened, where, and how much; it starts with the alert's id,
+    which `kiln alerts ack ID` takes."""
+    head = f"[kiln] alert #{alert.id} {alert.pipeline}: {alert.check}"
     if event == "resolved":
         since = f" (open since {alert.opened_at:%Y-%m-%d %H:%M} UTC)" if alert.opened_at else ""
         peak = alert.details.get("peak_value")

@@ -136,7 +136,9 @@ def test_delivered_once_to_the_webhook_and_the_log(
     assert deliver_due(store.unit_of_work, channels, NOW + DAY).attempted == 0
     (request,) = receiver.requests
     body = request["json"]
-    assert body["text"].startswith("[kiln] flights-delay: performance:mae:JFK ALERT opened:")
+    assert body["text"].startswith(
+        f"[kiln] alert #{alert.id} flights-delay: performance:mae:JFK ALERT opened:"
+    )
     assert "19.5 >= 15," in body["text"] and "\n" not in body["text"]
     kiln = body["kiln"]
     assert (kiln["alert_id"], kiln["event"], kiln["pipeline"], kiln["check"]) == (
@@ -293,7 +295,8 @@ def test_escalation_is_sent_as_its_own_event_and_a_broken_notifier_loses_nothing
     resolved = receiver.requests[-1]["json"]
     assert resolved["kiln"]["event"] == "resolved" and resolved["kiln"]["status"] == "resolved"
     assert resolved["text"] == (
-        "[kiln] flights-delay: performance:mae:JFK resolved in the window of 2013-11-03 00:00 UTC"
+        f"[kiln] alert #{change.alert.id} flights-delay: performance:mae:JFK resolved in the"
+        " window of 2013-11-03 00:00 UTC"
         " (open since 2013-11-03 00:00 UTC) after 2 window(s) over the threshold, worst alert 25"
     )
 
