@@ -61,7 +61,7 @@ class MonitorGauges:
             latest = uow.windows.latest(name)
             if latest is not None:
                 states[name] = STATE_CODES[latest.state]
-        pending = uow.alerts.pending_deliveries()
+        pending = uow.outbox.pending_deliveries()
 
         self.state.clear()
         for name, code in states.items():

@@ -28,7 +28,8 @@ from kiln.config.monitor import LogChannel, WebhookChannel
 from kiln.errors import NotifyError
 from kiln.monitoring.alerts import ESCALATED
 from kiln.stores.metadata import UnitOfWork
-from kiln.stores.metadata.alerts import AlertRecord, DeliveryRecord
+from kiln.stores.metadata.alerts import AlertRecord
+from kiln.stores.metadata.outbox import DeliveryRecord
 
 __all__ = [
     "DeliveryReport",
@@ -222,12 +223,12 @@ def deliver_due(
         return report
     keys = [*routes, *(k + ESCALATED for k in routes)]
     with uow_factory() as uow:
-        due = uow.alerts.due(now, channels=keys, limit=limit)
+        due = uow.outbox.due(now, channels=keys, limit=limit)
     for delivery in due:
         base, escalated = _split(delivery.channel)
         notifier = routes[base]
         with uow_factory() as uow:
-            claimed = uow.alerts.claim(delivery.id, now, now + notifier.lease())
+            claimed = uow.outbox.claim(delivery.id, now, now + notifier.lease())
             alert = None if claimed is None else uow.alerts.get(delivery.alert_id)
         if alert is None:
             report.taken += 1
@@ -235,10 +236,10 @@ def deliver_due(
         error = _send(notifier, alert, "escalated" if escalated else delivery.event, delivery)
         with uow_factory() as uow:
             if error is None:
-                uow.alerts.delivered(delivery.id, now)
+                uow.outbox.delivered(delivery.id, now)
                 report.delivered.append(delivery.id)
             else:
-                uow.alerts.retry_later(delivery.id, now, error)
+                uow.outbox.retry_later(delivery.id, now, error)
                 report.failed[delivery.id] = error
     return report
 

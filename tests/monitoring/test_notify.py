@@ -22,7 +22,8 @@ from kiln.monitoring.alerts import update_alerts
 from kiln.monitoring.findings import Finding, Level
 from kiln.monitoring.notify import Event, channel_key, deliver_due
 from kiln.stores import MetadataStore
-from kiln.stores.metadata.alerts import AlertRecord, backoff
+from kiln.stores.metadata.alerts import AlertRecord
+from kiln.stores.metadata.outbox import backoff
 
 P = "flights-delay"
 DAY = timedelta(days=1)
@@ -122,7 +123,7 @@ def open_alert(
 
 def statuses(store: MetadataStore, alert: AlertRecord) -> list[tuple[str, str, int]]:
     with store.read() as uow:
-        return [(d.event, d.status, d.attempts) for d in uow.alerts.deliveries(alert.id)]
+        return [(d.event, d.status, d.attempts) for d in uow.outbox.deliveries(alert.id)]
 
 
 def test_delivered_once_to_the_webhook_and_the_log(
@@ -153,7 +154,7 @@ def test_delivered_once_to_the_webhook_and_the_log(
     assert statuses(store, alert) == [("opened", "delivered", 1)] * 2
     with store.read() as uow:
         assert uow.alerts.get(alert.id).notified_at == NOW
-        assert uow.alerts.pending_deliveries() == 0
+        assert uow.outbox.pending_deliveries() == 0
 
 
 def test_a_500_is_retried_on_the_next_pass_and_delivered_once(
@@ -244,7 +245,7 @@ def test_credentials_of_the_url_are_used_but_never_stored_or_shown(
     (error,) = deliver_due(store.unit_of_work, [channel], NOW).failed.values()
     deliver_due(store.unit_of_work, [channel], NOW + backoff(1))
     with store.read() as uow:
-        (delivery,) = uow.alerts.deliveries(alert.id)
+        (delivery,) = uow.outbox.deliveries(alert.id)
     stored = f"{delivery.channel} {delivery.last_error} {error}"
     assert "s3cret" not in stored and "t0ken" not in stored
     request = receiver.requests[-1]
@@ -283,7 +284,7 @@ def test_escalation_is_sent_as_its_own_event_and_a_broken_notifier_loses_nothing
     # a notification describes the episode as it is when sent: both carry the latest figure
     assert "ALERT opened: 25 >= 18," in texts[0] and "escalated to ALERT: 25 >= 18," in texts[1]
     with store.read() as uow:
-        assert uow.alerts.pending_deliveries() == 2
+        assert uow.outbox.pending_deliveries() == 2
     assert len(deliver_due(store.unit_of_work, channels, NOW + backoff(1)).delivered) == 2
 
     ok = Finding("performance:mae:JFK", "performance", "ok", 14.0, 18.0, "back to normal")
