@@ -215,15 +215,11 @@ class AlertRepository(Repository):
         threshold: float | None,
         message: str,
         details: dict[str, Any],
-        *,
-        open_at: datetime | None = None,
     ) -> AlertRecord | None:
-        """Count one more window over the threshold (streak + 1, the window's figures), and
-        open the episode at ``open_at`` when given; None when the episode is no longer live
-        or has seen ``window`` (or a later one) already."""
+        """Count one more window over the threshold (streak + 1, the window's figures); None
+        when the episode is no longer live or has seen ``window`` (or a later one) already."""
         check_choice("level", level, t.ALERT_LEVELS)
         c = self._table.c
-        opening = {} if open_at is None else {"status": "open", "opened_at": open_at}
         return self._cas(
             self._unseen(alert_id, window).values(
                 streak=c.streak + 1,
@@ -233,7 +229,6 @@ class AlertRepository(Repository):
                 threshold=threshold,
                 message=message,
                 details=details,
-                **opening,
             )
         )
 
