@@ -22,14 +22,16 @@ two monitors at once, counts once.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
 from kiln.monitoring.findings import LEVELS, Finding
 from kiln.stores.metadata import UnitOfWork
-from kiln.stores.metadata.alerts import AlertLevel, AlertRecord
+from kiln.stores.metadata.alerts import AlertLevel, AlertRecord, Extension, NewEpisode
+from kiln.stores.metadata.outbox import DeliveryEvent
 
 __all__ = ["ESCALATED", "AlertChange", "ChangeKind", "escalation_channel", "update_alerts"]
 
@@ -74,12 +76,7 @@ def update_alerts(  # noqa: PLR0917 (the documented positional signature)
     if consecutive < 1:
         raise ValueError(f"consecutive must be at least 1, got {consecutive}")
     step = _Step(uow, pipeline, window_start, window_end, consecutive, channels, now)
-    changes = []
-    for finding in _worst_per_check(findings).values():
-        change = step.over(finding) if finding.level in ("warn", "alert") else step.within(finding)
-        if change is not None:
-            changes.append(change)
-    return changes
+    return step.run(_worst_per_check(findings))
 
 
 def _worst_per_check(findings: Sequence[Finding]) -> dict[str, Finding]:
@@ -101,6 +98,12 @@ def _severity(f: Finding) -> tuple[int, float]:
 
 @dataclass(frozen=True)
 class _Step:
+    """One window's findings against the pipeline's episodes, in a few statements whatever
+    the number of checks: read the live episodes and each check's last window; start the new
+    episodes (one insert); extend the others (one executemany); open, resolve and drop with
+    one compare-and-set each over all of them; queue the notifications (one insert). Each
+    write is conditional on the window and status, so two monitors act once."""
+
     uow: UnitOfWork
     pipeline: str
     start: datetime
@@ -109,84 +112,115 @@ class _Step:
     channels: list[str]
     now: datetime
 
-    def over(self, f: Finding) -> AlertChange | None:
-        """A window over a threshold of ``f.check``."""
+    def run(self, found: dict[str, Finding]) -> list[AlertChange]:
         alerts = self.uow.alerts
-        level: AlertLevel = "alert" if f.level == "alert" else "warn"
-        live = alerts.live(self.pipeline, f.check)
-        if live is None:
-            latest = alerts.latest(self.pipeline, f.check)
-            if latest is not None and latest.last_window >= self.start:
-                return None  # an episode has judged this window (or a later one) already
-            details = self._details(f, {"peak_level": level, "peak_value": _number(f.value)})
-            started = alerts.start(
-                self.pipeline, f.check, f.kind, level, self.start, _number(f.value),
-                _number(f.threshold), f.message, details,
+        checks = list(found)
+        live = alerts.live_map(self.pipeline, checks)
+        seen = alerts.last_windows(self.pipeline, checks)
+        fresh = [
+            f for c, f in found.items()
+            if _over(f) and c not in live and (c not in seen or seen[c] < self.start)
+        ]  # fmt: skip
+        started = alerts.start_many(self.pipeline, self.start, [self._new(f) for f in fresh])
+        lost = [f.check for f in fresh if f.check not in started]
+        if lost:  # another monitor started them first: theirs are the live ones
+            live |= alerts.live_map(self.pipeline, lost)
+
+        changes: dict[int, AlertChange] = {}
+        extensions: list[Extension] = []
+        to_open = [a.id for a in started.values()]
+        escalate: list[int] = []
+        resolve: dict[str, list[int]] = {"pending": [], "open": []}
+        for a in started.values():
+            changes[a.id] = AlertChange("pending", a)
+        for check, f in found.items():
+            episode = live.get(check)
+            if check in started or episode is None or episode.last_window >= self.start:
+                continue
+            if not _over(f):
+                resolve[episode.status].append(episode.id)
+                continue
+            ext, after, opens, escalates = self._extension(episode, f)
+            extensions.append(ext)
+            changes[episode.id] = AlertChange(
+                "escalated" if escalates else "pending" if opens or after.status == "pending"
+                else "still_open", after,
             )  # fmt: skip
-            if started is not None:
-                return self._after_count(started, level)
-            live = alerts.live(self.pipeline, f.check)  # another monitor started it first
-            if live is None:
-                return None
-        if live.last_window >= self.start:
-            return None
+            if opens:
+                to_open.append(episode.id)
+            if escalates:
+                escalate.append(episode.id)
+        alerts.extend_many(self.start, extensions)
+
+        notify: list[tuple[int, DeliveryEvent, str]] = []
+        for a in alerts.open_many(to_open, self.consecutive, self.now):
+            changes[a.id] = AlertChange("opened", a)
+            notify += [(a.id, "opened", c) for c in self.channels]
+        for alert_id in escalate:
+            notify += [(alert_id, "opened", escalation_channel(c)) for c in self.channels]
+        for a in alerts.resolve_many(resolve["pending"], self.start, self.now, "pending"):
+            changes[a.id] = AlertChange("dropped", a)
+        for a in alerts.resolve_many(resolve["open"], self.start, self.now, "open"):
+            changes[a.id] = AlertChange("resolved", a)
+            notify += [(a.id, "resolved", c) for c in self.channels]
+        queued = Counter(d.alert_id for d in self.uow.outbox.enqueue_many(notify, self.now))
+        return [replace(c, queued=queued[i]) for i, c in sorted(changes.items())]
+
+    def _new(self, f: Finding) -> NewEpisode:
+        level = _level(f)
+        kept: dict[str, Any] = {"peak_level": level, "peak_value": _number(f.value)}
+        if self.consecutive <= 1:
+            kept["opened_level"] = level
+        return NewEpisode(
+            f.check, f.kind, level, _number(f.value), _number(f.threshold), f.message,
+            self._details(f, kept),
+        )  # fmt: skip
+
+    def _extension(
+        self, live: AlertRecord, f: Finding
+    ) -> tuple[Extension, AlertRecord, bool, bool]:
+        """One more window over a threshold of a live episode: the extension, the episode
+        after it, whether it opens it, whether it escalates it."""
+        level = _level(f)
         kept = {k: live.details[k] for k in _KEPT if k in live.details}
         if LEVELS[level] > LEVELS[str(kept.get("peak_level", "warn"))] or (
             level == kept.get("peak_level")
             and (_number(f.value) or 0.0) > (_number(kept.get("peak_value")) or 0.0)
         ):
             kept |= {"peak_level": level, "peak_value": _number(f.value)}
+        opens = live.status == "pending" and live.streak + 1 >= self.consecutive
         escalates = (
             live.status == "open"
             and level == "alert"
             and kept.get("opened_level") == "warn"
             and "escalated_window" not in kept
         )
+        if opens:
+            kept["opened_level"] = level
         if escalates:
             kept["escalated_window"] = self.start.isoformat()
-        extended = alerts.extend(
-            live.id, self.start, level, _number(f.value), _number(f.threshold), f.message,
+        ext = Extension(
+            live.id, level, _number(f.value), _number(f.threshold), f.message,
             self._details(f, kept),
         )  # fmt: skip
-        if extended is None:
-            return None  # another monitor counted this window
-        if live.status == "open":
-            if escalates:
-                channels = [escalation_channel(c) for c in self.channels]
-                queued = alerts.enqueue(extended.id, "opened", channels, self.now)
-                return AlertChange("escalated", extended, len(queued))
-            return AlertChange("still_open", extended)
-        return self._after_count(extended, level)
-
-    def _after_count(self, alert: AlertRecord, level: AlertLevel) -> AlertChange:
-        """Open a pending episode whose streak has reached ``consecutive``."""
-        if alert.streak < self.consecutive:
-            return AlertChange("pending", alert)
-        opened = self.uow.alerts.open(alert.id, self.now)
-        if opened is None:  # pragma: no cover - the window's CAS above admits one monitor
-            return AlertChange("still_open", alert)
-        opened = self.uow.alerts.set_details(opened.id, {**opened.details, "opened_level": level})
-        queued = self.uow.alerts.enqueue(opened.id, "opened", self.channels, self.now)
-        return AlertChange("opened", opened, len(queued))
-
-    def within(self, f: Finding) -> AlertChange | None:
-        """A window in which ``f.check`` is within its thresholds."""
-        alerts = self.uow.alerts
-        live = alerts.live(self.pipeline, f.check)
-        if live is None or live.last_window >= self.start:
-            return None
-        resolved = alerts.resolve(live.id, self.start, self.now)
-        if resolved is None:
-            return None
-        if live.status == "pending":
-            return AlertChange("dropped", resolved)
-        queued = alerts.enqueue(resolved.id, "resolved", self.channels, self.now)
-        return AlertChange("resolved", resolved, len(queued))
+        after = replace(
+            live, streak=live.streak + 1, last_window=self.start, level=ext.level,
+            value=ext.value, threshold=ext.threshold, message=ext.message, details=ext.details,
+        )  # fmt: skip
+        return ext, after, opens, escalates
 
     def _details(self, f: Finding, kept: dict[str, Any]) -> dict[str, Any]:
         window = {"window_start": self.start.isoformat(), "window_end": self.end.isoformat()}
         where = {"segment": f.segment, "feature": f.feature, "version": f.version}
         return _plain({**f.details, **where, **window, **kept})
+
+
+def _over(f: Finding) -> bool:
+    return f.level in ("warn", "alert")
+
+
+def _level(f: Finding) -> AlertLevel:
+    return "alert" if f.level == "alert" else "warn"
 
 
 def _number(value: Any) -> float | None:

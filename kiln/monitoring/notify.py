@@ -28,7 +28,8 @@ from kiln.config.monitor import LogChannel, WebhookChannel
 from kiln.errors import NotifyError
 from kiln.monitoring.alerts import ESCALATED
 from kiln.stores.metadata import UnitOfWork
-from kiln.stores.metadata.alerts import AlertRecord, DeliveryRecord
+from kiln.stores.metadata.alerts import AlertRecord
+from kiln.stores.metadata.outbox import DeliveryRecord
 
 __all__ = [
     "DeliveryReport",
@@ -79,11 +80,17 @@ def notifier_for(channel: LogChannel | WebhookChannel) -> Notifier:
 
 
 def summary_line(alert: AlertRecord, event: Event) -> str:
-    """One line that says what happened, where, and how much."""
-    head = f"[kiln] {alert.pipeline}: {alert.check}"
+    """One line that says what happened, where, and how much; it starts with the alert's id,
+    which `kiln alerts ack ID` takes."""
+    head = f"[kiln] alert #{alert.id} {alert.pipeline}: {alert.check}"
     if event == "resolved":
         since = f" (open since {alert.opened_at:%Y-%m-%d %H:%M} UTC)" if alert.opened_at else ""
-        return f"{head} resolved{since} - {alert.message}"
+        peak = alert.details.get("peak_value")
+        worst = f", worst {alert.details.get('peak_level')} {peak:.4g}" if peak is not None else ""
+        return (
+            f"{head} resolved in the window of {alert.last_window:%Y-%m-%d %H:%M} UTC{since}"
+            f" after {alert.streak} window(s) over the threshold{worst}"
+        )
     figure = ""
     if alert.value is not None:
         over = f" >= {alert.threshold:.4g}" if alert.threshold is not None else ""
@@ -216,12 +223,12 @@ def deliver_due(
         return report
     keys = [*routes, *(k + ESCALATED for k in routes)]
     with uow_factory() as uow:
-        due = uow.alerts.due(now, channels=keys, limit=limit)
+        due = uow.outbox.due(now, channels=keys, limit=limit)
     for delivery in due:
         base, escalated = _split(delivery.channel)
         notifier = routes[base]
         with uow_factory() as uow:
-            claimed = uow.alerts.claim(delivery.id, now, now + notifier.lease())
+            claimed = uow.outbox.claim(delivery.id, now, now + notifier.lease())
             alert = None if claimed is None else uow.alerts.get(delivery.alert_id)
         if alert is None:
             report.taken += 1
@@ -229,10 +236,10 @@ def deliver_due(
         error = _send(notifier, alert, "escalated" if escalated else delivery.event, delivery)
         with uow_factory() as uow:
             if error is None:
-                uow.alerts.delivered(delivery.id, now)
+                uow.outbox.delivered(delivery.id, now)
                 report.delivered.append(delivery.id)
             else:
-                uow.alerts.retry_later(delivery.id, now, error)
+                uow.outbox.retry_later(delivery.id, now, error)
                 report.failed[delivery.id] = error
     return report
 

@@ -52,7 +52,7 @@ def kinds(changes: list[AlertChange]) -> list[tuple[str, int]]:
 def deliveries(store: MetadataStore) -> list[tuple[str, str]]:
     with store.read() as uow:
         (episode,) = uow.alerts.list(P)
-        return [(d.event, d.channel) for d in uow.alerts.deliveries(episode.id)]
+        return [(d.event, d.channel) for d in uow.outbox.deliveries(episode.id)]
 
 
 def test_an_episode_opens_after_n_windows_notifies_once_escalates_once_and_resolves(
@@ -164,3 +164,26 @@ def test_monitors_judging_the_same_windows_at_once_make_one_episode_notified_onc
         (episode,) = uow.alerts.list(P)
     assert (episode.status, episode.streak) == ("open", 3)
     assert deliveries(store) == [("opened", "log"), ("opened", CHANNELS[1])]
+
+
+def test_many_checks_in_one_window_change_together(store: MetadataStore) -> None:
+    """A drift storm: every check of 10 features x 30 segments over the threshold at once
+    (the batched statements: one insert, one executemany, one compare-and-set per change)."""
+    checks = [f"drift:f{i}:S{s}" for i in range(10) for s in range(30)]
+
+    def storm(n: int, level: Level) -> list[AlertChange]:
+        return judge(store, n, *(finding(level, 0.3, check=c) for c in checks), consecutive=2)
+
+    assert {c.kind for c in storm(0, "warn")} == {"pending"}
+    opened = storm(1, "warn")
+    assert {(c.kind, c.queued, c.alert.streak) for c in opened} == {("opened", 2, 2)}
+    assert len(opened) == len(checks)
+    assert {(c.kind, c.queued) for c in storm(2, "alert")} == {("escalated", 2)}
+    assert {(c.kind, c.alert.streak) for c in storm(3, "alert")} == {("still_open", 4)}
+    assert storm(3, "alert") == []
+    assert {(c.kind, c.queued) for c in storm(4, "ok")} == {("resolved", 2)}
+    with store.read() as uow:
+        episodes = uow.alerts.list(P, limit=1000)
+        assert {(a.status, a.streak, a.level) for a in episodes} == {("resolved", 4, "alert")}
+        assert len(episodes) == len(checks)
+        assert uow.outbox.pending_deliveries() == len(checks) * 2 * 3

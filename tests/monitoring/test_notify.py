@@ -22,7 +22,8 @@ from kiln.monitoring.alerts import update_alerts
 from kiln.monitoring.findings import Finding, Level
 from kiln.monitoring.notify import Event, channel_key, deliver_due
 from kiln.stores import MetadataStore
-from kiln.stores.metadata.alerts import AlertRecord, backoff
+from kiln.stores.metadata.alerts import AlertRecord
+from kiln.stores.metadata.outbox import backoff
 
 P = "flights-delay"
 DAY = timedelta(days=1)
@@ -122,7 +123,7 @@ def open_alert(
 
 def statuses(store: MetadataStore, alert: AlertRecord) -> list[tuple[str, str, int]]:
     with store.read() as uow:
-        return [(d.event, d.status, d.attempts) for d in uow.alerts.deliveries(alert.id)]
+        return [(d.event, d.status, d.attempts) for d in uow.outbox.deliveries(alert.id)]
 
 
 def test_delivered_once_to_the_webhook_and_the_log(
@@ -136,7 +137,9 @@ def test_delivered_once_to_the_webhook_and_the_log(
     assert deliver_due(store.unit_of_work, channels, NOW + DAY).attempted == 0
     (request,) = receiver.requests
     body = request["json"]
-    assert body["text"].startswith("[kiln] flights-delay: performance:mae:JFK ALERT opened:")
+    assert body["text"].startswith(
+        f"[kiln] alert #{alert.id} flights-delay: performance:mae:JFK ALERT opened:"
+    )
     assert "19.5 >= 15," in body["text"] and "\n" not in body["text"]
     kiln = body["kiln"]
     assert (kiln["alert_id"], kiln["event"], kiln["pipeline"], kiln["check"]) == (
@@ -151,7 +154,7 @@ def test_delivered_once_to_the_webhook_and_the_log(
     assert statuses(store, alert) == [("opened", "delivered", 1)] * 2
     with store.read() as uow:
         assert uow.alerts.get(alert.id).notified_at == NOW
-        assert uow.alerts.pending_deliveries() == 0
+        assert uow.outbox.pending_deliveries() == 0
 
 
 def test_a_500_is_retried_on_the_next_pass_and_delivered_once(
@@ -242,7 +245,7 @@ def test_credentials_of_the_url_are_used_but_never_stored_or_shown(
     (error,) = deliver_due(store.unit_of_work, [channel], NOW).failed.values()
     deliver_due(store.unit_of_work, [channel], NOW + backoff(1))
     with store.read() as uow:
-        (delivery,) = uow.alerts.deliveries(alert.id)
+        (delivery,) = uow.outbox.deliveries(alert.id)
     stored = f"{delivery.channel} {delivery.last_error} {error}"
     assert "s3cret" not in stored and "t0ken" not in stored
     request = receiver.requests[-1]
@@ -281,5 +284,46 @@ def test_escalation_is_sent_as_its_own_event_and_a_broken_notifier_loses_nothing
     # a notification describes the episode as it is when sent: both carry the latest figure
     assert "ALERT opened: 25 >= 18," in texts[0] and "escalated to ALERT: 25 >= 18," in texts[1]
     with store.read() as uow:
-        assert uow.alerts.pending_deliveries() == 2
+        assert uow.outbox.pending_deliveries() == 2
     assert len(deliver_due(store.unit_of_work, channels, NOW + backoff(1)).delivered) == 2
+
+    ok = Finding("performance:mae:JFK", "performance", "ok", 14.0, 18.0, "back to normal")
+    with store.unit_of_work() as uow:
+        (change,) = update_alerts(uow, P, START + 2 * DAY, START + 3 * DAY, [ok], 1, keys, NOW)
+    assert change.kind == "resolved"
+    report = deliver_due(store.unit_of_work, channels, NOW + backoff(1))
+    assert len(report.delivered) == 2
+    resolved = receiver.requests[-1]["json"]
+    assert resolved["kiln"]["event"] == "resolved" and resolved["kiln"]["status"] == "resolved"
+    assert resolved["text"] == (
+        f"[kiln] alert #{change.alert.id} flights-delay: performance:mae:JFK resolved in the"
+        " window of 2013-11-03 00:00 UTC"
+        " (open since 2013-11-03 00:00 UTC) after 2 window(s) over the threshold, worst alert 25"
+    )
+
+
+def test_two_passes_at_once_send_a_notification_once(store: MetadataStore) -> None:
+    """A pass claims a delivery before sending it: a second pass that runs while the first
+    is still waiting for the receiver does not send it again."""
+    slow = Receiver(["sleep"])
+    try:
+        channel = hook(slow.url(), timeout=30)
+        alert = open_alert(store, [channel])
+        reports: list[Any] = []
+        first = threading.Thread(
+            target=lambda: reports.append(deliver_due(store.unit_of_work, [channel], NOW))
+        )
+        first.start()
+        for _ in range(600):  # until the first pass is inside its POST
+            if slow.requests:
+                break
+            first.join(0.05)
+        assert slow.requests
+        second = deliver_due(store.unit_of_work, [channel], NOW)
+        assert second.attempted == 0
+        slow.release.set()
+        first.join(30)
+        assert len(reports[0].delivered) == 1 and len(slow.requests) == 1
+        assert statuses(store, alert) == [("opened", "delivered", 1)]
+    finally:
+        slow.close()

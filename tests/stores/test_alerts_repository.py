@@ -13,7 +13,7 @@ import pytest
 
 from kiln.errors import NotFoundError
 from kiln.stores import MetadataStore
-from kiln.stores.metadata.alerts import MAX_BACKOFF, backoff
+from kiln.stores.metadata.outbox import MAX_BACKOFF, backoff
 
 P = "flights-delay"
 CHECK = "drift:temp:EWR"
@@ -117,30 +117,30 @@ def test_ack_is_audited_and_allowed_on_any_status(store: MetadataStore) -> None:
 def test_the_outbox_queues_once_claims_once_and_backs_off(store: MetadataStore) -> None:
     a = start(store)
     with store.unit_of_work() as uow:
-        queued = uow.alerts.enqueue(a.id, "opened", ["log", "http://hook/x", "log"], NOW)
+        queued = uow.outbox.enqueue(a.id, "opened", ["log", "http://hook/x", "log"], NOW)
         assert [d.channel for d in queued] == ["log", "http://hook/x"]
-        assert uow.alerts.enqueue(a.id, "opened", ["log"], NOW) == []  # once per channel
-        assert uow.alerts.pending_deliveries() == 2
-        assert uow.alerts.due(NOW - timedelta(seconds=1)) == []
-        assert [d.channel for d in uow.alerts.due(NOW, channels=["log"])] == ["log"]
+        assert uow.outbox.enqueue(a.id, "opened", ["log"], NOW) == []  # once per channel
+        assert uow.outbox.pending_deliveries() == 2
+        assert uow.outbox.due(NOW - timedelta(seconds=1)) == []
+        assert [d.channel for d in uow.outbox.due(NOW, channels=["log"])] == ["log"]
     log, hook = queued
     with store.unit_of_work() as uow:
-        claimed = uow.alerts.claim(log.id, NOW, NOW + timedelta(minutes=1))
+        claimed = uow.outbox.claim(log.id, NOW, NOW + timedelta(minutes=1))
         assert claimed is not None and claimed.next_attempt_at == NOW + timedelta(minutes=1)
-        assert uow.alerts.claim(log.id, NOW, NOW + timedelta(minutes=1)) is None  # taken
-        done = uow.alerts.delivered(log.id, NOW)
+        assert uow.outbox.claim(log.id, NOW, NOW + timedelta(minutes=1)) is None  # taken
+        done = uow.outbox.delivered(log.id, NOW)
         assert (done.status, done.attempts, done.delivered_at) == ("delivered", 1, NOW)
         assert uow.alerts.get(a.id).notified_at == NOW
         moment = NOW
         for attempt in range(1, 10):
-            failed = uow.alerts.retry_later(hook.id, moment, f"HTTP 500 #{attempt}")
+            failed = uow.outbox.retry_later(hook.id, moment, f"HTTP 500 #{attempt}")
             assert failed.status == "pending" and failed.attempts == attempt
             assert failed.next_attempt_at == moment + backoff(attempt)
             assert failed.last_error == f"HTTP 500 #{attempt}"
         assert failed.next_attempt_at == moment + MAX_BACKOFF  # capped at an hour
-        assert [d.id for d in uow.alerts.due(moment + MAX_BACKOFF)] == [hook.id]
-        assert uow.alerts.pending_deliveries() == 1
-        assert [d.status for d in uow.alerts.deliveries(a.id)] == ["delivered", "pending"]
+        assert [d.id for d in uow.outbox.due(moment + MAX_BACKOFF)] == [hook.id]
+        assert uow.outbox.pending_deliveries() == 1
+        assert [d.status for d in uow.outbox.deliveries(a.id)] == ["delivered", "pending"]
     assert backoff(1) == timedelta(seconds=30) and backoff(2) == timedelta(seconds=60)
 
 

@@ -1,61 +1,52 @@
-"""Alert episodes and their notification outbox.
+"""Alert episodes (their notification outbox is kiln/stores/metadata/outbox.py).
 
 An episode is one stretch of windows in which a check of a pipeline stays over a threshold.
 The partial unique index ``ux_alerts_one_episode`` lets a check have one live (pending or open)
 episode at most, so two monitors judging the same window cannot both start one: the loser's
-insert fails in a savepoint and it reads the winner's row. Every later change is an UPDATE
+insert is refused by that index (ON CONFLICT DO NOTHING, so its transaction goes on) and it
+reads the winner's row. Every later change is an UPDATE
 conditional on what was read (compare-and-set, as stages and schedule firings do): a window
 older than or equal to the episode's ``last_window`` changes nothing, so a window seen twice, by
 one monitor or two, counts once.
-
-Deliveries are the outbox: one row per (alert, event, channel), written in the same transaction
-as the change that causes it, claimed before sending so that two senders never send it twice,
-and kept pending with a later ``next_attempt_at`` when the channel fails: never lost.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 
 from kiln.errors import NotFoundError
 from kiln.stores.metadata import tables as t
-from kiln.stores.metadata.base import Repository, check_aware, check_choice, to_record
+from kiln.stores.metadata.base import (
+    Repository,
+    check_aware,
+    check_choice,
+    insert_ignoring,
+    to_record,
+)
 from kiln.stores.metadata.base import now as _now
 from kiln.stores.metadata.repositories import AuditRepository
 
 __all__ = [
-    "MAX_BACKOFF",
     "AlertLevel",
     "AlertRecord",
     "AlertRepository",
     "AlertStatus",
-    "DeliveryRecord",
-    "DeliveryStatus",
+    "Extension",
+    "NewEpisode",
     "OpenCount",
-    "backoff",
 ]
 
 AlertLevel = Literal["warn", "alert"]
 AlertStatus = Literal["pending", "open", "resolved"]
-DeliveryEvent = Literal["opened", "resolved"]
-DeliveryStatus = Literal["pending", "delivered", "failed"]
 
-FIRST_BACKOFF = timedelta(seconds=30)
-MAX_BACKOFF = timedelta(hours=1)
+_LIVE = ("pending", "open")
 ACK_ACTION = "ack_alert"
-
-
-def backoff(attempts: int) -> timedelta:
-    """How long a delivery that failed ``attempts`` times waits: 30 s, doubled per failure,
-    at most an hour (a channel down for a day is tried every hour, never given up)."""
-    return min(FIRST_BACKOFF * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,17 +80,24 @@ class AlertRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class DeliveryRecord:
-    id: int
+class NewEpisode:
+    check: str
+    kind: str
+    level: AlertLevel
+    value: float | None
+    threshold: float | None
+    message: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
     alert_id: int
-    event: DeliveryEvent
-    channel: str
-    status: DeliveryStatus
-    attempts: int
-    next_attempt_at: datetime | None
-    last_error: str | None
-    created_at: datetime
-    delivered_at: datetime | None
+    level: AlertLevel
+    value: float | None
+    threshold: float | None
+    message: str
+    details: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +110,6 @@ class OpenCount:
 
 class AlertRepository(Repository):
     _table = t.table_of(t.Alert)
-    _outbox = t.table_of(t.AlertDelivery)
 
     # -- episodes ------------------------------------------------------------------------------
 
@@ -121,7 +118,7 @@ class AlertRepository(Repository):
         c = self._table.c
         return self._one(
             sa.select(self._table).where(
-                c.pipeline == pipeline, c.check == check, c.status.in_(("pending", "open"))
+                c.pipeline == pipeline, c.check == check, c.status.in_(_LIVE)
             )
         )
 
@@ -134,6 +131,32 @@ class AlertRepository(Repository):
             .order_by(c.last_window.desc(), c.id.desc())
             .limit(1)
         )
+
+    def live_map(self, pipeline: str, checks: Sequence[str]) -> dict[str, AlertRecord]:
+        """The live episodes of those checks, by check (one query per 500 checks)."""
+        c = self._table.c
+        found: dict[str, AlertRecord] = {}
+        for chunk in _chunks(checks):
+            rows = self._session.execute(
+                sa.select(self._table).where(
+                    c.pipeline == pipeline, c.check.in_(chunk), c.status.in_(_LIVE)
+                )
+            )
+            found |= {row.check: to_record(AlertRecord, row) for row in rows}
+        return found
+
+    def last_windows(self, pipeline: str, checks: Sequence[str]) -> dict[str, datetime]:
+        """The latest window any episode of each check has seen (checks never alerted: absent)."""
+        c = self._table.c
+        found: dict[str, datetime] = {}
+        for chunk in _chunks(checks):
+            rows = self._session.execute(
+                sa.select(c.check, sa.func.max(c.last_window))
+                .where(c.pipeline == pipeline, c.check.in_(chunk))
+                .group_by(c.check)
+            )
+            found |= {check: _utc(last) for check, last in rows}
+        return found
 
     def start(  # noqa: PLR0917 (one value per column of a new episode)
         self,
@@ -149,25 +172,39 @@ class AlertRepository(Repository):
     ) -> AlertRecord | None:
         """Start a pending episode of ``check`` at ``window`` (streak 1); None when the check
         has a live episode already (another monitor started it first: read it with ``live``)."""
-        check_choice("kind", kind, t.ALERT_KINDS)
-        check_choice("level", level, t.ALERT_LEVELS)
+        new = NewEpisode(check, kind, level, value, threshold, message, details or {})
+        return self.start_many(pipeline, window, [new]).get(check)
+
+    def start_many(
+        self, pipeline: str, window: datetime, episodes: Sequence[NewEpisode]
+    ) -> dict[str, AlertRecord]:
+        """Start pending episodes at ``window`` (streak 1), by check, in one statement per 200.
+        A check that has a live episode already (another monitor started it first) is left
+        out: the one-episode index refuses it (ON CONFLICT DO NOTHING: no error to catch, so
+        the transaction goes on), and the caller reads the winner's with ``live_map``."""
         check_aware("window", window)
-        values = {
-            "pipeline": pipeline, "check": check, "kind": kind, "level": level,
-            "status": "pending", "streak": 1, "first_window": window, "last_window": window,
-            "value": value, "threshold": threshold, "message": message, "details": details or {},
-        }  # fmt: skip
-        try:
-            # A savepoint: the loser's duplicate key must not abort a PostgreSQL transaction.
-            with self._session.begin_nested():
-                row = self._session.execute(
-                    sa.insert(self._table).values(**values).returning(*self._table.c)
-                ).one()
-        except sa_exc.IntegrityError:
-            if self.live(pipeline, check) is None:  # not the one-episode index that refused it
-                raise
-            return None
-        return to_record(AlertRecord, row)
+        rows = []
+        for e in episodes:
+            check_choice("kind", e.kind, t.ALERT_KINDS)
+            check_choice("level", e.level, t.ALERT_LEVELS)
+            rows.append({
+                "pipeline": pipeline, "check": e.check, "kind": e.kind, "level": e.level,
+                "status": "pending", "streak": 1, "first_window": window, "last_window": window,
+                "value": e.value, "threshold": e.threshold, "message": e.message,
+                "details": e.details,
+            })  # fmt: skip
+        started = {}
+        for chunk in _chunks(rows, 200):
+            stmt = insert_ignoring(
+                self._session,
+                self._table,
+                chunk,
+                ["pipeline", "check"],
+                self._table.c.status.in_(_LIVE),
+            )
+            for row in self._session.execute(stmt.returning(*self._table.c)):
+                started[row.check] = to_record(AlertRecord, row)
+        return started
 
     def extend(  # noqa: PLR0917 (the figures of the window that extends it)
         self,
@@ -195,23 +232,91 @@ class AlertRepository(Repository):
             )
         )
 
-    def open(self, alert_id: int, now: datetime) -> AlertRecord | None:
-        """Pending -> open; None when it is not pending (another monitor opened it)."""
+    def extend_many(self, window: datetime, extensions: Sequence[Extension]) -> None:
+        """``extend`` for many episodes in one executemany, for the extensions nobody is
+        notified of (the caller does not need to know which ones another monitor counted
+        first: the same compare-and-set keeps the window counted once)."""
+        if not extensions:
+            return
+        check_aware("window", window)
+        c = self._table.c
+        stmt = (
+            sa.update(self._table)
+            .where(
+                c.id == sa.bindparam("b_id"),
+                c.status != "resolved",  # live; not IN (...), which executemany cannot expand
+                c.last_window < sa.bindparam("b_window"),
+            )
+            .values(
+                streak=c.streak + 1, last_window=sa.bindparam("b_window"),
+                level=sa.bindparam("b_level"), value=sa.bindparam("b_value"),
+                threshold=sa.bindparam("b_threshold"), message=sa.bindparam("b_message"),
+                details=sa.bindparam("b_details", type_=sa.JSON()),
+            )
+        )  # fmt: skip
+        params = []
+        for e in extensions:
+            check_choice("level", e.level, t.ALERT_LEVELS)
+            params.append({
+                "b_id": e.alert_id, "b_window": window, "b_level": e.level, "b_value": e.value,
+                "b_threshold": e.threshold, "b_message": e.message, "b_details": e.details,
+            })  # fmt: skip
+        self._session.execute(stmt, params)
+
+    def open(
+        self, alert_id: int, now: datetime, details: dict[str, Any] | None = None
+    ) -> AlertRecord | None:
+        """Pending -> open (with ``details``, when given); None when it is not pending
+        (another monitor opened it)."""
         check_aware("now", now)
         c = self._table.c
+        more = {} if details is None else {"details": details}
         return self._cas(
             sa.update(self._table)
             .where(c.id == alert_id, c.status == "pending")
-            .values(status="open", opened_at=now)
+            .values(status="open", opened_at=now, **more)
         )
 
-    def set_details(self, alert_id: int, details: dict[str, Any]) -> AlertRecord:
-        row = self._cas(
-            sa.update(self._table).where(self._table.c.id == alert_id).values(details=details)
-        )
-        if row is None:
-            raise _no_alert(alert_id)
-        return row
+    def open_many(
+        self, alert_ids: Sequence[int], consecutive: int, now: datetime
+    ) -> builtins.list[AlertRecord]:
+        """Open those pending episodes whose streak has reached ``consecutive``; returns the
+        ones this call opened (compare-and-set on the status: two monitors open each once)."""
+        check_aware("now", now)
+        c = self._table.c
+        opened = []
+        for chunk in _chunks(alert_ids):
+            stmt = (
+                sa.update(self._table)
+                .where(c.id.in_(chunk), c.status == "pending", c.streak >= consecutive)
+                .values(status="open", opened_at=now)
+                .returning(*self._table.c)
+            )
+            opened += [to_record(AlertRecord, row) for row in self._session.execute(stmt)]
+        return sorted(opened, key=lambda a: a.id)
+
+    def resolve_many(
+        self,
+        alert_ids: Sequence[int],
+        window: datetime,
+        now: datetime,
+        status: AlertStatus,
+    ) -> builtins.list[AlertRecord]:
+        """``resolve`` those episodes that are still ``status`` (pending or open), so the
+        caller knows which were notified; returns the ones this call resolved."""
+        check_aware("window", window)
+        check_aware("now", now)
+        c = self._table.c
+        resolved = []
+        for chunk in _chunks(alert_ids):
+            stmt = (
+                sa.update(self._table)
+                .where(c.id.in_(chunk), c.status == status, c.last_window < window)
+                .values(status="resolved", resolved_at=now, last_window=window)
+                .returning(*self._table.c)
+            )
+            resolved += [to_record(AlertRecord, row) for row in self._session.execute(stmt)]
+        return sorted(resolved, key=lambda a: a.id)
 
     def resolve(self, alert_id: int, window: datetime, now: datetime) -> AlertRecord | None:
         """End a live episode at ``window`` (a window within the thresholds); None when it is
@@ -227,7 +332,7 @@ class AlertRepository(Repository):
         check_aware("window", window)
         c = self._table.c
         return sa.update(self._table).where(
-            c.id == alert_id, c.status.in_(("pending", "open")), c.last_window < window
+            c.id == alert_id, c.status.in_(_LIVE), c.last_window < window
         )
 
     def get(self, alert_id: int) -> AlertRecord:
@@ -286,109 +391,6 @@ class AlertRepository(Repository):
         )
         return [OpenCount(p, k, lv, int(n)) for p, k, lv, n in rows]
 
-    # -- the outbox ----------------------------------------------------------------------------
-
-    def enqueue(
-        self, alert_id: int, event: DeliveryEvent, channels: Sequence[str], now: datetime
-    ) -> builtins.list[DeliveryRecord]:
-        """Queue ``event`` of the alert for each channel, due at once; a (alert, event,
-        channel) queued before is left as it is. Returns the deliveries queued now."""
-        check_choice("event", event, t.DELIVERY_EVENTS)
-        check_aware("now", now)
-        queued = []
-        for channel in dict.fromkeys(channels):
-            values = {
-                "alert_id": alert_id, "event": event, "channel": channel, "status": "pending",
-                "attempts": 0, "next_attempt_at": now, "created_at": now,
-            }  # fmt: skip
-            try:
-                with self._session.begin_nested():
-                    row = self._session.execute(
-                        sa.insert(self._outbox).values(**values).returning(*self._outbox.c)
-                    ).one()
-            except sa_exc.IntegrityError:
-                continue
-            queued.append(to_record(DeliveryRecord, row))
-        return queued
-
-    def due(
-        self, now: datetime, channels: Sequence[str] | None = None, limit: int = 100
-    ) -> builtins.list[DeliveryRecord]:
-        """Pending deliveries whose time has come (of those channels, when given), the
-        longest waiting first."""
-        check_aware("now", now)
-        c = self._outbox.c
-        stmt = sa.select(self._outbox).where(c.status == "pending", c.next_attempt_at <= now)
-        if channels is not None:
-            stmt = stmt.where(c.channel.in_(builtins.list(channels)))
-        rows = self._session.execute(stmt.order_by(c.next_attempt_at, c.id).limit(limit))
-        return [to_record(DeliveryRecord, row) for row in rows]
-
-    def claim(self, delivery_id: int, now: datetime, until: datetime) -> DeliveryRecord | None:
-        """Take a due delivery for sending until ``until`` (its next attempt moves there, so a
-        sender that dies leaves it due again then); None when another sender took it first."""
-        check_aware("until", until)
-        c = self._outbox.c
-        return self._outbox_cas(
-            sa.update(self._outbox)
-            .where(c.id == delivery_id, c.status == "pending", c.next_attempt_at <= now)
-            .values(next_attempt_at=until)
-        )
-
-    def delivered(self, delivery_id: int, now: datetime) -> DeliveryRecord:
-        """Mark it delivered; the alert's ``notified_at`` is the first delivery's time."""
-        check_aware("now", now)
-        c = self._outbox.c
-        row = self._outbox_cas(
-            sa.update(self._outbox)
-            .where(c.id == delivery_id)
-            .values(status="delivered", delivered_at=now, attempts=c.attempts + 1, last_error=None)
-        )
-        if row is None:
-            raise _no_delivery(delivery_id)
-        a = self._table.c
-        self._session.execute(
-            sa.update(self._table)
-            .where(a.id == row.alert_id, a.notified_at.is_(None))
-            .values(notified_at=now)
-        )
-        return row
-
-    def retry_later(self, delivery_id: int, now: datetime, error: str) -> DeliveryRecord:
-        """Count a failed attempt and keep the delivery pending until ``backoff`` later."""
-        check_aware("now", now)
-        c = self._outbox.c
-        attempts = self._session.scalar(sa.select(c.attempts).where(c.id == delivery_id))
-        if attempts is None:
-            raise _no_delivery(delivery_id)
-        row = self._outbox_cas(
-            sa.update(self._outbox)
-            .where(c.id == delivery_id)
-            .values(
-                attempts=attempts + 1,
-                next_attempt_at=now + backoff(attempts + 1),
-                last_error=error[:2000],
-            )
-        )
-        if row is None:  # pragma: no cover - read just above in this transaction
-            raise _no_delivery(delivery_id)
-        return row
-
-    def deliveries(self, alert_id: int) -> builtins.list[DeliveryRecord]:
-        c = self._outbox.c
-        rows = self._session.execute(
-            sa.select(self._outbox).where(c.alert_id == alert_id).order_by(c.id)
-        )
-        return [to_record(DeliveryRecord, row) for row in rows]
-
-    def pending_deliveries(self) -> int:
-        c = self._outbox.c
-        return int(
-            self._session.scalar(sa.select(sa.func.count()).where(c.status == "pending")) or 0
-        )
-
-    # -- helpers -------------------------------------------------------------------------------
-
     def _one(self, stmt: Any) -> AlertRecord | None:
         row = self._session.execute(stmt).first()
         return None if row is None else to_record(AlertRecord, row)
@@ -397,16 +399,20 @@ class AlertRepository(Repository):
         row = self._session.execute(stmt.returning(*self._table.c)).first()
         return None if row is None else to_record(AlertRecord, row)
 
-    def _outbox_cas(self, stmt: Any) -> DeliveryRecord | None:
-        row = self._session.execute(stmt.returning(*self._outbox.c)).first()
-        return None if row is None else to_record(DeliveryRecord, row)
+
+def _chunks(items: Sequence[Any], size: int = 500) -> Iterator[builtins.list[Any]]:
+    for i in range(0, len(items), size):
+        yield builtins.list(items[i : i + size])
+
+
+def _utc(moment: Any) -> datetime:
+    """A datetime read by an aggregate (SQLite gives naive UTC text, PostgreSQL aware)."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _no_alert(alert_id: int) -> NotFoundError:
     return NotFoundError(
         f"no alert {alert_id}", hint="`kiln alerts list --all` shows every alert and its id"
     )
-
-
-def _no_delivery(delivery_id: int) -> NotFoundError:
-    return NotFoundError(f"no alert delivery {delivery_id}")

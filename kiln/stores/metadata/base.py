@@ -20,6 +20,7 @@ __all__ = [
     "check_aware",
     "check_choice",
     "field_names",
+    "insert_ignoring",
     "no_pipeline",
     "no_run",
     "now",
@@ -79,6 +80,26 @@ def upsert(
     else:
         raise StoreError(f"the metadata store does not support the {name} database")
     return session.execute(stmt.returning(*table.c)).one()
+
+
+def insert_ignoring(
+    session: Session,
+    table: sa.Table,
+    rows: builtins.list[dict[str, Any]],
+    keys: builtins.list[str],
+    where: Any = None,
+) -> Any:
+    """INSERT rows ... ON CONFLICT (keys [WHERE where]) DO NOTHING: rows that a unique key
+    (or a partial unique index, with ``where``) refuses are skipped, without an error that
+    would abort a PostgreSQL transaction. Add ``.returning(...)`` for the rows inserted."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        stmt: Any = postgresql.insert(table)
+    elif name == "sqlite":
+        stmt = sqlite.insert(table)
+    else:
+        raise StoreError(f"the metadata store does not support the {name} database")
+    return stmt.values(rows).on_conflict_do_nothing(index_elements=keys, index_where=where)
 
 
 def one_production_violated(error: sa_exc.IntegrityError) -> bool:

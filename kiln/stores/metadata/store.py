@@ -22,6 +22,7 @@ from kiln.stores.metadata.base import one_production_violated, second_production
 from kiln.stores.metadata.engine import READONLY, SqliteFile, masked, open_engine, unreachable
 from kiln.stores.metadata.fires import FireRepository
 from kiln.stores.metadata.gates import GateRepository
+from kiln.stores.metadata.outbox import OutboxRepository
 from kiln.stores.metadata.repositories import (
     AuditRepository,
     DeploymentRepository,
@@ -60,6 +61,7 @@ class UnitOfWork:
         self.fires = FireRepository(session)
         self.windows = WindowRepository(session)
         self.alerts = AlertRepository(session)
+        self.outbox = OutboxRepository(session)
 
 
 class MetadataStore:
