@@ -212,7 +212,7 @@ class _Query:
         return (
             f"WITH ref AS (SELECT unnest($ref, recursive := true)),"
             f" r AS (SELECT version, segment, {', '.join(values)} FROM captures"
-            f" WHERE {_SERVED}),"
+            f" WHERE {_SERVED} AND version IN ({', '.join(map(str, self.references))})),"
             f" b AS (SELECT r.version, r.segment, {', '.join([*bins, *cats])} FROM r"
             f" LEFT JOIN ref s ON s.version = r.version AND s.segment = r.segment"
             f" LEFT JOIN ref a ON a.version = r.version AND a.segment = '{ALL}')"
