@@ -25,6 +25,7 @@ __all__ = [
     "NumericHistogram",
     "bin_counts",
     "category_counts",
+    "category_counts_at",
     "numeric_histograms",
     "quantile_edges",
 ]
@@ -136,3 +137,14 @@ def category_counts(codes: np.ndarray, n_categories: int, top_k: int = 20) -> Ca
     kept = order[per_code[order] > 0]
     counts = np.append(per_code[kept], int(present.size - per_code[kept].sum()))
     return CategoryCounts(codes=kept, counts=counts.astype(np.int64), nulls=int(null.sum()))
+
+
+def category_counts_at(codes: np.ndarray, kept: np.ndarray, n_categories: int) -> CategoryCounts:
+    """Counts of ``codes`` on a reference's ``kept`` categories, then "other" (any other
+    category, and -1: a value not among the categories at all); NaN is null."""
+    c = np.asarray(codes, dtype=np.float64)
+    null = np.isnan(c)
+    present = c[~null].astype(np.intp)
+    per_code = np.bincount(present[present >= 0], minlength=n_categories)
+    counts = np.append(per_code[kept], int(present.size - per_code[kept].sum()))
+    return CategoryCounts(codes=np.asarray(kept), counts=counts, nulls=int(null.sum()))

@@ -8,6 +8,7 @@ import pytest
 from kiln.pipeline.histograms import (
     bin_counts,
     category_counts,
+    category_counts_at,
     numeric_histograms,
     quantile_edges,
 )
@@ -94,3 +95,14 @@ def test_categories_keep_the_most_frequent_and_count_the_rest_as_other() -> None
 def test_a_code_outside_the_categories_is_refused() -> None:
     with pytest.raises(ValueError, match="category codes"):
         category_counts(np.array([0.0, 3.0]), 3)
+
+
+def test_current_categories_are_counted_on_the_reference_kept_ones() -> None:
+    codes, names = origin_codes()
+    ref = category_counts(codes[: len(codes) // 2], len(names), top_k=2)
+    cur = codes[len(codes) // 2 :].copy()
+    cur[:5], cur[5:8] = np.nan, -1  # nulls, and a value training never saw
+    got = category_counts_at(cur, ref.codes, len(names))
+    present = cur[~np.isnan(cur)]
+    kept = [int(np.sum(present == k)) for k in ref.codes]
+    assert got.counts.tolist() == [*kept, len(present) - sum(kept)] and got.nulls == 5
