@@ -137,8 +137,8 @@ def watch(
     signal.signal(signal.SIGTERM, _sigterm)
     release = Release(settings, stores)
     hook = MonitorHook(settings, stores)
-    if metrics_port is not None and not serve_gauges(metrics_port):
-        out.print("--metrics-port: this build has no monitoring gauges; not served")
+    if metrics_port is not None:
+        serve_gauges(metrics_port)
     try:
         while True:
             events = release.tick(pipeline) if pipeline else release.tick_all()

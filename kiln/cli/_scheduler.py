@@ -86,10 +86,8 @@ def _after_tick(
         return None if found is None else found.loaded.config
 
     hook = MonitorHook(settings, stores, configs=config_of)
-    if metrics_port is not None and not serve_gauges(metrics_port):
-        logging.getLogger("kiln.scheduler").warning(
-            "--metrics-port: this build has no monitoring gauges; not served"
-        )
+    if metrics_port is not None:
+        serve_gauges(metrics_port)
 
     def after_tick(name: str) -> list[Any]:
         try:

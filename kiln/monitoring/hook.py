@@ -13,11 +13,12 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from kiln.config.loader import LoadedConfig, parse_config
 from kiln.config.models import PipelineConfig
 from kiln.errors import KilnError
-from kiln.monitoring._parts import part
+from kiln.monitoring import gauges
 from kiln.monitoring.alerts import AlertChange
 from kiln.monitoring.monitor import Monitor
 from kiln.settings import Settings
@@ -100,20 +101,13 @@ def change_line(change: AlertChange) -> str:
     return f"alert #{a.id} {change.kind}: {a.check} ({a.level}, streak {a.streak}): {a.message}"
 
 
-def serve_gauges(port: int) -> bool:
-    """Serve the monitoring gauges on ``port`` (Prometheus text); False when this build has
-    no gauges."""
-    serve = part("kiln.monitoring.gauges", "serve")
-    if serve is None:
-        return False
-    serve(port)
-    return True
+def serve_gauges(port: int) -> Any:
+    """Serve the monitoring gauges on ``port`` of 127.0.0.1 (Prometheus text format), on a
+    daemon thread; the server is returned (``shutdown()`` stops it)."""
+    return gauges.serve(port)
 
 
 def refresh_gauges(stores: Stores) -> None:
     """Set the gauges from the database (after each pass)."""
-    refresh = part("kiln.monitoring.gauges", "refresh")
-    if refresh is None:
-        return
     with stores.metadata.read() as uow:
-        refresh(uow)
+        gauges.refresh(uow)

@@ -7,10 +7,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
-from kiln.monitoring.hook import MonitorHook
+from kiln.monitoring.hook import MonitorHook, refresh_gauges, serve_gauges
 from kiln.monitoring.monitor import align
 from kiln.settings import Settings
 from kiln.stores import Stores
@@ -21,7 +22,13 @@ DAY = timedelta(days=1)
 
 @pytest.mark.slow
 def test_watch_and_scheduler_monitor_and_status_shows_it(
-    make_config, settings: Settings, stores: Stores, warehouse: Path, tmp_path: Path, cli
+    make_config,
+    settings: Settings,
+    stores: Stores,
+    warehouse: Path,
+    tmp_path: Path,
+    cli,
+    free_tcp_port: int,
 ) -> None:
     loaded = make_config(monitor={"window": "1d"}, schedule={"cron": "0 3 * * *"})
     version = production(settings, stores, loaded)
@@ -48,6 +55,15 @@ def test_watch_and_scheduler_monitor_and_status_shows_it(
     status = cli(*home, "status", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert "monitoring" in status.stdout and "no traffic" in status.stdout  # the latest window
+
+    # --metrics-port: the gauges of the stored state, refreshed after each pass
+    server = serve_gauges(free_tcp_port)
+    try:
+        refresh_gauges(stores)
+        text = httpx.get(f"http://127.0.0.1:{free_tcp_port}/metrics", timeout=10).text
+    finally:
+        server.shutdown()
+    assert f'kiln_monitor_state{{pipeline="{P}"}} -1.0' in text  # the latest: no traffic
 
     # the scheduler's pass monitors with the folder's kiln.yaml: a shorter window there
     folder = tmp_path / "pipelines"
