@@ -63,6 +63,7 @@ def test_watch_and_scheduler_monitor_and_status_shows_it(
         text = httpx.get(f"http://127.0.0.1:{free_tcp_port}/metrics", timeout=10).text
     finally:
         server.shutdown()
+        server.server_close()
     assert f'kiln_monitor_state{{pipeline="{P}"}} -1.0' in text  # the latest: no traffic
 
     # the scheduler's pass monitors with the folder's kiln.yaml: a shorter window there
