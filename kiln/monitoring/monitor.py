@@ -184,9 +184,10 @@ class Monitor:
     ) -> WindowResult:
         """The window's result, judged (not stored)."""
         with open_window(self.capture_root, pipeline, start=start, end=end) as w:
-            if w.rows == 0:
+            rows = w.rows
+            if rows == 0:
                 return self._no_traffic(pipeline, start, end, w.skipped)
-            result = WindowResult(pipeline, start, end, rows=w.rows, skipped=dict(w.skipped))
+            result = WindowResult(pipeline, start, end, rows=rows, skipped=dict(w.skipped))
             for path, error in w.skipped.items():
                 result.notes.append(f"capture file {path} is corrupt and was skipped: {error}")
             result.versions = _versions(w)
