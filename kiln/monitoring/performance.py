@@ -83,7 +83,7 @@ def window_performance(
             f"WITH a AS ({answered}), l AS ({labels.latest_sql('label_files')})"
             " SELECT a.version, a.segment, a.prediction, a.probabilities,"
             " CAST(l.label AS VARCHAR) AS label_text, TRY_CAST(l.label AS DOUBLE) AS label_num,"
-            " l.sent FROM a JOIN l ON l.key = a.k"
+            f" l.sent FROM a JOIN l ON {_same_key('a.k', 'l.key', cfg.labels.key)}"
             " AND a.ts >= l.received_at - to_seconds($max_age)"
             " ORDER BY a.version, a.segment, a.request_id, a.ts",  # the same sums every time
             {"label_files": files, "max_age": cfg.labels.max_age.total_seconds()},
@@ -110,7 +110,8 @@ def unknown_labels(root_url: str, labels: LabelStore, pipeline: str, cfg: Monito
         key = _key_sql(everything, cfg.labels.key)
         found = everything.query(
             f"SELECT count(*) AS n FROM ({labels.latest_sql('label_files')}) l"
-            f" WHERE NOT EXISTS (SELECT 1 FROM captures WHERE {key} = l.key)",
+            " WHERE NOT EXISTS (SELECT 1 FROM captures"
+            f" WHERE {_same_key(key, 'l.key', cfg.labels.key)})",
             {"label_files": files},
         )
     return int(found.column("n")[0].as_py())
@@ -138,12 +139,22 @@ def _number(value: Any) -> float | None:
 
 
 def _key_sql(window: CaptureWindow, key: str) -> str:
-    """The request's key: its id, or the key feature's value as text (a number as DuckDB
-    prints a DOUBLE, on both sides, so that 123 and 123.0 match)."""
+    """The request's key: its id, or the key feature's value as text (see :func:`_same_key`)."""
     if key == REQUEST_ID:
         return REQUEST_ID
-    text = window.feature_sql(key, numeric=False)
-    return f"COALESCE(CAST(TRY_CAST({text} AS DOUBLE) AS VARCHAR), {text})"
+    return window.feature_sql(key, numeric=False)
+
+
+def _same_key(capture_key: str, label_key: str, key: str) -> str:
+    """SQL: the capture's key equals the label's. A key feature's number is compared as DuckDB
+    prints it as a DOUBLE on both sides, so that a label file's 123 matches a request's 123.0."""
+    if key == REQUEST_ID:
+        return f"{capture_key} = {label_key}"
+
+    def text(expr: str) -> str:
+        return f"COALESCE(CAST(TRY_CAST({expr} AS DOUBLE) AS VARCHAR), {expr})"
+
+    return f"{text(capture_key)} = {text(label_key)}"
 
 
 def _score(
