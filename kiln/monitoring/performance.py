@@ -109,9 +109,9 @@ def unknown_labels(root_url: str, labels: LabelStore, pipeline: str, cfg: Monito
             return len(labels.read(pipeline))
         key = _key_sql(everything, cfg.labels.key)
         found = everything.query(
-            f"SELECT count(*) AS n FROM ({labels.latest_sql('label_files')}) l"
-            " WHERE NOT EXISTS (SELECT 1 FROM captures"
-            f" WHERE {_same_key(key, 'l.key', cfg.labels.key)})",
+            f"SELECT count(*) AS n FROM ({labels.keys_sql('label_files')}) l"
+            f" ANTI JOIN (SELECT DISTINCT {key} AS k FROM captures) c"
+            f" ON {_same_key('c.k', 'l.key', cfg.labels.key)}",
             {"label_files": files},
         )
     return int(found.column("n")[0].as_py())
@@ -187,13 +187,13 @@ def _score(
         unusable += bad
         labelled_total += len(y)
         duplicates += int(np.sum(sent - 1)) if len(sent) else 0
-        groups: list[tuple[str, np.ndarray]] = [(ALL, np.ones(len(y), dtype=bool))]
+        spans = _spans(segments)  # the rows are sorted by segment: one slice each
         names = sorted(s for (v, s) in requests if v == version and s not in (ALL, None))
-        groups += [(s, segments == s) for s in names]
-        for segment, mask in groups:
-            value = score([primary], y[mask], p[mask])[primary] if mask.any() else None
+        groups = [(ALL, slice(None)), *((s, spans.get(s, slice(0, 0))) for s in names)]
+        for segment, span in groups:
+            n = len(y[span])
+            value = score([primary], y[span], p[span])[primary] if n else None
             reference = reference_metric(manifest, segment) if manifest else None
-            n = int(mask.sum())
             change, level = _judge(primary, value, reference, n, cfg)
             rows.append(
                 PerformanceRow(
@@ -224,14 +224,17 @@ def _default_metric(task: str) -> str:
 
 def _split(table: pa.Table, column: str) -> dict[int, pa.Table]:
     """The table's rows per value of ``column`` (it is sorted by it)."""
-    values = table.column(column).to_numpy()
+    spans = _spans(table.column(column).to_numpy())
+    return {int(v): table.slice(s.start, s.stop - s.start) for v, s in spans.items()}
+
+
+def _spans(values: np.ndarray) -> dict[Any, slice]:
+    """The slice of each value of sorted ``values`` (a vectorized pass, not a loop per row)."""
     if len(values) == 0:
         return {}
     starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
     ends = np.r_[starts[1:], len(values)]
-    return {
-        int(values[s]): table.slice(int(s), int(e - s)) for s, e in zip(starts, ends, strict=True)
-    }
+    return {values[s]: slice(int(s), int(e)) for s, e in zip(starts, ends, strict=True)}
 
 
 def _arrays(
