@@ -61,11 +61,13 @@ def window_performance(
     ``manifests`` maps each version to its package manifest (its primary metric, holdout
     metrics and ``classes``); a version without one is shown with no reference (unjudged).
     ``classes`` is used for versions whose manifest names none. ``unknown`` is the pass's count
-    of labels matching no capture (:func:`unknown_labels`), carried into the counts.
+    of labels matching no capture (:func:`unknown_labels`), carried into the counts. A corrupt
+    label file is left out and added to ``window.skipped`` with its error.
     """
     if window.empty:
         return [], LabelCounts(unknown=unknown)
-    files = labels.files(window.pipeline)
+    files, corrupt = labels.readable(window.pipeline)
+    window.skipped.update(corrupt)  # named with the window's corrupt capture files
     key = _key_sql(window, cfg.labels.key)
     answered = (
         f"SELECT request_id, version, segment, prediction, probabilities, ts, {key} AS k"
@@ -98,15 +100,20 @@ def unknown_labels(root_url: str, labels: LabelStore, pipeline: str, cfg: Monito
     a label is unknown only when no request ever carried its key here (the request may have been
     captured by another server's store, which is why such labels are kept).
     """
-    files = labels.files(pipeline)
+    files, _ = labels.readable(pipeline)
     if not files:
         return 0
     start, end = _ALL_TIME
     with open_window(
         root_url, pipeline, start=start, end=end, stages=("production", "canary", "shadow")
     ) as everything:
-        if everything.empty:
-            return len(labels.read(pipeline))
+        if everything.empty:  # no capture at all: every labelled key is unknown
+            with labels.connect() as con:
+                rows = con.sql(
+                    f"SELECT count(*) FROM ({labels.keys_sql('label_files')})",
+                    params={"label_files": files},
+                ).fetchall()
+            return int(rows[0][0])
         key = _key_sql(everything, cfg.labels.key)
         found = everything.query(
             f"SELECT count(*) AS n FROM ({labels.keys_sql('label_files')}) l"

@@ -33,6 +33,7 @@ from kiln.errors import SchemaError, StoreError
 from kiln.stores.artifacts import FsspecArtifactStore
 from kiln.stores.capture._reader import _Root
 from kiln.stores.capture._records import PIPELINE_NAME
+from kiln.stores.capture._window import _readable
 
 __all__ = ["LABEL_COLUMNS", "AddResult", "BadLabel", "LabelStore"]
 
@@ -90,6 +91,15 @@ class LabelStore:
         """The label files of ``pipeline``, as DuckDB reads them (oldest first)."""
         _check_pipeline(pipeline)
         return self._root.parquet_files(f"{self.path}/pipeline={pipeline}")
+
+    def readable(self, pipeline: str) -> tuple[list[str], dict[str, str]]:
+        """The label files of ``pipeline`` that DuckDB reads, and the error of each corrupt one
+        (left out and named, as a monitor window does with a corrupt capture file)."""
+        files = self.files(pipeline)
+        if not files:
+            return [], {}
+        with self.connect() as con:
+            return _readable(con, files, self._root)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection that reads this store's files (and the captures beside them)."""
@@ -150,8 +160,9 @@ class LabelStore:
         )
 
     def read(self, pipeline: str) -> pa.Table:
-        """The newest label per key of ``pipeline`` (see :meth:`latest_sql`), sorted by key."""
-        files = self.files(pipeline)
+        """The newest label per key of ``pipeline`` (see :meth:`latest_sql`), sorted by key;
+        corrupt files are left out (:meth:`readable`)."""
+        files, _ = self.readable(pipeline)
         if not files:
             return pa.table(
                 {
@@ -164,12 +175,11 @@ class LabelStore:
         return self.query(pipeline, f"SELECT * FROM ({self.latest_sql()}) ORDER BY key")
 
     def query(self, pipeline: str, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
-        """Run ``sql`` with ``$label_files`` bound to the files of ``pipeline``."""
+        """Run ``sql`` with ``$label_files`` bound to the readable files of ``pipeline``."""
         with self.connect() as con:
             try:
-                relation = con.sql(
-                    sql, params={**(params or {}), "label_files": self.files(pipeline)}
-                )
+                files, _ = self.readable(pipeline)
+                relation = con.sql(sql, params={**(params or {}), "label_files": files})
                 if relation is None:
                     raise StoreError(f"the query over the labels in {self.folder(pipeline)} failed")
                 return relation.to_arrow_table()
@@ -180,8 +190,9 @@ class LabelStore:
                 ) from e
 
     def _labelled(self, pipeline: str, keys: pa.Array) -> int:
-        """How many of ``keys`` have a label already."""
-        if not self.files(pipeline):
+        """How many of ``keys`` have a label already (in the readable files)."""
+        files, _ = self.readable(pipeline)
+        if not files:
             return 0
         with self.connect() as con:
             con.register("new_keys", pa.table({"key": keys}))
@@ -189,7 +200,7 @@ class LabelStore:
                 found = con.sql(
                     "SELECT count(DISTINCT key) FROM read_parquet($files, union_by_name = true)"
                     " WHERE key IN (SELECT key FROM new_keys)",
-                    params={"files": self.files(pipeline)},
+                    params={"files": files},
                 ).fetchall()
             except duckdb.Error as e:
                 raise StoreError(

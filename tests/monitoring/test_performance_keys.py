@@ -100,3 +100,29 @@ def test_a_window_without_labels_or_traffic(tmp_path: Path) -> None:
         ("JFK", 1, 0, None, "unjudged"),
     ]
     assert (counts.labelled, counts.unlabelled) == (0, 1)
+
+
+def test_a_corrupt_label_file_is_skipped_and_named_with_the_window(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    with CaptureWriter(root, writer_id="w") as writer:
+        for i in range(4):
+            writer.offer(
+                CaptureRecord(
+                    request_id=f"r{i}", ts=T0, pipeline="fares", version=1, stage="production",
+                    segment="JFK", model="JFK", fallback=False, features={"x": i},
+                    prediction=float(i), error=None, latency_ms=1.0,
+                )
+            )  # fmt: skip
+    store = LabelStore(root)
+    labels = pa.table({"key": ["r0", "r1", "r2"], "label": [1.0, 1.0, 4.0]})
+    store.add("fares", labels, received_at=T0 + timedelta(hours=1))
+    bad = tmp_path / "labels" / "pipeline=fares" / "9999999999999-bad.parquet"
+    bad.write_bytes(b"PAR1 not a parquet file")
+    assert store.read("fares").num_rows == 3
+    assert list(store.readable("fares")[1]) == [str(bad)]
+    with open_window(root, "fares", start=T0, end=T0 + timedelta(days=1)) as window:
+        rows, counts = window_performance(window, store, {}, "regression", MonitorConfig())
+        assert list(window.skipped) == [str(bad)]
+    assert counts.labelled == 3 and counts.unlabelled == 1
+    assert rows[0].segment == ALL and rows[0].value == pytest.approx((1 + 0 + 2) / 3)
+    assert unknown_labels(root, store, "fares", MonitorConfig()) == 0
