@@ -69,8 +69,12 @@ def window_performance(
     files, corrupt = labels.readable(window.pipeline)
     window.skipped.update(corrupt)  # named with the window's corrupt capture files
     key = _key_sql(window, cfg.labels.key)
+    named = [m.get("classes") for m in manifests.values()] + [classes]
+    by_class = task != "regression" and any(named)  # labels are class names: read them as text
+    multiclass = by_class and any(len(c or ()) > 2 for c in named)
+    probabilities = "probabilities" if multiclass else "NULL AS probabilities"
     answered = (
-        f"SELECT request_id, version, segment, prediction, probabilities, ts, {key} AS k"
+        f"SELECT request_id, version, segment, prediction, {probabilities}, ts, {key} AS k"
         " FROM captures"
         " WHERE stage IN ('production', 'canary') AND coalesce(status, 200) = 200"
         " AND prediction IS NOT NULL"
@@ -84,7 +88,8 @@ def window_performance(
         joined = window.query(
             f"WITH a AS ({answered}), l AS ({labels.latest_sql('label_files')})"
             " SELECT a.version, a.segment, a.prediction, a.probabilities,"
-            " CAST(l.label AS VARCHAR) AS label_text, TRY_CAST(l.label AS DOUBLE) AS label_num,"
+            f" {'CAST(l.label AS VARCHAR)' if by_class else 'NULL'} AS label_text,"
+            " TRY_CAST(l.label AS DOUBLE) AS label_num,"
             f" l.sent FROM a JOIN l ON {_same_key('a.k', 'l.key', cfg.labels.key)}"
             " AND a.ts >= l.received_at - to_seconds($max_age)"
             " ORDER BY a.version, a.segment, a.request_id, a.ts",  # the same sums every time
