@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score
 
 from kiln.config.monitor import MonitorConfig
 from kiln.monitoring.findings import ALL
@@ -126,3 +126,38 @@ def test_a_corrupt_label_file_is_skipped_and_named_with_the_window(tmp_path: Pat
     assert counts.labelled == 3 and counts.unlabelled == 1
     assert rows[0].segment == ALL and rows[0].value == pytest.approx((1 + 0 + 2) / 3)
     assert unknown_labels(root, store, "fares", MonitorConfig()) == 0
+
+
+def test_two_text_classes_are_scored_as_the_probability_of_the_second(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    n = 300
+    truth = rng.choice(["no", "yes"], n)
+    proba = np.clip(np.where(truth == "yes", 0.6, 0.4) + rng.normal(0, 0.2, n), 0.01, 0.99)
+    root = str(tmp_path)
+    with CaptureWriter(root, writer_id="w") as writer:
+        for i in range(n):
+            writer.offer(
+                CaptureRecord(
+                    request_id=f"r{i}", ts=T0, pipeline="fares", version=2, stage="canary",
+                    segment="JFK", model="JFK", fallback=False, features={"x": i},
+                    prediction=float(proba[i]), error=None, latency_ms=1.0,
+                )
+            )  # fmt: skip
+    store = LabelStore(root)
+    table = pa.table({"key": [f"r{i}" for i in range(n)], "label": truth.tolist()})
+    store.add("fares", table, received_at=T0 + timedelta(days=1))
+    manifest = {
+        "classes": ["no", "yes"],
+        "metrics": {"primary": "logloss", "overall": {"logloss": 0.5}},
+        "models": {"JFK": {"metrics": {"logloss": 0.55}}},
+        "fallback": {"metrics": {"logloss": 0.6}},
+    }
+    with open_window(root, "fares", start=T0, end=T0 + timedelta(days=1)) as window:
+        rows, counts = window_performance(
+            window, store, {2: manifest}, "classification", MonitorConfig()
+        )
+    expected = log_loss(truth, proba, labels=["no", "yes"])
+    assert counts.labelled == n
+    assert [(r.segment, r.metric) for r in rows] == [(ALL, "logloss"), ("JFK", "logloss")]
+    assert rows[0].value == pytest.approx(expected) and rows[1].value == pytest.approx(expected)
+    assert rows[1].change == pytest.approx((expected - 0.55) / 0.55)
