@@ -40,9 +40,11 @@ def labels_add(
 ) -> None:
     """Add labels (actual outcomes) of served requests: a re-sent label replaces the old one.
 
-    The key column is monitor.labels.key (default request_id: the X-Request-ID of each request;
-    a batch row's id is `<id>:<index>`), the label column monitor.labels.column (default: the
-    target column).
+    Key column: monitor.labels.key (default request_id, the X-Request-ID of each request).
+
+    A row of a batch request has the id `<id>:<index>` (0-based).
+
+    Label column: monitor.labels.column (default: the target column).
     """
     from kiln.config import load_config
     from kiln.monitoring.performance import unknown_labels
