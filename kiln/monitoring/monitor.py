@@ -174,7 +174,7 @@ class Monitor:
     ) -> WindowResult:
         result = WindowResult(pipeline, start, end, skipped=dict(skipped))
         for path, error in skipped.items():
-            result.notes.append(f"capture file {path} is corrupt and was skipped: {error}")
+            result.notes.append(f"file {path} is corrupt and was skipped: {error}")
         result.notes.append("no traffic in this window: nothing judged")
         return result
 
@@ -187,14 +187,15 @@ class Monitor:
             rows = w.rows
             if rows == 0:
                 return self._no_traffic(pipeline, start, end, w.skipped)
-            result = WindowResult(pipeline, start, end, rows=rows, skipped=dict(w.skipped))
-            for path, error in w.skipped.items():
-                result.notes.append(f"capture file {path} is corrupt and was skipped: {error}")
+            result = WindowResult(pipeline, start, end, rows=rows)
             result.versions = _versions(w)
             manifests = self._manifests_of(pipeline, result.versions, result.notes)
             self._drift(w, cfg, manifests, result)
             self._performance(w, pipeline, cfg, manifests, result)
             result.latency = window_latency(w)
+            result.skipped = dict(w.skipped)  # corrupt capture files, and label files too
+            for path, error in w.skipped.items():
+                result.notes.append(f"file {path} is corrupt and was skipped: {error}")
         result.findings = self._findings(result, cfg)
         return result
 
@@ -302,6 +303,7 @@ class Monitor:
                 fresh = replace(old, notes=[n for n in old.notes if "performance" not in n])
                 manifests = self._manifests_of(pipeline, old.versions, [])
                 self._performance(w, pipeline, cfg, manifests, fresh)
+                fresh.skipped = {**old.skipped, **w.skipped}
             fresh.findings = worst_per_check(
                 [f for f in old.findings if f.kind != "performance"]
                 + performance_findings(fresh.performance, cfg.monitor)
