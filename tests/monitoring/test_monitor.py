@@ -16,7 +16,7 @@ from kiln.monitoring import monitor as monitor_module
 from kiln.monitoring.findings import ALL, WindowResult
 from kiln.monitoring.monitor import Monitor, align
 from kiln.settings import Settings
-from kiln.stores import Stores
+from kiln.stores import Stores, open_stores
 from kiln.stores.labels import LabelStore
 from tests.monitoring.monitor_support import P, flights, production, serve
 
@@ -148,3 +148,34 @@ def test_a_monitor_pass_over_real_flights(
     hourly = Counter(r["time_hour"].to_pydatetime().replace(tzinfo=UTC) for r in served)
     assert [r.rows for r in first + second] == [hourly[h0 + h * hour] for h in range(4)]
     assert [r.start for r in monitor.run(P, cfg, now=now, window=hour)] == [h0 + 4 * hour]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_monitor_pass_on_postgresql(
+    make_config, pg_url: str, warehouse: Path, tmp_path: Path
+) -> None:
+    """The same pass with the metadata in PostgreSQL: windows (their JSON summaries) stored
+    once, alerts opened, a second monitor finds nothing left to do."""
+    settings = Settings(home=tmp_path / ".kiln", db_url=pg_url)
+    stores = open_stores(settings, upgrade=True)
+    try:
+        loaded = make_config(monitor={"window": "1d", "consecutive": 1})
+        version = production(settings, stores, loaded)
+        served = flights(warehouse, date(2013, 7, 1), date(2013, 7, 2))
+        serve(settings, version, served)
+        now = JULY + timedelta(days=2, hours=1)
+        results = Monitor(settings, stores).run(P, loaded.config, now=now)
+        assert [(r.start, r.state) for r in results] == [
+            (JULY, "alert"), (JULY + timedelta(days=1), "alert"),
+        ]  # fmt: skip
+        assert Monitor(settings, stores).run(P, loaded.config, now=now) == []
+        with stores.metadata.read() as uow:
+            stored = uow.windows.list(P)
+            opened = uow.alerts.list(P, status=["open"], limit=500)
+        assert [WindowResult.from_dict(w.summary).findings for w in stored] == [
+            r.findings for r in results
+        ]
+        assert "drift:temp:__all__" in {a.check for a in opened}
+    finally:
+        stores.close()
