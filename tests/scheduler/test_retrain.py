@@ -136,3 +136,12 @@ def test_the_scheduler_retrains_on_drift(
     assert again.returncode == 0, again.stderr
     with stores.metadata.read() as uow:
         assert [r.id for r in uow.runs.list(P) if r.trigger == "drift"] == [run.id]
+
+
+def test_kiln_run_trigger_and_alert_go_together(tmp_path: Path, cli) -> None:
+    lone = cli("run", "kiln.yaml", "--trigger", "drift", cwd=tmp_path)
+    assert lone.returncode == 2 and "--trigger drift|performance and --alert ID" in lone.stderr
+    odd = cli("run", "kiln.yaml", "--trigger", "weather", cwd=tmp_path)
+    assert odd.returncode == 2 and "'weather' is not one of manual, schedule" in odd.stderr
+    manual = cli("run", "kiln.yaml", "--alert", "3", cwd=tmp_path)
+    assert manual.returncode == 2 and "--alert" in manual.stderr
