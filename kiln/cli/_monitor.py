@@ -63,7 +63,10 @@ class _PipelineFirst(TyperGroup):
 monitor_app = typer.Typer(
     cls=_PipelineFirst,
     invoke_without_command=True,
-    help="Drift, live performance, latency and errors of production traffic, per window.",
+    help="Drift, live performance, latency and errors of production traffic, per window."
+    " `kiln monitor [PIPELINE] [OPTIONS]` computes every closed window not stored yet, stores"
+    " it, updates the alerts and prints it, most severe first (exit code 0: alerts are not"
+    " errors); the subcommands below read what is stored.",
 )
 
 
