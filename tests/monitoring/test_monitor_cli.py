@@ -66,3 +66,8 @@ def test_a_pipeline_with_nothing_in_production_is_said_plainly(
     done = cli("--home", str(settings.home), "monitor", P, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"{P}: nothing in production, nothing to monitor" in done.stdout
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    missing = cli("--home", str(settings.home), "monitor", P, "--dir", str(folder), cwd=tmp_path)
+    assert missing.returncode != 0 and f"no kiln.yaml of pipeline {P!r} under" in missing.stderr
+    assert "Traceback" not in missing.stderr
