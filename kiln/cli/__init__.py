@@ -13,7 +13,16 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from kiln.cli import _compare, _init, _pipelines, _release, _scheduler, _serving, _stages
+from kiln.cli import (
+    _compare,
+    _init,
+    _pipelines,
+    _release,
+    _report,
+    _scheduler,
+    _serving,
+    _stages,
+)
 from kiln.cli._common import _state, err
 from kiln.errors import KilnError
 
@@ -63,6 +72,8 @@ app.command()(_release.status)
 app.command()(_stages.audit)
 app.command()(_serving.serve)
 app.command()(_scheduler.scheduler)
+# until `kiln monitor` is a group (mon-pass): then `monitor report`
+app.command("monitor-report")(_report.report)
 
 runs_app.command("list")(_pipelines.runs_list)
 runs_app.command("show")(_pipelines.runs_show)
