@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench install lock clean
+.PHONY: demo test lint bench bench-drift bench-evidently install lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,21 @@ lint: $(STAMP)
 bench: $(STAMP) examples/flights/warehouse.duckdb
 	$(BIN)/python bench/fanout.py
 
+## bench-drift: drift maths and a monitor pass against a numpy floor and Evidently (whose row
+## is skipped, with a message, until `make bench-evidently` has built its environment)
+bench-drift: $(STAMP) examples/flights/warehouse.duckdb
+	$(BIN)/python bench/drift.py
+
+## bench-evidently: Evidently 0.7 in its own venv (.venv-evidently): it does not import beside
+## pandas 3, which Kiln installs
+EVIDENTLY := .venv-evidently
+bench-evidently: $(EVIDENTLY)/.installed
+$(EVIDENTLY)/.installed:
+	@test -x $(EVIDENTLY)/bin/python || $(PYTHON) -m venv $(EVIDENTLY)
+	$(EVIDENTLY)/bin/python -m pip install --quiet --upgrade pip
+	$(EVIDENTLY)/bin/python -m pip install --quiet "evidently==0.7.23" "pandas<3" pyarrow
+	@touch $@
+
 ## lock: resolve pyproject.toml's ranges anew in a scratch venv and rewrite constraints.txt
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
@@ -45,4 +60,4 @@ lock:
 	mv constraints.txt.new constraints.txt && rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) .kiln examples/flights/warehouse.duckdb
+	rm -rf $(VENV) $(EVIDENTLY) .kiln examples/flights/warehouse.duckdb

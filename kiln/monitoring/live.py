@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["LiveStats", "live_stats"]
+__all__ = ["NOT_THE_VERSION", "LiveStats", "live_stats"]
 
 
-_NOT_THE_VERSION = (400, 413, 415)
+NOT_THE_VERSION = (400, 413, 415)
 """Refusals of the request itself, whatever version serves (the capture's HTTP ``status``;
 in files written before that column, the error text, which starts with it)."""
 
@@ -77,11 +77,11 @@ def live_stats(captures: pa.Table | None, version: int, *, stage: str | None = N
 def _malformed(rows: pa.Table) -> Any:
     """Which captures are refusals of the request itself: by ``status``, else (older files,
     status null) by the error text's leading status."""
-    by_text = pc.starts_with(rows["error"], f"{_NOT_THE_VERSION[0]} ")
-    for status in _NOT_THE_VERSION[1:]:
+    by_text = pc.starts_with(rows["error"], f"{NOT_THE_VERSION[0]} ")
+    for status in NOT_THE_VERSION[1:]:
         by_text = pc.or_(by_text, pc.starts_with(rows["error"], f"{status} "))
     if "status" not in rows.column_names:
         return pc.fill_null(by_text, False)
     status = rows["status"]
-    by_status = pc.is_in(status, pa.array(_NOT_THE_VERSION, status.type))
+    by_status = pc.is_in(status, pa.array(NOT_THE_VERSION, status.type))
     return pc.fill_null(pc.if_else(pc.is_valid(status), by_status, by_text), False)

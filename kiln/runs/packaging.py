@@ -17,6 +17,7 @@ from kiln.pipeline.plan import FALLBACK, SegmentPlan
 from kiln.registry.adapters import predict_fn
 from kiln.registry.package import MANIFEST_FORMAT, environment_lock
 from kiln.runs.data import Prepared, run_metrics
+from kiln.runs.reference import TrainingProfiles, with_predictions
 from kiln.runs.training import TrainResult, TrainSpec
 from kiln.runs.unchanged import model_distributions
 from kiln.stores.content import ContentStore
@@ -132,8 +133,8 @@ class TrainedRun:
     plan: SegmentPlan
     infos: dict[str, TaskInfo]
     data_digest: str
-    profile: Future[dict[str, Any]]
-    """The reference profile, computed on a thread while the segments train."""
+    profile: Future[TrainingProfiles]
+    """The reference profile and histograms, computed on a thread while the segments train."""
     code_digest: str | None = None
     unchanged_from: int | None = None
     """The production version this run is identical to (``deploy.on_unchanged: register``)."""
@@ -199,6 +200,7 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
     }
     if run.unchanged_from is not None:
         lineage["unchanged_from"] = run.unchanged_from
+    profiles = run.profile.result()
     return {
         "format": MANIFEST_FORMAT,
         "pipeline": cfg.name,
@@ -216,7 +218,8 @@ def build_manifest(run: TrainedRun, code_revision: str | None) -> dict[str, Any]
         "evaluation": _evaluation_note(cfg.evaluation.refit),
         "lineage": lineage,
         "environment": environment_lock(model_distributions(cfg.model.estimator)),
-        "reference_profile": run.profile.result(),
+        "reference_profile": profiles.profile,
+        "reference": with_predictions(profiles.features, prep, routed, primary=primary),
         "serving": {
             "unseen_categories": cfg.serving.unseen_categories,
             "max_text_length": cfg.serving.max_text_length,

@@ -22,7 +22,7 @@ from kiln.errors import ConfigError, KilnError, SourceError
 from kiln.executors import Executor, make_executor
 from kiln.pipeline.plan import STEPS, SegmentPlan
 from kiln.registry.package import save_manifest
-from kiln.runs.data import Prepared, prepare, reference_profile, where_field
+from kiln.runs.data import Prepared, prepare, where_field
 from kiln.runs.options import (
     BasePackage,
     RunOptions,
@@ -33,6 +33,7 @@ from kiln.runs.options import (
 from kiln.runs.packaging import TaskInfo, TrainedRun, build_manifest, fallback_warnings
 from kiln.runs.preflight import check_importable
 from kiln.runs.probe import numeric_text_warnings, open_configured_source
+from kiln.runs.reference import training_profiles
 from kiln.runs.register import (
     Releaser,
     register_step,
@@ -238,9 +239,7 @@ class Runner:
                 same_as = production_identical(self.stores, cfg.name, identity)
             if same_as is not None and cfg.deploy.on_unchanged == "skip":
                 return self._skip_unchanged(cfg.name, run_id, same_as)
-            profile = background.submit(
-                reference_profile, prep, cfg.target.column, refit=cfg.evaluation.refit
-            )
+            profile = background.submit(training_profiles, prep, cfg)  # while segments train
             infos, plan, reused = self._step_train(
                 loaded, run_id, prep, executor, options=options, base=base
             )
