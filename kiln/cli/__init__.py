@@ -16,6 +16,7 @@ from rich.text import Text
 from kiln.cli import (
     _compare,
     _init,
+    _labels,
     _pipelines,
     _release,
     _report,
@@ -36,9 +37,11 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(models_app, name="models")
 capture_app = typer.Typer(no_args_is_help=True, help="Captured requests and responses.")
 gates_app = typer.Typer(no_args_is_help=True, help="The gates of model versions.")
+labels_app = typer.Typer(no_args_is_help=True, help="Actual outcomes of served requests.")
 app.add_typer(db_app, name="db")
 app.add_typer(capture_app, name="capture")
 app.add_typer(gates_app, name="gates")
+app.add_typer(labels_app, name="labels")
 
 
 @app.callback()
@@ -82,6 +85,7 @@ models_app.command("show")(_pipelines.models_show)
 gates_app.command("show")(_release.gates_show)
 gates_app.command("check")(_release.gates_check)
 capture_app.command("query")(_serving.capture_query)
+labels_app.command("add")(_labels.labels_add)
 db_app.command("upgrade")(_serving.db_upgrade)
 
 

@@ -2,7 +2,7 @@
 
 ``POST /v1/pipelines/{name}/predict`` is taken here before any framework code runs: the body is
 read with a size cap (``Settings.max_body_bytes``: a larger Content-Length is answered 413
-before reading, a chunked body as soon as it goes over), handed with three headers to
+before reading, a chunked body as soon as it goes over), handed with four headers to
 ``Predictions.handle``, and its bytes are sent back. Large bodies (batches) are predicted in a
 worker thread so the event loop keeps answering single rows meanwhile (LightGBM releases the
 GIL while it predicts).
@@ -88,7 +88,7 @@ class ServingApp:
 
     async def _predict(self, name: str, scope: Scope, receive: Any, send: Any) -> None:
         started = time.perf_counter()
-        content_type = authorization = request_id = None
+        content_type = authorization = request_id = event_time = None
         declared = 0
         for key, value in scope["headers"]:
             if key == b"content-type":
@@ -97,6 +97,8 @@ class ServingApp:
                 authorization = value
             elif key == b"x-request-id":
                 request_id = value
+            elif key == b"x-kiln-event-time":
+                event_time = value
             elif key == b"content-length":
                 declared = int(value) if value.isdigit() else 0
         if declared > self._max_body:  # refused before reading a byte of it
@@ -114,6 +116,7 @@ class ServingApp:
             authorization=authorization,
             request_id=request_id,
             started=started,
+            event_time=event_time,
         )
         if len(body) > THREAD_BODY_BYTES:
             answer = await asyncio.get_running_loop().run_in_executor(None, call)

@@ -64,6 +64,7 @@ class Capture:
         ts: datetime,
         latency_ms: float,
         error: str | None = None,
+        event_ts: datetime | None = None,
     ) -> bool:
         """Offer one record per row; True when every one was accepted.
 
@@ -111,6 +112,7 @@ class Capture:
                 probabilities=None if probabilities is None else probabilities[i],
                 unseen=unseen,
                 status=200 if prediction is not None else 500,
+                event_ts=event_ts,
                 feature_types=types,
             )
             accepted += writer.offer(record)
@@ -127,6 +129,7 @@ class Capture:
         *,
         ts: datetime,
         latency_ms: float,
+        event_ts: datetime | None = None,
     ) -> bool:
         """Offer one record of a request that ``deployed`` refused or failed on; True if taken.
 
@@ -161,6 +164,7 @@ class Capture:
             latency_ms=latency_ms,
             unseen=None,
             status=error.status,
+            event_ts=event_ts,
             feature_types=deployed.request.capture_type,
         )
         accepted = writer.offer(record)

@@ -8,8 +8,8 @@ the shadow versions (when production answered), in that order. Each answered row
 categorical features held a value unseen in training (``unseen``, an empty list when none);
 they are counted in ``kiln_unseen_categories_total``. A client ``X-Request-ID`` that is not
 1-128 printable ASCII characters is replaced by a generated id, and the answer says why in
-``X-Kiln-Request-ID-Replaced``. A request refused or failed
-after its version was chosen is sampled too, and captured as one record with its error.
+``X-Kiln-Request-ID-Replaced``. ``X-Kiln-Event-Time`` is captured as ``event_ts``. A request
+refused or failed after its version was chosen is sampled too, and captured with its error.
 
 The canary answers a request with probability ``canary_share``: decided from a hash of the
 client's ``X-Request-ID`` when it sends one (a retry gets the same version, on any worker),
@@ -35,6 +35,7 @@ import orjson
 from kiln.registry import Prediction
 from kiln.serving._capture import Capture
 from kiln.serving._errors import ApiError, error_body, unauthorized
+from kiln.serving._event_time import parse_event_time
 from kiln.serving._metrics import Metrics
 from kiln.serving._routing import Deployed, PipelineRoute, RoutingTable
 from kiln.serving._shadow import ShadowJob, ShadowRunner
@@ -92,11 +93,13 @@ class Predictions:
         authorization: bytes | None,
         request_id: bytes | None,
         started: float,
+        event_time: bytes | None = None,
     ) -> Answer:
         rid, replaced = self._request_id(request_id)
         route: PipelineRoute | None = None
         deployed: Deployed | None = None
         stage = _PRODUCTION
+        event_ts: datetime | None = None
         try:
             if self._tokens and not self._authorized(authorization):
                 raise unauthorized("predicting needs the predict token", _TOKEN_HINT)
@@ -109,6 +112,7 @@ class Predictions:
                 raise _no_production(route)
             if route.canary is not None and self._to_canary(route, request_id):
                 deployed, stage = route.canary, _CANARY
+            event_ts = parse_event_time(event_time)
             if not _is_json(content_type):
                 raise ApiError(
                     415,
@@ -123,7 +127,7 @@ class Predictions:
             _forget_frames(e, error)
             refused = self._refuse(
                 error, name if route else _UNKNOWN, deployed,
-                stage=stage, rid=rid, request=body, started=started,
+                stage=stage, rid=rid, request=body, started=started, event_ts=event_ts,
             )  # fmt: skip
             if replaced is not None:
                 refused.headers.append((_REPLACED, replaced))
@@ -138,12 +142,12 @@ class Predictions:
         if sampled and ts is not None:
             captured = self._capture.rows(
                 deployed, stage, rid, rows, prediction,
-                batch=batch, ts=ts, latency_ms=seconds * 1000.0,
+                batch=batch, ts=ts, latency_ms=seconds * 1000.0, event_ts=event_ts,
             )  # fmt: skip
         if shadows and ts is not None:
             shadow = self._shadow()
             if shadow is not None:
-                shadow.offer(ShadowJob(name, rid, rows, batch, sampled, ts, shadows))
+                shadow.offer(ShadowJob(name, rid, rows, batch, sampled, ts, shadows, event_ts))
         answer.headers.append(_CAPTURED if captured else _NOT_CAPTURED)
         if replaced is not None:
             answer.headers.append((_REPLACED, replaced))
@@ -243,6 +247,7 @@ class Predictions:
         rid: str,
         request: bytes,
         started: float,
+        event_ts: datetime | None,
     ) -> Answer:
         """The error answer; captured (sampled) when a version was chosen for the request."""
         code = str(error.status)
@@ -255,7 +260,7 @@ class Predictions:
             try:
                 captured = self._capture.refused(
                     deployed, stage, rid, request, error,
-                    ts=datetime.now(UTC), latency_ms=latency_ms,
+                    ts=datetime.now(UTC), latency_ms=latency_ms, event_ts=event_ts,
                 )  # fmt: skip
             except Exception:  # capturing an error must never turn it into another one
                 logger.exception("capturing refused request %s of %s failed", rid, pipeline)

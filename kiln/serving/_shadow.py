@@ -37,6 +37,7 @@ class ShadowJob:
     sampled: bool
     ts: datetime
     shadows: tuple[Deployed, ...]
+    event_ts: datetime | None = None
 
 
 class ShadowRunner:
@@ -168,5 +169,6 @@ class ShadowRunner:
                     ts=job.ts,
                     latency_ms=seconds * 1000.0,
                     error=error,
+                    event_ts=job.event_ts,
                 )
             start = end
