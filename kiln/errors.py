@@ -40,6 +40,7 @@ __all__ = [
     "IntegrityError",
     "KilnError",
     "NotFoundError",
+    "NotifyError",
     "SchemaError",
     "SourceError",
     "StoreError",
@@ -164,3 +165,9 @@ class ExecutorError(KilnError):
 class AuthError(KilnError):
     exit_code = 9
     code = "not_authorized"
+
+
+class NotifyError(KilnError):
+    """A channel (a webhook) did not take a notification; the outbox retries it later."""
+
+    code = "notify_failed"

@@ -17,6 +17,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from kiln.errors import StoreError
+from kiln.stores.metadata.alerts import AlertRepository
 from kiln.stores.metadata.base import one_production_violated, second_production
 from kiln.stores.metadata.engine import READONLY, SqliteFile, masked, open_engine, unreachable
 from kiln.stores.metadata.fires import FireRepository
@@ -56,6 +57,7 @@ class UnitOfWork:
         self.locks = LockRepository(session)
         self.gates = GateRepository(session)
         self.fires = FireRepository(session)
+        self.alerts = AlertRepository(session)
 
 
 class MetadataStore:

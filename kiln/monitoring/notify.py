@@ -1,0 +1,257 @@
+"""Notifiers (the log, webhooks) and the pass that sends the outbox's due notifications.
+
+A notifier is one method, ``send(alert, event)``, that returns when the channel took the
+notification and raises :class:`~kiln.errors.NotifyError` when it did not. :func:`deliver_due`
+sends every due delivery of the outbox outside any transaction (a slow webhook never holds the
+database), claiming each one first so that two monitors never send it twice, and records the
+outcome: a failure leaves the delivery pending with a later attempt time (30 s, doubled per
+failure, at most an hour), so a channel that is down is retried on later passes and the
+notification is never lost. The pass itself never raises because a channel failed.
+
+A notification describes the episode as it is when it is sent: one that waited for a channel
+carries the latest figures and level, not those of the window that queued it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+import httpx
+
+from kiln.config.monitor import LogChannel, WebhookChannel
+from kiln.errors import NotifyError
+from kiln.monitoring.alerts import ESCALATED
+from kiln.stores.metadata import UnitOfWork
+from kiln.stores.metadata.alerts import AlertRecord, DeliveryRecord
+
+__all__ = [
+    "DeliveryReport",
+    "Event",
+    "LogNotifier",
+    "Notifier",
+    "WebhookNotifier",
+    "channel_key",
+    "deliver_due",
+    "notifier_for",
+    "payload",
+    "summary_line",
+]
+
+log = logging.getLogger("kiln.alerts")
+
+Event = Literal["opened", "escalated", "resolved"]
+UowFactory = Callable[[], AbstractContextManager[UnitOfWork]]
+_LEASE_MARGIN = timedelta(seconds=60)
+
+
+class Notifier(Protocol):
+    key: str
+    """The channel key its deliveries are queued under (:func:`channel_key`)."""
+
+    def send(self, alert: AlertRecord, event: Event) -> None:
+        """Return once the channel took the notification; raise NotifyError otherwise."""
+        ...
+
+    def lease(self) -> timedelta:
+        """The longest one ``send`` can take: a claimed delivery is due again after it."""
+        ...
+
+
+def channel_key(channel: LogChannel | WebhookChannel) -> str:
+    """``log``, or the webhook's URL without its credentials, query and fragment: what the
+    outbox stores and shows, never a secret of the URL's user or query."""
+    if isinstance(channel, LogChannel):
+        return "log"
+    url = httpx.URL(str(channel.url))
+    return str(url.copy_with(userinfo=b"", query=None, fragment=None))
+
+
+def notifier_for(channel: LogChannel | WebhookChannel) -> Notifier:
+    if isinstance(channel, LogChannel):
+        return LogNotifier()
+    return WebhookNotifier(channel)
+
+
+def summary_line(alert: AlertRecord, event: Event) -> str:
+    """One line that says what happened, where, and how much."""
+    head = f"[kiln] {alert.pipeline}: {alert.check}"
+    if event == "resolved":
+        since = f" (open since {alert.opened_at:%Y-%m-%d %H:%M} UTC)" if alert.opened_at else ""
+        return f"{head} resolved{since} - {alert.message}"
+    figure = ""
+    if alert.value is not None:
+        over = f" >= {alert.threshold:.4g}" if alert.threshold is not None else ""
+        figure = f" {alert.value:.4g}{over},"
+    what = "escalated to ALERT" if event == "escalated" else f"{alert.level.upper()} opened"
+    return (
+        f"{head} {what}:{figure} {alert.streak} window(s) in a row since"
+        f" {alert.first_window:%Y-%m-%d %H:%M} UTC - {alert.message}"
+    )
+
+
+def payload(alert: AlertRecord, event: Event) -> dict[str, Any]:
+    """The webhook's JSON: Slack's incoming-webhook ``text``, and the alert under ``kiln``."""
+    return {
+        "text": summary_line(alert, event),
+        "kiln": {
+            "alert_id": alert.id, "event": event, "pipeline": alert.pipeline,
+            "check": alert.check, "kind": alert.kind, "level": alert.level,
+            "status": alert.status, "value": alert.value, "threshold": alert.threshold,
+            "message": alert.message, "streak": alert.streak,
+            "window": {"first": alert.first_window.isoformat(),
+                       "last": alert.last_window.isoformat()},
+            "opened_at": alert.opened_at.isoformat() if alert.opened_at else None,
+            "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
+            "segment": alert.details.get("segment"), "feature": alert.details.get("feature"),
+        },
+    }  # fmt: skip
+
+
+class LogNotifier:
+    """A warning line on the ``kiln.alerts`` logger (never fails)."""
+
+    key = "log"
+
+    def send(self, alert: AlertRecord, event: Event) -> None:
+        log.warning("%s", summary_line(alert, event))
+
+    def lease(self) -> timedelta:
+        return _LEASE_MARGIN
+
+
+class WebhookNotifier:
+    """A JSON POST; 2xx is delivered. Timeouts, connection errors, 5xx, 408 and 429 are tried
+    again up to ``retries`` times in one call (pausing ``pause`` s, doubled each time); any
+    other answer fails at once. A failure raises NotifyError naming the URL (without its
+    credentials) and what went wrong."""
+
+    def __init__(self, channel: WebhookChannel, *, pause: float = 0.5) -> None:
+        self.channel = channel
+        self.key = channel_key(channel)
+        self.pause = pause
+        self._timeout = channel.timeout.total_seconds()
+
+    def lease(self) -> timedelta:
+        tries = self.channel.retries + 1
+        pauses = sum(self.pause * 2**i for i in range(self.channel.retries))
+        return timedelta(seconds=self._timeout * tries + pauses) + _LEASE_MARGIN
+
+    def send(self, alert: AlertRecord, event: Event) -> None:
+        body = payload(alert, event)
+        tries = self.channel.retries + 1
+        problem = ""
+        with httpx.Client(timeout=self._timeout, headers=self.channel.headers) as client:
+            for attempt in range(tries):
+                if attempt:
+                    time.sleep(self.pause * 2 ** (attempt - 1))
+                problem, again = self._post(client, body)
+                if not problem:
+                    return
+                if not again:
+                    break
+        raise NotifyError(
+            f"webhook {self.key} did not take the {event} notification of alert {alert.id}"
+            f" ({alert.pipeline} {alert.check}) after {attempt + 1} attempt(s): {problem}",
+            hint="it stays in the outbox and is sent again on a later pass; check the URL and"
+            " that the receiver is up (`kiln alerts list` shows the alert)",
+        )
+
+    def _post(self, client: httpx.Client, body: dict[str, Any]) -> tuple[str, bool]:
+        """('' , _) when delivered, else (what went wrong, whether trying again may help)."""
+        try:
+            response = client.post(str(self.channel.url), json=body)
+        except httpx.TimeoutException:
+            return f"no answer within {self._timeout:g} s (timeout)", True
+        except httpx.HTTPError as e:
+            return f"{type(e).__name__}: {_masked(str(e), str(self.channel.url), self.key)}", True
+        if response.is_success:
+            return "", False
+        text = " ".join(response.text.split())[:200]
+        again = response.status_code >= 500 or response.status_code in (408, 429)
+        return f"answered HTTP {response.status_code}" + (f": {text}" if text else ""), again
+
+
+def _masked(text: str, url: str, key: str) -> str:
+    return text.replace(url, key) if url != key else text
+
+
+@dataclass
+class DeliveryReport:
+    """What one pass over the outbox did."""
+
+    delivered: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    """Deliveries that failed this pass (still pending, retried later), with the error."""
+    taken: int = 0
+    """Due deliveries another sender claimed first."""
+
+    @property
+    def attempted(self) -> int:
+        return len(self.delivered) + len(self.failed)
+
+
+def deliver_due(
+    uow_factory: UowFactory,
+    channels: Sequence[LogChannel | WebhookChannel],
+    now: datetime,
+    *,
+    limit: int = 100,
+    notifiers: Mapping[str, Notifier] | None = None,
+) -> DeliveryReport:
+    """Send the due deliveries of the configured ``channels`` (up to ``limit``); deliveries of
+    other channels wait for a sender that has them. Never raises because a channel failed.
+
+    ``uow_factory`` opens a unit of work (``store.unit_of_work``); ``notifiers`` replaces the
+    notifiers built from ``channels``, by channel key."""
+    routes: dict[str, Notifier] = {channel_key(c): notifier_for(c) for c in channels}
+    routes |= dict(notifiers or {})
+    report = DeliveryReport()
+    if not routes:
+        return report
+    keys = [*routes, *(k + ESCALATED for k in routes)]
+    with uow_factory() as uow:
+        due = uow.alerts.due(now, channels=keys, limit=limit)
+    for delivery in due:
+        base, escalated = _split(delivery.channel)
+        notifier = routes[base]
+        with uow_factory() as uow:
+            claimed = uow.alerts.claim(delivery.id, now, now + notifier.lease())
+            alert = None if claimed is None else uow.alerts.get(delivery.alert_id)
+        if alert is None:
+            report.taken += 1
+            continue
+        error = _send(notifier, alert, "escalated" if escalated else delivery.event, delivery)
+        with uow_factory() as uow:
+            if error is None:
+                uow.alerts.delivered(delivery.id, now)
+                report.delivered.append(delivery.id)
+            else:
+                uow.alerts.retry_later(delivery.id, now, error)
+                report.failed[delivery.id] = error
+    return report
+
+
+def _send(notifier: Notifier, alert: AlertRecord, event: Event, d: DeliveryRecord) -> str | None:
+    """None when delivered, else the error (a notifier's own bug included: the pass goes on,
+    and the delivery is retried like any failure)."""
+    try:
+        notifier.send(alert, event)
+    except NotifyError as e:
+        log.warning("%s", e.message)
+        return e.message
+    except Exception as e:  # a broken notifier must not stop the pass or lose the delivery
+        log.exception("notifier %s failed on delivery %d", notifier.key, d.id)
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _split(channel: str) -> tuple[str, bool]:
+    if channel.endswith(ESCALATED):
+        return channel[: -len(ESCALATED)], True
+    return channel, False

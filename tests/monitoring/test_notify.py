@@ -1,0 +1,285 @@
+"""Notifications through the outbox to a real local HTTP receiver (http.server in a thread on
+127.0.0.1): delivered once; a 500 retried on the next pass; a receiver that is down (the pass
+completes, the notification waits and is delivered once it is up); one that times out."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kiln.config.monitor import LogChannel, WebhookChannel
+from kiln.monitoring.alerts import update_alerts
+from kiln.monitoring.findings import Finding, Level
+from kiln.monitoring.notify import Event, channel_key, deliver_due
+from kiln.stores import MetadataStore
+from kiln.stores.metadata.alerts import AlertRecord, backoff
+
+P = "flights-delay"
+DAY = timedelta(days=1)
+START = datetime(2013, 11, 1, tzinfo=UTC)
+NOW = START + 2 * DAY
+
+
+class Receiver:
+    """A webhook receiver: answers each POST with the next scripted status (200 once the
+    script is used up); ``"sleep"`` holds the request past any client timeout first."""
+
+    def __init__(self, script: list[int | str] | None = None, port: int = 0) -> None:
+        self.script = list(script or [])
+        self.requests: list[dict[str, Any]] = []
+        self.release = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                answer = receiver.script.pop(0) if receiver.script else 200
+                receiver.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "json": json.loads(body)}
+                )
+                if answer == "sleep":
+                    receiver.release.wait(10)
+                    answer = 200
+                self.send_response(int(answer))
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"ok": false, "error": "receiver said no"}' if answer != 200
+                                 else b"ok")  # fmt: skip
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[MetadataStore]:
+    """SQLite: the backends' share of the outbox is tested in tests/stores."""
+    s = MetadataStore(f"sqlite:///{tmp_path / 'kiln.db'}", create=True)
+    s.upgrade()
+    yield s
+    s.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def hook(url: str, **more: Any) -> WebhookChannel:
+    return WebhookChannel.model_validate({"url": url, "timeout": 2, "retries": 0, **more})
+
+
+def open_alert(
+    store: MetadataStore,
+    channels: list[LogChannel | WebhookChannel],
+    level: Level = "alert",
+    check: str = "performance:mae:JFK",
+) -> AlertRecord:
+    """An alert opened by a real window's finding (monitor.consecutive 1)."""
+    finding = Finding(
+        check, "performance", level, 19.5, 15.0,
+        "live mae 19.5 vs 15.0 at training (+30%) in JFK", segment="JFK",
+    )  # fmt: skip
+    with store.unit_of_work() as uow:
+        (change,) = update_alerts(
+            uow, P, START, START + DAY, [finding], 1,
+            [channel_key(c) for c in channels], NOW,
+        )  # fmt: skip
+    return change.alert
+
+
+def statuses(store: MetadataStore, alert: AlertRecord) -> list[tuple[str, str, int]]:
+    with store.read() as uow:
+        return [(d.event, d.status, d.attempts) for d in uow.alerts.deliveries(alert.id)]
+
+
+def test_delivered_once_to_the_webhook_and_the_log(
+    store: MetadataStore, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    channels = [LogChannel(), hook(receiver.url())]
+    alert = open_alert(store, channels)
+    with caplog.at_level(logging.WARNING, logger="kiln.alerts"):
+        report = deliver_due(store.unit_of_work, channels, NOW)
+    assert len(report.delivered) == 2 and report.failed == {}
+    assert deliver_due(store.unit_of_work, channels, NOW + DAY).attempted == 0
+    (request,) = receiver.requests
+    body = request["json"]
+    assert body["text"].startswith("[kiln] flights-delay: performance:mae:JFK ALERT opened:")
+    assert "19.5 >= 15," in body["text"] and "\n" not in body["text"]
+    kiln = body["kiln"]
+    assert (kiln["alert_id"], kiln["event"], kiln["pipeline"], kiln["check"]) == (
+        alert.id, "opened", P, "performance:mae:JFK",
+    )  # fmt: skip
+    assert (kiln["kind"], kiln["level"], kiln["value"], kiln["threshold"]) == (
+        "performance", "alert", 19.5, 15.0,
+    )  # fmt: skip
+    assert kiln["window"]["first"] == START.isoformat() and kiln["segment"] == "JFK"
+    logged = [r.getMessage() for r in caplog.records if r.name == "kiln.alerts"]
+    assert logged == [body["text"]]
+    assert statuses(store, alert) == [("opened", "delivered", 1)] * 2
+    with store.read() as uow:
+        assert uow.alerts.get(alert.id).notified_at == NOW
+        assert uow.alerts.pending_deliveries() == 0
+
+
+def test_a_500_is_retried_on_the_next_pass_and_delivered_once(
+    store: MetadataStore, receiver: Receiver
+) -> None:
+    receiver.script = [500]
+    channel = hook(receiver.url())
+    alert = open_alert(store, [channel])
+    first = deliver_due(store.unit_of_work, [channel], NOW)
+    (error,) = first.failed.values()
+    assert "answered HTTP 500" in error and "receiver said no" in error
+    assert statuses(store, alert) == [("opened", "pending", 1)]
+    assert deliver_due(store.unit_of_work, [channel], NOW).attempted == 0  # not due yet
+    second = deliver_due(store.unit_of_work, [channel], NOW + backoff(1))
+    assert len(second.delivered) == 1 and second.failed == {}
+    assert deliver_due(store.unit_of_work, [channel], NOW + DAY).attempted == 0
+    assert len(receiver.requests) == 2
+    assert statuses(store, alert) == [("opened", "delivered", 2)]
+
+
+def test_retries_within_one_call_for_a_5xx_but_not_for_a_404(
+    store: MetadataStore, receiver: Receiver
+) -> None:
+    receiver.script = [503, 502]
+    channel = hook(receiver.url(), retries=2)
+    open_alert(store, [channel])
+    report = deliver_due(store.unit_of_work, [channel], NOW)
+    assert len(report.delivered) == 1 and len(receiver.requests) == 3
+
+    receiver.script = [404]
+    gone = hook(receiver.url("/gone"), retries=2)
+    alert = open_alert(store, [gone], check="performance:mae:LGA")
+    (error,) = deliver_due(store.unit_of_work, [gone], NOW).failed.values()
+    assert "after 1 attempt(s): answered HTTP 404" in error
+    assert len(receiver.requests) == 4  # a 404 is not retried within the call
+    assert statuses(store, alert) == [("opened", "pending", 1)]
+
+
+def test_a_receiver_that_is_down_does_not_stop_the_pass_and_gets_it_later(
+    store: MetadataStore,
+) -> None:
+    port = free_port()
+    down = hook(f"http://127.0.0.1:{port}/hook")
+    channels = [down, LogChannel()]
+    alert = open_alert(store, channels)
+    report = deliver_due(store.unit_of_work, channels, NOW)
+    assert len(report.delivered) == 1  # the log got it; the pass went on
+    (error,) = report.failed.values()
+    assert "ConnectError" in error and f"127.0.0.1:{port}/hook" in error
+    assert sorted(statuses(store, alert)) == [("opened", "delivered", 1), ("opened", "pending", 1)]
+    later = NOW + backoff(1)
+    assert deliver_due(store.unit_of_work, channels, later).failed  # still down: still waiting
+    up = Receiver(port=port)
+    try:
+        report = deliver_due(store.unit_of_work, channels, later + backoff(2))
+        assert len(report.delivered) == 1
+        assert [r["json"]["kiln"]["alert_id"] for r in up.requests] == [alert.id]
+    finally:
+        up.close()
+    assert sorted(statuses(store, alert)) == [
+        ("opened", "delivered", 1), ("opened", "delivered", 3),
+    ]  # fmt: skip
+
+
+def test_a_receiver_that_times_out_is_retried_later(store: MetadataStore) -> None:
+    slow = Receiver(["sleep"])
+    try:
+        channel = hook(slow.url(), timeout=0.3)
+        alert = open_alert(store, [channel])
+        (error,) = deliver_due(store.unit_of_work, [channel], NOW).failed.values()
+        assert "no answer within 0.3 s (timeout)" in error
+        assert statuses(store, alert) == [("opened", "pending", 1)]
+        slow.release.set()
+        report = deliver_due(store.unit_of_work, [channel], NOW + backoff(1))
+        assert len(report.delivered) == 1
+    finally:
+        slow.close()
+
+
+def test_credentials_of_the_url_are_used_but_never_stored_or_shown(
+    store: MetadataStore, receiver: Receiver
+) -> None:
+    receiver.script = [500]
+    url = f"http://ops:s3cret-pw@127.0.0.1:{receiver.port}/hook?token=t0ken-x"
+    channel = hook(url, headers={"X-Team": "pricing"})
+    assert channel_key(channel) == receiver.url()
+    alert = open_alert(store, [channel])
+    (error,) = deliver_due(store.unit_of_work, [channel], NOW).failed.values()
+    deliver_due(store.unit_of_work, [channel], NOW + backoff(1))
+    with store.read() as uow:
+        (delivery,) = uow.alerts.deliveries(alert.id)
+    stored = f"{delivery.channel} {delivery.last_error} {error}"
+    assert "s3cret" not in stored and "t0ken" not in stored
+    request = receiver.requests[-1]
+    assert request["path"] == "/hook?token=t0ken-x" and request["headers"]["X-Team"] == "pricing"
+    auth = base64.b64encode(b"ops:s3cret-pw").decode()
+    assert request["headers"]["Authorization"] == f"Basic {auth}"
+
+
+class Broken:
+    """A notifier with a bug: the pass must go on and keep the delivery."""
+
+    key = "log"
+
+    def send(self, alert: AlertRecord, event: Event) -> None:
+        raise RuntimeError("a bug in a notifier")
+
+    def lease(self) -> timedelta:
+        return timedelta(minutes=1)
+
+
+def test_escalation_is_sent_as_its_own_event_and_a_broken_notifier_loses_nothing(
+    store: MetadataStore, receiver: Receiver
+) -> None:
+    channels: list[LogChannel | WebhookChannel] = [hook(receiver.url()), LogChannel()]
+    keys = [channel_key(c) for c in channels]
+    open_alert(store, channels, level="warn")
+    finding = Finding("performance:mae:JFK", "performance", "alert", 25.0, 18.0, "worse")
+    with store.unit_of_work() as uow:
+        (change,) = update_alerts(uow, P, START + DAY, START + 2 * DAY, [finding], 1, keys, NOW)
+    assert change.kind == "escalated"
+    report = deliver_due(store.unit_of_work, channels, NOW, notifiers={"log": Broken()})
+    assert len(report.delivered) == 2 and len(report.failed) == 2
+    assert all("RuntimeError: a bug in a notifier" in e for e in report.failed.values())
+    texts = [r["json"]["text"] for r in receiver.requests]
+    assert [r["json"]["kiln"]["event"] for r in receiver.requests] == ["opened", "escalated"]
+    # a notification describes the episode as it is when sent: both carry the latest figure
+    assert "ALERT opened: 25 >= 18," in texts[0] and "escalated to ALERT: 25 >= 18," in texts[1]
+    with store.read() as uow:
+        assert uow.alerts.pending_deliveries() == 2
+    assert len(deliver_due(store.unit_of_work, channels, NOW + backoff(1)).delivered) == 2
