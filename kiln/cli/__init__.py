@@ -17,6 +17,7 @@ from kiln.cli import (
     _compare,
     _init,
     _labels,
+    _monitor,
     _pipelines,
     _release,
     _report,
@@ -41,6 +42,7 @@ labels_app = typer.Typer(no_args_is_help=True, help="Actual outcomes of served r
 app.add_typer(db_app, name="db")
 app.add_typer(capture_app, name="capture")
 app.add_typer(gates_app, name="gates")
+app.add_typer(_monitor.monitor_app, name="monitor")
 app.add_typer(labels_app, name="labels")
 
 

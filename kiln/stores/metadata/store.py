@@ -32,6 +32,7 @@ from kiln.stores.metadata.repositories import (
     TaskRepository,
     VersionRepository,
 )
+from kiln.stores.metadata.windows import WindowRepository
 
 __all__ = ["MetadataStore", "UnitOfWork"]
 
@@ -57,6 +58,7 @@ class UnitOfWork:
         self.locks = LockRepository(session)
         self.gates = GateRepository(session)
         self.fires = FireRepository(session)
+        self.windows = WindowRepository(session)
         self.alerts = AlertRepository(session)
 
 

@@ -1,0 +1,108 @@
+"""The monitor as a step of a loop: what `kiln watch` and `kiln scheduler` run for each pipeline
+after the release tick, and where a pipeline's monitor settings come from.
+
+A pipeline is monitored with the kiln.yaml the loop was given (the scheduler's folder) or, when
+there is none, with the config its production version was trained from (``runs.config_text``):
+monitor settings are not part of the config digest, so that config is the one serving. A failing
+monitor pass never stops the loop: its error is logged and returned as a line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kiln.config.loader import LoadedConfig, parse_config
+from kiln.config.models import PipelineConfig
+from kiln.errors import KilnError
+from kiln.monitoring._parts import part
+from kiln.monitoring.monitor import Monitor
+from kiln.settings import Settings
+from kiln.stores import Stores
+
+__all__ = ["MonitorHook", "production_config", "refresh_gauges", "serve_gauges"]
+
+log = logging.getLogger("kiln.monitor")
+
+
+def production_config(stores: Stores, pipeline: str) -> LoadedConfig | None:
+    """The kiln.yaml the production version of ``pipeline`` was trained from; None when
+    nothing of it is in production."""
+    with stores.metadata.read() as uow:
+        production = next((v for v in uow.versions.list(pipeline) if v.stage == "production"), None)
+        if production is None:
+            return None
+        run = uow.runs.get(production.run_id)
+    return parse_config(run.config_text, Path(run.config_path or "kiln.yaml"))
+
+
+class MonitorHook:
+    """``hook(pipeline)``: one monitor pass over the pipeline's closed windows, then the due
+    notifications; returns the lines to log. ``configs(name)`` gives the kiln.yaml the loop
+    knows (None: the production version's)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stores: Stores,
+        *,
+        configs: Callable[[str], PipelineConfig | None] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.monitor = Monitor(settings, stores)
+        self.stores = stores
+        self.configs = configs
+        self.clock = clock
+
+    def __call__(self, pipeline: str) -> list[str]:
+        try:
+            return self._pass(pipeline)
+        except KilnError as e:
+            log.error("monitor of %r failed: %s", pipeline, e)
+            return [f"monitor failed: {e}"]
+        except Exception as e:  # a bug in a monitor part must not stop the release loop
+            log.exception("monitor of %r failed", pipeline)
+            return [f"monitor failed: {type(e).__name__}: {e}"]
+
+    def _pass(self, pipeline: str) -> list[str]:
+        cfg = self.configs(pipeline) if self.configs is not None else None
+        if cfg is None:
+            loaded = production_config(self.stores, pipeline)
+            if loaded is None:
+                return []
+            cfg = loaded.config
+        now = self.clock()
+        results = self.monitor.run(pipeline, cfg, now=now)
+        done = self.monitor.last
+        lines = [
+            f"monitor window {r.start:%Y-%m-%d %H:%M} UTC: {r.state}"
+            + (f" (worst: {r.worst.message})" if r.worst is not None else "")
+            for r in results
+        ]
+        lines += [str(getattr(c, "message", c)) for c in done.alert_changes]
+        lines += done.notes
+        delivered = self.monitor.deliver(cfg, now)
+        if delivered is not None and str(delivered):
+            lines.append(f"notifications: {delivered}")
+        return lines
+
+
+def serve_gauges(port: int) -> bool:
+    """Serve the monitoring gauges on ``port`` (Prometheus text); False when this build has
+    no gauges."""
+    serve = part("kiln.monitoring.gauges", "serve")
+    if serve is None:
+        return False
+    serve(port)
+    return True
+
+
+def refresh_gauges(stores: Stores) -> None:
+    """Set the gauges from the database (after each pass)."""
+    refresh = part("kiln.monitoring.gauges", "refresh")
+    if refresh is None:
+        return
+    with stores.metadata.read() as uow:
+        refresh(uow)

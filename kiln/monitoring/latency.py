@@ -1,0 +1,54 @@
+"""Latency and errors of one monitor window, per version and segment, aggregated in DuckDB.
+
+A request is an error when it was not answered (HTTP ``status`` other than 200: refused or
+failed); in capture files written before the ``status`` column, when its ``error`` text is set.
+Latency percentiles are DuckDB's ``quantile_cont`` (linear interpolation, as numpy's default)
+over every captured request of the window, errors included: a slow refusal is slow too.
+"""
+
+from __future__ import annotations
+
+from kiln.monitoring.findings import ALL, LatencyRow
+from kiln.stores.capture import CaptureWindow
+
+__all__ = ["NO_SEGMENT", "window_latency"]
+
+NO_SEGMENT = "__none__"
+"""The segment name of requests that carried no segment value."""
+
+_SQL = f"""
+SELECT
+    version,
+    CASE WHEN grouping(segment) = 1 THEN '{ALL}' ELSE coalesce(segment, '{NO_SEGMENT}') END
+        AS segment,
+    count(*) AS requests,
+    count(*) FILTER (WHERE {{failed}}) AS errors,
+    quantile_cont(latency_ms, 0.5) AS p50_ms,
+    quantile_cont(latency_ms, 0.95) AS p95_ms,
+    quantile_cont(latency_ms, 0.99) AS p99_ms
+FROM captures
+GROUP BY GROUPING SETS ((version, segment), (version))
+ORDER BY version, segment
+"""
+
+
+def window_latency(window: CaptureWindow) -> list[LatencyRow]:
+    """Requests, errors, error rate and p50/p95/p99 latency (ms) of every (version, segment)
+    of the window, and of every version over all its segments (segment :data:`ALL`)."""
+    if window.empty:
+        return []
+    failed = "coalesce(status <> 200, error IS NOT NULL)"
+    rows = window.query(_SQL.format(failed=failed)).to_pylist()
+    return [
+        LatencyRow(
+            version=int(r["version"]),
+            segment=str(r["segment"]),
+            requests=int(r["requests"]),
+            errors=int(r["errors"]),
+            error_rate=r["errors"] / r["requests"] if r["requests"] else 0.0,
+            p50_ms=r["p50_ms"],
+            p95_ms=r["p95_ms"],
+            p99_ms=r["p99_ms"],
+        )
+        for r in rows
+    ]

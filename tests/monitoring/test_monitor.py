@@ -1,0 +1,103 @@
+"""The monitor pass on a real flights version serving real July flights: windows aligned by
+event time, closed only, stored once, a window without traffic stored as such, errors judged,
+a corrupt capture file named, and at most MAX_WINDOWS per pass."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from kiln.monitoring import monitor as monitor_module
+from kiln.monitoring.findings import ALL, WindowResult
+from kiln.monitoring.monitor import Monitor, align
+from kiln.settings import Settings
+from kiln.stores import Stores
+from tests.monitoring.monitor_support import P, flights, production, serve
+
+JULY = datetime(2013, 7, 1, tzinfo=UTC)
+
+
+def test_align_is_since_the_epoch() -> None:
+    day = timedelta(days=1)
+    assert align(datetime(2013, 7, 2, 23, 59, tzinfo=UTC), day) == datetime(2013, 7, 2, tzinfo=UTC)
+    assert align(datetime(2013, 7, 2, 7, 10, tzinfo=UTC), timedelta(hours=6)) == datetime(
+        2013, 7, 2, 6, tzinfo=UTC
+    )
+
+
+@pytest.mark.slow
+def test_a_monitor_pass_over_real_flights(
+    make_config, settings: Settings, stores: Stores, warehouse: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    loaded = make_config(monitor={"window": "1d"})
+    version = production(settings, stores, loaded)
+    served = flights(warehouse, date(2013, 7, 1), date(2013, 7, 3))
+    served += flights(warehouse, date(2013, 7, 5), date(2013, 7, 5))  # July 4: no traffic
+    day_of = [r["time_hour"].date() for r in served]
+    on_july_2 = [i for i, d in enumerate(day_of) if d == date(2013, 7, 2)]
+    failing = set(on_july_2[::10])  # one in ten of July 2 answered 500: over the 5% alert
+    serve(settings, version, served, failing=failing)
+    per_day = Counter(day_of)
+
+    monitor = Monitor(settings, stores)
+    cfg = loaded.config
+    results = monitor.run(P, cfg, now=JULY + timedelta(days=5, hours=12))
+    assert [r.start for r in results] == [JULY + timedelta(days=i) for i in range(5)]
+    assert all(r.end - r.start == timedelta(days=1) for r in results)  # July 6 is still open
+    days = [(JULY + timedelta(days=i)).date() for i in range(5)]
+    assert [r.rows for r in results] == [per_day[d] for d in days]
+    assert [r.state for r in results][3] == "no_traffic"
+    assert results[3].findings == [] and results[3].latency == []
+    assert monitor.last.computed == 5
+
+    july_2 = results[1]
+    errors = next(f for f in july_2.findings if f.check == "errors")
+    n_2 = per_day[date(2013, 7, 2)]
+    assert errors.level == "alert" and errors.value == pytest.approx(len(failing) / n_2)
+    assert july_2.state == "alert" and july_2.worst is not None
+    overall = next(r for r in july_2.latency if r.segment == ALL)
+    assert (overall.version, overall.requests) == (version.number, n_2)
+    assert overall.errors == len(failing)
+    assert {r.segment for r in july_2.latency} == {"EWR", "JFK", "LGA", ALL}
+    july_1 = results[0]
+    assert next(f for f in july_1.findings if f.check == "errors").level == "ok"
+
+    with stores.metadata.read() as uow:
+        stored = uow.windows.list(P)
+    assert [(w.window_start, w.rows, w.state) for w in stored] == [
+        (r.start, r.rows, r.state) for r in results
+    ]
+    assert stored[1].worst == july_2.worst.check
+    assert WindowResult.from_dict(stored[1].summary).findings == july_2.findings
+
+    # stored windows are not computed again, with or without --since
+    assert monitor.run(P, cfg, now=JULY + timedelta(days=5, hours=23)) == []
+    assert monitor.run(P, cfg, now=JULY + timedelta(days=5, hours=23), since=JULY) == []
+    # the next closed window (no traffic), and a corrupt capture file named and skipped
+    folder = next((Path(settings.artifact_root) / "captures" / f"pipeline={P}").iterdir())
+    bad = folder / "zz-corrupt.parquet"
+    bad.write_bytes(b"PAR1 not parquet")
+    (july_6,) = monitor.run(P, cfg, now=JULY + timedelta(days=6, hours=1))
+    assert july_6.start == JULY + timedelta(days=5) and july_6.state == "no_traffic"
+    assert july_6.skipped.keys() == {str(bad)}
+    assert any(str(bad) in note for note in july_6.notes)
+    with stores.metadata.read() as uow:
+        assert len(uow.windows.list(P)) == 6
+
+    # hourly windows, at most MAX_WINDOWS per pass: the next pass goes on from there
+    monkeypatch.setattr(monitor_module, "MAX_WINDOWS", 2)
+    hour = timedelta(hours=1)
+    h0 = min(r["time_hour"] for r in served).to_pydatetime().replace(tzinfo=UTC)
+    now = h0 + timedelta(hours=5, minutes=30)
+    first = monitor.run(P, cfg, now=now, window=hour)
+    assert [r.start for r in first] == [h0 + h * hour for h in (0, 1)]  # from the first capture
+    assert any("at most 2 per pass" in n for n in monitor.last.notes)
+    second = monitor.run(P, cfg, now=now, window=hour)
+    assert [r.start for r in second] == [h0 + h * hour for h in (2, 3)]
+    hourly = Counter(r["time_hour"].to_pydatetime().replace(tzinfo=UTC) for r in served)
+    assert [r.rows for r in first + second] == [hourly[h0 + h * hour] for h in range(4)]
+    assert [r.start for r in monitor.run(P, cfg, now=now, window=hour)] == [h0 + 4 * hour]
