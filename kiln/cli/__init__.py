@@ -77,8 +77,7 @@ app.command()(_release.status)
 app.command()(_stages.audit)
 app.command()(_serving.serve)
 app.command()(_scheduler.scheduler)
-# until `kiln monitor` is a group (mon-pass): then `monitor report`
-app.command("monitor-report")(_report.report)
+_monitor.monitor_app.command("report")(_report.report)
 
 runs_app.command("list")(_pipelines.runs_list)
 runs_app.command("show")(_pipelines.runs_show)

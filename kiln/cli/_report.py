@@ -40,9 +40,11 @@ def report(
         typer.Option(help="Only windows that start at or after this date (UTC), e.g. 2013-07-01."),
     ] = None,
 ) -> None:
-    """Write the monitoring history of PIPELINE as one self-contained HTML page that opens
-    offline: drift per feature over time, a feature x segment heatmap, the live metric against
-    the training metric, traffic per segment, latency, errors, and the alert episodes."""
+    """Write PIPELINE's monitoring history as one HTML page that opens offline.
+
+    From the stored windows and alerts: drift per feature over time, a feature x segment
+    heatmap, the live metric against the training metric, traffic per segment, latency,
+    errors, and the alert episodes."""
     from kiln.monitoring.history import load_history
     from kiln.monitoring.report import write_report
 

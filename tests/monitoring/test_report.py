@@ -192,7 +192,7 @@ def test_report_opens_offline_in_chromium_with_every_chart_drawn(
     home: Path, tmp_path: Path, cli: Callable[..., Any]
 ) -> None:
     out = tmp_path / "report.html"
-    done = cli("--home", str(home), "monitor-report", PIPELINE, "--html", str(out), cwd=tmp_path)
+    done = cli("--home", str(home), "monitor", "report", PIPELINE, "--html", str(out), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "26 windows from 2013-07-01 00:00 to 2013-12-30 00:00 UTC" in done.stdout
 
@@ -238,17 +238,17 @@ def test_cli_refuses_a_bad_since_and_names_an_unknown_pipeline(
     home: Path, tmp_path: Path, cli: Callable[..., Any]
 ) -> None:
     out = tmp_path / "r.html"
-    bad = cli("--home", str(home), "monitor-report", PIPELINE, "--html", str(out),
+    bad = cli("--home", str(home), "monitor", "report", PIPELINE, "--html", str(out),
               "--since", "last tuesday", cwd=tmp_path)  # fmt: skip
     assert bad.returncode == 2 and "--since" in bad.stderr and "2013-07-01" in bad.stderr
-    unknown = cli("--home", str(home), "monitor-report", "nope", "--html", str(out), cwd=tmp_path)
+    unknown = cli("--home", str(home), "monitor", "report", "nope", "--html", str(out), cwd=tmp_path)
     assert unknown.returncode == 6 and "no pipeline 'nope'" in unknown.stderr
     assert "kiln status" in unknown.stderr
-    since = cli("--home", str(home), "monitor-report", PIPELINE, "--html", str(out),
+    since = cli("--home", str(home), "monitor", "report", PIPELINE, "--html", str(out),
                 "--since", "2013-12-01", cwd=tmp_path)  # fmt: skip
     assert since.returncode == 0, since.stderr
     assert "4 windows from 2013-12-02" in since.stdout
     assert not os.path.exists(tmp_path / "missing" / "r.html")
-    missing = cli("--home", str(home), "monitor-report", PIPELINE, "--html",
+    missing = cli("--home", str(home), "monitor", "report", PIPELINE, "--html",
                   str(tmp_path / "missing" / "r.html"), cwd=tmp_path)  # fmt: skip
     assert missing.returncode == 7 and "does not exist" in missing.stderr
