@@ -14,6 +14,7 @@ import typer
 from rich.text import Text
 
 from kiln.cli import (
+    _alerts,
     _compare,
     _init,
     _labels,
@@ -44,6 +45,8 @@ app.add_typer(capture_app, name="capture")
 app.add_typer(gates_app, name="gates")
 app.add_typer(_monitor.monitor_app, name="monitor")
 app.add_typer(labels_app, name="labels")
+alerts_app = typer.Typer(no_args_is_help=True, help="Alert episodes of the monitor.")
+app.add_typer(alerts_app, name="alerts")
 
 
 @app.callback()
@@ -88,6 +91,8 @@ gates_app.command("check")(_release.gates_check)
 capture_app.command("query")(_serving.capture_query)
 labels_app.command("add")(_labels.labels_add)
 db_app.command("upgrade")(_serving.db_upgrade)
+alerts_app.command("list")(_alerts.alerts_list)
+alerts_app.command("ack")(_alerts.alerts_ack)
 
 
 def main() -> None:

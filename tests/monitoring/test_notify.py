@@ -283,3 +283,30 @@ def test_escalation_is_sent_as_its_own_event_and_a_broken_notifier_loses_nothing
     with store.read() as uow:
         assert uow.alerts.pending_deliveries() == 2
     assert len(deliver_due(store.unit_of_work, channels, NOW + backoff(1)).delivered) == 2
+
+
+def test_two_passes_at_once_send_a_notification_once(store: MetadataStore) -> None:
+    """A pass claims a delivery before sending it: a second pass that runs while the first
+    is still waiting for the receiver does not send it again."""
+    slow = Receiver(["sleep"])
+    try:
+        channel = hook(slow.url(), timeout=30)
+        alert = open_alert(store, [channel])
+        reports: list[Any] = []
+        first = threading.Thread(
+            target=lambda: reports.append(deliver_due(store.unit_of_work, [channel], NOW))
+        )
+        first.start()
+        for _ in range(600):  # until the first pass is inside its POST
+            if slow.requests:
+                break
+            first.join(0.05)
+        assert slow.requests
+        second = deliver_due(store.unit_of_work, [channel], NOW)
+        assert second.attempted == 0
+        slow.release.set()
+        first.join(30)
+        assert len(reports[0].delivered) == 1 and len(slow.requests) == 1
+        assert statuses(store, alert) == [("opened", "delivered", 1)]
+    finally:
+        slow.close()
