@@ -68,7 +68,8 @@ def window_performance(
     files = labels.files(window.pipeline)
     key = _key_sql(window, cfg.labels.key)
     answered = (
-        f"SELECT version, segment, prediction, probabilities, ts, {key} AS k FROM captures"
+        f"SELECT request_id, version, segment, prediction, probabilities, ts, {key} AS k"
+        " FROM captures"
         " WHERE stage IN ('production', 'canary') AND coalesce(status, 200) = 200"
         " AND prediction IS NOT NULL"
     )
@@ -84,7 +85,7 @@ def window_performance(
             " CAST(l.label AS VARCHAR) AS label_text, TRY_CAST(l.label AS DOUBLE) AS label_num,"
             " l.sent FROM a JOIN l ON l.key = a.k"
             " AND a.ts >= l.received_at - to_seconds($max_age)"
-            " ORDER BY a.version, a.segment",
+            " ORDER BY a.version, a.segment, a.request_id, a.ts",  # the same sums every time
             {"label_files": files, "max_age": cfg.labels.max_age.total_seconds()},
         )
     return _score(totals, joined, manifests, task, cfg=cfg, classes=classes, unknown=unknown)
