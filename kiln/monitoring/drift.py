@@ -36,6 +36,8 @@ __all__ = ["UNSEEN_SHOWN", "no_reference_note", "window_drift"]
 UNSEEN_SHOWN = 10
 """Unseen categories listed per feature and segment (the most frequent)."""
 _FORMAT = 1
+_PER_QUERY = 30
+"""Figures per query: two grouping columns each, and DuckDB's GROUPING() takes at most 64."""
 _SERVED = (
     "COALESCE(status, TRY_CAST(left(error, 3) AS INTEGER), 200)"
     f" NOT IN ({', '.join(map(str, NOT_THE_VERSION))})"
@@ -127,10 +129,10 @@ def window_drift(
     if not usable:
         return DriftReport(no_reference=missing)
     query = _Query.of(window, usable, cfg)
-    rows = window.query(query.sql(), params={"ref": query.edge_rows()}).to_pylist()
     report = _Assembly(query, usable, cfg)
-    for row in rows:
-        report.add(row)
+    for part in query.parts():  # GROUPING() takes at most 64 columns
+        sql, params = part.sql(), {"ref": part.edge_rows()}
+        report.absorb(part, window.query(sql, params=params).to_pylist())
     return DriftReport(features=report.features(), traffic=report.traffic(), no_reference=missing)
 
 
@@ -175,6 +177,17 @@ class _Query:
                 )
         return cls(references, numeric, text)
 
+    def parts(self, size: int = _PER_QUERY) -> list[_Query]:
+        """The figures in queries of at most ``size`` each."""
+        figures: list[_Column | tuple[str, str, str]] = [*self.numeric, *self.text]
+        out = []
+        for i in range(0, max(len(figures), 1), size):
+            chunk = figures[i : i + size]
+            numeric = [c for c in chunk if isinstance(c, _Column)]
+            text = [c for c in chunk if not isinstance(c, _Column)]
+            out.append(_Query(self.references, numeric, text))
+        return out
+
     def edge_rows(self) -> list[dict[str, Any]]:
         """One row per (version, segment) of the references: each column's padded bounds."""
         out = []
@@ -212,7 +225,7 @@ class _Query:
         return (
             f"WITH ref AS (SELECT unnest($ref, recursive := true)),"
             f" r AS (SELECT version, segment, {', '.join(values)} FROM captures"
-            f" WHERE {_SERVED}),"
+            f" WHERE {_SERVED} AND version IN ({', '.join(map(str, self.references))})),"
             f" b AS (SELECT r.version, r.segment, {', '.join([*bins, *cats])} FROM r"
             f" LEFT JOIN ref s ON s.version = r.version AND s.segment = r.segment"
             f" LEFT JOIN ref a ON a.version = r.version AND a.segment = '{ALL}')"
@@ -240,17 +253,7 @@ class _Assembly:
     def __init__(
         self, query: _Query, references: Mapping[int, Mapping[str, Any]], cfg: MonitorConfig
     ) -> None:
-        self.query, self.references, self.cfg = query, references, cfg
-        self.sets: dict[int, tuple[str, str, str | None]] = {
-            query.mask("segment"): ("rows", "", "segment"),
-            query.mask(): ("rows", "", None),
-        }
-        for c in query.numeric:
-            self.sets[query.mask("segment", f"s_{c.alias}")] = ("bins", c.name, "segment")
-            self.sets[query.mask(f"a_{c.alias}")] = ("bins", c.name, None)
-        for name, alias, _ in query.text:
-            self.sets[query.mask("segment", alias, f"{alias}_u")] = ("values", name, "segment")
-            self.sets[query.mask(alias, f"{alias}_u")] = ("values", name, None)
+        self.references, self.cfg = references, cfg
         self.aliases = {c.name: c.alias for c in query.numeric}
         self.aliases |= {name: alias for name, alias, _ in query.text}
         self.rows: dict[tuple[int, str], int] = {}
@@ -259,8 +262,23 @@ class _Assembly:
             list
         )
 
-    def add(self, row: Mapping[str, Any]) -> None:
-        what, name, by = self.sets[row["g"]]
+    def absorb(self, query: _Query, rows: list[dict[str, Any]]) -> None:
+        """The rows of one query: what each grouping set counted."""
+        sets: dict[int, tuple[str, str, str | None]] = {
+            query.mask("segment"): ("rows", "", "segment"),
+            query.mask(): ("rows", "", None),
+        }
+        for c in query.numeric:
+            sets[query.mask("segment", f"s_{c.alias}")] = ("bins", c.name, "segment")
+            sets[query.mask(f"a_{c.alias}")] = ("bins", c.name, None)
+        for name, alias, _ in query.text:
+            sets[query.mask("segment", alias, f"{alias}_u")] = ("values", name, "segment")
+            sets[query.mask(alias, f"{alias}_u")] = ("values", name, None)
+        for row in rows:
+            self._add(row, sets[row["g"]])
+
+    def _add(self, row: Mapping[str, Any], grouped: tuple[str, str, str | None]) -> None:
+        what, name, by = grouped
         segment = ALL if by is None else row["segment"]
         if segment is None:
             return  # requests without a segment value count overall only

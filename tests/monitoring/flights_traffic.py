@@ -66,7 +66,7 @@ def flights(warehouse: Path, where: str, *, every: int = 5) -> list[dict[str, An
     """Every ``every``-th flight matching ``where``, with its scheduled hour (``time_hour``)."""
     cols = ", ".join(BASE["features"])
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        table = con.execute(
+        table = con.sql(
             f"SELECT time_hour, {cols} FROM flights WHERE ({where}) AND flight_id % {every} = 0"
             " ORDER BY flight_id"
         ).to_arrow_table()
