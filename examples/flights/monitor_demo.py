@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import itertools
 import json
 import os
 import shlex
@@ -101,10 +102,12 @@ class Demo:
     def kiln(self, *args: str, check: bool = True, capture: bool = False) -> str:
         shown = " ".join(shlex.quote(a) for a in args)
         print(f"\n\033[1m$ kiln {shown}\033[0m", flush=True)
+        started = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "kiln.cli", *args], env=self.env, cwd=HERE, check=False,
             stdout=subprocess.PIPE if capture else None, text=True,
         )  # fmt: skip
+        print(f"  ({time.perf_counter() - started:.1f} s)", flush=True)
         if check and done.returncode != 0:
             raise SystemExit(f"`kiln {shown}` failed with exit code {done.returncode}")
         return done.stdout or ""
@@ -204,24 +207,26 @@ def build(out: Path, until: str | None) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def show_windows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The figures of each new window, from `kiln monitor --json`."""
-    new = [d for d in docs if not d.get("stored_before")]
-    for d in new:
+def show_windows(docs: list[dict[str, Any]], shown: set[str]) -> None:
+    """The figures of each window the pass computed, from `kiln monitor --json` (a window
+    computed before is recomputed when labels of its requests arrive later)."""
+    for d in docs:
+        if d.get("stored_before"):
+            continue
         versions = ",".join(f"v{v}" for v in d.get("versions", [])) or "-"
         temp = next((x for x in d.get("drift", []) if x["segment"] == ALL
                      and x["feature"] == "temp" and x["value"] is not None), None)  # fmt: skip
         mae = next((p for p in d.get("performance", []) if p["segment"] == ALL), None)
-        worst = max((f for f in d.get("findings", []) if f["level"] in ("warn", "alert")),
-                    key=lambda f: (f["level"] == "alert", f["value"] or 0), default=None)  # fmt: skip
+        judged = [f for f in d.get("findings", []) if f["level"] in ("warn", "alert")]
+        worst = max(judged, key=lambda f: (f["level"] == "alert", f["value"] or 0), default=None)
         line = f"  window {d['start'][:10]}  {d['rows']:>5} requests  {versions:<6}"
         line += f"  temp psi {temp['value']:.3f} ({temp['level']})" if temp else "  temp psi -"
         if mae and mae["value"] is not None:
             line += f"  live MAE {mae['value']:.1f} vs {mae['reference']:.1f} in training"
         if worst:
             line += f"  worst: {worst['check']} {worst['level']}"
-        print(line)
-    return new
+        print(line + ("  (recomputed: labels arrived)" if d["start"] in shown else ""))
+        shown.add(d["start"])
 
 
 def story(demo: Demo, traffic: dict[str, list[dict[str, Any]]], report: Path) -> None:
@@ -234,12 +239,14 @@ def story(demo: Demo, traffic: dict[str, list[dict[str, Any]]], report: Path) ->
     demo.say("2. Serve v1; the rest of 2013 arrives month by month")
     demo.serve()
     demo.wait_for_version(1)
-    retrained, seen = False, 0
+    retrained, shown = False, set[str]()
     labels_dir = Path(tempfile.mkdtemp(prefix="kiln-labels-"))
-    for month, until in zip(MONTHS[:-1], MONTHS[1:], strict=True):
+    for month, until in itertools.pairwise(MONTHS):
         rows = traffic[month]
-        demo.say(f"{month[:7]}: {len(rows):,} flights as traffic, then their arr_delay as labels")
+        demo.say(f"3-4. {month[:7]}: {len(rows):,} flights as traffic, their arr_delay as labels")
+        sent = time.perf_counter()
         ids = demo.traffic(by_hour(rows))
+        print(f"  ({time.perf_counter() - sent:.1f} s)")
         time.sleep(2.5)  # the server writes its captures every second
         labels = labels_dir / f"labels-{month[:7]}.csv"
         with labels.open("w") as f:
@@ -249,31 +256,31 @@ def story(demo: Demo, traffic: dict[str, list[dict[str, Any]]], report: Path) ->
         demo.kiln("labels", "add", PIPELINE, str(labels), "--config", CONFIG)
         out = demo.kiln("monitor", PIPELINE, "--config", CONFIG, "--until", until, "--json",
                         capture=True)  # fmt: skip
-        show_windows(json.loads(out or "[]"))
-        fresh, seen = receiver.received[seen:], len(receiver.received)
-        if fresh:
-            print(f"  the webhook received {len(fresh)} notification(s) this month, e.g.:")
-            for m in fresh[:3]:
-                print(f"    {str(m.get('text', m))[:160]}")
-        opened = [m["kiln"] for m in receiver.received if _drift_alert(m)]
+        show_windows(json.loads(out or "[]"), shown)
+        if retrained:
+            continue
+        episodes = json.loads(demo.kiln("alerts", "list", "--limit", "500", "--json",
+                                        capture=True) or "[]")  # fmt: skip
+        live = [a for a in episodes if a.get("status") == "open"]
+        print(f"  {len(live)} open alert episode(s), {len(episodes) - len(live)} pending")
+        for a in live[:3]:
+            print(f"    {a.get('check')}: {a.get('level')} {a.get('message')}")
+        opened = [a for a in live if a.get("kind") == "drift" and a.get("level") == "alert"]
+        opened.sort(key=lambda a: a.get("check") != "drift:temp:__all__")  # the headline one
         if opened and not retrained:
             retrained = True
-            demo.say(f"An alert is open; the warehouse now holds January-{month[:7]}: retrain")
+            demo.say(f"5. An alert is open; the warehouse now holds January-{month[:7]}: retrain")
             build(warehouse, until)
             retrain(demo, opened[0])
             demo.wait_for_version(2)
 
     demo.say("6. The report: one HTML file that opens offline")
     demo.kiln("monitor", "report", PIPELINE, "--html", str(report))
+    demo.kiln("alerts", "list")
     demo.kiln("status")
+    print(f"  the webhook received {len(receiver.received)} notification(s) in all")
     shutil.rmtree(labels_dir, ignore_errors=True)
     receiver.shutdown()
-
-
-def _drift_alert(message: dict[str, Any]) -> bool:
-    alert = message.get("kiln") or {}
-    return bool(alert.get("kind") == "drift" and alert.get("level") == "alert"
-                and alert.get("event") in ("opened", "escalated"))  # fmt: skip
 
 
 def retrain(demo: Demo, alert: dict[str, Any]) -> None:
@@ -281,9 +288,11 @@ def retrain(demo: Demo, alert: dict[str, Any]) -> None:
     until then the same run is started by hand."""
     helped = subprocess.run([sys.executable, "-m", "kiln.cli", "run", "--help"], env=demo.env,
                             capture_output=True, text=True, check=False).stdout  # fmt: skip
-    alert_id = alert.get("alert_id")
-    print(f"  alert {alert_id}: {alert.get('check')} {alert.get('value'):.3g} over"
-          f" {alert.get('threshold')} for {alert.get('streak')} windows")
+    alert_id = alert.get("id")
+    print(
+        f"  alert {alert_id}: {alert.get('check')} {alert.get('value'):.3g} over"
+        f" {alert.get('threshold')} for {alert.get('streak')} windows"
+    )
     if "--trigger" in helped and alert_id is not None:
         demo.kiln("run", CONFIG, "--trigger", "drift", "--alert", str(alert_id))
     else:
@@ -305,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         full = Path(tmp) / "all-of-2013.duckdb"
         build(full, None)  # the callers' side: where the traffic and the labels come from
-        traffic = {m: flights(full, m, n, args.every) for m, n in zip(MONTHS, MONTHS[1:])}
+        traffic = {m: flights(full, m, n, args.every) for m, n in itertools.pairwise(MONTHS)}
     warehouse = HERE / "warehouse.duckdb"
     try:
         story(demo, traffic, args.report.resolve())

@@ -241,7 +241,8 @@ def test_cli_refuses_a_bad_since_and_names_an_unknown_pipeline(
     bad = cli("--home", str(home), "monitor", "report", PIPELINE, "--html", str(out),
               "--since", "last tuesday", cwd=tmp_path)  # fmt: skip
     assert bad.returncode == 2 and "--since" in bad.stderr and "2013-07-01" in bad.stderr
-    unknown = cli("--home", str(home), "monitor", "report", "nope", "--html", str(out), cwd=tmp_path)
+    unknown = cli("--home", str(home), "monitor", "report", "nope", "--html", str(out),
+                  cwd=tmp_path)  # fmt: skip
     assert unknown.returncode == 6 and "no pipeline 'nope'" in unknown.stderr
     assert "kiln status" in unknown.stderr
     since = cli("--home", str(home), "monitor", "report", PIPELINE, "--html", str(out),
