@@ -168,6 +168,7 @@ def drift_heatmap(windows: list[StoredWindow]) -> go.Figure | None:
         cells.append((w, version, z, text))
     warn, alert = bands
     zmax = max(alert * 2, max((v for *_, z, _ in cells for r in z for v in r if v), default=0))
+    zmax = zmax or 1.0  # all zero, thresholds too
     first_w, first_v, first_z, first_text = cells[0]
     fig = go.Figure(
         go.Heatmap(
@@ -178,12 +179,7 @@ def drift_heatmap(windows: list[StoredWindow]) -> go.Figure | None:
             y=[_feature(f) for f in features],
             zmin=0,
             zmax=zmax,
-            colorscale=[
-                [0, "#e8f6ef"],
-                [warn / zmax, "#fdebd0"],
-                [alert / zmax, "#f1948a"],
-                [1, "#922b21"],
-            ],
+            colorscale=_scale(warn, alert, zmax),
             hovertemplate="%{y} x %{x}: %{z:.4f}<extra></extra>",
             xgap=2,
             ygap=2,
@@ -202,6 +198,18 @@ def drift_heatmap(windows: list[StoredWindow]) -> go.Figure | None:
     )  # fmt: skip
     fig.update_yaxes(autorange="reversed")
     return fig
+
+
+def _scale(warn: float, alert: float, zmax: float) -> list[list[Any]]:
+    """Green below warn, amber from warn, red from alert, darker up to the largest value;
+    stops at equal places (a warn equal to alert, a zero warn) are kept once."""
+    stops: list[list[Any]] = [[0.0, "#e8f6ef"]]
+    for at, color in ((warn / zmax, "#fdebd0"), (alert / zmax, "#f1948a"), (1.0, "#922b21")):
+        if stops[-1][0] < at <= 1.0:
+            stops.append([at, color])
+    if stops[-1][0] < 1.0:
+        stops.append([1.0, "#922b21"])
+    return stops
 
 
 def _heat_title(w: StoredWindow, version: int | None) -> str:

@@ -20,8 +20,9 @@ import pytest
 import sqlalchemy as sa
 
 from kiln.errors import NotFoundError
+from kiln.monitoring import charts
 from kiln.monitoring.findings import ALL, WindowResult
-from kiln.monitoring.history import load_history
+from kiln.monitoring.history import MonitorHistory, StoredWindow, load_history
 from kiln.monitoring.report import CHARTS, render_report, write_report
 from kiln.settings import Settings
 from kiln.stores import MetadataStore, open_stores
@@ -38,8 +39,13 @@ HOSTILE = "<img src=x onerror=\"document.title='pwned'\"></script><script>window
 
 
 @pytest.fixture(scope="module")
-def results() -> list[WindowResult]:
-    return windows(flights())
+def frame() -> Any:
+    return flights()
+
+
+@pytest.fixture(scope="module")
+def results(frame: Any) -> list[WindowResult]:
+    return windows(frame)
 
 
 def store_windows(
@@ -161,6 +167,23 @@ def test_page_embeds_plotly_once_escapes_data_and_references_nothing_outside(
     trace = next(tr for tr in figure["data"] if tr["name"] == "temp")
     assert trace["y"] == pytest.approx(temp)
     assert [s for s in figure["layout"]["annotations"] if s["text"] == "v2 serves"]
+
+
+def test_unjudged_cells_and_equal_thresholds_still_draw(frame: Any) -> None:
+    """Segments too thin to judge (every value None) are blank cells that say how many rows
+    they had; thresholds with warn equal to alert keep an increasing color scale."""
+    thin = windows(frame, min_rows=10**6)[:2]
+    stored = [
+        StoredWindow(r.start, r.end, 7 * 86400, r.end, r.rows, r.state, None, r) for r in thin
+    ]
+    heat = charts.drift_heatmap(stored)
+    assert heat is not None
+    cells = [c for row in heat.data[0].text for c in row]
+    assert cells and all(c.endswith(" rows") for c in cells)
+    assert all(v is None for row in heat.data[0].z for v in row)
+    assert charts._scale(0.2, 0.2, 0.4) == [[0.0, "#e8f6ef"], [0.5, "#fdebd0"], [1.0, "#922b21"]]
+    html = render_report(MonitorHistory(PIPELINE, stored, [], 7 * 86400))
+    assert html.count("plotly.js v") == 1 and "chart-heatmap" in html
 
 
 def _figure(html: str, div_id: str) -> dict[str, Any]:
