@@ -166,7 +166,7 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
     t = Table(title="pipelines", title_justify="left")
     for col in (
         "pipeline", "production", "age", "last run", "latest version", "gates", "canary",
-        "shadows", "blocked",
+        "shadows", "blocked", "monitoring",
     ):  # fmt: skip
         t.add_column(col)
     for r in rows:
@@ -195,5 +195,25 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
             r["canary"] or "-",
             ", ".join(f"v{v}" for v in r["shadows"]) or "-",
             ", ".join(f"v{v}" for v in r["blocked"]) or "-",
+            _monitoring(r.get("monitoring") or {}),
         )
     return t
+
+
+_MONITOR_STYLE = {"ok": "green", "warn": "yellow", "alert": "bold red", "no traffic": "dim"}
+
+
+def _monitoring(m: dict[str, Any]) -> str:
+    """``alert: temp in EWR (psi 0.41 >= 0.25)``: the latest window's state and its worst
+    feature and segment."""
+    state = str(m.get("state") or "not monitored yet")
+    text = f"[{_MONITOR_STYLE.get(state, 'dim')}]{state}[/]"
+    if not m.get("check"):
+        return text
+    what = m.get("feature") or m["check"]
+    if what == "__prediction__":
+        what = "prediction"
+    where = m.get("segment")
+    place = "" if where in (None, "__all__") else f" in {where}"
+    figure = f"{m.get('statistic') or ''} {_fmt(m.get('value'))}".strip()
+    return f"{text}: {escape(str(what))}{escape(place)} ({figure} >= {_fmt(m.get('threshold'))})"

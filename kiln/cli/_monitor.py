@@ -209,6 +209,8 @@ def _latest_stored(stores: Any, pipeline: str, length: timedelta) -> list[Window
 def _print_pass(
     name: str, cfg: PipelineConfig, monitor: Any, results: list[WindowResult], stored: bool
 ) -> None:
+    from kiln.monitoring.hook import change_line
+
     done = monitor.last
     for note in done.notes:
         out.print(Text(f"{name}: {note}"), highlight=False)
@@ -222,7 +224,7 @@ def _print_pass(
         for line in _lines(result):
             out.print(Text(f"  {line}"), highlight=False)
     for change in done.alert_changes:
-        out.print(Text(f"  alert: {getattr(change, 'message', change)}"), highlight=False)
+        out.print(Text(change_line(change)), highlight=False)
 
 
 def window_table(result: WindowResult) -> Table:

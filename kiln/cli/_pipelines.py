@@ -21,6 +21,7 @@ from kiln.config import json_schema, load_config
 from kiln.console import RichReporter, segment_table
 from kiln.errors import ConfigError, KilnError
 from kiln.runs.options import StopStep
+from kiln.stores.metadata.records import RunTrigger
 
 
 def validate(
@@ -90,8 +91,15 @@ def run(
         ),
     ] = False,
     trigger: Annotated[
-        str, typer.Option(hidden=True, help="What started the run: manual or schedule.")
+        str,
+        typer.Option(
+            help="What started the run: manual, schedule, or drift / performance (with --alert)."
+        ),
     ] = "manual",
+    alert: Annotated[
+        int | None,
+        typer.Option(help="The alert that started a drift or performance run (`kiln alerts`)."),
+    ] = None,
     experiment: Annotated[
         str | None,
         typer.Option(
@@ -126,14 +134,15 @@ def run(
     error's code (README: Exit codes) when the run failed."""
     from kiln.runs.options import RunOptions, check_experiment_name
     from kiln.runs.runner import Runner
-    from kiln.stores.metadata.records import RunTrigger
 
     if (file is None) == (resume is None):
         raise KilnError("give a kiln.yaml to run, or --resume RUN_ID", hint="kiln run kiln.yaml")
     _check_run_flags(resume, experiment, segment, step, from_run)
+    how = _trigger(trigger, alert)
     options = RunOptions(
         experiment=check_experiment_name(experiment) if experiment else None,
         segments=tuple(dict.fromkeys(segment or ())),
+        alert_id=alert,
     )
     loaded = load_config(file) if file is not None else None
     settings = _settings(ctx, executor=executor, max_workers=workers, ray_address=ray_address)
@@ -148,7 +157,6 @@ def run(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        how: RunTrigger = "schedule" if trigger == "schedule" else "manual"
         if step is not None:
             stopped = runner.run_steps(loaded, step, from_run=from_run)  # type: ignore[arg-type]
         elif resume:
@@ -192,6 +200,23 @@ def run(
         + ")"
     )  # fmt: skip
     show_released(result, releaser, gated=not skip_gates)
+
+
+def _trigger(trigger: str, alert: int | None) -> RunTrigger:
+    """The run's trigger; drift and performance name the alert that started them."""
+    triggers: dict[str, RunTrigger] = {
+        "manual": "manual", "schedule": "schedule", "drift": "drift", "performance": "performance",
+    }  # fmt: skip
+    how = triggers.get(trigger)
+    if how is None:
+        raise typer.BadParameter(
+            f"{trigger!r} is not one of {', '.join(triggers)}", param_hint="--trigger"
+        )
+    if (how in ("drift", "performance")) != (alert is not None):
+        raise typer.BadParameter(
+            "--trigger drift|performance and --alert ID go together", param_hint="--alert"
+        )
+    return how
 
 
 def _check_run_flags(
@@ -255,9 +280,10 @@ def runs_show(ctx: typer.Context, run_id: str) -> None:
         steps = uow.steps.for_run(run_id)
         tasks = uow.tasks.for_run(run_id)
         dead = dead_reason(r, uow.locks.get(r.pipeline))
+    by = f" by alert #{r.alert_id}" if r.alert_id else ""
     out.print(
         f"run [bold]{r.id}[/] of {r.pipeline}: {_status('interrupted' if dead else r.status)}"
-        f" (attempt {r.attempt}, {r.trigger}), data sha256:{(r.data_digest or '-')[:12]},"
+        f" (attempt {r.attempt}, {r.trigger}{by}), data sha256:{(r.data_digest or '-')[:12]},"
         f" code {r.code_revision or '-'}"
     )
     if dead:

@@ -119,29 +119,57 @@ def watch(
     pipeline: Annotated[str | None, typer.Argument(help="Only this pipeline.")] = None,
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
     every: Annotated[float, typer.Option(min=0.1, help="Seconds between passes.")] = 30.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Serve the monitoring gauges (Prometheus) here."),
+    ] = None,
 ) -> None:
     """Move live versions on: judge shadows whose period is over, promote or block canaries,
-    roll back a new production version whose error rate or p99 passes its threshold."""
+    roll back a new production version whose error rate or p99 passes its threshold; then
+    monitor each pipeline's closed windows (drift, live metric, latency, errors, alerts)."""
     import time
 
+    from kiln.monitoring.hook import MonitorHook, refresh_gauges, serve_gauges
     from kiln.release.controller import Release
 
     settings = _settings(ctx)
     stores = _stores(ctx)
     signal.signal(signal.SIGTERM, _sigterm)
     release = Release(settings, stores)
+    hook = MonitorHook(settings, stores)
+    if metrics_port is not None and not serve_gauges(metrics_port):
+        out.print("--metrics-port: this build has no monitoring gauges; not served")
     try:
         while True:
             events = release.tick(pipeline) if pipeline else release.tick_all()
             for event in events:
                 out.print(Text(event.message), highlight=False)
+            said = _monitor_all(stores, hook, pipeline)
+            if metrics_port is not None:
+                refresh_gauges(stores)
             if once:
-                if not events:
+                if not events and not said:
                     out.print("nothing to do")
                 return
             time.sleep(every)
     finally:
         stores.close()
+
+
+def _monitor_all(stores: Any, hook: Any, pipeline: str | None) -> bool:
+    """One monitor pass per pipeline (each failure is logged, never stops the loop); whether
+    anything was said."""
+    if pipeline is not None:
+        names = [pipeline]
+    else:
+        with stores.metadata.read() as uow:
+            names = [p.name for p in uow.pipelines.list()]
+    said = False
+    for name in names:
+        for line in hook(name):
+            out.print(Text(f"{name}: {line}"), highlight=False)
+            said = True
+    return said
 
 
 def status(ctx: typer.Context) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -32,23 +34,20 @@ def scheduler(
     retry_delay: Annotated[
         float, typer.Option(min=0, help="Seconds before the first retry (doubled each time).")
     ] = 60.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Serve the monitoring gauges (Prometheus) here."),
+    ] = None,
 ) -> None:
     """Run every kiln.yaml under --dir on its cron (its schedule: section), until stopped.
     A new or changed kiln.yaml is picked up without a restart; many schedulers may share one
     database (each firing runs once)."""
-    import logging
-
     from kiln.scheduler import Scheduler
 
     settings = _settings(ctx)
     stores = _stores(ctx, upgrade=True)
     try:
-        try:  # wired to the release controller
-            from kiln.release.controller import Release
-
-            after_tick: Any = Release(settings, stores).tick
-        except ImportError:
-            after_tick = None
+        after_tick = _after_tick(settings, stores, folder, metrics_port)
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
         logger = logging.getLogger("kiln.scheduler")
@@ -66,6 +65,44 @@ def scheduler(
     finally:
         stores.close()
     _scheduler_summary(summary)
+
+
+def _after_tick(
+    settings: Any, stores: Any, folder: Path, metrics_port: int | None
+) -> Callable[[str], list[Any]]:
+    """What every pass does for each scheduled pipeline after claiming its firings: the
+    release tick, then the monitor pass (with the pipeline's kiln.yaml from --dir) and the due
+    notifications, then the gauges. A failing monitor is logged; the release loop goes on."""
+    from kiln.monitoring.hook import MonitorHook, refresh_gauges, serve_gauges
+    from kiln.release.controller import Release
+    from kiln.scheduler import Folder
+
+    release = Release(settings, stores)
+    configs = Folder(folder)
+
+    def config_of(name: str) -> Any:
+        scan = configs.scan()
+        found = scan.scheduled.get(name) or scan.unscheduled.get(name)
+        return None if found is None else found.loaded.config
+
+    hook = MonitorHook(settings, stores, configs=config_of)
+    if metrics_port is not None and not serve_gauges(metrics_port):
+        logging.getLogger("kiln.scheduler").warning(
+            "--metrics-port: this build has no monitoring gauges; not served"
+        )
+
+    def after_tick(name: str) -> list[Any]:
+        try:
+            events: list[Any] = list(release.tick(name))
+        except KilnError as e:  # logged; the monitor of the pipeline still runs
+            logging.getLogger("kiln.scheduler").error("release tick of %r failed: %s", name, e)
+            events = []
+        events += hook(name)
+        if metrics_port is not None:
+            refresh_gauges(stores)
+        return events
+
+    return after_tick
 
 
 def _pipeline_passes(passes: list[PipelinePass]) -> None:

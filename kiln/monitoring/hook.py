@@ -18,11 +18,12 @@ from kiln.config.loader import LoadedConfig, parse_config
 from kiln.config.models import PipelineConfig
 from kiln.errors import KilnError
 from kiln.monitoring._parts import part
+from kiln.monitoring.alerts import AlertChange
 from kiln.monitoring.monitor import Monitor
 from kiln.settings import Settings
 from kiln.stores import Stores
 
-__all__ = ["MonitorHook", "production_config", "refresh_gauges", "serve_gauges"]
+__all__ = ["MonitorHook", "change_line", "production_config", "refresh_gauges", "serve_gauges"]
 
 log = logging.getLogger("kiln.monitor")
 
@@ -81,12 +82,22 @@ class MonitorHook:
             + (f" (worst: {r.worst.message})" if r.worst is not None else "")
             for r in results
         ]
-        lines += [str(getattr(c, "message", c)) for c in done.alert_changes]
-        lines += done.notes
-        delivered = self.monitor.deliver(cfg, now)
-        if delivered is not None and str(delivered):
-            lines.append(f"notifications: {delivered}")
+        lines += [change_line(c) for c in done.alert_changes if c.kind != "still_open"]
+        if results:  # "no captures yet" on every pass of a loop is noise
+            lines += done.notes
+        sent = self.monitor.deliver(cfg, now)
+        if sent.attempted:
+            lines.append(
+                f"notifications: {len(sent.delivered)} delivered, {len(sent.failed)} failed"
+                " (kept and retried on a later pass)"
+            )
         return lines
+
+
+def change_line(change: AlertChange) -> str:
+    """One line for an alert episode that changed in a window."""
+    a = change.alert
+    return f"alert #{a.id} {change.kind}: {a.check} ({a.level}, streak {a.streak}): {a.message}"
 
 
 def serve_gauges(port: int) -> bool:

@@ -27,7 +27,8 @@ import orjson
 
 from kiln.config.models import PipelineConfig
 from kiln.errors import IntegrityError
-from kiln.monitoring._parts import part
+from kiln.monitoring.alerts import AlertChange, update_alerts
+from kiln.monitoring.drift import no_reference_note, window_drift
 from kiln.monitoring.findings import Finding, WindowResult
 from kiln.monitoring.judge import (
     drift_findings,
@@ -35,14 +36,16 @@ from kiln.monitoring.judge import (
     performance_findings,
     worst_per_check,
 )
-from kiln.monitoring.labels_seen import labels_received_since
 from kiln.monitoring.latency import window_latency
+from kiln.monitoring.notify import DeliveryReport, channel_key, deliver_due
+from kiln.monitoring.performance import unknown_labels, window_performance
 from kiln.settings import Settings
 from kiln.stores import Stores
 from kiln.stores.capture import CaptureWindow, open_window
+from kiln.stores.labels import LabelStore
 from kiln.stores.metadata.store import UnitOfWork
 
-__all__ = ["MAX_WINDOWS", "Monitor", "MonitorPass", "align", "channel_keys"]
+__all__ = ["MAX_WINDOWS", "Monitor", "MonitorPass", "align"]
 
 log = logging.getLogger("kiln.monitor")
 
@@ -67,7 +70,7 @@ class MonitorPass:
     recomputed: int = 0
     already_stored: int = 0
     """Windows another monitor stored first (taken from the database, not handed to alerts)."""
-    alert_changes: list[Any] = field(default_factory=list)
+    alert_changes: list[AlertChange] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -79,6 +82,8 @@ class Monitor:
         self.stores = stores
         self.last = MonitorPass()
         self._manifests: dict[tuple[str, int], dict[str, Any] | None] = {}
+        self.labels = LabelStore(self.capture_root)
+        self._unknown: int | None = None
 
     @property
     def capture_root(self) -> str:
@@ -97,6 +102,7 @@ class Monitor:
         results, oldest first. :attr:`last` says what the pass did."""
         now = now or datetime.now(UTC)
         self.last = done = MonitorPass()
+        self._unknown = None
         if not cfg.monitor.enabled:
             done.notes.append(f"monitoring of {pipeline} is off (monitor.enabled: false)")
             return []
@@ -186,7 +192,7 @@ class Monitor:
             result.versions = _versions(w)
             manifests = self._manifests_of(pipeline, result.versions, result.notes)
             self._drift(w, cfg, manifests, result)
-            self._performance(w, cfg, manifests, result)
+            self._performance(w, pipeline, cfg, manifests, result)
             result.latency = window_latency(w)
         result.findings = self._findings(result, cfg)
         return result
@@ -198,44 +204,35 @@ class Monitor:
         manifests: dict[int, dict[str, Any]],
         result: WindowResult,
     ) -> None:
-        references = {v: m["reference"] for v, m in manifests.items() if m.get("reference")}
-        for v in sorted(set(manifests) - set(references)):
-            result.notes.append(
-                f"version {v} has no training reference: its drift is not judged;"
-                " re-run the pipeline to record one"
-            )
-        window_drift = part("kiln.monitoring.drift", "window_drift")
-        if window_drift is None:
-            result.notes.append("drift not computed: kiln.monitoring.drift is not in this build")
-            return
-        if not references:
-            return
+        references = {v: m.get("reference") for v, m in manifests.items()}
         report = window_drift(w, references, cfg.monitor)
         result.drift = list(report.features)
         result.traffic = list(report.traffic)
+        result.notes += [no_reference_note(v) for v in report.no_reference]
 
     def _performance(
         self,
         w: CaptureWindow,
+        pipeline: str,
         cfg: PipelineConfig,
         manifests: dict[int, dict[str, Any]],
         result: WindowResult,
     ) -> None:
-        window_performance = part("kiln.monitoring.performance", "window_performance")
-        label_store = part("kiln.stores.labels", "LabelStore")
-        if window_performance is None or label_store is None:
-            result.notes.append(
-                "live performance not computed: kiln.monitoring.performance is not in this build"
-            )
-            return
         if not manifests:
             return
         classes = next((m.get("classes") for m in manifests.values() if m.get("classes")), None)
         rows, counts = window_performance(
-            w, label_store(self.capture_root), manifests, cfg.target.task, cfg.monitor, classes
-        )
+            w, self.labels, manifests, cfg.target.task, cfg.monitor,
+            classes=classes, unknown=self._unknown_labels(pipeline, cfg),
+        )  # fmt: skip
         result.performance = list(rows)
         result.labels = counts
+
+    def _unknown_labels(self, pipeline: str, cfg: PipelineConfig) -> int:
+        """Labels whose key no capture carries: counted once per pass over every capture."""
+        if self._unknown is None:
+            self._unknown = unknown_labels(self.capture_root, self.labels, pipeline, cfg.monitor)
+        return self._unknown
 
     def _findings(self, result: WindowResult, cfg: PipelineConfig) -> list[Finding]:
         found = drift_findings(result.drift)
@@ -271,14 +268,9 @@ class Monitor:
         findings: Sequence[Finding],
         now: datetime,
     ) -> None:
-        update_alerts = part("kiln.monitoring.alerts", "update_alerts")
-        if update_alerts is None:
-            if findings and not any("alerts" in n for n in self.last.notes):
-                self.last.notes.append("alerts not updated: kiln.monitoring.alerts is not here")
-            return
         changes = update_alerts(
             uow, pipeline, result.start, result.end, list(findings), cfg.monitor.consecutive,
-            channel_keys(cfg), now,
+            [channel_key(c) for c in cfg.monitor.channels], now,
         )  # fmt: skip
         self.last.alert_changes.extend(changes)
 
@@ -294,7 +286,7 @@ class Monitor:
         their live performance again, the row updated, the new findings handed to alerts."""
         seconds = int(length.total_seconds())
         horizon = align(now - cfg.monitor.labels.max_age - length, length)
-        received = labels_received_since(self.capture_root, pipeline, horizon)
+        received = _labels_received_since(self.labels, pipeline, horizon)
         if received is None:
             return []
         with self.stores.metadata.read() as uow:
@@ -308,7 +300,7 @@ class Monitor:
             with open_window(self.capture_root, pipeline, start=old.start, end=old.end) as w:
                 fresh = replace(old, notes=[n for n in old.notes if "performance" not in n])
                 manifests = self._manifests_of(pipeline, old.versions, [])
-                self._performance(w, cfg, manifests, fresh)
+                self._performance(w, pipeline, cfg, manifests, fresh)
             fresh.findings = worst_per_check(
                 [f for f in old.findings if f.kind != "performance"]
                 + performance_findings(fresh.performance, cfg.monitor)
@@ -364,11 +356,9 @@ class Monitor:
         return manifest
 
     # -- notifications ------------------------------------------------------------------------
-    def deliver(self, cfg: PipelineConfig, now: datetime | None = None) -> Any:
-        """Send the notifications that are due (the outbox); None when notify is not here."""
-        deliver_due = part("kiln.monitoring.notify", "deliver_due")
-        if deliver_due is None:
-            return None
+    def deliver(self, cfg: PipelineConfig, now: datetime | None = None) -> DeliveryReport:
+        """Send the notifications of ``cfg``'s channels that are due (the outbox); a channel
+        that fails keeps its notifications for a later pass."""
         return deliver_due(
             self.stores.metadata.unit_of_work, list(cfg.monitor.channels), now or datetime.now(UTC)
         )
@@ -379,15 +369,15 @@ def _versions(w: CaptureWindow) -> list[int]:
     return [int(v) for v in table.column("version").to_pylist()]
 
 
-def channel_keys(cfg: PipelineConfig) -> list[str]:
-    """The key of each alert channel: ``log``, or a webhook's URL without credentials, query or
-    fragment (so a token in a URL never lands in the database)."""
-    keys = []
-    for channel in cfg.monitor.channels:
-        if channel.type == "log":
-            keys.append("log")
+def _labels_received_since(labels: LabelStore, pipeline: str, since: datetime) -> datetime | None:
+    """When the newest label file of ``pipeline`` arrived, if after ``since``: a label file is
+    named ``<received ms>-<uuid>.parquet``, so one listing answers without reading a file."""
+    newest: datetime | None = None
+    for path in labels.files(pipeline):
+        head = path.rsplit("/", 1)[-1].split("-", 1)[0]
+        if not head.isdigit():
             continue
-        url = channel.url
-        port = f":{url.port}" if url.port else ""
-        keys.append(f"{url.scheme}://{url.host}{port}{url.path or ''}")
-    return keys
+        at = datetime.fromtimestamp(int(head) / 1000, tz=UTC)
+        if at > since and (newest is None or at > newest):
+            newest = at
+    return newest

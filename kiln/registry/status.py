@@ -1,5 +1,6 @@
-"""What `kiln status` shows: every pipeline's production version, last run, gates and the
-versions waiting (shadow, canary) or refused (blocked), read in one unit of work."""
+"""What `kiln status` shows: every pipeline's production version, last run, gates, the
+versions waiting (shadow, canary) or refused (blocked), and its monitoring state (the latest
+stored monitor window), read in one unit of work."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from kiln.registry.liveness import shown_status, ungated_versions
 from kiln.stores import MetadataStore
+from kiln.stores.metadata.windows import WindowRecord
 
 __all__ = ["pipeline_status"]
 
@@ -51,6 +53,26 @@ def pipeline_status(metadata: MetadataStore, now: datetime | None = None) -> lis
                     "shadows": [v.version for v in versions if v.stage == "shadow"],
                     "blocked": [v.version for v in versions if v.stage == "blocked"],
                     "never_gated": [u.advice() for u in ungated],
+                    "monitoring": _monitoring(uow.windows.latest(pipeline.name)),
                 }
             )
     return rows
+
+
+def _monitoring(window: WindowRecord | None) -> dict[str, Any]:
+    """The state of the latest monitor window (``ok``, ``warn``, ``alert``, ``no traffic``, or
+    ``not monitored yet``) with its worst finding's check, feature, segment and figures."""
+    if window is None:
+        return {"state": "not monitored yet"}
+    found: dict[str, Any] = {
+        "state": "no traffic" if window.state == "no_traffic" else window.state,
+        "window_start": window.window_start.isoformat(),
+        "window_end": window.window_end.isoformat(),
+    }
+    worst = next(
+        (f for f in window.summary.get("findings", []) if f.get("check") == window.worst), None
+    )
+    if worst is not None:
+        found |= {k: worst.get(k) for k in ("check", "feature", "segment", "value", "threshold")}
+        found["statistic"] = (worst.get("details") or {}).get("statistic")
+    return found

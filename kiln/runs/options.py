@@ -65,6 +65,8 @@ class RunOptions:
     """With ``stop_after`` check or train: reuse this run's data snapshot."""
     force: bool = False
     """Train and register even when data, config and code are identical to production's."""
+    alert_id: int | None = None
+    """The alert that started this run (``--trigger drift|performance --alert ID``)."""
 
     def to_details(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items() if v}

@@ -131,7 +131,7 @@ class Runner:
         try:
             executor.warm_up()  # workers import the model libraries while this process checks
             check_importable(loaded)
-            run_id = self._start(loaded, trigger)
+            run_id = self._start(loaded, trigger, options.alert_id)
         except BaseException:
             executor.close(cancel=True)
             raise
@@ -139,7 +139,7 @@ class Runner:
             loaded, run_id, data_digest=data_digest, executor=executor, options=options, base=base,
         )  # fmt: skip
 
-    def _start(self, loaded: LoadedConfig, trigger: RunTrigger) -> str:
+    def _start(self, loaded: LoadedConfig, trigger: RunTrigger, alert_id: int | None) -> str:
         cfg = loaded.config
         host, pid = host_and_pid()
         with self.stores.metadata.unit_of_work() as uow:
@@ -153,6 +153,7 @@ class Runner:
                 host=host,
                 pid=pid,
                 code_revision=code_revision(loaded.base_dir),
+                alert_id=alert_id,
             )
             previous = uow.locks.acquire(cfg.name, run.id, host, pid, LOCK_STALE_AFTER)
             if previous and previous != run.id:

@@ -75,13 +75,21 @@ class Attempt:
     code: int | None = None
 
     @classmethod
-    def start(cls, fire: FireRecord, path: Path, env: dict[str, str], logs: Path) -> Attempt:
+    def start(
+        cls,
+        fire: FireRecord,
+        path: Path,
+        env: dict[str, str],
+        logs: Path,
+        args: tuple[str, ...] = ("--trigger", "schedule"),
+    ) -> Attempt:
+        """Start `kiln run PATH` with ``args`` (a cron firing: ``--trigger schedule``)."""
         stem = f"fire-{fire.id}-attempt-{fire.attempt}"
         stdout = (logs / f"{stem}.out").open("wb")
         stderr = (logs / f"{stem}.err").open("wb")
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "kiln.cli", "run", str(path), "--trigger", "schedule"],
+                [sys.executable, "-m", "kiln.cli", "run", str(path), *args],
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,

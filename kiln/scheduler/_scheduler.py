@@ -9,6 +9,7 @@ overlap, whoever started them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import signal
@@ -29,6 +30,7 @@ from kiln.runs.reporting import host_and_pid
 from kiln.scheduler._child import Attempt, child_env, explain_exit
 from kiln.scheduler._claims import STALE_AFTER, Claims, Outcome, utcnow, when
 from kiln.scheduler._folder import Folder, Pipeline, Scan
+from kiln.scheduler._retrain import claim_retrains, retrain_args
 from kiln.scheduler._summary import PipelinePass, pipeline_pass
 from kiln.settings import Settings
 from kiln.stores import Stores, open_stores
@@ -102,6 +104,8 @@ class Scheduler(Claims):
         self._once = False
         self._pending: set[int] = set()  # firings run_once left waiting for a retry
         self._outcomes: list[Outcome] = []
+        self._run_args: dict[int, tuple[str, ...]] = {}
+        """The `kiln run` options of firings that are no cron firing (a retraining)."""
         self._stop = threading.Event()
         self._signals = 0
         self._logs: Path | None = None
@@ -142,6 +146,10 @@ class Scheduler(Claims):
             self._shutdown()
             if not self._stop.is_set():
                 self._tick(scan)
+                while not self._stop.is_set() and self._attempts:  # retrainings it started
+                    self._stop.wait(_WAKE_SECONDS)
+                    self._guarded(self._attend)
+                self._shutdown()
             return Summary(
                 scheduled=sorted(scan.scheduled),
                 unscheduled=sorted(scan.unscheduled),
@@ -270,6 +278,37 @@ class Scheduler(Claims):
                 for item in result:  # the release controller's events, or plain lines
                     line = item.message if isinstance(item, ReleaseEvent) else item
                     log.info("%s: %s", name, line)
+            self._guarded(functools.partial(self._retrain, scan.scheduled[name]))
+
+    def _retrain(self, pipeline: Pipeline) -> None:
+        """Start the retraining an alert of the pipeline asks for (``monitor.retrain``), when
+        this scheduler wins its claim (:mod:`kiln.scheduler._retrain`)."""
+        policy = pipeline.loaded.config.monitor.retrain
+        if not policy.on or not self._free(pipeline.name):
+            return
+        with self._uow() as uow:
+            claims = claim_retrains(
+                uow, pipeline.name, policy, str(pipeline.path), self.name, self.clock()
+            )
+        for claim in claims:
+            if claim.fire is None:
+                log.warning("%s: %s", pipeline.name, claim.skipped)
+                self._outcomes.append(
+                    Outcome(
+                        pipeline.name,
+                        claim.alert.opened_at or self.clock(),
+                        1,
+                        "skipped",
+                        error=claim.skipped,
+                    )
+                )
+                continue
+            self._run_args[claim.fire.id] = retrain_args(claim.alert)
+            log.info(
+                "%s: alert #%d (%s) opened: retraining with `kiln run --trigger %s`",
+                pipeline.name, claim.alert.id, claim.alert.check, claim.alert.kind,
+            )  # fmt: skip
+            self._start(claim.fire, pipeline)
 
     def _guarded(self, step: Callable[[], Any]) -> Any:
         """Run ``step``; an error (the database is away, the folder was removed) is logged and
@@ -380,7 +419,8 @@ class Scheduler(Claims):
     def _start(self, fire: FireRecord, pipeline: Pipeline) -> None:
         logs = self._logs or Path(tempfile.gettempdir())
         try:
-            attempt = Attempt.start(fire, pipeline.path, child_env(self.settings), logs)
+            args = self._run_args.get(fire.id, ("--trigger", "schedule"))
+            attempt = Attempt.start(fire, pipeline.path, child_env(self.settings), logs, args)
         except OSError as e:
             with self._uow() as uow:
                 uow.fires.finish(

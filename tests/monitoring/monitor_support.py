@@ -3,7 +3,7 @@ server captures them (event time = the flight's scheduled hour): what monitor te
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +48,12 @@ def serve(
     *,
     failing: set[int] | None = None,
     writer_id: str = "t",
-) -> None:
+    shift: timedelta = timedelta(0),
+) -> list[float | None]:
     """Capture ``rows`` as answered by ``version`` (its real predictions), event time = the
     flight's hour (naive local time in the warehouse, taken as UTC here), served now; the
-    rows in ``failing`` as 500s with no answer."""
+    rows in ``failing`` as 500s with no answer; ``shift`` moves the event times (to recent
+    days, for the loops that monitor up to now)."""
     failing = failing or set()
     features = version.features
     inputs = [{k: r[k] for k in features} for r in rows]
@@ -64,7 +66,7 @@ def serve(
                 CaptureRecord(
                     request_id=str(row["flight_id"]),
                     ts=now,
-                    event_ts=row["time_hour"].to_pydatetime().replace(tzinfo=UTC),
+                    event_ts=row["time_hour"].to_pydatetime().replace(tzinfo=UTC) + shift,
                     pipeline=version.pipeline,
                     version=version.number,
                     stage="production",
@@ -78,3 +80,4 @@ def serve(
                     status=500 if bad else 200,
                 )
             )
+    return [None if i in failing else float(v) for i, v in enumerate(answer.values)]

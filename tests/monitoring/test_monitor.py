@@ -8,6 +8,8 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from kiln.monitoring import monitor as monitor_module
@@ -15,6 +17,7 @@ from kiln.monitoring.findings import ALL, WindowResult
 from kiln.monitoring.monitor import Monitor, align
 from kiln.settings import Settings
 from kiln.stores import Stores
+from kiln.stores.labels import LabelStore
 from tests.monitoring.monitor_support import P, flights, production, serve
 
 JULY = datetime(2013, 7, 1, tzinfo=UTC)
@@ -40,7 +43,7 @@ def test_a_monitor_pass_over_real_flights(
     day_of = [r["time_hour"].date() for r in served]
     on_july_2 = [i for i, d in enumerate(day_of) if d == date(2013, 7, 2)]
     failing = set(on_july_2[::10])  # one in ten of July 2 answered 500: over the 5% alert
-    serve(settings, version, served, failing=failing)
+    answers = serve(settings, version, served, failing=failing)
     per_day = Counter(day_of)
 
     monitor = Monitor(settings, stores)
@@ -65,6 +68,21 @@ def test_a_monitor_pass_over_real_flights(
     assert {r.segment for r in july_2.latency} == {"EWR", "JFK", "LGA", ALL}
     july_1 = results[0]
     assert next(f for f in july_1.findings if f.check == "errors").level == "ok"
+    # July's weather against January-February's: the temperature drifts in every window
+    for r in (july_1, july_2):
+        temp = next(f for f in r.findings if f.check == "drift:temp:__all__")
+        assert temp.level == "alert" and temp.value is not None and temp.value > 0.25
+        assert not any("not computed" in n for n in r.notes)
+    # two windows in a row (monitor.consecutive 2) open the episode once, notified by the log
+    opened = [c.alert.check for c in monitor.last.alert_changes if c.kind == "opened"]
+    assert opened.count("drift:temp:__all__") == 1
+    assert "errors" not in opened  # one window over the threshold: pending, then dropped
+    with stores.metadata.read() as uow:
+        live = {a.check: a.status for a in uow.alerts.list(P, status=["open"])}
+    assert live.get("drift:temp:__all__") == "open"
+    sent = monitor.deliver(cfg, JULY + timedelta(days=5, hours=12))
+    assert len(sent.delivered) >= 1 and not sent.failed
+    assert monitor.deliver(cfg, JULY + timedelta(days=5, hours=12)).attempted == 0  # once
 
     with stores.metadata.read() as uow:
         stored = uow.windows.list(P)
@@ -77,6 +95,35 @@ def test_a_monitor_pass_over_real_flights(
     # stored windows are not computed again, with or without --since
     assert monitor.run(P, cfg, now=JULY + timedelta(days=5, hours=23)) == []
     assert monitor.run(P, cfg, now=JULY + timedelta(days=5, hours=23), since=JULY) == []
+    # labels of July 1 arrive later: that window's live MAE is recomputed, its row updated
+    labelled = [
+        i for i, r in enumerate(served)
+        if day_of[i] == date(2013, 7, 1) and r["arr_delay"] is not None and answers[i] is not None
+    ]  # fmt: skip
+    LabelStore(settings.artifact_root).add(
+        P,
+        pa.table({
+            "key": [str(served[i]["flight_id"]) for i in labelled],
+            "label": [float(served[i]["arr_delay"]) for i in labelled],
+        }),
+    )  # fmt: skip
+    recomputed = monitor.run(P, cfg, now=JULY + timedelta(days=5, hours=23))
+    # every window with traffic computed before the labels arrived (July 4 had none)
+    assert [r.start for r in recomputed] == [JULY + timedelta(days=i) for i in (0, 1, 2, 4)]
+    assert (monitor.last.recomputed, monitor.last.computed) == (4, 0)
+    again = recomputed[0]
+    live = next(p for p in again.performance if p.segment == ALL)
+    truth = np.array([served[i]["arr_delay"] for i in labelled], dtype=float)
+    predicted = np.array([answers[i] for i in labelled], dtype=float)
+    assert live.labelled == len(labelled) and live.metric == "mae"
+    assert live.value == pytest.approx(np.mean(np.abs(truth - predicted)))
+    assert any(f.check == "performance:mae:__all__" for f in again.findings)
+    with stores.metadata.read() as uow:
+        days_stored = uow.windows.list(P)
+    assert len(days_stored) == 5 and days_stored[0].id == stored[0].id
+    assert WindowResult.from_dict(days_stored[0].summary).performance == again.performance
+    assert monitor.run(P, cfg, now=JULY + timedelta(days=5, hours=23)) == []  # once only
+
     # the next closed window (no traffic), and a corrupt capture file named and skipped
     folder = next((Path(settings.artifact_root) / "captures" / f"pipeline={P}").iterdir())
     bad = folder / "zz-corrupt.parquet"

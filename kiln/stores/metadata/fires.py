@@ -194,6 +194,21 @@ class FireRepository(Repository):
         else:  # the first statement starts the (BEGIN IMMEDIATE) transaction
             self._session.execute(sa.text("SELECT 1"))
 
+    def retrains_since(self, pipeline: str, since: datetime) -> builtins.list[FireRecord]:
+        """The pipeline's retraining firings (those due at an alert's ``opened_at``: a
+        retraining started by an alert is claimed under that key) due since ``since`` and not
+        skipped, oldest first."""
+        check_aware("since", since)
+        c, a = self._table.c, t.table_of(t.Alert).c
+        opened = sa.select(a.opened_at).where(a.pipeline == pipeline, a.opened_at.is_not(None))
+        return self._select(
+            (c.pipeline == pipeline)
+            & (c.status != "skipped")
+            & (c.due_at >= since)
+            & c.due_at.in_(opened),
+            c.due_at,
+        )
+
     def running(self, pipeline: str) -> builtins.list[FireRecord]:
         """The pipeline's firings that are ``running`` now, oldest first."""
         c = self._table.c
