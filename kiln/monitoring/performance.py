@@ -61,11 +61,13 @@ def window_performance(
     ``manifests`` maps each version to its package manifest (its primary metric, holdout
     metrics and ``classes``); a version without one is shown with no reference (unjudged).
     ``classes`` is used for versions whose manifest names none. ``unknown`` is the pass's count
-    of labels matching no capture (:func:`unknown_labels`), carried into the counts.
+    of labels matching no capture (:func:`unknown_labels`), carried into the counts. A corrupt
+    label file is left out and added to ``window.skipped`` with its error.
     """
     if window.empty:
         return [], LabelCounts(unknown=unknown)
-    files = labels.files(window.pipeline)
+    files, corrupt = labels.readable(window.pipeline)
+    window.skipped.update(corrupt)  # named with the window's corrupt capture files
     key = _key_sql(window, cfg.labels.key)
     answered = (
         f"SELECT request_id, version, segment, prediction, probabilities, ts, {key} AS k"
@@ -83,7 +85,7 @@ def window_performance(
             f"WITH a AS ({answered}), l AS ({labels.latest_sql('label_files')})"
             " SELECT a.version, a.segment, a.prediction, a.probabilities,"
             " CAST(l.label AS VARCHAR) AS label_text, TRY_CAST(l.label AS DOUBLE) AS label_num,"
-            " l.sent FROM a JOIN l ON l.key = a.k"
+            f" l.sent FROM a JOIN l ON {_same_key('a.k', 'l.key', cfg.labels.key)}"
             " AND a.ts >= l.received_at - to_seconds($max_age)"
             " ORDER BY a.version, a.segment, a.request_id, a.ts",  # the same sums every time
             {"label_files": files, "max_age": cfg.labels.max_age.total_seconds()},
@@ -98,19 +100,25 @@ def unknown_labels(root_url: str, labels: LabelStore, pipeline: str, cfg: Monito
     a label is unknown only when no request ever carried its key here (the request may have been
     captured by another server's store, which is why such labels are kept).
     """
-    files = labels.files(pipeline)
+    files, _ = labels.readable(pipeline)
     if not files:
         return 0
     start, end = _ALL_TIME
     with open_window(
         root_url, pipeline, start=start, end=end, stages=("production", "canary", "shadow")
     ) as everything:
-        if everything.empty:
-            return len(labels.read(pipeline))
+        if everything.empty:  # no capture at all: every labelled key is unknown
+            with labels.connect() as con:
+                rows = con.sql(
+                    f"SELECT count(*) FROM ({labels.keys_sql('label_files')})",
+                    params={"label_files": files},
+                ).fetchall()
+            return int(rows[0][0])
         key = _key_sql(everything, cfg.labels.key)
         found = everything.query(
-            f"SELECT count(*) AS n FROM ({labels.latest_sql('label_files')}) l"
-            f" WHERE NOT EXISTS (SELECT 1 FROM captures WHERE {key} = l.key)",
+            f"SELECT count(*) AS n FROM ({labels.keys_sql('label_files')}) l"
+            f" ANTI JOIN (SELECT DISTINCT {key} AS k FROM captures) c"
+            f" ON {_same_key('c.k', 'l.key', cfg.labels.key)}",
             {"label_files": files},
         )
     return int(found.column("n")[0].as_py())
@@ -138,12 +146,22 @@ def _number(value: Any) -> float | None:
 
 
 def _key_sql(window: CaptureWindow, key: str) -> str:
-    """The request's key: its id, or the key feature's value as text (a number as DuckDB
-    prints a DOUBLE, on both sides, so that 123 and 123.0 match)."""
+    """The request's key: its id, or the key feature's value as text (see :func:`_same_key`)."""
     if key == REQUEST_ID:
         return REQUEST_ID
-    text = window.feature_sql(key, numeric=False)
-    return f"COALESCE(CAST(TRY_CAST({text} AS DOUBLE) AS VARCHAR), {text})"
+    return window.feature_sql(key, numeric=False)
+
+
+def _same_key(capture_key: str, label_key: str, key: str) -> str:
+    """SQL: the capture's key equals the label's. A key feature's number is compared as DuckDB
+    prints it as a DOUBLE on both sides, so that a label file's 123 matches a request's 123.0."""
+    if key == REQUEST_ID:
+        return f"{capture_key} = {label_key}"
+
+    def text(expr: str) -> str:
+        return f"COALESCE(CAST(TRY_CAST({expr} AS DOUBLE) AS VARCHAR), {expr})"
+
+    return f"{text(capture_key)} = {text(label_key)}"
 
 
 def _score(
@@ -176,13 +194,13 @@ def _score(
         unusable += bad
         labelled_total += len(y)
         duplicates += int(np.sum(sent - 1)) if len(sent) else 0
-        groups: list[tuple[str, np.ndarray]] = [(ALL, np.ones(len(y), dtype=bool))]
+        spans = _spans(segments)  # the rows are sorted by segment: one slice each
         names = sorted(s for (v, s) in requests if v == version and s not in (ALL, None))
-        groups += [(s, segments == s) for s in names]
-        for segment, mask in groups:
-            value = score([primary], y[mask], p[mask])[primary] if mask.any() else None
+        groups = [(ALL, slice(None)), *((s, spans.get(s, slice(0, 0))) for s in names)]
+        for segment, span in groups:
+            n = len(y[span])
+            value = score([primary], y[span], p[span])[primary] if n else None
             reference = reference_metric(manifest, segment) if manifest else None
-            n = int(mask.sum())
             change, level = _judge(primary, value, reference, n, cfg)
             rows.append(
                 PerformanceRow(
@@ -213,14 +231,17 @@ def _default_metric(task: str) -> str:
 
 def _split(table: pa.Table, column: str) -> dict[int, pa.Table]:
     """The table's rows per value of ``column`` (it is sorted by it)."""
-    values = table.column(column).to_numpy()
+    spans = _spans(table.column(column).to_numpy())
+    return {int(v): table.slice(s.start, s.stop - s.start) for v, s in spans.items()}
+
+
+def _spans(values: np.ndarray) -> dict[Any, slice]:
+    """The slice of each value of sorted ``values`` (a vectorized pass, not a loop per row)."""
     if len(values) == 0:
         return {}
     starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
     ends = np.r_[starts[1:], len(values)]
-    return {
-        int(values[s]): table.slice(int(s), int(e - s)) for s, e in zip(starts, ends, strict=True)
-    }
+    return {values[s]: slice(int(s), int(e)) for s, e in zip(starts, ends, strict=True)}
 
 
 def _arrays(
