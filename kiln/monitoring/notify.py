@@ -79,11 +79,17 @@ def notifier_for(channel: LogChannel | WebhookChannel) -> Notifier:
 
 
 def summary_line(alert: AlertRecord, event: Event) -> str:
-    """One line that says what happened, where, and how much."""
-    head = f"[kiln] {alert.pipeline}: {alert.check}"
+    """One line that says what happened, where, and how much; it starts with the alert's id,
+    which `kiln alerts ack ID` takes."""
+    head = f"[kiln] alert #{alert.id} {alert.pipeline}: {alert.check}"
     if event == "resolved":
         since = f" (open since {alert.opened_at:%Y-%m-%d %H:%M} UTC)" if alert.opened_at else ""
-        return f"{head} resolved{since} - {alert.message}"
+        peak = alert.details.get("peak_value")
+        worst = f", worst {alert.details.get('peak_level')} {peak:.4g}" if peak is not None else ""
+        return (
+            f"{head} resolved in the window of {alert.last_window:%Y-%m-%d %H:%M} UTC{since}"
+            f" after {alert.streak} window(s) over the threshold{worst}"
+        )
     figure = ""
     if alert.value is not None:
         over = f" >= {alert.threshold:.4g}" if alert.threshold is not None else ""

@@ -136,7 +136,9 @@ def test_delivered_once_to_the_webhook_and_the_log(
     assert deliver_due(store.unit_of_work, channels, NOW + DAY).attempted == 0
     (request,) = receiver.requests
     body = request["json"]
-    assert body["text"].startswith("[kiln] flights-delay: performance:mae:JFK ALERT opened:")
+    assert body["text"].startswith(
+        f"[kiln] alert #{alert.id} flights-delay: performance:mae:JFK ALERT opened:"
+    )
     assert "19.5 >= 15," in body["text"] and "\n" not in body["text"]
     kiln = body["kiln"]
     assert (kiln["alert_id"], kiln["event"], kiln["pipeline"], kiln["check"]) == (
@@ -283,6 +285,20 @@ def test_escalation_is_sent_as_its_own_event_and_a_broken_notifier_loses_nothing
     with store.read() as uow:
         assert uow.alerts.pending_deliveries() == 2
     assert len(deliver_due(store.unit_of_work, channels, NOW + backoff(1)).delivered) == 2
+
+    ok = Finding("performance:mae:JFK", "performance", "ok", 14.0, 18.0, "back to normal")
+    with store.unit_of_work() as uow:
+        (change,) = update_alerts(uow, P, START + 2 * DAY, START + 3 * DAY, [ok], 1, keys, NOW)
+    assert change.kind == "resolved"
+    report = deliver_due(store.unit_of_work, channels, NOW + backoff(1))
+    assert len(report.delivered) == 2
+    resolved = receiver.requests[-1]["json"]
+    assert resolved["kiln"]["event"] == "resolved" and resolved["kiln"]["status"] == "resolved"
+    assert resolved["text"] == (
+        f"[kiln] alert #{change.alert.id} flights-delay: performance:mae:JFK resolved in the"
+        " window of 2013-11-03 00:00 UTC"
+        " (open since 2013-11-03 00:00 UTC) after 2 window(s) over the threshold, worst alert 25"
+    )
 
 
 def test_two_passes_at_once_send_a_notification_once(store: MetadataStore) -> None:
