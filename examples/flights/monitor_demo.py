@@ -16,9 +16,9 @@
    figures printed are read from `kiln monitor --json`, not prepared.
 4. The summer's weather is not the spring's: the drift of ``temp`` passes the alert threshold
    two windows in a row and an alert opens, once; a local webhook receiver gets it.
-5. The warehouse now holds more months: a retraining run (`kiln run --trigger drift --alert ID`
-   when this Kiln has it, else by hand) trains v2; its gates pass and it is promoted. The
-   remaining months are served by v2.
+5. The warehouse now holds more months: `kiln scheduler --once` starts the retraining the alert
+   asks for (`monitor.retrain.on: [drift]`, i.e. `kiln run --trigger drift --alert ID`), which
+   trains v2; its gates pass and it is promoted. The remaining months are served by v2.
 6. `kiln monitor report` writes the whole story as one HTML page that opens offline.
 
 The stores live in --home (wiped at the start), so `kiln --home .kiln-monitor-demo status`
@@ -47,6 +47,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 import httpx
+import yaml
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -274,9 +275,12 @@ def story(demo: Demo, traffic: dict[str, list[dict[str, Any]]], report: Path) ->
             retrain(demo, opened[0])
             demo.wait_for_version(2)
 
+    demo.say("The scheduler's next pass: notifications delivered, no second retraining")
+    demo.kiln("scheduler", "--dir", str(demo.home / "scheduled"), "--once")
+
     demo.say("6. The report: one HTML file that opens offline")
     demo.kiln("monitor", "report", PIPELINE, "--html", str(report))
-    demo.kiln("alerts", "list")
+    demo.kiln("alerts", "list", "--limit", "8")
     demo.kiln("status")
     print(f"  the webhook received {len(receiver.received)} notification(s) in all")
     shutil.rmtree(labels_dir, ignore_errors=True)
@@ -284,20 +288,25 @@ def story(demo: Demo, traffic: dict[str, list[dict[str, Any]]], report: Path) ->
 
 
 def retrain(demo: Demo, alert: dict[str, Any]) -> None:
-    """`kiln run --trigger drift --alert ID` (the monitor's retraining) when this Kiln has it;
-    until then the same run is started by hand."""
-    helped = subprocess.run([sys.executable, "-m", "kiln.cli", "run", "--help"], env=demo.env,
-                            capture_output=True, text=True, check=False).stdout  # fmt: skip
-    alert_id = alert.get("id")
-    print(
-        f"  alert {alert_id}: {alert.get('check')} {alert.get('value'):.3g} over"
-        f" {alert.get('threshold')} for {alert.get('streak')} windows"
-    )
-    if "--trigger" in helped and alert_id is not None:
-        demo.kiln("run", CONFIG, "--trigger", "drift", "--alert", str(alert_id))
-    else:
-        print("  (this Kiln's `kiln run` has no --trigger drift yet: the run starts by hand)")
-        demo.kiln("run", CONFIG)
+    """The scheduler starts the retraining the open alert asks for (``monitor.retrain``:
+    `kiln run --trigger drift --alert ID`, within its cooldown and max_per_day).
+
+    Its folder holds this pipeline's kiln.yaml with ``monitor.enabled: false``: the demo replays
+    2013, so it runs `kiln monitor --until` itself; the scheduler's own monitor pass would judge
+    every window from the last one to today (empty ones) before their traffic is sent."""
+    print(f"  alert {alert.get('id')}: {alert.get('check')} {alert.get('value'):.3g} over"
+          f" {alert.get('threshold')} for {alert.get('streak')} windows")  # fmt: skip
+    folder = demo.home / "scheduled"
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = yaml.safe_load((HERE / CONFIG).read_text())
+    doc["data"]["source"] = str(HERE / doc["data"]["source"])
+    doc["schedule"] = {"cron": "0 4 1 1 *", "timezone": "America/New_York"}  # not due today
+    doc["monitor"]["enabled"] = False
+    (folder / "kiln.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    demo.kiln("scheduler", "--dir", str(folder), "--once")
+    if demo.serving_version() == 1:
+        print("  the scheduler started no retraining: `kiln run --trigger drift` by hand")
+        demo.kiln("run", CONFIG, "--trigger", "drift", "--alert", str(alert.get("id")))
 
 
 def main(argv: list[str] | None = None) -> int:
