@@ -12,7 +12,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,15 @@ from kiln.errors import NotFoundError
 from kiln.monitoring import charts
 from kiln.monitoring.findings import ALL, WindowResult
 from kiln.monitoring.history import MonitorHistory, StoredWindow, load_history
+from kiln.monitoring.monitor import Monitor
 from kiln.monitoring.report import CHARTS, render_report, write_report
 from kiln.settings import Settings
-from kiln.stores import MetadataStore, open_stores
+from kiln.stores import MetadataStore, Stores, open_stores
 from kiln.stores.metadata import tables as t
 from tests.monitoring import browser
 from tests.monitoring.flight_windows import PIPELINE, flights, windows
+from tests.monitoring.monitor_support import P, production, serve
+from tests.monitoring.monitor_support import flights as support_flights
 
 NEEDS_CHROMIUM = pytest.mark.skipif(
     not browser.available() and os.environ.get("KILN_REQUIRE_CHROMIUM", "") in ("", "0"),
@@ -276,3 +279,39 @@ def test_cli_refuses_a_bad_since_and_names_an_unknown_pipeline(
     missing = cli("--home", str(home), "monitor", "report", PIPELINE, "--html",
                   str(tmp_path / "missing" / "r.html"), cwd=tmp_path)  # fmt: skip
     assert missing.returncode == 7 and "does not exist" in missing.stderr
+
+
+@pytest.mark.slow
+def test_report_of_a_real_monitor_pass(
+    make_config: Callable[..., Any], settings: Settings, stores: Stores, warehouse: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """A version trained on January-February serves four real July days (one in ten of July 2
+    answered 500), the real monitor pass stores its windows and opens its alerts: the page
+    draws exactly those figures."""
+    loaded = make_config(monitor={"window": "1d"})
+    version = production(settings, stores, loaded)
+    served = support_flights(warehouse, date(2013, 7, 1), date(2013, 7, 4))
+    july_2 = [i for i, r in enumerate(served) if r["time_hour"].date() == date(2013, 7, 2)]
+    serve(settings, version, served, failing=set(july_2[::10]))
+    results = Monitor(settings, stores).run(P, loaded.config, now=datetime(2013, 7, 5, tzinfo=UTC))
+    assert len(results) == 4
+
+    history = load_history(stores.metadata, P)
+    assert [w.result for w in history.windows] == results
+    html = render_report(history)
+
+    drift = _figure(html, "chart-drift")
+    temp = next(tr for tr in drift["data"] if tr["name"] == "temp")
+    expected = [next(d.value for d in r.drift if d.segment == ALL and d.feature == "temp")
+                for r in results]  # fmt: skip
+    assert temp["y"] == pytest.approx(expected)
+    errors = _figure(html, "chart-errors")["data"][0]
+    rates = [next(x.error_rate for x in r.latency if x.segment == ALL) for r in results]
+    assert errors["y"] == pytest.approx(rates) and errors["y"][1] == pytest.approx(0.1, abs=0.01)
+    latency = {tr["name"]: tr["y"] for tr in _figure(html, "chart-latency")["data"]}
+    assert latency[f"v{version.number} p99"] == pytest.approx(
+        [next(x.p99_ms for x in r.latency if x.segment == ALL) for r in results]
+    )
+    assert history.alerts and any(a.check == "drift:temp:__all__" for a in history.alerts)
+    assert "drift:temp:__all__" in html
