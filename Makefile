@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench bench-drift bench-evidently install lock clean
+.PHONY: demo demo-monitor test lint bench bench-drift bench-evidently install lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ examples/flights/warehouse.duckdb: $(STAMP) examples/flights/build_warehouse.py
 ## block, override, automatic rollback), with embedded stores in .kiln-demo/
 demo: $(STAMP)
 	$(BIN)/python examples/flights/loop_demo.py
+
+## demo-monitor: v1 trained on January-June serves the rest of 2013's flights; labels arrive,
+## the weather drifts, an alert opens, v2 retrains and is promoted; monitor-report.html
+demo-monitor: $(STAMP)
+	$(BIN)/python examples/flights/monitor_demo.py
 
 ## test: lint, type-check, layer contracts, then the test suite (PostgreSQL/Ray tests skip if absent)
 test: $(STAMP) lint

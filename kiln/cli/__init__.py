@@ -21,6 +21,7 @@ from kiln.cli import (
     _monitor,
     _pipelines,
     _release,
+    _report,
     _scheduler,
     _serving,
     _stages,
@@ -79,6 +80,7 @@ app.command()(_release.status)
 app.command()(_stages.audit)
 app.command()(_serving.serve)
 app.command()(_scheduler.scheduler)
+_monitor.monitor_app.command("report")(_report.report)
 
 runs_app.command("list")(_pipelines.runs_list)
 runs_app.command("show")(_pipelines.runs_show)
