@@ -58,10 +58,22 @@ def load_config(path: str | Path) -> LoadedConfig:
     return parse_config(text, p)
 
 
+class _KeysAsText(yaml.SafeLoader):
+    """YAML 1.1 reads the keys on, off, yes and no as booleans (``retrain: {on: [drift]}`` would
+    be ``{True: [...]}``); a kiln.yaml key is a name, so a key is always its own text. Values
+    keep YAML's meaning (``auto_promote: yes`` is true)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag == "tag:yaml.org,2002:bool":
+                key.tag = "tag:yaml.org,2002:str"
+        return super().construct_mapping(node, deep)
+
+
 def parse_config(text: str, path: Path) -> LoadedConfig:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=_KeysAsText)
+        data = yaml.load(text, Loader=_KeysAsText)  # a SafeLoader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

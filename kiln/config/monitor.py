@@ -76,6 +76,13 @@ class DriftConfig(Strict):
         default=None, ge=0, description="Default: the statistic's usual band (psi 0.25)."
     )
     prediction: bool = Field(default=True, description="Judge the prediction's drift too.")
+    alert_by: Literal["pipeline", "feature", "segment"] = Field(
+        default="pipeline",
+        description="What one drift alert episode covers: the whole pipeline (one episode for"
+        " the inputs and one for the prediction, naming every drifted feature and segment),"
+        " each feature (across segments), or each feature of each segment. Every figure is"
+        " judged and shown either way.",
+    )
     features: dict[str, FeatureDriftConfig] = Field(
         default_factory=dict, description="Per feature: its statistic, thresholds, or ignore."
     )

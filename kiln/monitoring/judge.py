@@ -24,7 +24,14 @@ from kiln.monitoring.findings import (
     PerformanceRow,
 )
 
-__all__ = ["drift_findings", "judge", "latency_findings", "performance_findings", "worst_per_check"]
+__all__ = [
+    "alert_findings",
+    "drift_findings",
+    "judge",
+    "latency_findings",
+    "performance_findings",
+    "worst_per_check",
+]
 
 
 def judge(value: float | None, warn: float, alert: float) -> Level:
@@ -178,6 +185,66 @@ def worst_per_check(findings: Iterable[Finding]) -> list[Finding]:
         if held is None or _rank(f) > _rank(held):
             best[f.check] = f
     return sorted(best.values(), key=lambda f: (-LEVELS[f.level], -(f.value or 0.0), f.check))
+
+
+def alert_findings(findings: Iterable[Finding], alert_by: str) -> list[Finding]:
+    """The findings alert episodes are kept for. ``alert_by`` ``segment``: every drift check as
+    judged; ``feature``: one per feature (``drift:<feature>``, and ``prediction``) at the level
+    of its worst segment; ``pipeline``: one for the inputs (``drift``) and one for the
+    prediction (``prediction``). A grouped finding names what drifted in its message and lists
+    every segment and feature over a threshold in ``details["figures"]``; the others pass."""
+    if alert_by == "segment":
+        return list(findings)
+    groups: dict[str, list[Finding]] = {}
+    out: list[Finding] = []
+    for f in findings:
+        if f.kind != "drift":
+            out.append(f)
+            continue
+        prediction = f.feature == PREDICTION
+        key = "prediction" if prediction else "drift"
+        if alert_by == "feature" and not prediction:
+            key = f"drift:{f.feature}"
+        groups.setdefault(key, []).append(f)
+    for check, members in groups.items():
+        out.append(_grouped(check, members))
+    return out
+
+
+def _grouped(check: str, members: list[Finding]) -> Finding:
+    head = max(members, key=_rank)
+    over = sorted((f for f in members if f.level in ("warn", "alert")), key=_rank, reverse=True)
+    if not over:
+        return Finding(
+            check=check, kind="drift", level=head.level, value=head.value,
+            threshold=head.threshold, message=head.message, segment=head.segment,
+            feature=head.feature, version=head.version,
+        )  # fmt: skip
+    named = ", ".join(
+        f"{'prediction' if f.feature == PREDICTION else f.feature}"
+        f"{'' if f.segment == ALL else ' @ ' + str(f.segment)} {_num(f.value)}"
+        for f in over[:5]
+    )
+    more = f" and {len(over) - 5} more" if len(over) > 5 else ""
+    return Finding(
+        check=check,
+        kind="drift",
+        level=head.level,
+        value=head.value,
+        threshold=head.threshold,
+        message=f"{len(over)} of {len(members)} drift figures over a threshold: {named}{more}"
+        f" (worst: {head.message})",
+        segment=head.segment,
+        feature=head.feature,
+        version=head.version,
+        details={
+            "figures": [
+                {"feature": f.feature, "segment": f.segment, "level": f.level, "value": f.value}
+                for f in over
+            ],
+            "judged": len(members),
+        },
+    )
 
 
 def _rank(f: Finding) -> tuple[int, float]:

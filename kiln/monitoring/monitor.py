@@ -31,6 +31,7 @@ from kiln.monitoring.alerts import AlertChange, update_alerts
 from kiln.monitoring.drift import no_reference_note, window_drift
 from kiln.monitoring.findings import Finding, WindowResult
 from kiln.monitoring.judge import (
+    alert_findings,
     drift_findings,
     latency_findings,
     performance_findings,
@@ -253,7 +254,8 @@ class Monitor:
                 None if worst is None else worst.check, result.to_dict(),
             )  # fmt: skip
             if stored:
-                self._alerts(uow, pipeline, cfg, result, findings=result.findings, now=now)
+                grouped = alert_findings(result.findings, cfg.monitor.drift.alert_by)
+                self._alerts(uow, pipeline, cfg, result, findings=grouped, now=now)
         if not stored:
             self.last.already_stored += 1
             return WindowResult.from_dict(record.summary)

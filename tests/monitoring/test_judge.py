@@ -4,8 +4,14 @@ per check (the more severe of two versions)."""
 from __future__ import annotations
 
 from kiln.config.monitor import MonitorConfig
-from kiln.monitoring.findings import ALL, LatencyRow
-from kiln.monitoring.judge import judge, latency_findings, worst_per_check
+from kiln.monitoring.findings import ALL, PREDICTION, FeatureDrift, LatencyRow
+from kiln.monitoring.judge import (
+    alert_findings,
+    drift_findings,
+    judge,
+    latency_findings,
+    worst_per_check,
+)
 
 
 def test_levels_and_one_finding_per_check() -> None:
@@ -30,3 +36,46 @@ def test_levels_and_one_finding_per_check() -> None:
         ("latency:p99", 3, "alert", 80),
         ("errors", 3, "warn", 0.01),
     ]
+
+
+def _drift(feature: str, segment: str, value: float | None) -> FeatureDrift:
+    level = judge(value, 0.1, 0.25)
+    return FeatureDrift(
+        version=3, segment=segment, feature=feature, kind="numeric", statistic="psi",
+        value=value, level=level, rows=500, rows_reference=5000, null_share=0.0,
+        null_share_reference=0.0, warn=0.1, alert=0.25,
+    )  # fmt: skip
+
+
+def test_alert_episodes_cover_the_pipeline_a_feature_or_a_segment() -> None:
+    """Every figure is judged; ``alert_by`` decides what one episode covers, so a season that
+    moves every weather feature of every airport opens one episode, not forty."""
+    rows = [
+        _drift("temp", ALL, 0.9), _drift("temp", "JFK", 1.4), _drift("dewp", "EWR", 0.15),
+        _drift("distance", ALL, 0.01), _drift("wind_gust", "LGA", None),
+        _drift(PREDICTION, ALL, 0.3), _drift(PREDICTION, "JFK", 0.05),
+    ]  # fmt: skip
+    found = drift_findings(rows)
+    fine = alert_findings(found, "segment")
+    assert {f.check for f in fine} == {
+        "drift:temp:__all__", "drift:temp:JFK", "drift:dewp:EWR", "drift:distance:__all__",
+        "drift:wind_gust:LGA", "prediction:__all__", "prediction:JFK",
+    }  # fmt: skip
+    per_feature = {f.check: f for f in alert_findings(found, "feature")}
+    assert {c: f.level for c, f in per_feature.items()} == {
+        "drift:temp": "alert", "drift:dewp": "warn", "drift:distance": "ok",
+        "drift:wind_gust": "unjudged", "prediction": "alert",
+    }  # fmt: skip
+    assert per_feature["drift:temp"].value == 1.4 and per_feature["drift:temp"].segment == "JFK"
+    whole = {f.check: f for f in alert_findings(found, "pipeline")}
+    assert set(whole) == {"drift", "prediction"}
+    inputs = whole["drift"]
+    assert (inputs.level, inputs.value, inputs.threshold) == ("alert", 1.4, 0.25)
+    assert [(f["feature"], f["segment"]) for f in inputs.details["figures"]] == [
+        ("temp", "JFK"),
+        ("temp", ALL),
+        ("dewp", "EWR"),
+    ]
+    assert inputs.message.startswith("3 of 5 drift figures over a threshold: temp @ JFK 1.4")
+    calm = alert_findings(drift_findings([_drift("temp", ALL, 0.01)]), "pipeline")
+    assert [(f.check, f.level) for f in calm] == [("drift", "ok")]  # resolves an open episode

@@ -73,13 +73,19 @@ def test_a_monitor_pass_over_real_flights(
         temp = next(f for f in r.findings if f.check == "drift:temp:__all__")
         assert temp.level == "alert" and temp.value is not None and temp.value > 0.25
         assert not any("not computed" in n for n in r.notes)
-    # two windows in a row (monitor.consecutive 2) open the episode once, notified by the log
-    opened = [c.alert.check for c in monitor.last.alert_changes if c.kind == "opened"]
-    assert opened.count("drift:temp:__all__") == 1
-    assert "errors" not in opened  # one window over the threshold: pending, then dropped
+    # two windows in a row (monitor.consecutive 2) open the episode once, notified by the log:
+    # one episode for the pipeline's inputs (monitor.drift.alert_by: pipeline, the default)
+    # that names every drifted feature and segment, temp among them
+    opened = [c.alert for c in monitor.last.alert_changes if c.kind == "opened"]
+    assert [a.check for a in opened].count("drift") == 1
+    drifted = next(a for a in opened if a.check == "drift")
+    figures = {(f["feature"], f["segment"]) for f in drifted.details["figures"]}
+    assert ("temp", ALL) in figures and "temp" in drifted.message
+    assert not any(a.check.startswith("drift:") for a in opened)
+    assert "errors" not in [a.check for a in opened]  # one window over: pending, then dropped
     with stores.metadata.read() as uow:
         live = {a.check: a.status for a in uow.alerts.list(P, status=["open"])}
-    assert live.get("drift:temp:__all__") == "open"
+    assert live.get("drift") == "open"
     sent = monitor.deliver(cfg, JULY + timedelta(days=5, hours=12))
     assert len(sent.delivered) >= 1 and not sent.failed
     assert monitor.deliver(cfg, JULY + timedelta(days=5, hours=12)).attempted == 0  # once
@@ -160,7 +166,9 @@ def test_a_monitor_pass_on_postgresql(
     settings = Settings(home=tmp_path / ".kiln", db_url=pg_url)
     stores = open_stores(settings, upgrade=True)
     try:
-        loaded = make_config(monitor={"window": "1d", "consecutive": 1})
+        loaded = make_config(
+            monitor={"window": "1d", "consecutive": 1, "drift": {"alert_by": "segment"}}
+        )
         version = production(settings, stores, loaded)
         served = flights(warehouse, date(2013, 7, 1), date(2013, 7, 2))
         serve(settings, version, served)

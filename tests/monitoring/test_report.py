@@ -289,7 +289,7 @@ def test_report_of_a_real_monitor_pass(
     """A version trained on January-February serves four real July days (one in ten of July 2
     answered 500), the real monitor pass stores its windows and opens its alerts: the page
     draws exactly those figures."""
-    loaded = make_config(monitor={"window": "1d"})
+    loaded = make_config(monitor={"window": "1d", "drift": {"alert_by": "segment"}})
     version = production(settings, stores, loaded)
     served = support_flights(warehouse, date(2013, 7, 1), date(2013, 7, 4))
     july_2 = [i for i, r in enumerate(served) if r["time_hour"].date() == date(2013, 7, 2)]
