@@ -87,6 +87,16 @@ class DriftConfig(Strict):
         default_factory=dict, description="Per feature: its statistic, thresholds, or ignore."
     )
 
+    @field_validator("categorical")
+    @classmethod
+    def _categorical(cls, v: DriftStatistic) -> DriftStatistic:
+        if v == "wasserstein":
+            raise ValueError(
+                "wasserstein needs ordered values, which categories are not; use psi,"
+                " jensen_shannon or ks for categorical features"
+            )
+        return v
+
     def thresholds(self, feature: str, kind: str) -> tuple[DriftStatistic, Thresholds]:
         """The statistic and thresholds that judge ``feature`` (of ``kind`` numeric or
         categorical): its own where set, else the kind's statistic and the global bands."""

@@ -51,6 +51,7 @@ def test_per_feature_statistic_and_thresholds(tmp_path: Path) -> None:
         ("monitor: {windw: 1d}\n", ["kiln.yaml:17:11", "monitor.windw", "did you mean 'window'"]),
         ("monitor: {window: 7m}\n", ["monitor.window", "does not divide a day"]),
         ("monitor: {drift: {numeric: chi2}}\n", ["monitor.drift.numeric", "psi"]),
+        ("monitor: {drift: {categorical: wasserstein}}\n", ["ordered values", "jensen_shannon"]),
         ("monitor: {drift: {features: {tmp: {alert: 1}}}}\n", ["'tmp'", "not features"]),
         ("monitor: {labels: {key: flight_id}}\n", ["monitor.labels.key", "request_id"]),
         ("monitor: {performance: {warn: 0.3, alert: 0.1}}\n", ["warn (0.3)", "alert (0.1)"]),
