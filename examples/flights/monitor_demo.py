@@ -299,6 +299,8 @@ def retrain(demo: Demo, alert: dict[str, Any]) -> None:
     folder = demo.home / "scheduled"
     folder.mkdir(parents=True, exist_ok=True)
     doc = yaml.safe_load((HERE / CONFIG).read_text())
+    retrain = doc["monitor"]["retrain"]
+    retrain["on"] = retrain.pop(True, retrain.get("on"))  # plain YAML reads the key `on` as true
     doc["data"]["source"] = str(HERE / doc["data"]["source"])
     doc["schedule"] = {"cron": "0 4 1 1 *", "timezone": "America/New_York"}  # not due today
     doc["monitor"]["enabled"] = False
