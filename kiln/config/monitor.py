@@ -217,6 +217,11 @@ class MonitorConfig(Strict):
     window: timedelta = Field(
         default=timedelta(days=1), description="Length of a window, e.g. 1h or 1d (UTC-aligned)."
     )
+    grace: timedelta = Field(
+        default=timedelta(minutes=5),
+        description="How long after a window closes it is computed: captures still buffered"
+        " by servers or uploading land first (a capture that arrives later is not counted).",
+    )
     min_rows: int = Field(
         default=100, ge=1, description="Requests a segment needs in a window to be judged."
     )
@@ -232,6 +237,11 @@ class MonitorConfig(Strict):
         default_factory=_log_only,
         description="Where alerts go: the log (default) and webhooks.",
     )
+
+    @field_validator("grace", mode="before")
+    @classmethod
+    def _grace(cls, v: Any) -> timedelta:
+        return parse_duration(v)
 
     @field_validator("window", mode="before")
     @classmethod

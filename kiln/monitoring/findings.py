@@ -166,6 +166,9 @@ class WindowResult:
     """Capture files left out as corrupt, with their error."""
     notes: list[str] = field(default_factory=list)
     """What the window could not judge and why (no reference, no labels, ...)."""
+    label_files: list[str] = field(default_factory=list)
+    """The label files (names) its live performance read: a label file not among them makes
+    the monitor compute its live performance again."""
 
     @property
     def state(self) -> str:
@@ -212,4 +215,5 @@ class WindowResult:
             findings=rows(Finding, doc.get("findings")),
             skipped=dict(doc.get("skipped", {})),
             notes=list(doc.get("notes", [])),
+            label_files=list(doc.get("label_files", [])),
         )

@@ -1,7 +1,10 @@
 """Latency and errors of one monitor window, per version and segment, aggregated in DuckDB.
 
-A request is an error when it was not answered (HTTP ``status`` other than 200: refused or
-failed); in capture files written before the ``status`` column, when its ``error`` text is set.
+A request is an error when the version did not answer it (HTTP ``status`` other than 200: refused
+as invalid for it, or failed); in capture files written before the ``status`` column, when its
+``error`` text is set. Requests refused before any version saw them (not JSON, too large, a bad
+header: :data:`~kiln.monitoring.live.NOT_THE_VERSION`) are a client's fault, not the version's:
+they count neither as its requests nor as its errors, as in the drift figures.
 Latency percentiles are DuckDB's ``quantile_cont`` (linear interpolation, as numpy's default)
 over every captured request of the window, errors included: a slow refusal is slow too.
 """
@@ -9,6 +12,7 @@ over every captured request of the window, errors included: a slow refusal is sl
 from __future__ import annotations
 
 from kiln.monitoring.findings import ALL, LatencyRow
+from kiln.monitoring.live import NOT_THE_VERSION
 from kiln.stores.capture import CaptureWindow
 
 __all__ = ["NO_SEGMENT", "window_latency"]
@@ -27,6 +31,7 @@ SELECT
     quantile_cont(latency_ms, 0.95) AS p95_ms,
     quantile_cont(latency_ms, 0.99) AS p99_ms
 FROM captures
+WHERE status IS NULL OR status NOT IN ({{not_the_version}})
 GROUP BY GROUPING SETS ((version, segment), (version))
 ORDER BY version, segment
 """
@@ -38,7 +43,8 @@ def window_latency(window: CaptureWindow) -> list[LatencyRow]:
     if window.empty:
         return []
     failed = "coalesce(status <> 200, error IS NOT NULL)"
-    rows = window.query(_SQL.format(failed=failed)).to_pylist()
+    sql = _SQL.format(failed=failed, not_the_version=", ".join(map(str, NOT_THE_VERSION)))
+    rows = window.query(sql).to_pylist()
     return [
         LatencyRow(
             version=int(r["version"]),

@@ -101,7 +101,10 @@ class Monitor:
         """Compute every closed window not stored yet (from ``since`` when given), recompute the
         live performance of stored ones whose labels arrived later; the new and updated
         results, oldest first. :attr:`last` says what the pass did."""
-        now = now or datetime.now(UTC)
+        real = datetime.now(UTC)
+        # a window is computed once it closed `grace` ago by the real clock (a replay's `now`
+        # in the past is already final), and never while it may still receive captures
+        now = min(now or real, real - cfg.monitor.grace)
         self.last = done = MonitorPass()
         self._unknown = None
         if not cfg.monitor.enabled:
@@ -221,6 +224,7 @@ class Monitor:
         manifests: dict[int, dict[str, Any]],
         result: WindowResult,
     ) -> None:
+        result.label_files = _label_names(self.labels, pipeline)
         if not manifests:
             return
         classes = next((m.get("classes") for m in manifests.values() if m.get("classes")), None)
@@ -253,7 +257,9 @@ class Monitor:
                 pipeline, result.start, result.end, seconds, result.rows, result.state,
                 None if worst is None else worst.check, result.to_dict(),
             )  # fmt: skip
-            if stored:
+            if stored and seconds == int(cfg.monitor.window.total_seconds()):
+                # only the configured window length keeps alert episodes: an ad-hoc
+                # `kiln monitor --window 1h` shows and stores its windows, nothing more
                 grouped = alert_findings(result.findings, cfg.monitor.drift.alert_by)
                 self._alerts(uow, pipeline, cfg, result, findings=grouped, now=now)
         if not stored:
@@ -290,13 +296,14 @@ class Monitor:
         their live performance again, the row updated, the new findings handed to alerts."""
         seconds = int(length.total_seconds())
         horizon = align(now - cfg.monitor.labels.max_age - length, length)
-        received = _labels_received_since(self.labels, pipeline, horizon)
-        if received is None:
+        names = set(_label_names(self.labels, pipeline))
+        if not names:
             return []
         with self.stores.metadata.read() as uow:
             stale = [
                 w for w in uow.windows.list(pipeline, since=horizon, seconds=seconds)
-                if w.computed_at < received and w.rows > 0 and w.window_start not in skip
+                if w.rows > 0 and w.window_start not in skip
+                and not names <= set(w.summary.get("label_files") or ())
             ]  # fmt: skip
         results = []
         for record in stale:
@@ -317,7 +324,8 @@ class Monitor:
                     fresh.to_dict(),
                 )  # fmt: skip
                 perf = [f for f in fresh.findings if f.kind == "performance"]
-                self._alerts(uow, pipeline, cfg, fresh, findings=perf, now=now)
+                if seconds == int(cfg.monitor.window.total_seconds()):
+                    self._alerts(uow, pipeline, cfg, fresh, findings=perf, now=now)
             self.last.recomputed += 1
             results.append(fresh)
         return results
@@ -374,15 +382,7 @@ def _versions(w: CaptureWindow) -> list[int]:
     return [int(v) for v in table.column("version").to_pylist()]
 
 
-def _labels_received_since(labels: LabelStore, pipeline: str, since: datetime) -> datetime | None:
-    """When the newest label file of ``pipeline`` arrived, if after ``since``: a label file is
-    named ``<received ms>-<uuid>.parquet``, so one listing answers without reading a file."""
-    newest: datetime | None = None
-    for path in labels.files(pipeline):
-        head = path.rsplit("/", 1)[-1].split("-", 1)[0]
-        if not head.isdigit():
-            continue
-        at = datetime.fromtimestamp(int(head) / 1000, tz=UTC)
-        if at > since and (newest is None or at > newest):
-            newest = at
-    return newest
+def _label_names(labels: LabelStore, pipeline: str) -> list[str]:
+    """The names of ``pipeline``'s label files (a file is never rewritten: a new name is new
+    labels), whatever clock named them."""
+    return sorted(path.rsplit("/", 1)[-1] for path in labels.files(pipeline))

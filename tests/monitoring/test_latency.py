@@ -22,7 +22,9 @@ DAY = datetime(2013, 7, 1, tzinfo=UTC)
 def test_latency_and_errors_per_version_and_segment(tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
     latency = rng.lognormal(2.0, 0.6, size=600)
-    statuses = rng.choice([200, 200, 200, 200, 422, 500], size=600)
+    # 400 and 413 are refusals of the request itself, before any version saw it: a client's
+    # fault, neither the version's requests nor its errors
+    statuses = rng.choice([200, 200, 200, 200, 422, 500, 400, 413], size=600)
     records = []
     for i in range(600):
         version = 3 if i < 450 else 4
@@ -63,7 +65,7 @@ def test_latency_and_errors_per_version_and_segment(tmp_path: Path) -> None:
     def expect(version: int, segment: str | None) -> tuple[int, int, list[float]]:
         picked = [
             i for i in range(600)
-            if (3 if i < 450 else 4) == version
+            if (3 if i < 450 else 4) == version and statuses[i] not in (400, 413)
             and (segment == ALL or ["EWR", "JFK", None][i % 3] == segment)
         ]  # fmt: skip
         lat = [float(latency[i]) for i in picked]

@@ -141,6 +141,8 @@ def test_a_monitor_pass_over_real_flights(
     with stores.metadata.read() as uow:
         assert len(uow.windows.list(P)) == 6
 
+    with stores.metadata.read() as uow:
+        daily_alerts = {a.check: a.status for a in uow.alerts.list(P, status=["open"])}
     # hourly windows, at most MAX_WINDOWS per pass: the next pass goes on from there
     monkeypatch.setattr(monitor_module, "MAX_WINDOWS", 2)
     hour = timedelta(hours=1)
@@ -154,6 +156,11 @@ def test_a_monitor_pass_over_real_flights(
     hourly = Counter(r["time_hour"].to_pydatetime().replace(tzinfo=UTC) for r in served)
     assert [r.rows for r in first + second] == [hourly[h0 + h * hour] for h in range(4)]
     assert [r.start for r in monitor.run(P, cfg, now=now, window=hour)] == [h0 + 4 * hour]
+    # those hourly windows (not monitor.window) were stored and shown, but kept no episode:
+    # an ad-hoc `kiln monitor --window 1h` never opens or resolves the daily alerts
+    assert monitor.last.alert_changes == []
+    with stores.metadata.read() as uow:
+        assert {a.check: a.status for a in uow.alerts.list(P, status=["open"])} == daily_alerts
 
 
 @pytest.mark.slow

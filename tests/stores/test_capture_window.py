@@ -83,3 +83,26 @@ def test_a_window_without_captures_is_empty(tmp_path: Path) -> None:
         assert window.empty and window.rows == 0
     with pytest.raises(ValueError, match="timezone-aware"):
         open_window(str(tmp_path), "flights", start=DAY.replace(tzinfo=None), end=DAY)
+
+
+def test_a_file_with_a_corrupt_data_page_is_skipped_when_a_query_reads_it(tmp_path: Path) -> None:
+    """Its footer reads (so the first check passes) but its pages do not: the query that reads
+    them fails, each file is then read in full, the bad one is skipped and named, and the query
+    runs again over the others — the monitor never stops at such a file."""
+    root = str(tmp_path)
+    _write(root, [record(i, ts=DAY + timedelta(minutes=i)) for i in range(1, 201)])
+    _write(root, [record(i, ts=DAY + timedelta(hours=5, minutes=i)) for i in range(300, 311)])
+    files = sorted((tmp_path / "captures").rglob("*.parquet"))
+    assert len(files) == 2
+    victim = max(files, key=lambda p: p.stat().st_size)
+    raw = bytearray(victim.read_bytes())
+    for i in range(60, 400):
+        raw[i] = 0xFF  # the data pages; the footer at the end stays intact
+    victim.write_bytes(bytes(raw))
+    with open_window(root, "flights", start=DAY, end=DAY + timedelta(days=1)) as window:
+        assert window.skipped == {}  # the footer check passes
+        got = window.query(
+            "SELECT count(*) AS n, max(request_id) AS r, sum(latency_ms) AS s FROM captures"
+        )
+        assert list(window.skipped) == [str(victim)]
+        assert got.column("n")[0].as_py() == 11

@@ -43,6 +43,7 @@ class CaptureWindow:
     inputs: list[str] = field(default_factory=list)
     """The typed feature names that some file of the window holds in ``inputs``."""
     _con: duckdb.DuckDBPyConnection | None = None
+    _root: _Root | None = None
 
     @property
     def empty(self) -> bool:
@@ -61,7 +62,22 @@ class CaptureWindow:
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
         """Run ``sql`` over the view ``captures`` (this window's rows only). A window without
-        capture files (:attr:`empty`) has no view: check it first."""
+        capture files (:attr:`empty`) has no view: check it first. A file whose footer reads but
+        whose data does not (a corrupt page) fails the query: each file is then read in full,
+        the unreadable ones join :attr:`skipped`, and the query runs once more without them."""
+        try:
+            return self._query(sql, params)
+        except StoreError:
+            if not self._drop_unreadable():
+                raise
+        if self._con is None:
+            raise StoreError(
+                f"every capture file of the window of {self.pipeline} is unreadable",
+                hint="see the skipped files; move them aside",
+            )
+        return self._query(sql, params)
+
+    def _query(self, sql: str, params: dict[str, Any] | None) -> pa.Table:
         if self._con is None:
             raise StoreError(f"the window of {self.pipeline} has no capture files")
         try:
@@ -71,6 +87,28 @@ class CaptureWindow:
             return relation.to_arrow_table()
         except duckdb.Error as e:
             raise StoreError(f"the query over the window of {self.pipeline} failed: {e}") from e
+
+    def _drop_unreadable(self) -> bool:
+        """Read every file in full; skip those that fail and rebuild the view. True when one
+        was dropped."""
+        if self._root is None or self._con is None:
+            return False
+        bad = {}
+        for path in self.files:
+            try:
+                with self._root.fs.open(path, "rb") as fh:
+                    pq.read_table(fh)
+            except (OSError, pa.ArrowException) as e:
+                bad[path] = _error_text(e)
+        if not bad:
+            return False
+        self.skipped.update(bad)
+        self.files = [f for f in self.files if f not in bad]
+        self._con.close()
+        self._con = None
+        if self.files:
+            _build_view(self, self._root)
+        return True
 
     @property
     def rows(self) -> int:
@@ -114,13 +152,20 @@ def open_window(
     window = CaptureWindow(pipeline, start.astimezone(UTC), end.astimezone(UTC), tuple(stages), [])
     if not files:
         return window
-    con = root.connect()
-    try:
+    with root.connect() as con:
         files, window.skipped = _readable(con, files, root)
-        if not files:
-            con.close()
-            return window
-        window.files = files
+    window.files = files
+    window._root = root
+    if files:
+        _build_view(window, root)
+    return window
+
+
+def _build_view(window: CaptureWindow, root: _Root) -> None:
+    """Create the view ``captures`` over ``window.files`` on a new connection."""
+    con = root.connect()
+    files = window.files
+    try:
         source = f"read_parquet($files, {_READ_OPTIONS})"
         present = set(con.sql(f"SELECT * FROM {source} LIMIT 0", params={"files": files}).columns)
         added = [sql for name, sql in _ADDED.items() if name not in present]
@@ -131,7 +176,7 @@ def open_window(
             ).types[0]
             window.inputs = [str(name) for name, _ in kinds.children]
         at = "COALESCE(event_ts, ts)" if "event_ts" in present else "ts"
-        stage_list = ", ".join(f"'{s}'" for s in stages)
+        stage_list = ", ".join(f"'{s}'" for s in window.stages)
         listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
         con.execute(
             f"CREATE TEMP VIEW {VIEW} AS SELECT * FROM (SELECT *, {at} AS event_time"
@@ -142,9 +187,13 @@ def open_window(
         )
     except duckdb.Error as e:
         con.close()
-        raise StoreError(f"cannot read the captures of {pipeline} in {folder}: {e}") from e
+        raise StoreError(f"cannot read the captures of {window.pipeline}: {e}") from e
     window._con = con
-    return window
+
+
+def _error_text(e: BaseException) -> str:
+    text = str(e)
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _readable(
@@ -167,7 +216,7 @@ def _readable(
                 pq.read_metadata(fh)
             con.sql("SELECT count(*) FROM read_parquet($f)", params={"f": [path]}).fetchall()
         except (OSError, pa.ArrowException, duckdb.Error) as e:
-            skipped[path] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            skipped[path] = _error_text(e)
             continue
         good.append(path)
     return good, skipped
