@@ -10,7 +10,7 @@ import logging
 import re
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,9 +34,12 @@ NOW = START + 2 * DAY
 
 class Receiver:
     """A webhook receiver: answers each POST with the next scripted status (200 once the
-    script is used up); ``"sleep"`` holds the request past any client timeout first."""
+    script is used up); ``"sleep"`` holds the request past any client timeout first, and a
+    callable is called (while the request is open) for the status."""
 
-    def __init__(self, script: list[int | str] | None = None, port: int = 0) -> None:
+    def __init__(
+        self, script: list[int | str | Callable[[], int]] | None = None, port: int = 0
+    ) -> None:
         self.script = list(script or [])
         self.requests: list[dict[str, Any]] = []
         self.release = threading.Event()
@@ -49,6 +52,8 @@ class Receiver:
                 receiver.requests.append(
                     {"path": self.path, "headers": dict(self.headers), "json": json.loads(body)}
                 )
+                if callable(answer):
+                    answer = answer()
                 if answer == "sleep":
                     receiver.release.wait(10)
                     answer = 200
@@ -337,9 +342,7 @@ def test_two_passes_at_once_send_a_notification_once(store: MetadataStore) -> No
         channel = hook(slow.url(), timeout=30)
         alert = open_alert(store, [channel])
         reports: list[Any] = []
-        first = threading.Thread(
-            target=lambda: reports.append(send(store, [channel], NOW))
-        )
+        first = threading.Thread(target=lambda: reports.append(send(store, [channel], NOW)))
         first.start()
         for _ in range(600):  # until the first pass is inside its POST
             if slow.requests:
@@ -354,3 +357,143 @@ def test_two_passes_at_once_send_a_notification_once(store: MetadataStore) -> No
         assert statuses(store, alert) == [("opened", "delivered", 1)]
     finally:
         slow.close()
+
+
+class HangUp:
+    """A receiver that is down: it takes each connection and hangs up at once (as a crashing
+    service behind a port does), counting the connections it was offered."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.socket.settimeout(0.05)
+        self.port = int(self.socket.getsockname()[1])
+        self.connections = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                connection, _ = self.socket.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            connection.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        self.socket.close()
+
+
+def test_a_down_receiver_is_tried_once_per_pass_and_gets_every_notification_once_up(
+    store: MetadataStore,
+) -> None:
+    """20 notifications due on a webhook that is down: each pass tries it once (one call,
+    with its retries), holds the other 19 back untried, and none is lost."""
+    down = HangUp()
+    channel = hook(f"http://127.0.0.1:{down.port}/hook", retries=1)
+    alerts = [open_alert(store, [channel], check=f"performance:mae:S{i:02d}") for i in range(20)]
+    try:
+        first = send(store, [channel], NOW)
+        assert (len(first.failed), len(first.postponed), first.delivered) == (1, 19, [])
+        assert down.connections == 2  # one delivery: the first try and its one retry
+        (error,) = first.failed.values()
+        assert "after 2 attempt(s)" in error
+        assert send(store, [channel], NOW + backoff(1) / 2).attempted == 0  # all wait
+        second = send(store, [channel], NOW + backoff(1))
+        assert (len(second.failed), len(second.postponed)) == (1, 19)
+        assert down.connections == 4
+    finally:
+        down.close()
+    with store.read() as uow:
+        held = [d for a in alerts for d in uow.outbox.deliveries(a.id)]
+    assert sum(d.attempts for d in held) == 2  # a held-back delivery was not attempted
+    assert all(d.status == "pending" for d in held)
+    assert sum("not tried" in (d.last_error or "") for d in held) == 19
+    up = Receiver(port=down.port)
+    try:
+        report = send(store, [channel], NOW + backoff(1) + backoff(2))
+        assert len(report.delivered) == 20 and report.failed == {}
+        assert send(store, [channel], NOW + DAY).attempted == 0
+        sent = [r["json"]["kiln"]["alert_id"] for r in up.requests]
+    finally:
+        up.close()
+    assert sorted(sent) == sorted(a.id for a in alerts)  # each one, once
+
+
+def test_a_lease_starts_when_its_send_does_however_long_the_pass_has_run(
+    store: MetadataStore, receiver: Receiver
+) -> None:
+    """The first send of a pass takes 10 minutes (the clock moves while the receiver holds
+    it); the second delivery is claimed at that time, so its lease (90 s) is not already
+    over, and a second pass at that time does not send it again."""
+    clock = Clock(NOW)
+
+    def slow() -> int:
+        clock.now += timedelta(minutes=10)
+        return 200
+
+    receiver.script = [slow, "sleep"]
+    channel = hook(receiver.url(), timeout=30)
+    first = open_alert(store, [channel], check="performance:mae:JFK")
+    second = open_alert(store, [channel], check="performance:mae:LGA")
+    reports: list[DeliveryReport] = []
+    passing = threading.Thread(target=lambda: reports.append(send(store, [channel], clock)))
+    passing.start()
+    try:
+        for _ in range(600):  # until the pass is inside its second POST
+            if len(receiver.requests) == 2:
+                break
+            passing.join(0.05)
+        assert len(receiver.requests) == 2
+        assert send(store, [channel], clock).attempted == 0
+    finally:
+        receiver.release.set()
+        passing.join(30)
+    assert len(reports[0].delivered) == 2 and len(receiver.requests) == 2
+    with store.read() as uow:
+        (done,) = uow.outbox.deliveries(first.id)
+        (claimed,) = uow.outbox.deliveries(second.id)
+    assert done.delivered_at == NOW + timedelta(minutes=10)
+    assert claimed.next_attempt_at == NOW + timedelta(minutes=10, seconds=90)
+
+
+def test_webhooks_that_differ_only_in_the_query_or_headers_are_notified_each(
+    store: MetadataStore, receiver: Receiver
+) -> None:
+    channels: list[LogChannel | WebhookChannel] = [
+        hook(receiver.url("/hook?token=aaa")),
+        hook(receiver.url("/hook?token=bbb")),
+        hook(receiver.url("/hook?token=bbb"), headers={"Authorization": "Bearer ccc"}),
+    ]
+    keys = [channel_key(c) for c in channels]
+    assert len(set(keys)) == 3 and not any(s in k for k in keys for s in ("aaa", "bbb", "ccc"))
+    alert = open_alert(store, channels)
+    report = send(store, channels, NOW)
+    assert len(report.delivered) == 3 and report.failed == {}
+    got = sorted((r["path"], r["headers"].get("Authorization", "")) for r in receiver.requests)
+    assert got == [
+        ("/hook?token=aaa", ""), ("/hook?token=bbb", ""), ("/hook?token=bbb", "Bearer ccc"),
+    ]  # fmt: skip
+    assert statuses(store, alert) == [("opened", "delivered", 1)] * 3
+
+
+def test_a_pass_sends_only_the_notifications_of_its_own_pipeline(
+    store: MetadataStore, receiver: Receiver
+) -> None:
+    """Two pipelines whose webhooks differ in a header, and that share the log: each pass
+    sends its own pipeline's alerts only, with its own webhook's URL and headers."""
+    a = [hook(receiver.url(), headers={"X-Team": "delays"}), LogChannel()]
+    b = [hook(receiver.url(), headers={"X-Team": "fares"}), LogChannel()]
+    delays = open_alert(store, a, pipeline="flights-delay")
+    fares = open_alert(store, b, pipeline="taxi-fares")
+    report = send(store, b, NOW, pipeline="taxi-fares")
+    assert len(report.delivered) == 2 and report.failed == {}
+    assert statuses(store, delays) == [("opened", "pending", 0)] * 2
+    assert statuses(store, fares) == [("opened", "delivered", 1)] * 2
+    assert len(send(store, a, NOW, pipeline="flights-delay").delivered) == 2
+    assert statuses(store, delays) == [("opened", "delivered", 1)] * 2
+    got = [(r["json"]["kiln"]["pipeline"], r["headers"]["X-Team"]) for r in receiver.requests]
+    assert got == [("taxi-fares", "fares"), ("flights-delay", "delays")]
