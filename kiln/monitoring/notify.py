@@ -84,7 +84,8 @@ def channel_key(channel: LogChannel | WebhookChannel) -> str:
     if isinstance(channel, LogChannel):
         return "log"
     url = httpx.URL(str(channel.url))
-    head, *rest = url.path.lstrip("/").split("/", 1)
+    path = url.raw_path.decode("ascii").partition("?")[0]  # still %-encoded: never a "#"
+    head, *rest = path.lstrip("/").split("/", 1)
     shown = f"{url.scheme}://{url.netloc.decode('ascii').rpartition('@')[2]}/{head}"
     shown += ("/…" if rest and rest[0] else "") + ("?…" if url.query else "")
     headers = sorted((k.lower(), v) for k, v in channel.headers.items())
