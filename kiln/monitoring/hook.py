@@ -86,11 +86,12 @@ class MonitorHook:
         lines += [change_line(c) for c in done.alert_changes if c.kind != "still_open"]
         if results:  # "no captures yet" on every pass of a loop is noise
             lines += done.notes
-        sent = self.monitor.deliver(cfg, now)
+        sent = self.monitor.deliver(pipeline, cfg, self.clock)
         if sent.attempted:
+            held = f", {len(sent.postponed)} held back (channel down)" if sent.postponed else ""
             lines.append(
                 f"notifications: {len(sent.delivered)} delivered, {len(sent.failed)} failed"
-                " (kept and retried on a later pass)"
+                f"{held} (kept and retried on a later pass)"
             )
         return lines
 

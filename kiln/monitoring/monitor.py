@@ -18,7 +18,7 @@ never their pickled models.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -369,11 +369,17 @@ class Monitor:
         return manifest
 
     # -- notifications ------------------------------------------------------------------------
-    def deliver(self, cfg: PipelineConfig, now: datetime | None = None) -> DeliveryReport:
-        """Send the notifications of ``cfg``'s channels that are due (the outbox); a channel
-        that fails keeps its notifications for a later pass."""
+    def deliver(
+        self,
+        pipeline: str,
+        cfg: PipelineConfig,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> DeliveryReport:
+        """Send the due notifications of ``pipeline``'s alerts on ``cfg``'s channels (the
+        outbox); a channel that fails keeps its notifications for a later pass. ``clock`` is
+        read at each send, not once (a lease taken with an old time is already over)."""
         return deliver_due(
-            self.stores.metadata.unit_of_work, list(cfg.monitor.channels), now or datetime.now(UTC)
+            self.stores.metadata.unit_of_work, pipeline, list(cfg.monitor.channels), clock=clock
         )
 
 

@@ -2,10 +2,11 @@
 
 A notifier is one method, ``send(alert, event)``, that returns when the channel took the
 notification and raises :class:`~kiln.errors.NotifyError` when it did not. :func:`deliver_due`
-sends every due delivery of the outbox outside any transaction (a slow webhook never holds the
-database), claiming each one first so that two monitors never send it twice, and records the
-outcome: a failure leaves the delivery pending with a later attempt time (30 s, doubled per
-failure, at most an hour), so a channel that is down is retried on later passes and the
+sends the due deliveries of one pipeline's alerts outside any transaction (a slow webhook never
+holds the database), claiming each one first so that two monitors never send it twice, and
+records the outcome: a failure leaves the delivery pending with a later attempt time (30 s,
+doubled per failure, at most an hour), and the channel's other due deliveries wait with it
+untried, so a channel that is down costs one try per pass, is retried on later passes, and the
 notification is never lost. The pass itself never raises because a channel failed.
 
 A notification describes the episode as it is when it is sent: one that waited for a channel
@@ -14,12 +15,14 @@ carries the latest figures and level, not those of the window that queued it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -49,6 +52,12 @@ log = logging.getLogger("kiln.alerts")
 Event = Literal["opened", "escalated", "resolved"]
 UowFactory = Callable[[], AbstractContextManager[UnitOfWork]]
 _LEASE_MARGIN = timedelta(seconds=60)
+_KEY_DISPLAY = 400
+"""Characters of a webhook's key shown before its hash (the column holds 500, with ``#alert``)."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class Notifier(Protocol):
@@ -65,12 +74,24 @@ class Notifier(Protocol):
 
 
 def channel_key(channel: LogChannel | WebhookChannel) -> str:
-    """``log``, or the webhook's URL without its credentials, query and fragment: what the
-    outbox stores and shows, never a secret of the URL's user or query."""
+    """``log``, or the webhook's masked URL and a short hash of its full URL and headers, e.g.
+    ``https://hooks.example/x?… [a1b2c3d4]``: what the outbox stores and shows.
+
+    The display keeps the scheme, host, port and the path's first segment; the rest of the
+    path (Slack puts its secret there), the query and the user are shown as ``…`` and never
+    stored. The hash tells apart webhooks that differ only in what is masked (a ``?token=``,
+    a header): each is its own channel, notified on its own."""
     if isinstance(channel, LogChannel):
         return "log"
     url = httpx.URL(str(channel.url))
-    return str(url.copy_with(userinfo=b"", query=None, fragment=None))
+    path = url.raw_path.decode("ascii").partition("?")[0]  # still %-encoded: never a "#"
+    head, *rest = path.lstrip("/").split("/", 1)
+    shown = f"{url.scheme}://{url.netloc.decode('ascii').rpartition('@')[2]}/{head}"
+    shown += ("/…" if rest and rest[0] else "") + ("?…" if url.query else "")
+    headers = sorted((k.lower(), v) for k, v in channel.headers.items())
+    full = json.dumps([str(url), headers], separators=(",", ":"))
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    return f"{shown[:_KEY_DISPLAY]} [{digest}]"
 
 
 def notifier_for(channel: LogChannel | WebhookChannel) -> Notifier:
@@ -195,6 +216,9 @@ class DeliveryReport:
     delivered: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
     """Deliveries that failed this pass (still pending, retried later), with the error."""
+    postponed: list[int] = field(default_factory=list)
+    """Due deliveries not tried because their channel had failed earlier in the pass (still
+    pending, tried with the failed one on a later pass)."""
     taken: int = 0
     """Due deliveries another sender claimed first."""
 
@@ -205,14 +229,21 @@ class DeliveryReport:
 
 def deliver_due(
     uow_factory: UowFactory,
+    pipeline: str,
     channels: Sequence[LogChannel | WebhookChannel],
-    now: datetime,
     *,
+    clock: Callable[[], datetime] = _utcnow,
     limit: int = 100,
     notifiers: Mapping[str, Notifier] | None = None,
 ) -> DeliveryReport:
-    """Send the due deliveries of the configured ``channels`` (up to ``limit``); deliveries of
-    other channels wait for a sender that has them. Never raises because a channel failed.
+    """Send the due deliveries of ``pipeline``'s alerts on its configured ``channels`` (up to
+    ``limit``); deliveries of other channels or pipelines wait for a sender that has them.
+    Never raises because a channel failed.
+
+    A channel is tried once per pass: after its first failure, its other due deliveries are
+    postponed untried to the failed one's next attempt (a webhook that is down costs one
+    timeout per pass, not one per notification). ``clock`` is read for each claim and each
+    outcome, so a lease starts when its send does, however long the pass has run.
 
     ``uow_factory`` opens a unit of work (``store.unit_of_work``); ``notifiers`` replaces the
     notifiers built from ``channels``, by channel key."""
@@ -223,12 +254,16 @@ def deliver_due(
         return report
     keys = [*routes, *(k + ESCALATED for k in routes)]
     with uow_factory() as uow:
-        due = uow.outbox.due(now, channels=keys, limit=limit)
-    for delivery in due:
+        due = uow.outbox.due(clock(), channels=keys, limit=limit, pipeline=pipeline)
+    down: set[str] = set()
+    for i, delivery in enumerate(due):
         base, escalated = _split(delivery.channel)
+        if base in down:
+            continue
         notifier = routes[base]
         with uow_factory() as uow:
-            claimed = uow.outbox.claim(delivery.id, now, now + notifier.lease())
+            at = clock()
+            claimed = uow.outbox.claim(delivery.id, at, at + notifier.lease())
             alert = None if claimed is None else uow.alerts.get(delivery.alert_id)
         if alert is None:
             report.taken += 1
@@ -236,11 +271,18 @@ def deliver_due(
         error = _send(notifier, alert, "escalated" if escalated else delivery.event, delivery)
         with uow_factory() as uow:
             if error is None:
-                uow.outbox.delivered(delivery.id, now)
+                uow.outbox.delivered(delivery.id, clock())
                 report.delivered.append(delivery.id)
-            else:
-                uow.outbox.retry_later(delivery.id, now, error)
-                report.failed[delivery.id] = error
+                continue
+            failed = uow.outbox.retry_later(delivery.id, clock(), error)
+            report.failed[delivery.id] = error
+            rest = [d.id for d in due[i + 1 :] if _split(d.channel)[0] == base]
+            if rest and failed.next_attempt_at is not None:
+                reason = f"not tried: {base} failed on delivery {delivery.id} in the same pass"
+                report.postponed += uow.outbox.postpone(
+                    rest, clock(), failed.next_attempt_at, reason
+                )
+        down.add(base)
     return report
 
 

@@ -74,7 +74,7 @@ def test_gauges_follow_the_database_and_are_served(store: MetadataStore) -> None
     # recovery: the drift resolves, the outbox is sent, the next window is ok
     window(store, "flights-delay", 2, "warn")
     judge(store, "flights-delay", 2, Finding("drift:temp:EWR", "drift", "ok", 0.01, 0.1, "ok"))
-    deliver_due(store.unit_of_work, [LogChannel()], NOW)
+    deliver_due(store.unit_of_work, "flights-delay", [LogChannel()], clock=lambda: NOW)
     with store.read() as uow:
         g.refresh(uow)
     assert sample(g, "kiln_monitor_state", pipeline="flights-delay") == 1

@@ -86,9 +86,9 @@ def test_a_monitor_pass_over_real_flights(
     with stores.metadata.read() as uow:
         live = {a.check: a.status for a in uow.alerts.list(P, status=["open"])}
     assert live.get("drift") == "open"
-    sent = monitor.deliver(cfg, JULY + timedelta(days=5, hours=12))
+    sent = monitor.deliver(P, cfg, lambda: JULY + timedelta(days=5, hours=12))
     assert len(sent.delivered) >= 1 and not sent.failed
-    assert monitor.deliver(cfg, JULY + timedelta(days=5, hours=12)).attempted == 0  # once
+    assert monitor.deliver(P, cfg, lambda: JULY + timedelta(days=5, hours=12)).attempted == 0
 
     with stores.metadata.read() as uow:
         stored = uow.windows.list(P)

@@ -93,15 +93,24 @@ class OutboxRepository(Repository):
         return sorted((to_record(DeliveryRecord, row) for row in queued), key=lambda d: d.id)
 
     def due(
-        self, now: datetime, channels: Sequence[str] | None = None, limit: int = 100
+        self,
+        now: datetime,
+        channels: Sequence[str] | None = None,
+        limit: int = 100,
+        *,
+        pipeline: str | None = None,
     ) -> builtins.list[DeliveryRecord]:
-        """Pending deliveries whose time has come (of those channels, when given), the
-        longest waiting first."""
+        """Pending deliveries whose time has come (of those channels, and of the alerts of
+        that pipeline, when given), the longest waiting first. A sender passes its pipeline:
+        it holds that pipeline's channels (URL, headers), never another's."""
         check_aware("now", now)
         c = self._table.c
         stmt = sa.select(self._table).where(c.status == "pending", c.next_attempt_at <= now)
         if channels is not None:
             stmt = stmt.where(c.channel.in_(builtins.list(channels)))
+        if pipeline is not None:
+            a = self._alerts.c
+            stmt = stmt.where(c.alert_id.in_(sa.select(a.id).where(a.pipeline == pipeline)))
         rows = self._session.execute(stmt.order_by(c.next_attempt_at, c.id).limit(limit))
         return [to_record(DeliveryRecord, row) for row in rows]
 
@@ -115,6 +124,29 @@ class OutboxRepository(Repository):
             .where(c.id == delivery_id, c.status == "pending", c.next_attempt_at <= now)
             .values(next_attempt_at=until)
         )
+
+    def postpone(
+        self, delivery_ids: Sequence[int], now: datetime, until: datetime, reason: str
+    ) -> builtins.list[int]:
+        """Move due deliveries that were not tried to ``until`` (their channel just failed in
+        this pass), attempts unchanged: an attempt counts a send. A delivery another sender
+        claimed meanwhile (next attempt past ``now``) is left to it. Returns the ids moved."""
+        check_aware("now", now)
+        check_aware("until", until)
+        if not delivery_ids:
+            return []
+        c = self._table.c
+        rows = self._session.execute(
+            sa.update(self._table)
+            .where(
+                c.id.in_(builtins.list(delivery_ids)),
+                c.status == "pending",
+                c.next_attempt_at <= now,
+            )
+            .values(next_attempt_at=until, last_error=reason[:2000])
+            .returning(c.id)
+        )
+        return sorted(int(row.id) for row in rows)
 
     def delivered(self, delivery_id: int, now: datetime) -> DeliveryRecord:
         """Mark it delivered; the alert's ``notified_at`` is the first delivery's time."""
