@@ -94,6 +94,8 @@ class Ticks(Claims):
                             uow.fires.heartbeat(fire_id, self.name)
                 except KilnError as e:  # the database is away: the next beat tries again
                     log.error("heartbeat of %d running firing(s) failed: %s", len(fire_ids), e)
+                except Exception:  # a bug must not end the beating while the hook runs
+                    log.exception("heartbeat of %d running firing(s) failed", len(fire_ids))
 
         thread = threading.Thread(target=beat, name=f"kiln-heartbeat-{self.name}", daemon=True)
         thread.start()
