@@ -70,7 +70,7 @@ def scheduler(
 def _after_tick(
     settings: Any, stores: Any, folder: Path, metrics_port: int | None
 ) -> Callable[[str], list[Any]]:
-    """What every pass does for each scheduled pipeline after claiming its firings: the
+    """What every pass does for each pipeline (scheduled or not) after claiming firings: the
     release tick, then the monitor pass (with the pipeline's kiln.yaml from --dir) and the due
     notifications, then the gauges. A failing monitor is logged; the release loop goes on."""
     from kiln.monitoring.hook import MonitorHook, refresh_gauges, serve_gauges

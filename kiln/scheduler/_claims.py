@@ -87,11 +87,12 @@ class Claims:
 
     def _take_over_stale(self, scan: Scan) -> None:
         older_than = utcnow() - STALE_AFTER
+        pipelines = scan.scheduled | scan.unscheduled  # a retraining needs no schedule:
         with self._uow() as uow:
             stale = [
                 f
                 for f in uow.fires.stale_running(older_than)
-                if f.pipeline in scan.scheduled and f.id not in self._attempts
+                if f.pipeline in pipelines and f.id not in self._attempts
             ]
         for fire in stale:
             with self._uow() as uow:
@@ -118,7 +119,7 @@ class Claims:
         with self._uow() as uow:
             due = uow.fires.due_retries(self.clock())
         for fire in due:
-            pipeline = scan.scheduled.get(fire.pipeline)
+            pipeline = scan.scheduled.get(fire.pipeline) or scan.unscheduled.get(fire.pipeline)
             if pipeline is None or (only is not None and fire.id not in only):
                 continue
             if not self._free(fire.pipeline):

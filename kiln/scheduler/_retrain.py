@@ -7,8 +7,10 @@ row under the pipeline's scheduling lock (:meth:`FireRepository.serialize`), aft
 policy in the same transaction: no retraining of the pipeline claimed for an alert opened (nor
 a drift or performance run started) within ``cooldown``, fewer than ``max_per_day`` since UTC
 midnight.
-An alert the policy refuses is recorded as a ``skipped`` firing with the reason, so it is
-decided once and the reason can be read (`kiln scheduler --once` lists it).
+An alert the policy refuses is not recorded: the next pass decides it again, so an alert that
+stays open is retrained once the cooldown has passed (or the next UTC day has come). The
+claimed firing keeps the alert's kind as its trigger and the alert's id, so a retry or a
+takeover (by this scheduler after a restart, or another one) runs the same `kiln run`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from kiln.stores.metadata.alerts import AlertRecord
 from kiln.stores.metadata.records import FireRecord
 from kiln.stores.metadata.store import UnitOfWork
 
-__all__ = ["RetrainClaim", "claim_retrains", "retrain_args"]
+__all__ = ["RetrainClaim", "claim_retrains"]
 
 _RETRAIN_TRIGGERS = ("drift", "performance")
 
@@ -30,13 +32,9 @@ _RETRAIN_TRIGGERS = ("drift", "performance")
 class RetrainClaim:
     alert: AlertRecord
     fire: FireRecord | None
-    """The firing claimed to run; None when the policy refused it (``skipped``)."""
+    """The firing claimed to run; None when the policy refused it (nothing is recorded)."""
     skipped: str | None = None
-
-
-def retrain_args(alert: AlertRecord) -> tuple[str, ...]:
-    """The `kiln run` options of the retraining ``alert`` starts."""
-    return ("--trigger", alert.kind, "--alert", str(alert.id))
+    """Why the policy refused it."""
 
 
 def claim_retrains(  # noqa: PLR0917 (what a claim needs)
@@ -47,37 +45,33 @@ def claim_retrains(  # noqa: PLR0917 (what a claim needs)
     scheduler: str,
     now: datetime,
 ) -> list[RetrainClaim]:
-    """Claim (or skip, with the reason) the retraining of each open alert of ``pipeline`` of a
-    kind in ``policy.on`` that no scheduler has decided yet; at most one claimed per call."""
+    """Claim the retraining of the oldest open alert of ``pipeline`` of a kind in
+    ``policy.on`` that has no firing yet; or say why the policy refuses it now (recording
+    nothing). At most one claim per call: the other alerts are decided after its run."""
     if not policy.on:
         return []
     uow.fires.serialize(pipeline)
     waiting = sorted(
-        (
-            a for a in uow.alerts.list(pipeline, status=["open"], limit=1000)
-            if a.kind in policy.on and a.opened_at is not None
-        ),
-        key=lambda a: (a.opened_at or now, a.id),
+        (a.opened_at, a.id, a) for a in uow.alerts.list(pipeline, status=["open"], limit=1000)
+        if a.kind in policy.on and a.opened_at is not None
     )  # fmt: skip
     if not waiting or uow.fires.running(pipeline):
         return []  # a run of the pipeline is in flight: decide after it
+    decided = uow.fires.decided(pipeline, [opened for opened, _, _ in waiting])
+    undecided = [(opened, alert) for opened, _, alert in waiting if opened not in decided]
+    if not undecided:
+        return []
+    opened, alert = undecided[0]
     midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    claims: list[RetrainClaim] = []
-    for alert in waiting:
-        opened = alert.opened_at
-        if opened is None:
-            continue
-        reason = _refused(uow, pipeline, policy, now, midnight)
-        if reason is not None:
-            note = f"retraining for alert #{alert.id} ({alert.check}) not started: {reason}"
-            if uow.fires.skip(pipeline, opened, config_path, scheduler, note):
-                claims.append(RetrainClaim(alert, None, note))
-            continue
-        fire = uow.fires.claim(pipeline, opened, config_path, scheduler)
-        if fire is not None:
-            claims.append(RetrainClaim(alert, fire))
-            break  # one retraining at a time; the others are decided after it
-    return claims
+    reason = _refused(uow, pipeline, policy, now, midnight)
+    if reason is not None:
+        more = f" (and {len(undecided) - 1} more open alert(s))" if len(undecided) > 1 else ""
+        note = f"retraining for alert #{alert.id} ({alert.check}){more} not started: {reason}"
+        return [RetrainClaim(alert, None, note)]
+    fire = uow.fires.claim(
+        pipeline, opened, config_path, scheduler, trigger=alert.kind, alert_id=alert.id
+    )
+    return [] if fire is None else [RetrainClaim(alert, fire)]
 
 
 def _refused(

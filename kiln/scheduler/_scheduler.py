@@ -9,7 +9,6 @@ overlap, whoever started them.
 
 from __future__ import annotations
 
-import functools
 import logging
 import shutil
 import signal
@@ -25,13 +24,12 @@ from types import FrameType
 from typing import Any
 
 from kiln.errors import EXIT_BLOCKED, KilnError, StoreError
-from kiln.release.events import ReleaseEvent
 from kiln.runs.reporting import host_and_pid
 from kiln.scheduler._child import Attempt, child_env, explain_exit
-from kiln.scheduler._claims import STALE_AFTER, Claims, Outcome, utcnow, when
+from kiln.scheduler._claims import STALE_AFTER, Outcome, utcnow, when
 from kiln.scheduler._folder import Folder, Pipeline, Scan
-from kiln.scheduler._retrain import claim_retrains, retrain_args
 from kiln.scheduler._summary import PipelinePass, pipeline_pass
+from kiln.scheduler._tick import HEARTBEAT_SECONDS, Ticks
 from kiln.settings import Settings
 from kiln.stores import Stores, open_stores
 from kiln.stores.metadata.records import FireRecord, FireStatus
@@ -41,7 +39,6 @@ __all__ = ["HEARTBEAT_SECONDS", "STALE_AFTER", "Outcome", "Scheduler", "Summary"
 
 log = logging.getLogger("kiln.scheduler")
 
-HEARTBEAT_SECONDS = 15.0
 KILL_AFTER_SECONDS = 30.0
 _WAKE_SECONDS = 0.5  # how often a scheduler with runs in flight looks at them
 _RECORD_SECONDS = 10.0  # how long a stopping scheduler tries to record its runs' ends
@@ -59,13 +56,15 @@ class Summary:
     """Per scheduled pipeline: what ran, what was skipped or waits for a retry, when next."""
 
 
-class Scheduler(Claims):
+class Scheduler(Ticks):
     """Runs every scheduled kiln.yaml under ``folder`` on its cron, one run per pipeline at a
     time and at most ``max_runs`` runs at once; a failed run is retried ``retries`` times,
     after ``retry_delay * 2**(attempt - 1)`` seconds.
 
-    ``after_tick(pipeline)`` is called once per pass for every scheduled pipeline (the release
-    controller hooks in there); what it raises is logged and the loop goes on. ``clock`` is
+    ``after_tick(pipeline)`` is called once per pass for every pipeline of the folder,
+    scheduled or not (the release tick and the monitor hook in there), and then the
+    retraining an open alert asks for is started (:mod:`._tick`); what it raises is logged
+    and the loop goes on. ``clock`` is
     the time the cron schedules are read against.
     """
 
@@ -104,8 +103,8 @@ class Scheduler(Claims):
         self._once = False
         self._pending: set[int] = set()  # firings run_once left waiting for a retry
         self._outcomes: list[Outcome] = []
-        self._run_args: dict[int, tuple[str, ...]] = {}
-        """The `kiln run` options of firings that are no cron firing (a retraining)."""
+        self._refusals: dict[str, str] = {}
+        self.heartbeat_seconds = HEARTBEAT_SECONDS
         self._stop = threading.Event()
         self._signals = 0
         self._logs: Path | None = None
@@ -261,55 +260,6 @@ class Scheduler(Claims):
         for name in scan.scheduled:
             self._first_seen.setdefault(name, stamp)
 
-    def _tick(self, scan: Scan) -> None:
-        if self.after_tick is None:
-            return
-        for name in sorted(scan.scheduled):
-            self._guarded(self._attend)  # keep the runs' heartbeats fresh between the ticks
-            try:
-                result = self.after_tick(name)
-            except KilnError as e:
-                log.error("after-tick of pipeline %r failed: %s", name, e)
-                continue
-            except Exception:
-                log.exception("after-tick of pipeline %r failed", name)
-                continue
-            if isinstance(result, list | tuple):
-                for item in result:  # the release controller's events, or plain lines
-                    line = item.message if isinstance(item, ReleaseEvent) else item
-                    log.info("%s: %s", name, line)
-            self._guarded(functools.partial(self._retrain, scan.scheduled[name]))
-
-    def _retrain(self, pipeline: Pipeline) -> None:
-        """Start the retraining an alert of the pipeline asks for (``monitor.retrain``), when
-        this scheduler wins its claim (:mod:`kiln.scheduler._retrain`)."""
-        policy = pipeline.loaded.config.monitor.retrain
-        if not policy.on or not self._free(pipeline.name):
-            return
-        with self._uow() as uow:
-            claims = claim_retrains(
-                uow, pipeline.name, policy, str(pipeline.path), self.name, self.clock()
-            )
-        for claim in claims:
-            if claim.fire is None:
-                log.warning("%s: %s", pipeline.name, claim.skipped)
-                self._outcomes.append(
-                    Outcome(
-                        pipeline.name,
-                        claim.alert.opened_at or self.clock(),
-                        1,
-                        "skipped",
-                        error=claim.skipped,
-                    )
-                )
-                continue
-            self._run_args[claim.fire.id] = retrain_args(claim.alert)
-            log.info(
-                "%s: alert #%d (%s) opened: retraining with `kiln run --trigger %s`",
-                pipeline.name, claim.alert.id, claim.alert.check, claim.alert.kind,
-            )  # fmt: skip
-            self._start(claim.fire, pipeline)
-
     def _guarded(self, step: Callable[[], Any]) -> Any:
         """Run ``step``; an error (the database is away, the folder was removed) is logged and
         the loop goes on: the next pass tries again."""
@@ -327,7 +277,7 @@ class Scheduler(Claims):
                 self._finish(attempt, code)
                 attempt.close()
                 del self._attempts[fire_id]
-            elif time.monotonic() - attempt.beat_at >= HEARTBEAT_SECONDS:
+            elif time.monotonic() - attempt.beat_at >= self.heartbeat_seconds:
                 attempt.beat_at = time.monotonic()
                 with self._uow() as uow:
                     mine = uow.fires.heartbeat(fire_id, self.name)
@@ -419,7 +369,7 @@ class Scheduler(Claims):
     def _start(self, fire: FireRecord, pipeline: Pipeline) -> None:
         logs = self._logs or Path(tempfile.gettempdir())
         try:
-            args = self._run_args.get(fire.id, ("--trigger", "schedule"))
+            args = fire.run_args()  # kept on the firing: a retry runs the same command
             attempt = Attempt.start(fire, pipeline.path, child_env(self.settings), logs, args)
         except OSError as e:
             with self._uow() as uow:
@@ -430,8 +380,9 @@ class Scheduler(Claims):
             return
         self._attempts[fire.id] = attempt
         log.info(
-            "started %r due %s, attempt %d: kiln run %s (pid %d)",
-            fire.pipeline, when(fire.due_at), fire.attempt, pipeline.path, attempt.process.pid,
+            "started %r due %s, attempt %d: kiln run %s %s (pid %d)",
+            fire.pipeline, when(fire.due_at), fire.attempt, pipeline.path, " ".join(args),
+            attempt.process.pid,
         )  # fmt: skip
 
     @contextmanager

@@ -97,7 +97,7 @@ def test_a_firing_of_a_dead_scheduler_is_taken_over_as_a_failed_attempt(
     assert taken.error and "scheduler gone:42 stopped heartbeating" in taken.error
 
 
-def test_after_tick_runs_for_every_scheduled_pipeline_and_its_errors_are_logged(
+def test_after_tick_runs_for_every_pipeline_and_its_errors_are_logged(
     add_pipeline: Callable[..., Path],
     pipelines: Path,
     settings_for: Settings,
@@ -105,7 +105,7 @@ def test_after_tick_runs_for_every_scheduled_pipeline_and_its_errors_are_logged(
 ) -> None:
     add_pipeline("a/kiln.yaml", "alpha", **HOURLY_SKIP)
     add_pipeline("b/kiln.yaml", "beta", **HOURLY_SKIP)
-    add_pipeline("c/kiln.yaml", "gamma")  # unscheduled: no tick
+    add_pipeline("c/kiln.yaml", "gamma")  # unscheduled: monitored (and retrained) too
     ticked: list[str] = []
 
     def tick(name: str) -> list[str]:
@@ -116,7 +116,7 @@ def test_after_tick_runs_for_every_scheduled_pipeline_and_its_errors_are_logged(
 
     with caplog.at_level(logging.INFO, logger="kiln.scheduler"):
         summary = scheduler(settings_for, pipelines, after_tick=tick).run_once()
-    assert ticked == ["alpha", "beta"] and summary.unscheduled == ["gamma"]
+    assert ticked == ["alpha", "beta", "gamma"] and summary.unscheduled == ["gamma"]
     assert "after-tick of pipeline 'alpha' failed" in caplog.text
     assert "release controller bug" in caplog.text and "beta: promoted beta v2" in caplog.text
 

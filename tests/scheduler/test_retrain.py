@@ -14,7 +14,7 @@ import yaml
 
 from kiln.config.monitor import RetrainConfig
 from kiln.monitoring.monitor import align
-from kiln.scheduler._retrain import claim_retrains, retrain_args
+from kiln.scheduler._retrain import claim_retrains
 from kiln.settings import Settings
 from kiln.stores import MetadataStore, Stores
 from tests.monitoring.monitor_support import P, flights, production, serve
@@ -46,7 +46,7 @@ def test_one_retraining_per_alert_within_the_policy(store: MetadataStore) -> Non
     (claim,) = _claim(store, policy, NOW)
     assert claim.alert.id == first.id and claim.fire is not None
     assert claim.fire.due_at == first.opened_at
-    assert retrain_args(claim.alert) == ("--trigger", "drift", "--alert", str(first.id))
+    assert claim.fire.run_args() == ("--trigger", "drift", "--alert", str(first.id))
     assert _claim(store, policy, NOW) == []  # a run of the pipeline is in flight
     with store.unit_of_work() as uow:
         uow.fires.finish(claim.fire.id, "succeeded", scheduler="s1")
@@ -56,19 +56,45 @@ def test_one_retraining_per_alert_within_the_policy(store: MetadataStore) -> Non
     (cooled,) = _claim(store, policy, NOW + timedelta(minutes=20))
     assert cooled.alert.id == second.id and cooled.fire is None
     assert "within monitor.retrain.cooldown (1h)" in (cooled.skipped or "")
-    with store.read() as uow:
+    with store.read() as uow:  # a refusal is not recorded: the next pass decides again
         fires = {f.due_at: f.status for f in uow.fires.list()}
-    assert fires == {first.opened_at: "succeeded", second.opened_at: "skipped"}
+    assert fires == {first.opened_at: "succeeded"}
+    (again,) = _claim(store, policy, NOW + timedelta(minutes=40))
+    assert again.fire is None and again.alert.id == second.id
 
-    # past the cooldown, a third one still starts (2 per day), a fourth is refused
-    third = _open_alert(store, "drift:visib:EWR", "drift", NOW + timedelta(hours=2))
-    (ok,) = _claim(store, policy, NOW + timedelta(hours=2, minutes=1))
-    assert ok.alert.id == third.id and ok.fire is not None
+    # the alert stayed open: once the cooldown has passed it is retrained (2 per day)
+    (ok,) = _claim(store, policy, NOW + timedelta(hours=1, minutes=1))
+    assert ok.alert.id == second.id and ok.fire is not None
+    assert ok.fire.run_args() == ("--trigger", "drift", "--alert", str(second.id))
     with store.unit_of_work() as uow:
         uow.fires.finish(ok.fire.id, "succeeded", scheduler="s1")
     _open_alert(store, "drift:visib:JFK", "drift", NOW + timedelta(hours=4))
     (refused,) = _claim(store, policy, NOW + timedelta(hours=4, minutes=1))
     assert refused.fire is None and "2 started today (UTC)" in (refused.skipped or "")
+    (tomorrow,) = _claim(store, policy, NOW + timedelta(days=1))
+    assert tomorrow.fire is not None and tomorrow.fire.due_at == NOW + timedelta(hours=4)
+
+
+def test_a_retry_or_a_takeover_of_a_retraining_runs_the_same_command(
+    store: MetadataStore,
+) -> None:
+    """The trigger and the alert are on the firing row, not in one scheduler's memory."""
+    with store.unit_of_work() as uow:
+        uow.pipelines.upsert(P, "tests@example.com", "", PATH)
+    alert = _open_alert(store, "drift:temp:EWR", "drift", NOW - timedelta(minutes=10))
+    (claim,) = _claim(store, RetrainConfig(on=["drift"]), NOW, "s1")
+    assert claim.fire is not None
+    command = ("--trigger", "drift", "--alert", str(alert.id))
+    with store.unit_of_work() as uow:
+        uow.fires.finish(claim.fire.id, "retrying", None, "failed", NOW, scheduler="s1")
+        retried = uow.fires.claim_retry(claim.fire.id, 1, "s2", NOW)
+        assert retried is not None
+        taken = uow.fires.take_over_stale(retried.id, retried.heartbeat_at, "s3")
+        assert taken is not None
+        cron = uow.fires.claim(P, NOW + timedelta(days=1), PATH, "s1")
+        assert cron is not None
+    assert retried.run_args() == command and taken.run_args() == command
+    assert cron.run_args() == ("--trigger", "schedule")
 
 
 def test_schedulers_racing_start_one_retraining(store: MetadataStore) -> None:

@@ -30,11 +30,21 @@ class FireRepository(Repository):
     _table = t.table_of(t.ScheduleFire)
 
     def claim(
-        self, pipeline: str, due_at: datetime, config_path: str, scheduler: str
+        self,
+        pipeline: str,
+        due_at: datetime,
+        config_path: str,
+        scheduler: str,
+        *,
+        trigger: str | None = None,
+        alert_id: int | None = None,
     ) -> FireRecord | None:
         """Claim the firing of ``pipeline`` due at ``due_at`` as attempt 1; None when another
-        scheduler claimed it (or recorded it as skipped) first."""
-        return self._insert(pipeline, due_at, config_path, scheduler, "running", None)
+        scheduler claimed it (or recorded it as skipped) first. ``trigger`` and ``alert_id``
+        (a retraining) are kept on the row, so a retry or a takeover runs the same command."""
+        return self._insert(
+            pipeline, due_at, config_path, scheduler, "running", None, (trigger, alert_id)
+        )
 
     def skip(
         self, pipeline: str, due_at: datetime, config_path: str, scheduler: str, reason: str
@@ -51,6 +61,7 @@ class FireRepository(Repository):
         scheduler: str,
         status: FireStatus,
         error: str | None,
+        runs: tuple[str | None, int | None] = (None, None),
     ) -> FireRecord | None:
         check_aware("due_at", due_at)
         stamp = _now()
@@ -65,6 +76,8 @@ class FireRepository(Repository):
             "heartbeat_at": stamp,
             "finished_at": stamp if status == "skipped" else None,
             "error": error,
+            "trigger": runs[0],
+            "alert_id": runs[1],
         }
         try:
             # A savepoint, so that the loser's duplicate key does not abort a PostgreSQL
@@ -195,19 +208,27 @@ class FireRepository(Repository):
             self._session.execute(sa.text("SELECT 1"))
 
     def retrains_since(self, pipeline: str, since: datetime) -> builtins.list[FireRecord]:
-        """The pipeline's retraining firings (those due at an alert's ``opened_at``: a
-        retraining started by an alert is claimed under that key) due since ``since`` and not
-        skipped, oldest first."""
+        """The pipeline's retraining firings (those with a trigger: claimed for an alert) due
+        since ``since`` and not skipped, oldest first."""
         check_aware("since", since)
-        c, a = self._table.c, t.table_of(t.Alert).c
-        opened = sa.select(a.opened_at).where(a.pipeline == pipeline, a.opened_at.is_not(None))
+        c = self._table.c
         return self._select(
             (c.pipeline == pipeline)
             & (c.status != "skipped")
             & (c.due_at >= since)
-            & c.due_at.in_(opened),
+            & c.trigger.is_not(None),
             c.due_at,
         )
+
+    def decided(self, pipeline: str, due_ats: builtins.list[datetime]) -> set[datetime]:
+        """Which of ``due_ats`` already have a firing of ``pipeline`` (whatever its status)."""
+        if not due_ats:
+            return set()
+        c = self._table.c
+        found = self._session.scalars(
+            sa.select(c.due_at).where(c.pipeline == pipeline, c.due_at.in_(due_ats))
+        )
+        return set(found)
 
     def running(self, pipeline: str) -> builtins.list[FireRecord]:
         """The pipeline's firings that are ``running`` now, oldest first."""

@@ -160,6 +160,16 @@ class FireRecord:
     finished_at: datetime | None
     next_retry_at: datetime | None
     error: str | None
+    trigger: str | None = None
+    """``drift`` or ``performance`` for a retraining (None: a cron firing)."""
+    alert_id: int | None = None
+
+    def run_args(self) -> tuple[str, ...]:
+        """The `kiln run` options of this firing: a retry or a takeover runs the same command."""
+        if self.trigger is None:
+            return ("--trigger", "schedule")
+        alert = () if self.alert_id is None else ("--alert", str(self.alert_id))
+        return ("--trigger", self.trigger, *alert)
 
 
 @dataclass(frozen=True, slots=True)

@@ -284,6 +284,11 @@ class ScheduleFire(Base):
     finished_at: Mapped[datetime | None]
     next_retry_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(sa.Text)
+    trigger: Mapped[str | None] = mapped_column(sa.String(16))
+    """The `kiln run --trigger` of a firing that is no cron firing (``drift``, ``performance``:
+    a retraining); None for a cron firing (``schedule``)."""
+    alert_id: Mapped[int | None]
+    """The alert a retraining firing runs for (`kiln run --alert`)."""
 
 
 class PipelineLock(Base):

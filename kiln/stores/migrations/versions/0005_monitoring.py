@@ -1,5 +1,6 @@
 """Monitoring: one row per computed window, alert episodes, the notification outbox; a run
-can be started by an alert (trigger drift or performance, and the alert's id).
+can be started by an alert (trigger drift or performance, and the alert's id), and so can a
+schedule firing (its trigger and alert, so that a retry or a takeover runs the same command).
 
 Revision ID: 0005
 Revises: 0004
@@ -43,6 +44,9 @@ def upgrade() -> None:
     with op.batch_alter_table("runs", recreate="auto") as batch:
         batch.add_column(sa.Column("alert_id", sa.Integer(), nullable=True))
     _run_triggers(RUN_TRIGGERS)
+    with op.batch_alter_table("schedule_fires", recreate="auto") as batch:
+        batch.add_column(sa.Column("trigger", sa.String(16), nullable=True))
+        batch.add_column(sa.Column("alert_id", sa.Integer(), nullable=True))
     op.create_table(
         "monitor_windows",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -134,6 +138,9 @@ def downgrade() -> None:
     op.drop_index(ONE_EPISODE, table_name="alerts")
     op.drop_table("alerts")
     op.drop_table("monitor_windows")
+    with op.batch_alter_table("schedule_fires", recreate="auto") as batch:
+        batch.drop_column("alert_id")
+        batch.drop_column("trigger")
     op.execute("UPDATE runs SET \"trigger\" = 'manual' WHERE \"trigger\" IN ('drift', 'performance')")
     _run_triggers(OLD_RUN_TRIGGERS)
     with op.batch_alter_table("runs", recreate="auto") as batch:
