@@ -217,7 +217,7 @@ def kiln_cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `kiln` command in a child process."""
-    full_env = {**os.environ, **(env or {}), "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
+    full_env = {**os.environ, **(env or {}), "COLUMNS": "250", "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "kiln.cli", *args],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False,

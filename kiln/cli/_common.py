@@ -3,6 +3,7 @@ the admin-token check, and small cell formatters."""
 
 from __future__ import annotations
 
+import os
 import sys
 from types import FrameType
 from typing import Annotated, Any, NoReturn
@@ -12,9 +13,15 @@ from rich.console import Console
 
 from kiln.settings import Settings
 
-# Piped output (CI logs, files) gets a wide page instead of Rich's 80-column default.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+def _width(stream: Any) -> int | None:
+    """Piped output (CI logs, files) gets a wide page instead of Rich's 80-column default,
+    unless COLUMNS says how wide (Rich reads it)."""
+    return None if stream.isatty() or os.environ.get("COLUMNS", "").isdigit() else 160
+
+
+out = Console(width=_width(sys.stdout))
+err = Console(stderr=True, width=_width(sys.stderr))
 _state: dict[str, Any] = {"debug": False}
 
 
