@@ -16,11 +16,17 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 
-from kiln.errors import NotFoundError
+from kiln.errors import NotFoundError, StoreError
 from kiln.stores.metadata import tables as t
-from kiln.stores.metadata.base import Repository, check_aware, check_choice, now, to_record
+from kiln.stores.metadata.base import (
+    Repository,
+    check_aware,
+    check_choice,
+    insert_ignoring,
+    now,
+    to_record,
+)
 
 __all__ = ["WindowRecord", "WindowRepository", "WindowState"]
 
@@ -74,16 +80,17 @@ class WindowRepository(Repository):
             "worst": worst,
             "summary": json_safe(summary),
         }
-        try:
-            # A savepoint: the loser's duplicate key must not abort a PostgreSQL transaction.
-            with self._session.begin_nested():
-                row = self._session.execute(
-                    sa.insert(self._table).values(**values).returning(*self._table.c)
-                ).one()
-        except sa_exc.IntegrityError:
+        # ON CONFLICT DO NOTHING on the window's key: the loser of a race inserts nothing (and
+        # no error aborts its PostgreSQL transaction), then reads the winner's row
+        key = ["pipeline", "window_start", "window_seconds"]
+        stmt = insert_ignoring(self._session, self._table, [values], key)
+        row = self._session.execute(stmt.returning(*self._table.c)).one_or_none()
+        if row is None:
             there = self.get(pipeline, start, seconds)
-            if there is None:  # not the window's key that failed
-                raise
+            if there is None:
+                raise StoreError(
+                    f"window {pipeline} {start:%Y-%m-%d %H:%M} was neither stored nor found"
+                )
             return there, False
         return to_record(WindowRecord, row), True
 
