@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -34,9 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from demo_shell import HERE, ROOT, KilnShell  # beside this script
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
 PIPELINE = "flights-delay"
 FEATURES = ["origin", "dest", "carrier", "hour", "day_of_week", "distance",
             "sched_dep_time", "temp", "dewp", "humid", "wind_speed", "wind_gust", "precip",
@@ -45,63 +42,12 @@ ADMIN_TOKEN = "demo-admin-token"
 EXIT_BLOCKED = 10  # `kiln run`: the version was registered but its gates blocked it
 
 
-class Demo:
+class Demo(KilnShell):
     def __init__(self, home: Path, port: int) -> None:
-        self.home = home
-        self.port = port
-        self.env = {
-            **os.environ,
-            "KILN_HOME": str(home),
-            "KILN_ADMIN_TOKEN": ADMIN_TOKEN,
-            "KILN_RELOAD_SECONDS": "1",
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        }
-        self.server: subprocess.Popen[bytes] | None = None
+        super().__init__(home, port, PIPELINE, {"KILN_ADMIN_TOKEN": ADMIN_TOKEN})
 
-    # -- commands -----------------------------------------------------------------------------
     def kiln(self, *args: str, check: bool = True) -> int:
-        shown = " ".join(shlex.quote(a) for a in args)
-        print(f"\n\033[1m$ kiln {shown}\033[0m", flush=True)
-        done = subprocess.run(
-            [sys.executable, "-m", "kiln.cli", *args], env=self.env, cwd=HERE, check=False
-        )
-        if check and done.returncode != 0:
-            raise SystemExit(f"`kiln {shown}` failed with exit code {done.returncode}")
-        return done.returncode
-
-    def say(self, text: str) -> None:
-        print(f"\n\033[1;34m== {text}\033[0m", flush=True)
-
-    # -- the server ---------------------------------------------------------------------------
-    def serve(self) -> None:
-        print(f"\n\033[1m$ kiln serve --port {self.port} &\033[0m", flush=True)
-        self.server = subprocess.Popen(
-            [sys.executable, "-m", "kiln.cli", "serve", "--port", str(self.port)],
-            env=self.env,
-            cwd=HERE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.server.poll() is not None:
-                raise SystemExit("`kiln serve` exited; run it by hand to see why")
-            try:
-                with urllib.request.urlopen(self.url("/readyz"), timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.3)
-        raise SystemExit("`kiln serve` did not become ready within 60 s")
-
-    def stop(self) -> None:
-        if self.server is not None and self.server.poll() is None:
-            self.server.terminate()  # SIGTERM: the server flushes its captures
-            self.server.wait(timeout=30)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return self.run(*args, check=check)[0]
 
     def post(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         req = urllib.request.Request(
@@ -114,22 +60,6 @@ class Demo:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"{}")
-
-    def serving_version(self) -> int | None:
-        with urllib.request.urlopen(self.url(f"/v1/pipelines/{PIPELINE}"), timeout=5) as r:
-            info = json.loads(r.read())
-        production = info.get("production") or {}
-        version = production.get("version") if isinstance(production, dict) else None
-        return int(version) if version is not None else None
-
-    def wait_for_version(self, version: int) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.serving_version() == version:
-                print(f"  the server now answers with v{version}")
-                return
-            time.sleep(0.25)
-        raise SystemExit(f"the server did not switch to v{version} within 30 s")
 
     def traffic(self, rows: list[dict[str, Any]], batch: int) -> dict[int, int]:
         """Send ``rows`` as prediction requests of ``batch`` instances; count status codes."""

@@ -31,8 +31,6 @@ import argparse
 import http.server
 import itertools
 import json
-import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -48,9 +46,8 @@ from zoneinfo import ZoneInfo
 import duckdb
 import httpx
 import yaml
+from demo_shell import HERE, ROOT, KilnShell  # beside this script
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
 PIPELINE = "flights-delay"
 CONFIG = "kiln.monitor.yaml"
 HOOK_PORT = 8766  # the webhook channel of kiln.monitor.yaml
@@ -87,72 +84,13 @@ class Receiver(http.server.ThreadingHTTPServer):
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
-class Demo:
+class Demo(KilnShell):
     def __init__(self, home: Path, port: int) -> None:
-        self.home = home
-        self.port = port
-        self.env = {
-            **os.environ,
-            "KILN_HOME": str(home),
-            "KILN_RELOAD_SECONDS": "1",
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        }
-        self.server: subprocess.Popen[bytes] | None = None
+        super().__init__(home, port, PIPELINE, {})
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
 
     def kiln(self, *args: str, check: bool = True, capture: bool = False) -> str:
-        shown = " ".join(shlex.quote(a) for a in args)
-        print(f"\n\033[1m$ kiln {shown}\033[0m", flush=True)
-        started = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "kiln.cli", *args], env=self.env, cwd=HERE, check=False,
-            stdout=subprocess.PIPE if capture else None, text=True,
-        )  # fmt: skip
-        print(f"  ({time.perf_counter() - started:.1f} s)", flush=True)
-        if check and done.returncode != 0:
-            raise SystemExit(f"`kiln {shown}` failed with exit code {done.returncode}")
-        return done.stdout or ""
-
-    def say(self, text: str) -> None:
-        print(f"\n\033[1;34m== {text}\033[0m", flush=True)
-
-    def serve(self) -> None:
-        print(f"\n\033[1m$ kiln serve --port {self.port} &\033[0m", flush=True)
-        self.server = subprocess.Popen(
-            [sys.executable, "-m", "kiln.cli", "serve", "--port", str(self.port)],
-            env=self.env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.server.poll() is not None:
-                raise SystemExit("`kiln serve` exited; run it by hand to see why")
-            try:
-                if self.http.get("/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise SystemExit("`kiln serve` did not become ready within 60 s")
-
-    def stop(self) -> None:
-        if self.server is not None and self.server.poll() is None:
-            self.server.terminate()  # SIGTERM: the server flushes its captures
-            self.server.wait(timeout=30)
-
-    def serving_version(self) -> int | None:
-        info = self.http.get(f"/v1/pipelines/{PIPELINE}").json()
-        production = info.get("production") or {}
-        version = production.get("version") if isinstance(production, dict) else None
-        return int(version) if version is not None else None
-
-    def wait_for_version(self, version: int) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.serving_version() == version:
-                print(f"  the server now answers with v{version}")
-                return
-            time.sleep(0.25)
-        raise SystemExit(f"the server did not switch to v{version} within 30 s")
+        return self.run(*args, check=check, capture=capture)[1]
 
     def traffic(self, hours: list[tuple[datetime, list[dict[str, Any]]]]) -> dict[str, str]:
         """One request per hour of flights, with the hour as its event time; the request id of

@@ -1,0 +1,95 @@
+"""What the flights demos share: the real `kiln` commands, printed as they run, and a `kiln serve`
+they start, wait for, ask which version it serves, and stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+
+
+class KilnShell:
+    def __init__(self, home: Path, port: int, pipeline: str, env: dict[str, str]) -> None:
+        self.home = home
+        self.port = port
+        self.pipeline = pipeline
+        self.env = {
+            **os.environ,
+            "KILN_HOME": str(home),
+            "KILN_RELOAD_SECONDS": "1",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            **env,
+        }
+        self.server: subprocess.Popen[bytes] | None = None
+
+    # -- commands -----------------------------------------------------------------------------
+    def run(self, *args: str, check: bool = True, capture: bool = False) -> tuple[int, str]:
+        """Run `kiln ARGS` in HERE, printed first and timed; its exit code and (with
+        ``capture``) its standard output."""
+        shown = " ".join(shlex.quote(a) for a in args)
+        print(f"\n\033[1m$ kiln {shown}\033[0m", flush=True)
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "kiln.cli", *args], env=self.env, cwd=HERE, check=False,
+            stdout=subprocess.PIPE if capture else None, text=True,
+        )  # fmt: skip
+        print(f"  ({time.perf_counter() - started:.1f} s)", flush=True)
+        if check and done.returncode != 0:
+            raise SystemExit(f"`kiln {shown}` failed with exit code {done.returncode}")
+        return done.returncode, done.stdout or ""
+
+    def say(self, text: str) -> None:
+        print(f"\n\033[1;34m== {text}\033[0m", flush=True)
+
+    # -- the server ---------------------------------------------------------------------------
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def serve(self) -> None:
+        print(f"\n\033[1m$ kiln serve --port {self.port} &\033[0m", flush=True)
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "kiln.cli", "serve", "--port", str(self.port)],
+            env=self.env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.server.poll() is not None:
+                raise SystemExit("`kiln serve` exited; run it by hand to see why")
+            try:
+                with urllib.request.urlopen(self.url("/readyz"), timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.3)
+        raise SystemExit("`kiln serve` did not become ready within 60 s")
+
+    def stop(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            self.server.terminate()  # SIGTERM: the server flushes its captures
+            self.server.wait(timeout=30)
+
+    def serving_version(self) -> int | None:
+        with urllib.request.urlopen(self.url(f"/v1/pipelines/{self.pipeline}"), timeout=5) as r:
+            info = json.loads(r.read())
+        production = info.get("production") or {}
+        version = production.get("version") if isinstance(production, dict) else None
+        return int(version) if version is not None else None
+
+    def wait_for_version(self, version: int) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.serving_version() == version:
+                print(f"  the server now answers with v{version}")
+                return
+            time.sleep(0.25)
+        raise SystemExit(f"the server did not switch to v{version} within 30 s")
