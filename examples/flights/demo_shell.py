@@ -93,3 +93,12 @@ class KilnShell:
                 return
             time.sleep(0.25)
         raise SystemExit(f"the server did not switch to v{version} within 30 s")
+
+
+def build(out: Path, until: str | None, *, quiet: bool = False) -> None:
+    """`python build_warehouse.py --out OUT [--until DATE]`: the flights warehouse, printed."""
+    cmd = [sys.executable, str(HERE / "build_warehouse.py"), "--out", str(out)]
+    if until:
+        cmd += ["--until", until]
+    print(f"\n\033[1m$ python build_warehouse.py{' --until ' + until if until else ''}\033[0m")
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL if quiet else None)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from demo_shell import HERE, ROOT, KilnShell  # beside this script
+from demo_shell import HERE, ROOT, KilnShell, build  # beside this script
 
 PIPELINE = "flights-delay"
 FEATURES = ["origin", "dest", "carrier", "hour", "day_of_week", "distance",
@@ -86,14 +85,6 @@ def flights(warehouse: Path, start: str, end: str) -> list[dict[str, Any]]:
         con.close()
     records: list[dict[str, Any]] = json.loads(frame.to_json(orient="records"))
     return records
-
-
-def build(out: Path, until: str | None) -> None:
-    cmd = [sys.executable, str(HERE / "build_warehouse.py"), "--out", str(out)]
-    if until:
-        cmd += ["--until", until]
-    print(f"\n\033[1m$ python build_warehouse.py{' --until ' + until if until else ''}\033[0m")
-    subprocess.run(cmd, check=True)
 
 
 def story(

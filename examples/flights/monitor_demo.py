@@ -32,7 +32,6 @@ import http.server
 import itertools
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,7 +45,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import httpx
 import yaml
-from demo_shell import HERE, ROOT, KilnShell  # beside this script
+from demo_shell import HERE, ROOT, KilnShell, build  # beside this script
 
 PIPELINE = "flights-delay"
 CONFIG = "kiln.monitor.yaml"
@@ -138,14 +137,6 @@ def by_hour(rows: list[dict[str, Any]]) -> list[tuple[datetime, list[dict[str, A
             for h, rs in sorted(hours.items())]  # fmt: skip
 
 
-def build(out: Path, until: str | None) -> None:
-    cmd = [sys.executable, str(HERE / "build_warehouse.py"), "--out", str(out)]
-    if until:
-        cmd += ["--until", until]
-    print(f"\n\033[1m$ python build_warehouse.py{' --until ' + until if until else ''}\033[0m")
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-
-
 def show_windows(docs: list[dict[str, Any]], shown: set[str]) -> None:
     """The figures of each window the pass computed, from `kiln monitor --json` (a window
     computed before is recomputed when labels of its requests arrive later)."""
@@ -171,7 +162,7 @@ def show_windows(docs: list[dict[str, Any]], shown: set[str]) -> None:
 def story(demo: Demo, traffic: dict[str, list[dict[str, Any]]], report: Path) -> None:
     warehouse = HERE / "warehouse.duckdb"
     demo.say("1. January-June in the warehouse: train v1 with its training reference")
-    build(warehouse, "2013-07-01")
+    build(warehouse, "2013-07-01", quiet=True)
     demo.kiln("run", CONFIG)
     receiver = Receiver(HOOK_PORT)
 
@@ -209,7 +200,7 @@ def story(demo: Demo, traffic: dict[str, list[dict[str, Any]]], report: Path) ->
         if opened and not retrained:
             retrained = True
             demo.say(f"5. An alert is open; the warehouse now holds January-{month[:7]}: retrain")
-            build(warehouse, until)
+            build(warehouse, until, quiet=True)
             retrain(demo, opened[0])
             demo.wait_for_version(2)
 
@@ -262,14 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         full = Path(tmp) / "all-of-2013.duckdb"
-        build(full, None)  # the callers' side: where the traffic and the labels come from
+        build(
+            full, None, quiet=True
+        )  # the callers' side: where the traffic and the labels come from
         traffic = {m: flights(full, m, n, args.every) for m, n in itertools.pairwise(MONTHS)}
     warehouse = HERE / "warehouse.duckdb"
     try:
         story(demo, traffic, args.report.resolve())
     finally:
         demo.stop()
-        build(warehouse, None)  # leave the whole year in place, as `make demo` found it
+        build(warehouse, None, quiet=True)  # leave the whole year in place, as `make demo` found it
     print(
         f"\nthe monitoring demo ran in {time.perf_counter() - started:.0f} s; open"
         f" {args.report} in a browser, or explore with `kiln --home {home} status`"
