@@ -1,91 +1,28 @@
-"""Declarative tables of the metadata store. Migrations in kiln/stores/migrations must match."""
+"""The tables of pipelines, runs, versions, deployments, gates, schedules and locks."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-__all__ = [
-    "Alert",
-    "AlertDelivery",
-    "AuditEvent",
-    "Base",
-    "Deployment",
-    "GateResult",
-    "ModelVersion",
-    "MonitorWindow",
-    "Pipeline",
-    "PipelineLock",
-    "Run",
-    "ScheduleFire",
-    "Step",
-    "Task",
-    "UTCDateTime",
-    "table_of",
-]
-
-NAMING_CONVENTION = {
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
-RUN_TRIGGERS = ("manual", "schedule", "resume", "drift", "performance")
-STEP_STATUSES = ("running", "succeeded", "failed", "skipped")
-TASK_STATUSES = ("succeeded", "failed")
-STAGES = ("candidate", "shadow", "canary", "production", "archived", "blocked")
-DEPLOYMENT_ACTIONS = ("promote", "rollback", "shadow", "unshadow", "archive", "canary", "block")
-GATE_STATUSES = ("passed", "failed", "pending", "skipped")
-GATE_TRIGGERS = ("run", "watch", "recheck")
-FIRE_STATUSES = ("running", "succeeded", "blocked", "retrying", "failed", "skipped")
-WINDOW_STATES = ("ok", "warn", "alert", "no_traffic")
-ALERT_KINDS = ("drift", "performance", "latency", "errors", "traffic", "budget")
-ALERT_LEVELS = ("warn", "alert")
-ALERT_STATUSES = ("pending", "open", "resolved")
-DELIVERY_EVENTS = ("opened", "resolved")
-DELIVERY_STATUSES = ("pending", "delivered", "failed")
-ONE_PRODUCTION = "ux_model_versions_one_production"
-ONE_EPISODE = "ux_alerts_one_episode"
-_PRODUCTION = "stage = 'production'"
-_LIVE_EPISODE = "status IN ('pending', 'open')"
-
-
-def _one_of(column: str, values: tuple[str, ...]) -> sa.CheckConstraint:
-    listed = ", ".join(f"'{v}'" for v in values)
-    return sa.CheckConstraint(f'"{column}" IN ({listed})', name=column)
-
-
-class UTCDateTime(sa.TypeDecorator[datetime]):
-    """A timezone-aware UTC datetime on every backend (SQLite stores naive UTC text)."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: the metadata store needs tz-aware times")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
-
-
-class Base(DeclarativeBase):
-    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: sa.JSON()}
+from kiln.stores.metadata.tables.base import (
+    DEPLOYMENT_ACTIONS,
+    FIRE_STATUSES,
+    GATE_STATUSES,
+    GATE_TRIGGERS,
+    ONE_PRODUCTION,
+    PRODUCTION_WHERE,
+    RUN_STATUSES,
+    RUN_TRIGGERS,
+    STAGES,
+    STEP_STATUSES,
+    TASK_STATUSES,
+    Base,
+    one_of,
+)
 
 
 class Pipeline(Base):
@@ -102,8 +39,8 @@ class Pipeline(Base):
 class Run(Base):
     __tablename__ = "runs"
     __table_args__ = (
-        _one_of("status", RUN_STATUSES),
-        _one_of("trigger", RUN_TRIGGERS),
+        one_of("status", RUN_STATUSES),
+        one_of("trigger", RUN_TRIGGERS),
         sa.Index("ix_runs_pipeline_started_at", "pipeline", "started_at"),
     )
 
@@ -130,7 +67,7 @@ class Run(Base):
 
 class Step(Base):
     __tablename__ = "steps"
-    __table_args__ = (_one_of("status", STEP_STATUSES), sa.UniqueConstraint("run_id", "name"))
+    __table_args__ = (one_of("status", STEP_STATUSES), sa.UniqueConstraint("run_id", "name"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.id"))
@@ -143,11 +80,15 @@ class Step(Base):
     peak_memory_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
     details: Mapped[dict[str, Any]]
     error: Mapped[str | None] = mapped_column(sa.Text)
+    earlier_attempts: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        sa.JSON(none_as_null=True)
+    )
+    """The usage of this step's earlier attempts that a resume ran again (cost counts them)."""
 
 
 class Task(Base):
     __tablename__ = "tasks"
-    __table_args__ = (_one_of("status", TASK_STATUSES), sa.UniqueConstraint("run_id", "segment"))
+    __table_args__ = (one_of("status", TASK_STATUSES), sa.UniqueConstraint("run_id", "segment"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.id"))
@@ -159,6 +100,13 @@ class Task(Base):
     wall_seconds: Mapped[float]
     cpu_seconds: Mapped[float]
     peak_memory_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    base_memory_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    """The worker's resident set when the task started (what it held before): the task itself
+    added ``peak_memory_bytes - base_memory_bytes``. None: not measured (older runs)."""
+    earlier_attempts: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        sa.JSON(none_as_null=True)
+    )
+    """The usage of this task's earlier failed attempts (cost counts them)."""
     rows_train: Mapped[int]
     rows_holdout: Mapped[int]
     metrics: Mapped[dict[str, Any]]
@@ -173,14 +121,14 @@ class ModelVersion(Base):
 
     __tablename__ = "model_versions"
     __table_args__ = (
-        _one_of("stage", STAGES),
+        one_of("stage", STAGES),
         sa.UniqueConstraint("pipeline", "version"),
         sa.Index(
             ONE_PRODUCTION,
             "pipeline",
             unique=True,
-            sqlite_where=sa.text(_PRODUCTION),
-            postgresql_where=sa.text(_PRODUCTION),
+            sqlite_where=sa.text(PRODUCTION_WHERE),
+            postgresql_where=sa.text(PRODUCTION_WHERE),
         ),
     )
 
@@ -220,7 +168,7 @@ class Deployment(Base):
 
     __tablename__ = "deployments"
     __table_args__ = (
-        _one_of("action", DEPLOYMENT_ACTIONS),
+        one_of("action", DEPLOYMENT_ACTIONS),
         sa.Index("ix_deployments_pipeline_id", "pipeline", "id"),
     )
 
@@ -244,8 +192,8 @@ class GateResult(Base):
 
     __tablename__ = "gate_results"
     __table_args__ = (
-        _one_of("status", GATE_STATUSES),
-        _one_of("trigger", GATE_TRIGGERS),
+        one_of("status", GATE_STATUSES),
+        one_of("trigger", GATE_TRIGGERS),
         sa.Index("ix_gate_results_pipeline_version", "pipeline", "version"),
     )
 
@@ -259,6 +207,11 @@ class GateResult(Base):
     evaluated_at: Mapped[datetime]
     trigger: Mapped[str] = mapped_column(sa.String(16))
     champion_version: Mapped[int | None]
+    wall_seconds: Mapped[float | None]
+    cpu_seconds: Mapped[float | None]
+    peak_memory_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    """The gate's own compute (None: not measured). A gate inside a run is also inside the
+    run's ``release`` step: cost counts only results of triggers ``watch`` and ``recheck``."""
 
 
 class ScheduleFire(Base):
@@ -267,7 +220,7 @@ class ScheduleFire(Base):
 
     __tablename__ = "schedule_fires"
     __table_args__ = (
-        _one_of("status", FIRE_STATUSES),
+        one_of("status", FIRE_STATUSES),
         sa.UniqueConstraint("pipeline", "due_at"),
     )
 
@@ -302,99 +255,3 @@ class PipelineLock(Base):
     pid: Mapped[int]
     acquired_at: Mapped[datetime]
     heartbeat_at: Mapped[datetime]
-
-
-class MonitorWindow(Base):
-    """One computed monitor window of a pipeline. The unique (pipeline, window_start,
-    window_seconds) makes two monitors that compute the same window store it once."""
-
-    __tablename__ = "monitor_windows"
-    __table_args__ = (
-        _one_of("state", WINDOW_STATES),
-        sa.UniqueConstraint("pipeline", "window_start", "window_seconds"),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    pipeline: Mapped[str] = mapped_column(sa.String(200))
-    window_start: Mapped[datetime]
-    window_end: Mapped[datetime]
-    window_seconds: Mapped[int]
-    computed_at: Mapped[datetime]
-    rows: Mapped[int] = mapped_column(sa.BigInteger)
-    state: Mapped[str] = mapped_column(sa.String(16))
-    worst: Mapped[str | None] = mapped_column(sa.Text)
-    summary: Mapped[dict[str, Any]]
-
-
-class Alert(Base):
-    """An alert episode of one check of a pipeline: pending while its figure has been over a
-    threshold for fewer windows than ``monitor.consecutive``, open (notified once) from then,
-    resolved when the figure recovers. At most one pending-or-open episode per check."""
-
-    __tablename__ = "alerts"
-    __table_args__ = (
-        _one_of("kind", ALERT_KINDS),
-        _one_of("level", ALERT_LEVELS),
-        _one_of("status", ALERT_STATUSES),
-        sa.Index(
-            ONE_EPISODE,
-            "pipeline",
-            "check",
-            unique=True,
-            sqlite_where=sa.text(_LIVE_EPISODE),
-            postgresql_where=sa.text(_LIVE_EPISODE),
-        ),
-        sa.Index("ix_alerts_pipeline_status", "pipeline", "status"),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    pipeline: Mapped[str] = mapped_column(sa.String(200))
-    check: Mapped[str] = mapped_column(sa.String(300))
-    kind: Mapped[str] = mapped_column(sa.String(16))
-    level: Mapped[str] = mapped_column(sa.String(8))
-    status: Mapped[str] = mapped_column(sa.String(16))
-    streak: Mapped[int]
-    opened_at: Mapped[datetime | None]
-    resolved_at: Mapped[datetime | None]
-    first_window: Mapped[datetime]
-    last_window: Mapped[datetime]
-    value: Mapped[float | None]
-    threshold: Mapped[float | None]
-    message: Mapped[str] = mapped_column(sa.Text)
-    details: Mapped[dict[str, Any]]
-    notified_at: Mapped[datetime | None]
-    acked_by: Mapped[str | None] = mapped_column(sa.String(200))
-    acked_at: Mapped[datetime | None]
-    ack_note: Mapped[str | None] = mapped_column(sa.Text)
-
-
-class AlertDelivery(Base):
-    """One notification of an alert event to one channel: the outbox. A notification that
-    could not be delivered stays pending and is retried on a later pass, never lost."""
-
-    __tablename__ = "alert_deliveries"
-    __table_args__ = (
-        _one_of("event", DELIVERY_EVENTS),
-        _one_of("status", DELIVERY_STATUSES),
-        sa.UniqueConstraint("alert_id", "event", "channel"),
-        sa.Index("ix_alert_deliveries_status_next", "status", "next_attempt_at"),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    alert_id: Mapped[int] = mapped_column(sa.ForeignKey("alerts.id"))
-    event: Mapped[str] = mapped_column(sa.String(16))
-    channel: Mapped[str] = mapped_column(sa.String(500))
-    status: Mapped[str] = mapped_column(sa.String(16))
-    attempts: Mapped[int]
-    next_attempt_at: Mapped[datetime | None]
-    last_error: Mapped[str | None] = mapped_column(sa.Text)
-    created_at: Mapped[datetime]
-    delivered_at: Mapped[datetime | None]
-
-
-def table_of(model: type[Base]) -> sa.Table:
-    """The model's Table, typed as one (``__table__`` is typed as a FromClause)."""
-    table = model.__table__
-    if not isinstance(table, sa.Table):
-        raise TypeError(f"{model.__name__} is not mapped to a table")
-    return table
