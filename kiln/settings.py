@@ -9,14 +9,48 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+from kiln.errors import ConfigError
+
+__all__ = ["Prices", "Settings", "load_settings"]
+
+PRICES_SOURCE = (
+    "on-demand list prices: Google Compute Engine N1 predefined vCPU ($0.031611/vCPU-hour) and"
+    " memory ($0.004237/GiB-hour) in us-central1, the figures OpenCost's default pricing uses;"
+    " Amazon S3 Standard in us-east-1 ($0.023/GB-month, first 50 TB)"
+)
+
+
+class Prices(BaseModel):
+    """The price table cost is computed with (USD by default). Defaults: see ``PRICES_SOURCE``;
+    override them per deployment in a prices file (``KILN_PRICES_FILE``, YAML, the same keys)
+    or one by one in the environment (``KILN_PRICES__VCPU_HOUR=0.04``), which wins."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    currency: str = Field(default="USD", min_length=1, max_length=8)
+    vcpu_hour: float = Field(default=0.031611, ge=0, description="Price of one vCPU for an hour.")
+    memory_gib_hour: float = Field(
+        default=0.004237, ge=0, description="Price of one GiB of memory for an hour."
+    )
+    storage_gb_month: float = Field(
+        default=0.023, ge=0, description="Price of one GB (10^9 bytes) stored for a month."
+    )
+    training_spot_discount: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Share taken off training compute (tasks and a run's steps) when training"
+        " runs on spot or preemptible machines, e.g. 0.6; serving and storage keep list prices.",
+    )
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KILN_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="KILN_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
 
     home: Path = Field(default=Path(".kiln"), description="Folder of the embedded defaults.")
     db_url: str | None = Field(
@@ -71,6 +105,29 @@ class Settings(BaseSettings):
         " it new captures are dropped and counted.",
     )
 
+    prices: Prices = Field(
+        default_factory=Prices,
+        description="The price table; ``KILN_PRICES__<FIELD>`` sets one price (it wins over the"
+        " prices file). Read it through ``kiln.config.prices.resolve_prices``.",
+    )
+    prices_file: Path | None = Field(
+        default=None,
+        description="YAML price table (keys of Prices); default: home/prices.yaml if it exists.",
+    )
+    serving_cpus: float = Field(
+        default=1.0,
+        gt=0,
+        description="vCPUs one server process reserves: serving cost charges max(reserved, used)"
+        " per process, as OpenCost charges max(requested, used).",
+    )
+    usage_flush_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="How often each server process records its serving usage in the metadata"
+        " store (and on a clean exit); a process killed with SIGKILL loses at most this much.",
+    )
+
     @property
     def metadata_url(self) -> str:
         if self.db_url:
@@ -82,3 +139,23 @@ class Settings(BaseSettings):
         if self.artifacts_url:
             return self.artifacts_url
         return str((self.home / "artifacts").resolve())
+
+
+def load_settings(**given: object) -> Settings:
+    """The Settings of ``given`` (CLI flags) and the environment; a bad value is a ConfigError
+    naming its ``KILN_*`` variable (or flag), never a traceback."""
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = [str(x) for x in err["loc"]]
+            name = "KILN_" + "__".join(loc).upper() if loc else "KILN_*"
+            if loc and loc[0] in given:
+                name = "--" + loc[0].replace("_", "-")
+            problems.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(
+            f"{len(problems)} bad setting(s)",
+            problems=problems,
+            hint="fix the environment variable or flag; `kiln --help` lists the settings",
+        ) from None

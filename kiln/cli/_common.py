@@ -11,7 +11,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
-from kiln.settings import Settings
+from kiln.settings import Settings, load_settings
 
 
 def _width(stream: Any) -> int | None:
@@ -26,7 +26,7 @@ _state: dict[str, Any] = {"debug": False}
 
 
 def _settings(ctx: typer.Context, **more: Any) -> Settings:
-    return Settings(**ctx.obj, **{k: v for k, v in more.items() if v is not None})
+    return load_settings(**ctx.obj, **{k: v for k, v in more.items() if v is not None})
 
 
 def _stores(ctx: typer.Context, *, upgrade: bool = False, **more: Any) -> Any:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -20,9 +20,18 @@ from pydantic import BaseModel, ValidationError
 from kiln.config.models import PipelineConfig
 from kiln.errors import ConfigError
 
-__all__ = ["LoadedConfig", "import_object", "load_config", "parse_config", "pythonpath"]
+__all__ = [
+    "LoadedConfig",
+    "import_object",
+    "load_config",
+    "parse_config",
+    "pythonpath",
+    "read_yaml",
+    "validate_yaml",
+]
 
 Loc = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,24 @@ class _KeysAsText(yaml.SafeLoader):
 
 
 def parse_config(text: str, path: Path) -> LoadedConfig:
+    root, data = read_yaml(text, path)
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}:1:1: expected a mapping of sections (name, data, target, ...), "
+            f"got {type(data).__name__}",
+            hint="start from `kiln init` for a commented example",
+        )
+    config = validate_yaml(
+        PipelineConfig, data, root, path,
+        what="the pipeline config",
+        hint="`kiln schema` prints the JSON Schema of kiln.yaml for editor completion",
+    )  # fmt: skip
+    return LoadedConfig(config=config, path=path, text=text, _root=root)
+
+
+def read_yaml(text: str, path: Path) -> tuple[yaml.Node | None, Any]:
+    """The YAML node tree (for line numbers) and the data of ``text``; a syntax error or a
+    key given twice is a ConfigError at ``path:line:column``."""
     try:
         root = yaml.compose(text, Loader=_KeysAsText)
         data = yaml.load(text, Loader=_KeysAsText)  # a SafeLoader
@@ -83,27 +110,26 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
             hint="check indentation and quoting around that place",
         ) from e
     _refuse_duplicate_keys(root, path)
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{path}:1:1: expected a mapping of sections (name, data, target, ...), "
-            f"got {type(data).__name__}",
-            hint="start from `kiln init` for a commented example",
-        )
+    return root, data
+
+
+def validate_yaml(
+    model: type[M], data: Any, root: yaml.Node | None, path: Path, *, what: str, hint: str
+) -> M:
+    """``model`` validated from ``data``; every problem is one ``path:line:column: field:
+    message`` line of one ConfigError."""
     try:
-        config = PipelineConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         problems = sorted(
-            (_describe(err, root, path) for err in e.errors()),
+            (_describe(err, root, path, model) for err in e.errors()),
             key=lambda p: [
                 int(x) if x.isdigit() else 0 for x in p[len(str(path)) :].split(":")[1:3]
             ],
         )
         raise ConfigError(
-            f"{path}: {len(problems)} problem(s) in the pipeline config",
-            problems=problems,
-            hint="`kiln schema` prints the JSON Schema of kiln.yaml for editor completion",
+            f"{path}: {len(problems)} problem(s) in {what}", problems=problems, hint=hint
         ) from None
-    return LoadedConfig(config=config, path=path, text=text, _root=root)
 
 
 def _refuse_duplicate_keys(root: yaml.Node | None, path: Path) -> None:
@@ -149,7 +175,7 @@ def _mark(node: yaml.Node) -> str:
 _NAMED_FIELD = re.compile(r"^([a-z_]+(?:\.[a-z_]+)+): (.*)$", re.DOTALL)
 
 
-def _describe(err: Any, root: yaml.Node | None, path: Path) -> str:
+def _describe(err: Any, root: yaml.Node | None, path: Path, model: type[BaseModel]) -> str:
     loc: Loc = tuple(x for x in err["loc"] if not _is_union_tag(x))
     if not loc and (named := _NAMED_FIELD.match(err["msg"].removeprefix("Value error, "))):
         # a check across sections names its field first ("evaluation.split.kind: ..."): point there
@@ -159,7 +185,7 @@ def _describe(err: Any, root: yaml.Node | None, path: Path) -> str:
     field = ".".join(str(x) for x in loc) or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":
-        known = _known_fields(loc[:-1])
+        known = _known_fields(loc[:-1], model)
         close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
         msg = f"unknown key {loc[-1]!r}"
         msg += f"; did you mean {close[0]!r}?" if close else f"; expected one of {sorted(known)}"
@@ -210,8 +236,8 @@ def _locate(
     return best
 
 
-def _model_at(loc: Loc) -> type[BaseModel] | None:
-    model: Any = PipelineConfig
+def _model_at(loc: Loc, root: type[BaseModel]) -> type[BaseModel] | None:
+    model: Any = root
     for key in loc:
         if isinstance(key, int) or model is None:
             continue
@@ -241,8 +267,8 @@ def _inner_model(tp: Any) -> Any:
     return None
 
 
-def _known_fields(loc: Loc) -> list[str]:
-    model = _model_at(loc)
+def _known_fields(loc: Loc, root: type[BaseModel]) -> list[str]:
+    model = _model_at(loc, root)
     return list(model.model_fields) if model else []
 
 

@@ -20,6 +20,7 @@ from kiln.config.base import (
     parse_size,
 )
 from kiln.config.base import Strict as _Strict
+from kiln.config.cost import CostConfig
 from kiln.config.deploy import DeployConfig
 from kiln.config.monitor import MonitorConfig
 
@@ -27,6 +28,7 @@ __all__ = [
     "CaptureConfig",
     "ChecksConfig",
     "ColumnChecks",
+    "CostConfig",
     "DataConfig",
     "DeployConfig",
     "EvaluationConfig",
@@ -57,6 +59,12 @@ class DataConfig(_Strict):
         description="A .duckdb file, a parquet/csv file or glob (queried as table `data`), "
         "or any SQLAlchemy URL (postgresql://..., sqlite:///...)."
     )
+    snapshot_retention: timedelta | None = Field(
+        default=None,
+        description="`kiln gc --apply` deletes the data snapshots of runs older than this (e.g."
+        " 90d), except those a production, canary, shadow, candidate or blocked version, a"
+        " resumable run or a gate's evidence still needs. Unset: kept.",
+    )
     query: str | None = Field(
         default=None, description="SQL to run on the source; default: all rows of `data`."
     )
@@ -66,6 +74,11 @@ class DataConfig(_Strict):
         "checks.freshness reads it. Optional: without it the holdout is a seeded random "
         "share of the rows (see evaluation.split).",
     )
+
+    @field_validator("snapshot_retention", mode="before")
+    @classmethod
+    def _retention(cls, v: Any) -> timedelta | None:
+        return None if v is None else _positive_duration(v)
 
     @field_validator("source", "time_column")
     @classmethod
@@ -282,6 +295,24 @@ class ScheduleConfig(_Strict):
 
 class CaptureConfig(_Strict):
     sample_rate: float = Field(default=1.0, ge=0, le=1)
+    retention: timedelta | None = Field(
+        default=None,
+        description="`kiln gc --apply` deletes captures (and labels) older than this (e.g."
+        " 30d), except the newest requests the replay gate reads and those a gate's evidence"
+        " names. Unset: kept.",
+    )
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _retention(cls, v: Any) -> timedelta | None:
+        return None if v is None else _positive_duration(v)
+
+
+def _positive_duration(v: Any) -> timedelta:
+    d = parse_duration(v)
+    if d <= timedelta(0):
+        raise ValueError(f"expected a positive duration such as '30d', got {v!r}")
+    return d
 
 
 UnseenCategories = Literal["accept", "fallback", "reject"]
@@ -327,6 +358,7 @@ class PipelineConfig(_Strict):
         default_factory=MonitorConfig,
         description="How production traffic is watched (every pipeline is; this tunes it).",
     )
+    cost: CostConfig = Field(default_factory=CostConfig)
 
     @field_validator("features")
     @classmethod
@@ -408,8 +440,17 @@ class PipelineConfig(_Strict):
 
     @property
     def digest(self) -> str:
-        """SHA-256 of the canonical JSON of the validated config (lineage); ``monitor`` is left
-        out: how traffic is watched does not change the model."""
-        doc = self.model_dump(mode="json", exclude={"monitor"})
+        """SHA-256 of the canonical JSON of the validated config (lineage); ``monitor``,
+        ``cost`` and the retention settings are left out: how traffic is watched, what it may
+        cost and how long its data is kept do not change the model."""
+        doc = self.model_dump(
+            mode="json",
+            exclude={
+                "monitor": True,
+                "cost": True,
+                "capture": {"retention"},
+                "data": {"snapshot_retention"},
+            },
+        )
         blob = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(blob).hexdigest()

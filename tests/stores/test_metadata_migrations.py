@@ -65,7 +65,7 @@ def test_0002_downgrades_and_upgrades_keeping_versions(store: MetadataStore) -> 
     assert "deployments" not in sa.inspect(store.engine).get_table_names()
     assert _production_index(store) is None
     store.upgrade()
-    assert store.schema_revision() == "0005"
+    assert store.schema_revision() == "0006"
     assert _production_index(store) is not None
     with store.unit_of_work() as uow:
         assert [v.stage for v in uow.versions.list("flights")] == [
@@ -151,7 +151,7 @@ def test_0004_keeps_gate_results_as_history_and_downgrades_to_the_decision(
                 },
             )
     store.upgrade()
-    assert store.schema_revision() == "0005"
+    assert store.schema_revision() == "0006"
     with store.unit_of_work() as uow:
         found = uow.gates.history("flights", 2)
         assert [(g.gate, g.trigger, g.champion_version) for g in found] == [
@@ -194,7 +194,7 @@ def test_0005_keeps_runs_and_their_steps_and_tasks_and_an_alert_can_start_a_run(
             uow.tasks.record(run.id, "JFK", status="succeeded", **_TASK)
     store.downgrade("0004")
     store.upgrade()
-    assert store.schema_revision() == "0005"
+    assert store.schema_revision() == "0006"
     with store.unit_of_work() as uow:
         assert {r.id for r in uow.runs.list("flights")} == {r.id for r in runs}
         for run in runs:
@@ -211,7 +211,7 @@ def test_0005_keeps_runs_and_their_steps_and_tasks_and_an_alert_can_start_a_run(
         assert dict(triggers)[started.id] == "manual"
         assert conn.execute(sa.text("SELECT count(*) FROM steps")).scalar() == 2
     store.upgrade()
-    assert store.schema_revision() == "0005"
+    assert store.schema_revision() == "0006"
 
 
 _TASK: dict[str, Any] = {

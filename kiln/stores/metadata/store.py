@@ -33,6 +33,8 @@ from kiln.stores.metadata.repositories import (
     TaskRepository,
     VersionRepository,
 )
+from kiln.stores.metadata.serving_usage import ServingUsageRepository
+from kiln.stores.metadata.storage_usage import StorageUsageRepository
 from kiln.stores.metadata.windows import WindowRepository
 
 __all__ = ["MetadataStore", "UnitOfWork"]
@@ -62,6 +64,8 @@ class UnitOfWork:
         self.windows = WindowRepository(session)
         self.alerts = AlertRepository(session)
         self.outbox = OutboxRepository(session)
+        self.serving_usage = ServingUsageRepository(session)
+        self.storage_usage = StorageUsageRepository(session)
 
 
 class MetadataStore:
