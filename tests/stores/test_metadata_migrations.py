@@ -227,3 +227,32 @@ _TASK: dict[str, Any] = {
     "error": None,
     "log": "",
 }
+
+
+def test_0006_adds_cost_columns_and_tables_keeping_tasks_and_gate_results(
+    store: MetadataStore,
+) -> None:
+    """0006 adds columns to tasks, steps and gate_results (a table rebuild on SQLite) and three
+    tables: the rows recorded before survive both ways, with the new columns empty (unknown)."""
+    _seed(store, ["production"])
+    with store.unit_of_work() as uow:
+        (run,) = uow.runs.list("flights")
+        uow.steps.start(run.id, "extract")
+        uow.tasks.record(run.id, "JFK", status="succeeded", **_TASK)
+        uow.gates.record("flights", 1, "replay", "passed", "ok", {}, trigger="recheck")
+    store.downgrade("0005")
+    tables = set(sa.inspect(store.engine).get_table_names())
+    assert not {"server_intervals", "serving_usage", "storage_usage"} & tables
+    store.upgrade()
+    assert store.schema_revision() == "0006"
+    with store.engine.connect() as conn:
+        task = conn.execute(
+            sa.text("SELECT segment, base_memory_bytes, earlier_attempts FROM tasks")
+        ).one()
+        gate = conn.execute(
+            sa.text("SELECT gate, wall_seconds, cpu_seconds, peak_memory_bytes FROM gate_results")
+        ).one()
+        step = conn.execute(sa.text("SELECT name, earlier_attempts FROM steps")).one()
+    assert tuple(task) == ("JFK", None, None)
+    assert tuple(gate) == ("replay", None, None, None)
+    assert tuple(step) == ("extract", None)
