@@ -10,6 +10,7 @@ they are counted in ``kiln_unseen_categories_total``. A client ``X-Request-ID`` 
 1-128 printable ASCII characters is replaced by a generated id, and the answer says why in
 ``X-Kiln-Request-ID-Replaced``. ``X-Kiln-Event-Time`` is captured as ``event_ts``. A request
 refused or failed after its version was chosen is sampled too, and captured with its error.
+An answered request's own thread CPU is added to its segments' usage (``_usage``).
 
 The canary answers a request with probability ``canary_share``: decided from a hash of the
 client's ``X-Request-ID`` when it sends one (a retry gets the same version, on any worker),
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from time import thread_time
 
 import orjson
 
@@ -37,6 +39,7 @@ from kiln.serving._metrics import Metrics
 from kiln.serving._request_id import REQUEST_ID, RequestIds
 from kiln.serving._routing import Deployed, PipelineRoute, RoutingTable
 from kiln.serving._shadow import ShadowJob, ShadowRunner
+from kiln.serving._usage import UsageMeter
 
 __all__ = ["Answer", "Predictions"]
 
@@ -70,8 +73,11 @@ class Predictions:
         shadow: Callable[[], ShadowRunner | None],
         *,
         tokens: Sequence[str] = (),
+        usage: UsageMeter | None = None,
     ) -> None:
-        """``tokens``: the tokens that may predict (none: predicting is open)."""
+        """``tokens``: the tokens that may predict (none: predicting is open); ``usage``
+        measures each answered request's CPU (on its own thread) per segment."""
+        self.usage = usage or UsageMeter()
         self._table = table
         self._metrics = metrics
         self._capture = capture
@@ -92,6 +98,7 @@ class Predictions:
         started: float,
         event_time: bytes | None = None,
     ) -> Answer:
+        cpu = thread_time()
         rid, replaced = self._request_id(request_id)
         route: PipelineRoute | None = None
         deployed: Deployed | None = None
@@ -148,6 +155,7 @@ class Predictions:
         answer.headers.append(_CAPTURED if captured else _NOT_CAPTURED)
         if replaced is not None:
             answer.headers.append((_REPLACED, replaced))
+        self.usage.add(name, deployed.version, stage, prediction.model, thread_time() - cpu)
         return answer
 
     def _to_canary(self, route: PipelineRoute, request_id: bytes | None) -> bool:
