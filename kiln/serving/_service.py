@@ -47,7 +47,7 @@ class Service:
         self.shadow: ShadowRunner | None = None
         self._writer: CaptureWriter | None = None
         self._read_tokens = _tokens(settings.predict_token, settings.admin_token)
-        meter = UsageMeter()
+        self._meter = meter = UsageMeter()
         self.usage = UsageRecorder(
             meter,
             self.metrics,
@@ -82,7 +82,7 @@ class Service:
         )
         self._writer.start()
         self.capture.attach(self._writer)
-        self.shadow = ShadowRunner(self.capture, self.metrics)
+        self.shadow = ShadowRunner(self.capture, self.metrics, usage=self._meter)
         self.shadow.start()
         self.follower = RegistryFollower(
             self.stores,

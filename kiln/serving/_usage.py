@@ -4,13 +4,14 @@ the whole server process used, recorded per interval for serving cost.
 Hot path (``UsageMeter.add``): the request's own thread CPU clock (``time.thread_time``, read at
 the start and the end of ``Predictions.handle``, on the event loop or in the worker thread that
 answered it) is added to cumulative totals that only that thread writes: no lock, no queue. A
-batch's CPU is split over its segments by rows.
+batch's CPU is split over its segments by rows. The shadow thread counts each shadow version's
+predictions the same way, as stage ``shadow`` (its CPU split over the copied requests by rows).
 
 Per interval (``UsageRecorder``, one background thread per server process, every
 ``usage_flush_seconds`` and at a clean shutdown): the process CPU (``os.times``: every thread)
 since the last interval, its resident set, the reserved vCPUs (``serving_cpus``), and each key's
 requests, rows and CPU since the last interval. ``shared`` = process CPU - measured request CPU
-(the event loop's HTTP work, the capture writer, shadows, registry reloads, GC; never below 0)
+(the event loop's HTTP work, the capture writer, registry reloads, GC; never below 0)
 is split over the interval's keys by requests. The first interval starts at the process start:
 start-up is serving cost too. Intervals are written in order; a failed write keeps them in
 memory and retries them (same keys: idempotent) at the next interval, so nothing is lost while
@@ -52,7 +53,8 @@ class UsageMeter:
         self._register = threading.Lock()
 
     def add(self, pipeline: str, version: int, stage: str, models: list[str], cpu: float) -> None:
-        """One answered request: ``models`` holds each row's model (its segment)."""
+        """One answered request: ``models`` holds each row's model (its segment). Called by
+        the thread that answered it (and by the shadow thread, for the shadow versions)."""
         try:
             totals: dict[Key, list[float]] = self._local.totals
         except AttributeError:
@@ -191,7 +193,10 @@ class UsageRecorder:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.flush(last=True)
+        try:
+            self.flush(last=True)
+        except Exception:  # the rest of the shutdown (captures) goes on
+            logger.exception("serving usage: recording the last interval failed")
         if self.pending:
             logger.warning(
                 "serving usage: %d interval(s) of %s could not be written before exit (%s)",

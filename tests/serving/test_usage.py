@@ -214,11 +214,12 @@ def test_usage_under_load_adds_up_to_the_process_cpu_and_survives_a_db_outage(
     assert jfk_usd > 0 and {i.pipeline for i in items} == {PIPELINE}
 
 
-def test_each_worker_is_its_own_server(
+def test_each_worker_is_its_own_server_and_shadows_are_counted(
     trained: Trained, tmp_path: Path, flight_rows: list[dict[str, Any]], serve: Any
 ) -> None:
     home = trained.copy(tmp_path / "home")
     set_stage(home, 1, "production")
+    set_stage(home, 2, "shadow")
     server: Server = serve(home, workers=2, extra_env=FLUSH)
     server.wait_ready()
     load = Load(server.url)
@@ -232,5 +233,10 @@ def test_each_worker_is_its_own_server(
     assert len(servers) == 2, servers
     assert len({s.split(":")[1] for s in servers}) == 2  # two pids
     contiguous(intervals)
-    assert sum(r.rows for r in rows) == load.rows["any"]
+    production = [r for r in rows if r.stage == "production"]
+    shadow = [r for r in rows if r.stage == "shadow"]
+    assert sum(r.rows for r in production) == load.rows["any"]
+    assert {r.version for r in production} == {1} and {r.version for r in shadow} == {2}
+    assert sum(r.rows for r in shadow) == load.rows["any"]  # every copy predicted by the exit
+    assert sum(r.cpu_seconds for r in shadow) > 0
     assert samples[("kiln_serving_process_cpu_seconds_total", ())] > 0
