@@ -39,6 +39,8 @@ def settings_env(settings: Settings) -> dict[str, str | None]:
         "KILN_CAPTURE_MAX_QUEUE": str(settings.capture_max_queue),
         "KILN_CAPTURE_MAX_BACKLOG_BYTES": str(settings.capture_max_backlog_bytes),
         "KILN_MAX_BODY_BYTES": str(settings.max_body_bytes),
+        "KILN_SERVING_CPUS": repr(settings.serving_cpus),
+        "KILN_USAGE_FLUSH_SECONDS": repr(settings.usage_flush_seconds),
         **{k: None if v is None else v.get_secret_value() for k, v in secret.items()},
     }
 

@@ -156,6 +156,22 @@ class Metrics:
             registry=reg,
         )
 
+        self.serving_cpu = Counter(
+            "kiln_serving_cpu_seconds",
+            "CPU seconds of the server spent per pipeline, version, segment and stage: kind"
+            " 'request' is measured on the requests' own threads, 'shared' is the rest of the"
+            " process's CPU (HTTP, capture, shadows, reloads) split by requests. Counted every"
+            " KILN_USAGE_FLUSH_SECONDS.",
+            ["pipeline", "version", "segment", "stage", "kind"],
+            registry=reg,
+        )
+        self.serving_process_cpu = Counter(
+            "kiln_serving_process_cpu_seconds",
+            "CPU seconds of the server processes (every thread, from the process start),"
+            " counted every KILN_USAGE_FLUSH_SECONDS.",
+            registry=reg,
+        )
+
     def render(self) -> bytes:
         if self.multiprocess:
             registry = CollectorRegistry()

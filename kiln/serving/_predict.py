@@ -10,6 +10,7 @@ they are counted in ``kiln_unseen_categories_total``. A client ``X-Request-ID`` 
 1-128 printable ASCII characters is replaced by a generated id, and the answer says why in
 ``X-Kiln-Request-ID-Replaced``. ``X-Kiln-Event-Time`` is captured as ``event_ts``. A request
 refused or failed after its version was chosen is sampled too, and captured with its error.
+An answered request's own thread CPU is added to its segments' usage (``_usage``).
 
 The canary answers a request with probability ``canary_share``: decided from a hash of the
 client's ``X-Request-ID`` when it sends one (a retry gets the same version, on any worker),
@@ -20,15 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import logging
 import random
-import re
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from time import thread_time
 
 import orjson
 
@@ -37,14 +36,15 @@ from kiln.serving._capture import Capture
 from kiln.serving._errors import ApiError, error_body, unauthorized
 from kiln.serving._event_time import parse_event_time
 from kiln.serving._metrics import Metrics
+from kiln.serving._request_id import REQUEST_ID, RequestIds
 from kiln.serving._routing import Deployed, PipelineRoute, RoutingTable
 from kiln.serving._shadow import ShadowJob, ShadowRunner
+from kiln.serving._usage import UsageMeter
 
 __all__ = ["Answer", "Predictions"]
 
 logger = logging.getLogger("kiln.serving")
 
-_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
 _UNKNOWN = "(unknown)"
 _BATCH = "(batch)"
 _JSON_TYPE = (b"content-type", b"application/json")
@@ -73,14 +73,17 @@ class Predictions:
         shadow: Callable[[], ShadowRunner | None],
         *,
         tokens: Sequence[str] = (),
+        usage: UsageMeter | None = None,
     ) -> None:
-        """``tokens``: the tokens that may predict (none: predicting is open)."""
+        """``tokens``: the tokens that may predict (none: predicting is open); ``usage``
+        measures each answered request's CPU (on its own thread) per segment."""
+        self.usage = usage or UsageMeter()
         self._table = table
         self._metrics = metrics
         self._capture = capture
         self._shadow = shadow
         self._tokens = [t.encode() for t in tokens if t]
-        self._request_id = _RequestIds()
+        self._request_id = RequestIds()
         self._random = random.Random().random
         self._children: dict[tuple[str, str, str, str], _Children] = {}
 
@@ -95,6 +98,7 @@ class Predictions:
         started: float,
         event_time: bytes | None = None,
     ) -> Answer:
+        cpu = thread_time()
         rid, replaced = self._request_id(request_id)
         route: PipelineRoute | None = None
         deployed: Deployed | None = None
@@ -151,11 +155,12 @@ class Predictions:
         answer.headers.append(_CAPTURED if captured else _NOT_CAPTURED)
         if replaced is not None:
             answer.headers.append((_REPLACED, replaced))
+        self.usage.add(name, deployed.version, stage, prediction.model, thread_time() - cpu)
         return answer
 
     def _to_canary(self, route: PipelineRoute, request_id: bytes | None) -> bool:
         """Whether the canary answers: sticky per client request id, else at random."""
-        if request_id is not None and _REQUEST_ID.fullmatch(request_id):
+        if request_id is not None and REQUEST_ID.fullmatch(request_id):
             key = route.name.encode()
             digest = hashlib.blake2b(request_id, digest_size=8, key=key).digest()
             return int.from_bytes(digest) / _HASH_SPAN < route.canary_share
@@ -329,21 +334,6 @@ def _classes_body(
     return body, prediction.model[0], int(fell_back)
 
 
-class _RequestIds:
-    """Unique ids without a uuid4 per request: a random prefix per process, then a counter."""
-
-    def __init__(self) -> None:
-        self._prefix = uuid.uuid4().hex[:16]
-        self._next = itertools.count(1).__next__
-
-    def __call__(self, given: bytes | None) -> tuple[str, bytes | None]:
-        """The request's id, and why the client's ``X-Request-ID`` was replaced (or None)."""
-        if given is not None and _REQUEST_ID.fullmatch(given):
-            return given.decode("ascii"), None
-        generated = f"{self._prefix}{self._next():08x}"
-        return generated, None if given is None else _why_replaced(given)
-
-
 class _Children:
     """The metric children of one (pipeline, version, segment, stage), looked up once."""
 
@@ -355,15 +345,6 @@ class _Children:
         self.fallbacks = m.fallbacks.labels(pipeline, version, stage)
         self.model_errors = m.model_errors.labels(pipeline, version, stage)
         self.latency = m.latency.labels(pipeline, version, segment)
-
-
-def _why_replaced(given: bytes) -> bytes:
-    """The value of ``X-Kiln-Request-ID-Replaced``: why the client's id was not used."""
-    if not given:
-        return b"empty"
-    if len(given) > 128:
-        return b"longer than 128 characters"
-    return b"not printable ASCII without spaces"
 
 
 def _forget_frames(*errors: BaseException) -> None:

@@ -24,6 +24,7 @@ from kiln.serving._predict import Predictions
 from kiln.serving._routing import RoutingTable
 from kiln.serving._schema import MAX_INSTANCES
 from kiln.serving._shadow import ShadowRunner
+from kiln.serving._usage import UsageMeter, UsageRecorder
 from kiln.settings import Settings
 from kiln.stores import CaptureWriter, Stores, open_stores
 
@@ -46,12 +47,21 @@ class Service:
         self.shadow: ShadowRunner | None = None
         self._writer: CaptureWriter | None = None
         self._read_tokens = _tokens(settings.predict_token, settings.admin_token)
+        self._meter = meter = UsageMeter()
+        self.usage = UsageRecorder(
+            meter,
+            self.metrics,
+            self._loaded,
+            reserved_cpus=settings.serving_cpus,
+            every=settings.usage_flush_seconds,
+        )
         self.predictions = Predictions(
             self.table,
             self.metrics,
             self.capture,
             lambda: self.shadow,
             tokens=self._read_tokens,
+            usage=meter,
         )
 
     def table(self) -> RoutingTable:
@@ -72,7 +82,7 @@ class Service:
         )
         self._writer.start()
         self.capture.attach(self._writer)
-        self.shadow = ShadowRunner(self.capture, self.metrics)
+        self.shadow = ShadowRunner(self.capture, self.metrics, usage=self._meter)
         self.shadow.start()
         self.follower = RegistryFollower(
             self.stores,
@@ -81,6 +91,7 @@ class Service:
             max_instances=self.max_instances,
         )
         self.follower.start()
+        self.usage.start(self.stores.metadata)
         logger.info(
             "serving the registry at %s (artifacts and captures: %s), reloading every %ss",
             self.stores.metadata, settings.artifact_root, settings.reload_seconds,
@@ -91,6 +102,7 @@ class Service:
             self.follower.stop(timeout)
         if self.shadow is not None:
             self.shadow.close(timeout)
+        self.usage.close(timeout)
         if self._writer is not None:
             self._writer.close(timeout)
             w = self._writer
@@ -101,6 +113,14 @@ class Service:
         if self.stores is not None:
             self.stores.close()
         self.metrics.process_exited()
+
+    def _loaded(self) -> list[str]:
+        """The pipelines this process serves now (a version of theirs is loaded)."""
+        return [
+            name
+            for name, route in self.table().pipelines.items()
+            if route.production is not None or route.canary is not None or route.shadows
+        ]
 
     def capture_error(self) -> str | None:
         """Why captures are not being written now (None when they are, or none are taken)."""

@@ -16,12 +16,14 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
+from time import thread_time
 from typing import Any
 
 from kiln.registry import Prediction
 from kiln.serving._capture import Capture
 from kiln.serving._metrics import Metrics
 from kiln.serving._routing import Deployed
+from kiln.serving._usage import UsageMeter
 
 __all__ = ["ShadowJob", "ShadowRunner"]
 
@@ -49,8 +51,10 @@ class ShadowRunner:
         max_queue: int = 10_000,
         max_rows: int = 256,
         linger: float = 0.02,
+        usage: UsageMeter | None = None,
     ) -> None:
         self._capture = capture
+        self._usage = usage
         self._metrics = metrics
         self._max_queue = max_queue
         self._max_rows = max_rows
@@ -136,6 +140,7 @@ class ShadowRunner:
     def _predict(self, deployed: Deployed, jobs: list[ShadowJob]) -> None:
         rows = [row for job in jobs for row in job.rows]
         pipeline, label = deployed.pipeline, deployed.label
+        cpu = thread_time()
         started = time.perf_counter()
         prediction: Prediction | None
         try:
@@ -171,4 +176,20 @@ class ShadowRunner:
                     error=error,
                     event_ts=job.event_ts,
                 )
+            start = end
+        if self._usage is not None and prediction is not None:
+            self._count(deployed, jobs, prediction.model, thread_time() - cpu)
+
+    def _count(
+        self, deployed: Deployed, jobs: list[ShadowJob], models: list[str], cpu: float
+    ) -> None:
+        """The shadow version's usage: each copied request's share (by rows) of the CPU."""
+        usage = self._usage
+        if usage is None or not models:
+            return
+        start = 0
+        for job in jobs:
+            end = start + len(job.rows)
+            share = cpu * (end - start) / len(models)
+            usage.add(deployed.pipeline, deployed.version, "shadow", models[start:end], share)
             start = end
