@@ -21,7 +21,7 @@ import yaml
 
 from kiln.config import load_config
 from kiln.errors import ConfigError, TrainingError
-from kiln.registry.gc import plan_gc
+from kiln.registry.gc import apply_gc, plan_gc
 from kiln.registry.stages import Stages
 from kiln.registry.version import Version
 from kiln.runs.runner import Runner
@@ -312,13 +312,26 @@ def test_gc_beside_a_concurrent_run_deletes_nothing_it_needs(
         [sys.executable, "-m", "kiln.cli", "run", "kiln.yaml", "--force"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    rounds = 0
-    while run.poll() is None or rounds < 2:
-        gc = kiln_cli("gc", "--apply", "--grace", "0s", "--json", cwd=tmp_path)
-        assert gc.returncode == 0, gc.stderr
-        rounds += 1
-        if rounds > 60:
-            break
+    # the CLI every few seconds, and the same plan and apply in this process in between, as
+    # fast as they go (a CLI round alone takes longer than the run's riskiest moments)
+    stores = open_stores(Settings(home=home))
+    rounds, cli_rounds, deleted = 0, 0, 0
+    last_cli = 0.0
+    try:
+        while run.poll() is None or cli_rounds < 2:
+            if time.monotonic() - last_cli > 3:
+                gc = kiln_cli("gc", "--apply", "--grace", "0s", "--json", cwd=tmp_path)
+                assert gc.returncode == 0, gc.stderr
+                deleted += len(json.loads(gc.stdout)["items"])
+                cli_rounds += 1
+                last_cli = time.monotonic()
+            else:
+                plan = plan_gc(stores, grace=timedelta(0))
+                deleted += len(apply_gc(stores, plan, actor="tests").deleted)
+                rounds += 1
+    finally:
+        stores.close()
+    assert rounds > 10  # it ran all along the run
     _, stderr = run.communicate(timeout=300)
     assert run.returncode == 0, stderr
     stores = open_stores(Settings(home=home))
@@ -331,5 +344,56 @@ def test_gc_beside_a_concurrent_run_deletes_nothing_it_needs(
         assert version.predictor.manifest["models"]
         assert len(version.rows) > 1000  # its data snapshot is there and intact
         assert Version(stores, old).predictor.manifest["models"]  # archived package kept
+    finally:
+        stores.close()
+
+
+@pytest.fixture
+def expired_snapshot(tmp_path: Path, warehouse: Path) -> tuple[Settings, str]:
+    """A home whose one run (succeeded, archived-like: no version) is older than its 1s
+    snapshot retention: its snapshot is what gc lets go."""
+    settings = Settings(home=tmp_path / ".kiln")
+    stores = open_stores(settings, upgrade=True)
+    text = yaml.safe_dump(config(warehouse, "1", data={"snapshot_retention": "1s"}))
+    try:
+        digest = stores.content.put(b"the rows of an old run")
+        with stores.metadata.unit_of_work() as uow:
+            uow.pipelines.upsert(PIPELINE, "tests", "", "kiln.yaml")
+            run = uow.runs.create(PIPELINE, "manual", text, "c" * 64, "kiln.yaml", "h", 1)
+            uow.runs.update(run.id, data_digest=digest, started_at=NOW - timedelta(hours=1))
+            uow.runs.mark_finished(run.id, "succeeded")
+    finally:
+        stores.close()
+    return settings, digest
+
+
+def test_a_running_run_keeps_every_content_object(expired_snapshot: tuple[Settings, str]) -> None:
+    """A run stores its snapshot (or finds it stored) before it records it: while it runs, an
+    object nobody records yet may be its own."""
+    settings, digest = expired_snapshot
+    stores = open_stores(settings)
+    try:
+        assert [i.digest for i in plan_gc(stores, grace=timedelta(0)).items] == [digest]
+        with stores.metadata.unit_of_work() as uow:
+            text = uow.runs.latest(PIPELINE).config_text  # type: ignore[union-attr]
+            running = uow.runs.create(PIPELINE, "manual", text, "c" * 64, "kiln.yaml", "h", 2)
+        assert stores.content.put(b"the rows of an old run") == digest  # found, not written
+        plan = plan_gc(stores, grace=timedelta(0))
+        assert plan.items == [] and running.id in plan.notes[0]
+        # a plan taken before the run started is planned again before deleting
+        with stores.metadata.unit_of_work() as uow:
+            uow.runs.mark_finished(running.id, "interrupted")
+        before = plan_gc(stores, grace=timedelta(0))
+        assert [i.digest for i in before.items] == [digest]
+        with stores.metadata.unit_of_work() as uow:
+            again = uow.runs.create(PIPELINE, "manual", text, "c" * 64, "kiln.yaml", "h", 3)
+        result = apply_gc(stores, before, actor="tests")
+        assert result.deleted == [] and [i.digest for i in result.kept] == [digest]
+        assert stores.content.intact(digest)
+        with stores.metadata.unit_of_work() as uow:
+            uow.runs.update(again.id, data_digest=digest)
+            uow.runs.mark_finished(again.id, "failed")
+        # the failed run is resumable: it holds the snapshot now
+        assert plan_gc(stores, grace=timedelta(0)).items == []
     finally:
         stores.close()
