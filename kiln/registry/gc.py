@@ -14,8 +14,9 @@ Never deleted, whatever the retention:
   re-check them), and the snapshot and stored segment models of a run that did not succeed
   (running, failed, interrupted: `kiln run --resume` restarts from them);
 - the capture files holding the newest ``deploy.gates.replay.window`` production captures (the
-  next replay gate reads them) and those of every day on which a gate result of a non-archived
-  version was evaluated (its evidence names their request ids);
+  next replay gate reads them), those since the shadow period of a version now in shadow or
+  canary began (its shadow gate reads them), and those of every day on which a gate result of
+  a non-archived version was evaluated (its evidence names their request ids);
 - anything written less than ``grace`` ago; no snapshot or orphan at all while a run is running
   (a run writes or reuses content before it records it), and a content object is put back when
   a run started, resumed, recorded or finished while it was being deleted.
@@ -279,6 +280,9 @@ def _captures(
     if not old:
         return []
     keep: set[date] = set(inv.evidence_days.get(cfg.name, set()))
+    shadow = inv.shadow_since.get(cfg.name)
+    if shadow is not None:  # the shadow gate reads them (a day earlier: its clock skew)
+        keep |= {day for day, _ in files if day >= shadow.date() - timedelta(days=1)}
     replay = cfg.deploy.gates.replay
     if replay.enabled:
         first = _first_replay_day(stores, cfg.name, replay.window)

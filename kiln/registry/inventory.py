@@ -73,6 +73,9 @@ class Inventory:
     runs: list[RunInfo]
     evidence_days: dict[str, set[date]]
     """Per pipeline, the days on which a gate result of a non-archived version was evaluated."""
+    shadow_since: dict[str, datetime] = field(default_factory=dict)
+    """Per pipeline, when the shadow period of a version now in shadow or canary started (the
+    shadow gate reads the captures since then)."""
     activity: tuple[Any, ...] = ()
     """:func:`run_activity` when the metadata was read."""
     unreadable: list[str] = field(default_factory=list)
@@ -163,6 +166,19 @@ def take_inventory(stores: Stores) -> Inventory:
                 )
                 .where(t.ModelVersion.stage != "archived")
             ).all()
+            shadow_rows = conn.execute(
+                sa.select(t.ModelVersion.pipeline, sa.func.min(t.Deployment.at))
+                .join(
+                    t.Deployment,
+                    sa.and_(
+                        t.Deployment.pipeline == t.ModelVersion.pipeline,
+                        t.Deployment.version == t.ModelVersion.version,
+                        t.Deployment.action.in_(("shadow", "canary")),
+                    ),
+                )
+                .where(t.ModelVersion.stage.in_(("shadow", "canary")))
+                .group_by(t.ModelVersion.pipeline)
+            ).all()
             activity = _activity(conn)
     except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
         raise unreachable(stores.metadata.url, e) from e
@@ -201,12 +217,21 @@ def take_inventory(stores: Stores) -> Inventory:
                 data_digest=(v.lineage or {}).get("data_digest"),
             )
         )
+    shadow_since: dict[str, datetime] = {}
+    for v in version_rows:  # a version set to shadow without a deployment event
+        if v.stage in ("shadow", "canary"):
+            earlier = shadow_since.get(v.pipeline, v.stage_changed_at)
+            shadow_since[v.pipeline] = min(earlier, v.stage_changed_at)
+    for pipeline, at in shadow_rows:
+        if at is not None:
+            shadow_since[pipeline] = min(shadow_since.get(pipeline, at), at)
     evidence: dict[str, set[date]] = defaultdict(set)
     for pipeline, at in gate_rows:
         evidence[pipeline].add(at.date())
     return Inventory(
         objects=objects, captures=dict(captures), labels=dict(labels), versions=versions,
         runs=runs, evidence_days=dict(evidence), unreadable=unreadable, activity=activity,
+        shadow_since=shadow_since,
     )  # fmt: skip
 
 

@@ -133,6 +133,12 @@ def history(tmp_path_factory: pytest.TempPathFactory, warehouse: Path) -> Histor
                 .where(t.GateResult.id == gate.id)
                 .values(evaluated_at=NOW - timedelta(days=15))
             )
+            # v3's shadow period began 12 days ago: its shadow gate reads the captures since
+            conn.execute(
+                sa.update(t.ModelVersion)
+                .where(t.ModelVersion.run_id == runs["v3"])
+                .values(stage_changed_at=NOW - timedelta(days=12))
+            )
         engine.dispose()
 
         # captures on days -20, -15, -10, -5, 0: production, plus shadow on day -10
@@ -180,7 +186,6 @@ def history(tmp_path_factory: pytest.TempPathFactory, warehouse: Path) -> Histor
         obj(snapshots["v4"]),  # archived, 20 days old
         obj(old_orphan),
         *day_files(20),
-        *day_files(10),
         str(label_files[0].relative_to(root)),  # received 20 days ago
     }
     kept = {
@@ -189,6 +194,7 @@ def history(tmp_path_factory: pytest.TempPathFactory, warehouse: Path) -> Histor
         *map(obj, task_models),  # the models a resume reuses
         obj(young_orphan),  # younger than the grace
         *day_files(15),  # a gate's evidence
+        *day_files(10),  # the shadow version's period
         *day_files(5),  # the replay gate's window
     }
     assert all((root / key).is_file() for key in expected | kept)
@@ -255,7 +261,7 @@ def test_apply_deletes_exactly_those_and_every_version_still_loads(history: Hist
             usage = uow.storage_usage.list(PIPELINE)
         for record in versions:  # every package is intact (digest-checked load)
             assert Version(stores, record).predictor.manifest["models"]
-        assert audit and audit[0].details["captures"]["files"] >= 2
+        assert audit and audit[0].details["captures"]["files"] >= 1
         assert {u.kind for u in usage} == {"packages", "snapshots", "captures", "labels"}
         # the archived v1 can still be rolled back to: promote it back to production
         stages = Stages(stores.metadata)
@@ -349,10 +355,10 @@ def test_gc_beside_a_concurrent_run_deletes_nothing_it_needs(
 
 
 @pytest.fixture
-def expired_snapshot(tmp_path: Path, warehouse: Path) -> tuple[Settings, str]:
-    """A home whose one run (succeeded, archived-like: no version) is older than its 1s
-    snapshot retention: its snapshot is what gc lets go."""
-    settings = Settings(home=tmp_path / ".kiln")
+def expired_snapshot(tmp_path: Path, warehouse: Path, db_url: str) -> tuple[Settings, str]:
+    """A home (metadata on SQLite and PostgreSQL) whose one run (succeeded, no version) is
+    older than its 1s snapshot retention: its snapshot is what gc lets go."""
+    settings = Settings(home=tmp_path / ".kiln", db_url=db_url)
     stores = open_stores(settings, upgrade=True)
     text = yaml.safe_dump(config(warehouse, "1", data={"snapshot_retention": "1s"}))
     try:
