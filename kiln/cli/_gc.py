@@ -32,10 +32,14 @@ def gc(
 ) -> None:
     """List (or with --apply delete) expired captures, labels and snapshots, and orphans.
 
-    Retention: capture.retention and data.snapshot_retention of the config of each pipeline's
-    newest run. Never deleted: packages of registered versions, snapshots that live versions or
-    resumable runs need, the captures the next replay gate reads or a gate's evidence names.
+    Retention: capture.retention, data.snapshot_retention (config of the newest run).
+
+    Never deleted: the package of any registered version.
+
+    Nor the snapshots of live versions and resumable runs, nor the captures the next replay
+    or shadow gate reads or a gate's evidence names, nor anything younger than --grace.
     """
+
     from kiln.registry.gc import apply_gc, plan_gc
 
     span = _grace(grace)
@@ -43,7 +47,7 @@ def gc(
     try:
         plan = plan_gc(stores, grace=span, pipeline=pipeline)
         if not apply:
-            _show(plan, applied=False, as_json=as_json)
+            _show(plan, grace, applied=False, as_json=as_json)
             return
         result = apply_gc(stores, plan, actor=_actor(), pipeline=pipeline)
         done = plan.__class__(at=plan.at, grace=plan.grace, items=result.deleted, notes=plan.notes)
@@ -52,7 +56,7 @@ def gc(
                 f"{len(result.kept)} listed item(s) kept: needed again when re-checked"
                 " just before deleting"
             )
-        _show(done, applied=True, as_json=as_json)
+        _show(done, grace, applied=True, as_json=as_json)
     finally:
         stores.close()
 
@@ -69,16 +73,16 @@ def _grace(text: str) -> timedelta:
     return span
 
 
-def _show(plan: GcPlan, *, applied: bool, as_json: bool) -> None:
+def _show(plan: GcPlan, grace: str, *, applied: bool, as_json: bool) -> None:
     if as_json:
         out.print_json(data={"applied": applied, **plan.to_json()})
         return
     totals = plan.totals()
     verb = "deleted" if applied else "would delete"
     if not totals:
-        out.print(f"nothing to delete (grace {plan.grace})")
+        out.print(f"nothing to delete (grace {grace})")
     else:
-        table = Table(title=f"kiln gc: {verb} (grace {plan.grace})")
+        table = Table(title=f"kiln gc: {verb} (grace {grace})")
         for col in ("pipeline", "kind", "files", "bytes"):
             table.add_column(col, justify="right" if col in ("files", "bytes") else "left")
         for name, kinds in sorted(totals.items()):
