@@ -7,14 +7,16 @@ import contextlib
 import os
 import posixpath
 import tempfile
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from kiln.errors import NotFoundError, StoreError
 
-__all__ = ["ArtifactStore", "FsspecArtifactStore"]
+__all__ = ["ArtifactStore", "FsspecArtifactStore", "ObjectInfo"]
 
 _TMP_MARK = ".kiln-tmp-"
 
@@ -38,6 +40,16 @@ def process_umask() -> int:
     return mask
 
 
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What the store says of one object without reading it: its size and when it was written
+    (None where the backend does not say)."""
+
+    key: str
+    size: int
+    modified: datetime | None
+
+
 @runtime_checkable
 class ArtifactStore(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
@@ -47,6 +59,10 @@ class ArtifactStore(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def list(self, prefix: str = "") -> builtins.list[str]: ...
+
+    def stat(self, prefix: str = "") -> builtins.list[ObjectInfo]: ...
+
+    def delete(self, key: str) -> bool: ...
 
 
 def _check_key(key: str) -> str:
@@ -149,19 +165,53 @@ class FsspecArtifactStore:
 
     def list(self, prefix: str = "") -> builtins.list[str]:
         """Keys starting with ``prefix`` (a plain string prefix, not only a folder), sorted."""
+        return sorted(self._find(prefix, detail=False))
+
+    def stat(self, prefix: str = "") -> builtins.list[ObjectInfo]:
+        """Size and write time of every object whose key starts with ``prefix``, sorted by key,
+        from one listing (fsspec ``find(detail=True)``): no object is read."""
+        found = self._find(prefix, detail=True)
+        return [_info(key, found[key]) for key in sorted(found)]
+
+    def delete(self, key: str) -> bool:
+        """Remove one object; False when it was not there (another process removed it)."""
+        path = self._path(key)
+        try:
+            self._fs.rm_file(path)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise self._fail("delete", key, e) from e
+        return True
+
+    def _find(self, prefix: str, *, detail: bool) -> dict[str, Any]:
         folder = posixpath.dirname(prefix)
         base = f"{self._root}/{folder}" if folder else self._root
         base = base.rstrip("/") or "/"
         try:
-            found = self._fs.find(base) if self._fs.isdir(base) else []
+            found = self._fs.find(base, detail=True) if self._fs.isdir(base) else {}
         except FileNotFoundError:
-            return []
+            return {}
         except OSError as e:
             raise self._fail("list", prefix or "<all>", e) from e
         strip = self._root.rstrip("/") + "/" if self._root else ""
-        keys = []
-        for p in found:
+        keys: dict[str, Any] = {}
+        for p, info in found.items():
             key = p[len(strip) :] if strip and p.startswith(strip) else p.lstrip("/")
             if key.startswith(prefix) and _TMP_MARK not in key:
-                keys.append(key)
-        return sorted(keys)
+                keys[key] = info if detail else None
+        return keys
+
+
+def _info(key: str, detail: dict[str, Any]) -> ObjectInfo:
+    """fsspec's details differ by backend: local has ``mtime`` (epoch seconds), memory
+    ``created``, S3 ``LastModified`` (a datetime)."""
+    raw = detail.get("mtime", detail.get("LastModified", detail.get("created")))
+    modified: datetime | None
+    if isinstance(raw, datetime):
+        modified = raw if raw.tzinfo else raw.replace(tzinfo=UTC)
+    elif isinstance(raw, int | float):
+        modified = datetime.fromtimestamp(float(raw), UTC)
+    else:
+        modified = None
+    return ObjectInfo(key=key, size=int(detail.get("size") or 0), modified=modified)

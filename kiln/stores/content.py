@@ -11,7 +11,7 @@ import hashlib
 import re
 
 from kiln.errors import IntegrityError, NotFoundError
-from kiln.stores.artifacts import ArtifactStore
+from kiln.stores.artifacts import ArtifactStore, ObjectInfo
 
 __all__ = ["ContentStore"]
 
@@ -39,6 +39,21 @@ class ContentStore:
         if not self.intact(digest):
             self.store.put(self.key_of(digest), data)
         return digest
+
+    def digest_of(self, key: str) -> str | None:
+        """The digest an object key names (``objects/ab/ab...``), None for any other key."""
+        folder, _, name = key.rpartition("/")
+        if _DIGEST.match(name) and folder == f"objects/{name[:2]}":
+            return name
+        return None
+
+    def stat(self) -> list[ObjectInfo]:
+        """Size and write time of every content object (not read)."""
+        return [i for i in self.store.stat("objects/") if self.digest_of(i.key) is not None]
+
+    def delete(self, digest: str) -> bool:
+        """Remove the object of ``digest``; False when it was not there."""
+        return self.store.delete(self.key_of(digest))
 
     def exists(self, digest: str) -> bool:
         return self.store.exists(self.key_of(digest))

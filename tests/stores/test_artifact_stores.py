@@ -206,3 +206,61 @@ def test_missing_object_raises_integrity_error(artifacts: FsspecArtifactStore) -
 def test_malformed_digest_is_refused(artifacts: FsspecArtifactStore, digest: str) -> None:
     with pytest.raises(ValueError, match="not a SHA-256"):
         ContentStore(artifacts).get(digest, what=WHAT)
+
+
+# -- sizes and deletion (kiln gc, storage cost) ---------------------------------------------
+
+
+def test_stat_gives_sizes_and_write_times_without_reading(artifacts: FsspecArtifactStore) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    assert artifacts.stat() == []
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    artifacts.put("runs/r1/log.txt", b"hello")
+    artifacts.put("runs/r1/model.bin", b"x" * 1000)
+    artifacts.put("other", b"")
+    infos = artifacts.stat("runs/")
+    assert [(i.key, i.size) for i in infos] == [("runs/r1/log.txt", 5), ("runs/r1/model.bin", 1000)]
+    after = datetime.now(UTC) + timedelta(seconds=5)
+    assert all(i.modified is not None and before <= i.modified <= after for i in infos)
+    assert [i.key for i in artifacts.stat()] == artifacts.list()
+
+
+def test_stat_ignores_the_temporary_file_of_a_killed_writer(tmp_path: Path) -> None:
+    store = FsspecArtifactStore(str(tmp_path))
+    store.put("a/b", b"12")
+    (tmp_path / "a" / ".kiln-tmp-b.xyz").write_bytes(b"partial")
+    assert [(i.key, i.size) for i in store.stat()] == [("a/b", 2)]
+
+
+def test_delete_removes_one_object_and_says_when_it_was_gone(
+    artifacts: FsspecArtifactStore,
+) -> None:
+    artifacts.put("a/one", b"1")
+    artifacts.put("a/two", b"2")
+    assert artifacts.delete("a/one") is True
+    assert artifacts.list() == ["a/two"]
+    assert artifacts.delete("a/one") is False
+    with pytest.raises(NotFoundError):
+        artifacts.get("a/one")
+    with pytest.raises(ValueError, match="invalid artifact key"):
+        artifacts.delete("../escape")
+
+
+def test_content_stat_and_delete_follow_its_layout(artifacts: FsspecArtifactStore) -> None:
+    content = ContentStore(artifacts)
+    small, big = content.put(b"small"), content.put(b"b" * 4096)
+    artifacts.put("captures/pipeline=p/date=2026-01-01/x.parquet", b"not content")
+    assert {(content.digest_of(i.key), i.size) for i in content.stat()} == {
+        (small, 5),
+        (big, 4096),
+    }
+    assert content.digest_of("captures/pipeline=p/date=2026-01-01/x.parquet") is None
+    assert content.digest_of(f"objects/zz/{small}") is None  # not its folder
+    assert content.delete(small) is True
+    assert not content.exists(small) and content.exists(big)
+    assert content.delete(small) is False
+    with pytest.raises(IntegrityError, match="missing"):
+        content.get(small, what=WHAT)
+    assert content.put(b"small") == small  # a put after a delete writes it again
+    assert content.get(small, what=WHAT) == b"small"
