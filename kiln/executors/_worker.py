@@ -173,6 +173,7 @@ def run_task(key: str, fn: Callable[[T], R], arg: T) -> TaskOutcome[R]:
     value: R | None = None
     error: str | None = None
     reset = _reset_peak_memory()
+    base = _resident_memory()
     started_at = datetime.now(UTC)
     wall0, cpu0 = perf_counter(), process_time()
     try:
@@ -185,7 +186,13 @@ def run_task(key: str, fn: Callable[[T], R], arg: T) -> TaskOutcome[R]:
         finished_at = datetime.now(UTC)
         root.removeHandler(handler)
         root.setLevel(root_level)
-    usage = Usage(wall_seconds=wall, cpu_seconds=cpu, peak_memory_bytes=_peak_memory(reset))
+    peak = _peak_memory(reset)
+    usage = Usage(
+        wall_seconds=wall,
+        cpu_seconds=cpu,
+        peak_memory_bytes=peak,
+        base_memory_bytes=None if base is None or not reset else min(base, peak),
+    )
     return TaskOutcome(key, value, error, usage, buffer.getvalue(), started_at, finished_at)
 
 
@@ -215,15 +222,27 @@ def _reset_peak_memory() -> bool:
     return True
 
 
+def _status_bytes(field: bytes) -> int | None:
+    """A ``kB`` field of /proc/self/status in bytes (None: not on Linux)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            status = f.read()
+        start = status.index(field) + len(field)
+        return int(status[start : status.index(b"kB", start)]) * 1024
+    except (OSError, ValueError):
+        return None
+
+
+def _resident_memory() -> int | None:
+    """This process's resident set now (VmRSS): what the worker holds before a task."""
+    return _status_bytes(b"VmRSS:")
+
+
 def _peak_memory(reset: bool) -> int:
     if reset:
-        try:
-            with open("/proc/self/status", "rb") as f:
-                status = f.read()
-            start = status.index(b"VmHWM:") + 6
-            return int(status[start : status.index(b"kB", start)]) * 1024
-        except (OSError, ValueError):
-            pass  # fall through to the process-lifetime peak
+        peak = _status_bytes(b"VmHWM:")
+        if peak is not None:
+            return peak  # else fall through to the process-lifetime peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 

@@ -34,9 +34,13 @@ class GateRepository(Repository):
         *,
         trigger: GateTrigger = "run",
         champion_version: int | None = None,
+        wall_seconds: float | None = None,
+        cpu_seconds: float | None = None,
+        peak_memory_bytes: int | None = None,
     ) -> GateRecord:
         """Add the gate's outcome to the version's history (replacing only a ``pending``
-        result of the same gate and trigger, which it concludes)."""
+        result of the same gate and trigger, which it concludes). The usage is the gate's own
+        compute (None: not measured)."""
         check_choice("status", status, t.GATE_STATUSES)
         check_choice("trigger", trigger, t.GATE_TRIGGERS)
         values = {
@@ -49,16 +53,23 @@ class GateRepository(Repository):
             "evaluated_at": now(),
             "trigger": trigger,
             "champion_version": champion_version,
+            "wall_seconds": wall_seconds,
+            "cpu_seconds": cpu_seconds,
+            "peak_memory_bytes": peak_memory_bytes,
         }
         c = self._table.c
         last = self._session.execute(
-            sa.select(c.id, c.status, c.trigger)
+            sa.select(c.id, c.status, c.trigger, c.wall_seconds, c.cpu_seconds)
             .where(c.pipeline == pipeline, c.version == version, c.gate == gate)
             .order_by(c.id.desc())
             .limit(1)
         ).first()
         stmt: sa.Update | sa.Insert
         if last is not None and last.status == "pending" and last.trigger == trigger:
+            # the pending evaluations were spent too: their compute adds up in the outcome
+            for name in ("wall_seconds", "cpu_seconds"):
+                if values[name] is not None and getattr(last, name) is not None:
+                    values[name] += getattr(last, name)
             stmt = sa.update(self._table).where(c.id == last.id).values(**values)
         else:
             stmt = sa.insert(self._table).values(**values)
