@@ -9,6 +9,7 @@ not over): the outcome it waited for replaces it, since it judged nothing.
 from __future__ import annotations
 
 import builtins
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -93,6 +94,26 @@ class GateRepository(Repository):
         found = self.history(pipeline, version)
         decided = [g for g in found if g.trigger != "recheck"]
         return latest_per_gate(decided or found)
+
+    def evaluated_between(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        triggers: tuple[GateTrigger, ...],
+        pipeline: str | None = None,
+    ) -> builtins.list[GateRecord]:
+        """Results of ``triggers`` evaluated in [since, until), oldest first (what cost reads:
+        the gates evaluated outside a run)."""
+        c = self._table.c
+        stmt = (
+            sa.select(self._table)
+            .where(c.evaluated_at >= since, c.evaluated_at < until, c.trigger.in_(triggers))
+            .order_by(c.evaluated_at, c.id)
+        )
+        if pipeline is not None:
+            stmt = stmt.where(c.pipeline == pipeline)
+        return [to_record(GateRecord, g) for g in self._session.execute(stmt)]
 
     def latest(self, pipeline: str, version: int) -> builtins.list[GateRecord]:
         """The latest result of each gate, whatever evaluated it (a re-check included)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -163,6 +164,23 @@ class RunRepository(Repository):
         return self.update(
             run_id, status=status, error=error, model_version=model_version, finished_at=now()
         )
+
+    def active_between(
+        self, since: datetime, until: datetime, pipeline: str | None = None
+    ) -> builtins.list[RunRecord]:
+        """Runs that were alive at some moment of [since, until): started before ``until``
+        and not finished before ``since`` (a running run counts), oldest first."""
+        stmt = (
+            sa.select(t.Run)
+            .where(
+                t.Run.started_at < until,
+                sa.or_(t.Run.finished_at.is_(None), t.Run.finished_at >= since),
+            )
+            .order_by(t.Run.started_at, t.Run.id)
+        )
+        if pipeline is not None:
+            stmt = stmt.where(t.Run.pipeline == pipeline)
+        return [to_record(RunRecord, run) for run in self._session.scalars(stmt)]
 
     def latest(self, pipeline: str) -> RunRecord | None:
         runs = self.list(pipeline, limit=1)
