@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,8 @@ import pytest
 
 from kiln.config.prices import resolve_prices
 from kiln.errors import TrainingError
+from kiln.monitoring.cost.model import GIB
+from kiln.monitoring.cost.rightsize import HEADROOM, rightsizing, size_text, suggest_memory
 from kiln.monitoring.cost.training import run_cost, training_items
 from kiln.release.controller import Release
 from kiln.runs.runner import Runner
@@ -38,6 +41,9 @@ def test_segments_add_up_to_the_run_and_memory_is_the_tasks_own(
     cost = run_cost(stores.metadata, PRICES, result.run_id)
     assert cost.unknown == [] and cost.notes == []
     assert cost.pipeline == P and cost.version == result.version
+    advice = next(a for a in rightsizing(stores.metadata, P) if a.resource == "memory")
+    assert advice.requested == GIB  # 1GiB for tasks of a few MiB
+    assert advice.text.startswith("memory 1GiB requested, ") and "lower it to" in advice.text
     assert cost.total_usd is not None and cost.total_usd > 0
     assert cost.shared_usd is not None and cost.shared_usd > 0
     assert set(cost.by_segment) == {"EWR", "JFK", "LGA", "__fallback__"}
@@ -72,7 +78,7 @@ def test_runs_add_up_to_the_pipeline_over_a_period(
 ) -> None:
     since = datetime.now(UTC)
     first = runner.run(make_config())
-    second = runner.run(make_config(), force=True)
+    second = runner.run(make_config(resources=None), force=True)
     until = datetime.now(UTC) + timedelta(seconds=1)
     prices = resolve_prices(settings)
     totals = [run_cost(stores.metadata, prices, r.run_id).total_usd for r in (first, second)]
@@ -83,6 +89,45 @@ def test_runs_add_up_to_the_pipeline_over_a_period(
     before = training_items(stores.metadata, prices, since=since - timedelta(days=1), until=since)
     assert before == []
     assert training_items(stores.metadata, prices, since=since, until=until, pipeline="x") == []
+    # resources unset: one line each saying what they would be
+    advice = {a.resource: a for a in rightsizing(stores.metadata, P)}
+    assert advice["memory"].requested is None and advice["cpus"].requested is None
+    assert advice["memory"].text.startswith("memory unset, ")
+    assert f"resources.memory: {size_text(advice['memory'].suggested or 0)} would fit" in (
+        advice["memory"].text
+    )
+    assert "resources.cpus: " in advice["cpus"].text
+    of_first = {a.resource: a for a in rightsizing(stores.metadata, P, run_id=first.run_id)}
+    assert of_first["memory"].requested is None  # the first run asked for 2 cpus
+    assert "cpus" not in of_first or of_first["cpus"].requested == 2
+
+
+def test_rightsizing_raises_a_passed_limit_and_lowers_idle_cpus(
+    make_config, stores: Stores, tmp_path: Path
+) -> None:
+    settings = Settings(home=tmp_path / ".kiln", max_workers=2)
+    result = Runner(settings, stores).run(make_config(resources={"cpus": 8, "memory": "100MiB"}))
+    advice = {a.resource: a for a in rightsizing(stores.metadata, P)}
+    memory, cpus = advice["memory"], advice["cpus"]
+    assert memory.requested == 100 * MiB and memory.used > 100 * MiB
+    assert memory.suggested is not None and memory.suggested >= memory.used * HEADROOM
+    assert memory.text.startswith("memory 100MiB requested, ")
+    assert memory.text.endswith(f": raise it to {size_text(memory.suggested)}")
+    assert cpus.text == "cpus 8 requested, 4 tasks: lower it to 4" and cpus.suggested == 4
+    cost = run_cost(stores.metadata, PRICES, result.run_id)
+    with stores.metadata.read() as uow:
+        walls = {t.segment: t.wall_seconds for t in uow.tasks.for_run(result.run_id)}
+    for item in cost.items:
+        if item.detail == "task":  # 2 workers of 8 // 2 = 4 threads each
+            assert item.cpu_seconds == pytest.approx(4 * walls[item.segment or ""])
+
+
+@pytest.mark.parametrize(
+    ("used", "expected"),
+    [(310 * MiB, "512MiB"), (100 * MiB, "192MiB"), (700 * MiB, "1.5GiB"), (2**30, "1.5GiB")],
+)
+def test_suggested_memory_has_headroom_and_a_round_size(used: int, expected: str) -> None:
+    assert size_text(suggest_memory(used)) == expected
 
 
 def test_a_resumed_run_counts_its_failed_attempt(
@@ -164,3 +209,17 @@ def test_gates_checked_outside_a_run_are_charged(
         assert item.usd is not None and item.usd > 0
         assert item.cpu_seconds is not None and item.memory_gib_seconds is not None
         assert item.cpu_seconds > 0 and item.memory_gib_seconds > 0
+
+
+def test_kiln_run_prints_the_cost_table_and_the_advice(make_config, cli, tmp_path: Path) -> None:
+    loaded = make_config(resources={"cpus": 2, "memory": "4GiB"})
+    home = tmp_path / "home"
+    done = cli("--home", str(home), "run", str(loaded.path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert re.search(r"training cost of run [0-9a-f]{12} \(USD\)", text)
+    for segment in ("EWR", "JFK", "LGA", "(fallback)"):
+        assert re.search(rf"│ {re.escape(segment)} +│ +0\.0\d+ │ +0\.0\d+ │", text), segment
+    assert re.search(r"│ run +│ +0\.0\d+ │ +0\.0\d+ │ +│ +0\.0\d+ │", text)
+    assert re.search(r"right-sizing: memory 4GiB requested, \d+ MiB peak .*: lower it to", text)
+    assert "unknown" not in text and "Traceback" not in done.stderr

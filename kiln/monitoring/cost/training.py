@@ -35,7 +35,7 @@ from kiln.settings import Prices
 from kiln.stores.metadata import MetadataStore, RunRecord, StepRecord, TaskRecord
 from kiln.stores.metadata.records import GateTrigger
 
-__all__ = ["RunCost", "run_cost", "training_items"]
+__all__ = ["RunCost", "requested_resources", "run_cost", "training_items"]
 
 OUTSIDE_RUN_TRIGGERS: tuple[GateTrigger, ...] = ("watch", "recheck")
 """Gate results evaluated outside a run: a run's own gates are inside its release step."""
@@ -250,14 +250,7 @@ def _process(
 
 def _reserved(run: RunRecord, train: StepRecord | None, notes: list[str]) -> _Reserved:
     """Workers and threads per task (the train step's details), memory per task (config)."""
-    resources = _resources(run.config_text)
-    cpus = resources.get("cpus")
-    cpus = cpus if isinstance(cpus, int) and cpus > 0 else None
-    try:
-        memory = None if resources.get("memory") is None else parse_size(resources["memory"])
-    except (ValueError, TypeError):
-        memory = None
-        notes.append(f"resources.memory {resources['memory']!r} is not a size: not counted")
+    cpus, memory = requested_resources(run.config_text)
     details = train.details if train is not None else {}
     workers = details.get("workers")
     threads = details.get("threads_per_task")
@@ -270,13 +263,21 @@ def _reserved(run: RunRecord, train: StepRecord | None, notes: list[str]) -> _Re
     return _Reserved(workers, float(threads), memory)
 
 
-def _resources(config_text: str) -> dict[str, Any]:
+def requested_resources(config_text: str) -> tuple[int | None, int | None]:
+    """``resources.cpus`` and ``resources.memory`` (bytes) of a run's kiln.yaml (None: not set,
+    or not readable: the run's config was validated when it ran)."""
     try:
         data = yaml.safe_load(config_text)
     except yaml.YAMLError:
-        return {}
+        return None, None
     found = data.get("resources") if isinstance(data, dict) else None
-    return found if isinstance(found, dict) else {}
+    resources = found if isinstance(found, dict) else {}
+    cpus = resources.get("cpus")
+    try:
+        memory = None if resources.get("memory") is None else parse_size(resources["memory"])
+    except ValueError:
+        memory = None
+    return (cpus if isinstance(cpus, int) and cpus > 0 else None), memory
 
 
 def _run_end(run: RunRecord, steps: list[StepRecord], tasks: list[TaskRecord]) -> datetime:
