@@ -19,7 +19,8 @@ class Usage:
     ``cpu_seconds`` counts every thread of the worker process (native OpenMP threads too);
     ``peak_memory_bytes`` is the worker's peak resident set during the task (its inputs
     included); ``base_memory_bytes`` the worker's resident set when the task started (the
-    interpreter and its imports, what earlier tasks left behind), so the task itself added
+    interpreter and its imports, what earlier tasks left behind; on the local pool before
+    its inputs were loaded, on Ray after), so the task itself added
     ``peak_memory_bytes - base_memory_bytes`` (None: not measured).
     """
 

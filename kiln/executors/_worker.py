@@ -141,12 +141,13 @@ def run_packed(key: str, call: Packed, seq: int) -> Packed:
 
 def _load_run_pack(key: str, call: Packed) -> Packed:
     started_at = datetime.now(UTC)
+    baseline = _baseline()  # before the inputs are loaded: they are the task's own memory
     try:
         fn, arg = call.load()
     except Exception as exc:
         error = f"the worker could not load the task: {format_error(exc)}"
         return pack(failure(key, error, started_at), owner=_state.owner)
-    outcome = run_task(key, fn, arg)
+    outcome = run_task(key, fn, arg, baseline=baseline)
     del arg
     try:
         return pack(outcome, owner=_state.owner)
@@ -161,8 +162,14 @@ def _mark_running(seq: int) -> None:
         _state.slots[2 * _state.index + 1] = seq
 
 
-def run_task(key: str, fn: Callable[[T], R], arg: T) -> TaskOutcome[R]:
-    """Run ``fn(arg)`` and measure it; an exception becomes the outcome's ``error``."""
+def run_task(
+    key: str, fn: Callable[[T], R], arg: T, *, baseline: tuple[bool, int | None] | None = None
+) -> TaskOutcome[R]:
+    """Run ``fn(arg)`` and measure it; an exception becomes the outcome's ``error``.
+
+    ``baseline``: the peak reset and the resident set taken before ``arg`` was loaded (the
+    local pool), so that the task's own memory includes its inputs; without it (Ray, whose
+    arguments are loaded before the task starts) they are taken here."""
     buffer = _BoundedText()
     handler = _BufferHandler(buffer)
     root = logging.getLogger()
@@ -172,8 +179,7 @@ def run_task(key: str, fn: Callable[[T], R], arg: T) -> TaskOutcome[R]:
         root.setLevel(logging.INFO)
     value: R | None = None
     error: str | None = None
-    reset = _reset_peak_memory()
-    base = _resident_memory()
+    reset, base = baseline if baseline is not None else _baseline()
     started_at = datetime.now(UTC)
     wall0, cpu0 = perf_counter(), process_time()
     try:
@@ -210,6 +216,11 @@ def format_error(exc: BaseException, *, skip_frames: int = 0) -> str:
     if frames:
         text += "\nTraceback (most recent call last):\n" + "".join(traceback.format_list(frames))
     return text.rstrip("\n")
+
+
+def _baseline() -> tuple[bool, int | None]:
+    """Reset the peak, then read the resident set: what the worker holds before a task."""
+    return _reset_peak_memory(), _resident_memory()
 
 
 def _reset_peak_memory() -> bool:

@@ -124,6 +124,16 @@ class TestExecutorContract:
 
 
 class TestLocalExecutor:
+    def test_a_tasks_own_memory_includes_its_inputs(self) -> None:
+        payload = np.ones(120 * MiB, dtype=np.uint8)
+        with make_executor("local", workers=1) as ex:
+            [small] = ex.map(tasks.square, [("small", 3)])
+            [big] = ex.map(tasks.checksum, [("big", payload)])
+        assert small.usage.own_memory_bytes is not None and big.usage.own_memory_bytes is not None
+        assert big.usage.own_memory_bytes >= 120 * MiB > 100 * MiB > small.usage.own_memory_bytes
+        assert big.usage.base_memory_bytes is not None
+        assert big.usage.base_memory_bytes < big.usage.peak_memory_bytes - 120 * MiB
+
     def test_a_dead_worker_fails_only_its_task(self) -> None:
         work: list[tuple[str, str | float]] = [
             ("crash", "crash"),
