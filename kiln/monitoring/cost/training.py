@@ -190,7 +190,7 @@ def _shared(  # noqa: PLR0917 (the parts of one run's shared cost)
             )
             if wall is None or cpu is None or peak is None:
                 unknown.append(
-                    f"{what}: not measured ({attempt['status']}: running, or its process died)"
+                    f"{what}: not measured (left {attempt['status']}: it still runs or was killed)"
                 )
                 shared.add(None, None)
                 if step.name == "train":
