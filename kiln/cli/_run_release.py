@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from kiln.cli._common import _stores, out
+from kiln.cli._run_cost import show_run_cost
 from kiln.console import gate_table
 from kiln.errors import EXIT_BLOCKED
 from kiln.settings import Settings
@@ -95,4 +96,6 @@ def show_released(result: Any, releaser: Releaser, *, gated: bool = True) -> Non
             "(deploy.on_unchanged: register)"
         )
     elif releaser.decision is not None and _show_release(releaser.decision) == "blocked":
+        show_run_cost(releaser.ctx, releaser.settings, result.run_id)
         raise typer.Exit(EXIT_BLOCKED)
+    show_run_cost(releaser.ctx, releaser.settings, result.run_id)

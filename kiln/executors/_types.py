@@ -18,12 +18,23 @@ class Usage:
 
     ``cpu_seconds`` counts every thread of the worker process (native OpenMP threads too);
     ``peak_memory_bytes`` is the worker's peak resident set during the task (its inputs
-    included), not the growth over what it held before.
+    included); ``base_memory_bytes`` the worker's resident set when the task started (the
+    interpreter and its imports, what earlier tasks left behind; on the local pool before
+    its inputs were loaded, on Ray after), so the task itself added
+    ``peak_memory_bytes - base_memory_bytes`` (None: not measured).
     """
 
     wall_seconds: float
     cpu_seconds: float
     peak_memory_bytes: int
+    base_memory_bytes: int | None = None
+
+    @property
+    def own_memory_bytes(self) -> int | None:
+        """What the task added to its worker's resident set (None: the base is unknown)."""
+        if self.base_memory_bytes is None:
+            return None
+        return max(0, self.peak_memory_bytes - self.base_memory_bytes)
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,8 @@ class TaskOutcome(Generic[R]):
 
 
 class Executor(Protocol):
-    """Runs ``fn(arg)`` for every ``(key, arg)`` on some pool of worker processes.
+    """Runs ``fn(arg)`` for every ``(key, arg)`` on some pool of worker processes
+    (``workers`` tasks at once, each with ``threads_per_task`` native threads).
 
     ``map`` yields one outcome per task in completion order and never raises because a task
     failed: an exception, or a worker that died under the task, becomes that task's ``error``.
@@ -54,6 +66,7 @@ class Executor(Protocol):
 
     name: str
     workers: int
+    threads_per_task: int
 
     def warm_up(self) -> None:
         """Start the workers now, without waiting for them, so their start-up overlaps

@@ -141,12 +141,13 @@ def run_packed(key: str, call: Packed, seq: int) -> Packed:
 
 def _load_run_pack(key: str, call: Packed) -> Packed:
     started_at = datetime.now(UTC)
+    baseline = _baseline()  # before the inputs are loaded: they are the task's own memory
     try:
         fn, arg = call.load()
     except Exception as exc:
         error = f"the worker could not load the task: {format_error(exc)}"
         return pack(failure(key, error, started_at), owner=_state.owner)
-    outcome = run_task(key, fn, arg)
+    outcome = run_task(key, fn, arg, baseline=baseline)
     del arg
     try:
         return pack(outcome, owner=_state.owner)
@@ -161,8 +162,14 @@ def _mark_running(seq: int) -> None:
         _state.slots[2 * _state.index + 1] = seq
 
 
-def run_task(key: str, fn: Callable[[T], R], arg: T) -> TaskOutcome[R]:
-    """Run ``fn(arg)`` and measure it; an exception becomes the outcome's ``error``."""
+def run_task(
+    key: str, fn: Callable[[T], R], arg: T, *, baseline: tuple[bool, int | None] | None = None
+) -> TaskOutcome[R]:
+    """Run ``fn(arg)`` and measure it; an exception becomes the outcome's ``error``.
+
+    ``baseline``: the peak reset and the resident set taken before ``arg`` was loaded (the
+    local pool), so that the task's own memory includes its inputs; without it (Ray, whose
+    arguments are loaded before the task starts) they are taken here."""
     buffer = _BoundedText()
     handler = _BufferHandler(buffer)
     root = logging.getLogger()
@@ -172,7 +179,7 @@ def run_task(key: str, fn: Callable[[T], R], arg: T) -> TaskOutcome[R]:
         root.setLevel(logging.INFO)
     value: R | None = None
     error: str | None = None
-    reset = _reset_peak_memory()
+    reset, base = baseline if baseline is not None else _baseline()
     started_at = datetime.now(UTC)
     wall0, cpu0 = perf_counter(), process_time()
     try:
@@ -185,7 +192,13 @@ def run_task(key: str, fn: Callable[[T], R], arg: T) -> TaskOutcome[R]:
         finished_at = datetime.now(UTC)
         root.removeHandler(handler)
         root.setLevel(root_level)
-    usage = Usage(wall_seconds=wall, cpu_seconds=cpu, peak_memory_bytes=_peak_memory(reset))
+    peak = _peak_memory(reset)
+    usage = Usage(
+        wall_seconds=wall,
+        cpu_seconds=cpu,
+        peak_memory_bytes=peak,
+        base_memory_bytes=None if base is None or not reset else min(base, peak),
+    )
     return TaskOutcome(key, value, error, usage, buffer.getvalue(), started_at, finished_at)
 
 
@@ -205,6 +218,11 @@ def format_error(exc: BaseException, *, skip_frames: int = 0) -> str:
     return text.rstrip("\n")
 
 
+def _baseline() -> tuple[bool, int | None]:
+    """Reset the peak, then read the resident set: what the worker holds before a task."""
+    return _reset_peak_memory(), _resident_memory()
+
+
 def _reset_peak_memory() -> bool:
     """Reset this process's peak RSS (VmHWM) to its current RSS. Linux only."""
     try:
@@ -215,15 +233,27 @@ def _reset_peak_memory() -> bool:
     return True
 
 
+def _status_bytes(field: bytes) -> int | None:
+    """A ``kB`` field of /proc/self/status in bytes (None: not on Linux)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            status = f.read()
+        start = status.index(field) + len(field)
+        return int(status[start : status.index(b"kB", start)]) * 1024
+    except (OSError, ValueError):
+        return None
+
+
+def _resident_memory() -> int | None:
+    """This process's resident set now (VmRSS): what the worker holds before a task."""
+    return _status_bytes(b"VmRSS:")
+
+
 def _peak_memory(reset: bool) -> int:
     if reset:
-        try:
-            with open("/proc/self/status", "rb") as f:
-                status = f.read()
-            start = status.index(b"VmHWM:") + 6
-            return int(status[start : status.index(b"kB", start)]) * 1024
-        except (OSError, ValueError):
-            pass  # fall through to the process-lifetime peak
+        peak = _status_bytes(b"VmHWM:")
+        if peak is not None:
+            return peak  # else fall through to the process-lifetime peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 

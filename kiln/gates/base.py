@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from kiln.config.deploy import DeployConfig
 from kiln.errors import NotFoundError
+from kiln.executors import Usage
 from kiln.registry.version import Version
 from kiln.stores import Stores
 from kiln.stores.capture import read_captures
@@ -46,6 +47,8 @@ class GateResult:
     status: GateStatus
     summary: str
     evidence: dict[str, Any] = field(default_factory=dict)
+    usage: Usage | None = None
+    """The gate's own compute, measured around its evaluation (None: not measured)."""
 
     @property
     def ok(self) -> bool:

@@ -20,8 +20,10 @@ row and an audit event, actor ``kiln``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from kiln.executors import Usage
 from kiln.gates.base import Gate, GateContext, GateResult
 from kiln.gates.champion import ChampionChallengerGate
 from kiln.gates.features import FeatureAvailabilityGate
@@ -126,6 +128,8 @@ class Release:
             with self.stores.metadata.read() as uow:
                 candidate = Version(self.stores, uow.versions.get(pipeline, version))  # shadow
             pending = ShadowGate().evaluate(candidate, champion, self.context(candidate))
+            # measured as part of the run's release step: its own usage would count it twice
+            pending = replace(pending, usage=Usage(0.0, 0.0, 0))
             self.store(candidate, [pending], trigger="watch", champion=champion)
             return Decision(
                 pipeline,
@@ -232,9 +236,13 @@ class Release:
         """Append ``results`` to the gate history of ``candidate`` (never rewritten)."""
         with self.stores.metadata.unit_of_work() as uow:
             for r in results:
+                u = r.usage
                 uow.gates.record(
                     candidate.pipeline, candidate.number, r.gate, r.status, r.summary, r.evidence,
                     trigger=trigger, champion_version=champion.number if champion else None,
+                    wall_seconds=None if u is None else u.wall_seconds,
+                    cpu_seconds=None if u is None else u.cpu_seconds,
+                    peak_memory_bytes=None if u is None else u.peak_memory_bytes,
                 )  # fmt: skip
 
     def stored(self, record: VersionRecord) -> dict[str, str]:

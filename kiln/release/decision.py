@@ -4,14 +4,16 @@ actor of automatic changes, and running one gate so that a gate that cannot run 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from kiln.errors import KilnError
+from kiln.executors import Usage
 from kiln.gates.base import Gate, GateContext, GateResult
 from kiln.registry.version import Version
+from kiln.runs.reporting import Measured, Meter
 
-__all__ = ["SYSTEM_ACTOR", "Decision", "Outcome", "Recheck", "run_gate"]
+__all__ = ["SYSTEM_ACTOR", "Decision", "Outcome", "Recheck", "measured", "run_gate"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,16 +43,26 @@ class Recheck:
 def run_gate(
     gate: Gate, candidate: Version, champion: Version | None, context: GateContext
 ) -> GateResult:
-    """A gate that cannot run fails the version, with the reason as its evidence."""
+    """A gate that cannot run fails the version, with the reason as its evidence. The result
+    carries the gate's own compute (wall, CPU, peak memory of this process)."""
+    meter = Meter()
     try:
-        return gate.evaluate(candidate, champion, context)
+        result = gate.evaluate(candidate, champion, context)
     except KilnError as e:
-        return GateResult(gate.name, "failed", f"the gate could not run: {e}", {"error": str(e)})
+        result = GateResult(gate.name, "failed", f"the gate could not run: {e}", {"error": str(e)})
     except Exception as e:  # a bug in a gate must block, not promote, and must be visible
         logger.exception("gate %s failed on %r", gate.name, candidate)
-        return GateResult(
+        result = GateResult(
             gate.name,
             "failed",
             f"the gate crashed: {type(e).__name__}: {e}",
             {"error": f"{type(e).__name__}: {e}"},
         )
+    return measured(result, meter)
+
+
+def measured(result: GateResult, meter: Meter) -> GateResult:
+    """``result`` with the usage ``meter`` measured since it started."""
+    m = meter.read(Measured())
+    usage = Usage(m.wall_seconds, m.cpu_seconds, m.peak_memory_bytes)
+    return replace(result, usage=usage)

@@ -22,9 +22,10 @@ from kiln.gates.base import GateContext, GateResult, GateStatus
 from kiln.gates.shadow import ShadowGate
 from kiln.monitoring.live import LiveStats, live_stats
 from kiln.registry.version import Version
-from kiln.release.decision import SYSTEM_ACTOR, run_gate
+from kiln.release.decision import SYSTEM_ACTOR, measured, run_gate
 from kiln.release.events import EventKind, ReleaseEvent
 from kiln.release.ungated import release_ungated
+from kiln.runs.reporting import Meter
 from kiln.stores.metadata.records import Stage, VersionRecord
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ def _tick_shadow(release: Release, record: VersionRecord) -> list[ReleaseEvent]:
 def _tick_canary(release: Release, record: VersionRecord) -> list[ReleaseEvent]:
     candidate = Version(release.stores, record)
     policy = candidate.policy.rollback
+    meter = Meter()
     stats = _live(release, record, "canary", since=record.stage_changed_at)
     problem = _unhealthy(stats, policy.max_error_rate, policy.max_p99_ms, policy.min_requests)
     over = release.clock() - record.stage_changed_at >= policy.watch
@@ -96,7 +98,7 @@ def _tick_canary(release: Release, record: VersionRecord) -> list[ReleaseEvent]:
         f"healthy for {policy.watch}: {stats.requests} requests,"
         f" error rate {stats.error_rate:.2%}, p99 {stats.p99_ms:.1f} ms"
     )
-    result = GateResult("canary", status, summary, stats.as_evidence())
+    result = measured(GateResult("canary", status, summary, stats.as_evidence()), meter)
     if problem:
         return _block(release, candidate, result, only_from="canary")
     change = release.stages.promote(
@@ -127,11 +129,12 @@ def _tick_production(release: Release, record: VersionRecord) -> list[ReleaseEve
         # Put back by a rollback: it served before, and rolling it back too would walk the
         # whole history back when the trouble is the traffic, not the versions.
         return []
+    meter = Meter()
     stats = _live(release, record, "production", since=record.stage_changed_at)
     problem = _unhealthy(stats, policy.max_error_rate, policy.max_p99_ms, policy.min_requests)
     if problem is None:
         return []
-    result = GateResult("live", "failed", problem, stats.as_evidence())
+    result = measured(GateResult("live", "failed", problem, stats.as_evidence()), meter)
     reason = f"automatic rollback within the {policy.watch} watch window: {problem}"
     details: dict[str, Any] = {"gate": result.gate, "evidence": result.evidence}
     try:

@@ -35,6 +35,7 @@ class TaskInfo:
     wall_seconds: float = 0.0
     cpu_seconds: float = 0.0
     peak_memory_bytes: int = 0
+    base_memory_bytes: int | None = None
     digest: str | None = None
     metrics: dict[str, Any] | None = None
     holdout_pred: np.ndarray | None = None
@@ -54,7 +55,7 @@ class TaskInfo:
             "key": outcome.key, "hold_idx": hold_idx, "started_at": outcome.started_at,
             "finished_at": outcome.finished_at, "wall_seconds": u.wall_seconds,
             "cpu_seconds": u.cpu_seconds, "peak_memory_bytes": u.peak_memory_bytes,
-            "log": outcome.log,
+            "base_memory_bytes": u.base_memory_bytes, "log": outcome.log,
         }  # fmt: skip
         r = outcome.value
         if not outcome.ok or r is None:
@@ -84,7 +85,8 @@ class TaskInfo:
             key=rec.segment, ok=True, hold_idx=hold_idx, started_at=rec.started_at,
             finished_at=rec.finished_at, wall_seconds=rec.wall_seconds,
             cpu_seconds=rec.cpu_seconds, peak_memory_bytes=rec.peak_memory_bytes,
-            digest=rec.artifact_digest, metrics=rec.metrics,
+            base_memory_bytes=rec.base_memory_bytes, digest=rec.artifact_digest,
+            metrics=rec.metrics,
             holdout_pred=np.asarray(pred, dtype=np.float64),
             rows_train=rec.rows_train, rows_holdout=rec.rows_holdout,
             model_type=type(model).__module__ + "." + type(model).__qualname__, log=rec.log or "",
@@ -98,6 +100,7 @@ class TaskInfo:
             "wall_seconds": self.wall_seconds,
             "cpu_seconds": self.cpu_seconds,
             "peak_memory_bytes": self.peak_memory_bytes,
+            "base_memory_bytes": self.base_memory_bytes,
             "rows_train": self.rows_train,
             "rows_holdout": self.rows_holdout,
             "metrics": self.metrics or {},

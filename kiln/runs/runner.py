@@ -384,7 +384,8 @@ class Runner:
             )  # fmt: skip
             plan, failed, reused = trained.plan, trained.failed, trained.reused
             m.details |= {"tasks": len(trained.infos) + len(failed), "reused": reused,
-                          "failed": sorted(failed)}  # fmt: skip
+                          "failed": sorted(failed), "workers": executor.workers,
+                          "threads_per_task": executor.threads_per_task}  # fmt: skip
             if base is None:
                 policy = cfg.segments.on_segment_failure if cfg.segments else "fail"
                 return trained.infos, apply_failures(policy, plan, failed), reused

@@ -83,6 +83,16 @@ class TestExecutorContract:
             pytest.fail(f"no tiny task ran in worker {big.value} again")
         assert same_worker[0].usage.peak_memory_bytes < big.usage.peak_memory_bytes - 150 * MiB
 
+    def test_own_memory_is_peak_minus_the_workers_base(self, executor: Executor) -> None:
+        outcomes = by_key(executor.map(tasks.allocate, [("big", (200, 0.0)), ("tiny", (0, 0.0))]))
+        big, tiny = outcomes["big"].usage, outcomes["tiny"].usage
+        for u in (big, tiny):
+            assert u.base_memory_bytes is not None
+            assert 10 * MiB < u.base_memory_bytes <= u.peak_memory_bytes  # the interpreter
+        assert big.own_memory_bytes is not None and tiny.own_memory_bytes is not None
+        assert 190 * MiB <= big.own_memory_bytes <= 260 * MiB
+        assert tiny.own_memory_bytes < 20 * MiB < tiny.peak_memory_bytes
+
     def test_print_and_logging_are_captured(self, executor: Executor) -> None:
         [outcome] = executor.map(tasks.chatty, [("talk", 7)])
         assert "hello from task 7" in outcome.log
@@ -114,6 +124,16 @@ class TestExecutorContract:
 
 
 class TestLocalExecutor:
+    def test_a_tasks_own_memory_includes_its_inputs(self) -> None:
+        payload = np.ones(120 * MiB, dtype=np.uint8)
+        with make_executor("local", workers=1) as ex:
+            [small] = ex.map(tasks.square, [("small", 3)])
+            [big] = ex.map(tasks.checksum, [("big", payload)])
+        assert small.usage.own_memory_bytes is not None and big.usage.own_memory_bytes is not None
+        assert big.usage.own_memory_bytes >= 120 * MiB > 100 * MiB > small.usage.own_memory_bytes
+        assert big.usage.base_memory_bytes is not None
+        assert big.usage.base_memory_bytes < big.usage.peak_memory_bytes - 120 * MiB
+
     def test_a_dead_worker_fails_only_its_task(self) -> None:
         work: list[tuple[str, str | float]] = [
             ("crash", "crash"),

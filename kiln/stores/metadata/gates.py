@@ -9,6 +9,7 @@ not over): the outcome it waited for replaces it, since it judged nothing.
 from __future__ import annotations
 
 import builtins
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,9 +35,13 @@ class GateRepository(Repository):
         *,
         trigger: GateTrigger = "run",
         champion_version: int | None = None,
+        wall_seconds: float | None = None,
+        cpu_seconds: float | None = None,
+        peak_memory_bytes: int | None = None,
     ) -> GateRecord:
         """Add the gate's outcome to the version's history (replacing only a ``pending``
-        result of the same gate and trigger, which it concludes)."""
+        result of the same gate and trigger, which it concludes). The usage is the gate's own
+        compute (None: not measured)."""
         check_choice("status", status, t.GATE_STATUSES)
         check_choice("trigger", trigger, t.GATE_TRIGGERS)
         values = {
@@ -49,16 +54,23 @@ class GateRepository(Repository):
             "evaluated_at": now(),
             "trigger": trigger,
             "champion_version": champion_version,
+            "wall_seconds": wall_seconds,
+            "cpu_seconds": cpu_seconds,
+            "peak_memory_bytes": peak_memory_bytes,
         }
         c = self._table.c
         last = self._session.execute(
-            sa.select(c.id, c.status, c.trigger)
+            sa.select(c.id, c.status, c.trigger, c.wall_seconds, c.cpu_seconds)
             .where(c.pipeline == pipeline, c.version == version, c.gate == gate)
             .order_by(c.id.desc())
             .limit(1)
         ).first()
         stmt: sa.Update | sa.Insert
         if last is not None and last.status == "pending" and last.trigger == trigger:
+            # the pending evaluations were spent too: their compute adds up in the outcome
+            for name in ("wall_seconds", "cpu_seconds"):
+                if values[name] is not None and getattr(last, name) is not None:
+                    values[name] += getattr(last, name)
             stmt = sa.update(self._table).where(c.id == last.id).values(**values)
         else:
             stmt = sa.insert(self._table).values(**values)
@@ -82,6 +94,26 @@ class GateRepository(Repository):
         found = self.history(pipeline, version)
         decided = [g for g in found if g.trigger != "recheck"]
         return latest_per_gate(decided or found)
+
+    def evaluated_between(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        triggers: tuple[GateTrigger, ...],
+        pipeline: str | None = None,
+    ) -> builtins.list[GateRecord]:
+        """Results of ``triggers`` evaluated in [since, until), oldest first (what cost reads:
+        the gates evaluated outside a run)."""
+        c = self._table.c
+        stmt = (
+            sa.select(self._table)
+            .where(c.evaluated_at >= since, c.evaluated_at < until, c.trigger.in_(triggers))
+            .order_by(c.evaluated_at, c.id)
+        )
+        if pipeline is not None:
+            stmt = stmt.where(c.pipeline == pipeline)
+        return [to_record(GateRecord, g) for g in self._session.execute(stmt)]
 
     def latest(self, pipeline: str, version: int) -> builtins.list[GateRecord]:
         """The latest result of each gate, whatever evaluated it (a re-check included)."""

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 __all__ = [
+    "ATTEMPT_FIELDS",
     "AuditRecord",
     "DeploymentAction",
     "DeploymentRecord",
@@ -39,6 +40,18 @@ DeploymentAction = Literal[
 GateStatus = Literal["passed", "failed", "pending", "skipped"]
 GateTrigger = Literal["run", "watch", "recheck"]
 FireStatus = Literal["running", "succeeded", "blocked", "retrying", "failed", "skipped"]
+
+ATTEMPT_FIELDS = (
+    "status",
+    "started_at",
+    "finished_at",
+    "wall_seconds",
+    "cpu_seconds",
+    "peak_memory_bytes",
+    "base_memory_bytes",
+)
+"""What is kept of a replaced attempt of a task or step (``earlier_attempts``); times as ISO
+8601 text, a field the row lacks (a step's base memory) is left out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +100,8 @@ class StepRecord:
     peak_memory_bytes: int | None
     details: dict[str, Any]
     error: str | None
+    earlier_attempts: list[dict[str, Any]] | None = None
+    """The usage of the attempts a resume ran again (see :data:`ATTEMPT_FIELDS`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +122,17 @@ class TaskRecord:
     artifact_digest: str | None
     error: str | None
     log: str
+    base_memory_bytes: int | None = None
+    """The worker's resident set when the task started (None: not measured, older runs)."""
+    earlier_attempts: list[dict[str, Any]] | None = None
+    """The usage of the attempts this row replaced (see :data:`ATTEMPT_FIELDS`)."""
+
+    @property
+    def own_memory_bytes(self) -> int | None:
+        """What the task added to its worker's resident set (None: the base is unknown)."""
+        if self.base_memory_bytes is None:
+            return None
+        return max(0, self.peak_memory_bytes - self.base_memory_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +169,9 @@ class GateRecord:
     evaluated_at: datetime
     trigger: GateTrigger = "run"
     champion_version: int | None = None
+    wall_seconds: float | None = None
+    cpu_seconds: float | None = None
+    peak_memory_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ from kiln.errors import NotFoundError, StoreError
 from kiln.stores.metadata import tables as t
 from kiln.stores.metadata.base import (
     Repository,
-    check_aware,
     check_choice,
     field_names,
     no_pipeline,
@@ -35,12 +34,9 @@ from kiln.stores.metadata.records import (
     RunStatus,
     RunTrigger,
     Stage,
-    StepRecord,
-    StepStatus,
-    TaskRecord,
-    TaskStatus,
     VersionRecord,
 )
+from kiln.stores.metadata.steps import StepRepository, TaskRepository
 
 __all__ = [
     "AuditRepository",
@@ -169,123 +165,26 @@ class RunRepository(Repository):
             run_id, status=status, error=error, model_version=model_version, finished_at=now()
         )
 
+    def active_between(
+        self, since: datetime, until: datetime, pipeline: str | None = None
+    ) -> builtins.list[RunRecord]:
+        """Runs that were alive at some moment of [since, until): started before ``until``
+        and not finished before ``since`` (a running run counts), oldest first."""
+        stmt = (
+            sa.select(t.Run)
+            .where(
+                t.Run.started_at < until,
+                sa.or_(t.Run.finished_at.is_(None), t.Run.finished_at >= since),
+            )
+            .order_by(t.Run.started_at, t.Run.id)
+        )
+        if pipeline is not None:
+            stmt = stmt.where(t.Run.pipeline == pipeline)
+        return [to_record(RunRecord, run) for run in self._session.scalars(stmt)]
+
     def latest(self, pipeline: str) -> RunRecord | None:
         runs = self.list(pipeline, limit=1)
         return runs[0] if runs else None
-
-
-class StepRepository(Repository):
-    _table = t.table_of(t.Step)
-
-    def start(self, run_id: str, name: str) -> StepRecord:
-        """Start ``name``, or restart it (on resume): its row is reset, keeping its id."""
-        reset = {
-            "status": "running",
-            "started_at": now(),
-            "finished_at": None,
-            "wall_seconds": None,
-            "cpu_seconds": None,
-            "peak_memory_bytes": None,
-            "details": {},
-            "error": None,
-        }
-        values = {"run_id": run_id, "name": name, **reset}
-        row = upsert(self._session, self._table, values, ["run_id", "name"], reset)
-        return to_record(StepRecord, row)
-
-    def finish(
-        self,
-        run_id: str,
-        name: str,
-        status: StepStatus,
-        *,
-        wall_seconds: float,
-        cpu_seconds: float,
-        peak_memory_bytes: int,
-        details: dict[str, Any] | None = None,
-        error: str | None = None,
-    ) -> StepRecord:
-        check_choice("status", status, t.STEP_STATUSES)
-        c = self._table.c
-        row = self._session.execute(
-            sa.update(self._table)
-            .where(c.run_id == run_id, c.name == name)
-            .values(
-                status=status,
-                finished_at=now(),
-                wall_seconds=wall_seconds,
-                cpu_seconds=cpu_seconds,
-                peak_memory_bytes=peak_memory_bytes,
-                details=details or {},
-                error=error,
-            )
-            .returning(*self._table.c)
-        ).first()
-        if row is None:
-            raise NotFoundError(f"step {name!r} of run {run_id!r} was never started")
-        return to_record(StepRecord, row)
-
-    def for_run(self, run_id: str) -> builtins.list[StepRecord]:
-        c = self._table.c
-        rows = self._session.execute(
-            sa.select(self._table).where(c.run_id == run_id).order_by(c.started_at, c.id)
-        )
-        return [to_record(StepRecord, row) for row in rows]
-
-
-class TaskRepository(Repository):
-    _table = t.table_of(t.Task)
-
-    def record(
-        self,
-        run_id: str,
-        segment: str,
-        *,
-        status: TaskStatus,
-        started_at: datetime,
-        finished_at: datetime,
-        wall_seconds: float,
-        cpu_seconds: float,
-        peak_memory_bytes: int,
-        rows_train: int,
-        rows_holdout: int,
-        metrics: dict[str, Any],
-        artifact_digest: str | None,
-        error: str | None,
-        log: str,
-    ) -> TaskRecord:
-        """Record a finished segment; a retried segment replaces its row with ``attempt + 1``."""
-        check_choice("status", status, t.TASK_STATUSES)
-        check_aware("started_at", started_at)
-        check_aware("finished_at", finished_at)
-        outcome = {
-            "status": status,
-            "started_at": started_at,
-            "finished_at": finished_at,
-            "wall_seconds": wall_seconds,
-            "cpu_seconds": cpu_seconds,
-            "peak_memory_bytes": peak_memory_bytes,
-            "rows_train": rows_train,
-            "rows_holdout": rows_holdout,
-            "metrics": metrics,
-            "artifact_digest": artifact_digest,
-            "error": error,
-            "log": log,
-        }
-        values = {"run_id": run_id, "segment": segment, "attempt": 1, **outcome}
-        changes = {**outcome, "attempt": self._table.c.attempt + 1}
-        row = upsert(self._session, self._table, values, ["run_id", "segment"], changes)
-        return to_record(TaskRecord, row)
-
-    def for_run(self, run_id: str) -> builtins.list[TaskRecord]:
-        c = self._table.c
-        rows = self._session.execute(
-            sa.select(self._table).where(c.run_id == run_id).order_by(c.segment)
-        )
-        return [to_record(TaskRecord, row) for row in rows]
-
-    def succeeded(self, run_id: str) -> dict[str, TaskRecord]:
-        return {task.segment: task for task in self.for_run(run_id) if task.status == "succeeded"}
 
 
 class VersionRepository(Repository):
