@@ -16,6 +16,7 @@ from rich.text import Text
 from kiln.cli import (
     _alerts,
     _compare,
+    _cost,
     _init,
     _labels,
     _monitor,
@@ -80,6 +81,7 @@ app.command()(_release.status)
 app.command()(_stages.audit)
 app.command()(_serving.serve)
 app.command()(_scheduler.scheduler)
+app.command()(_cost.cost)
 _monitor.monitor_app.command("report")(_report.report)
 
 runs_app.command("list")(_pipelines.runs_list)

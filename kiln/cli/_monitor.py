@@ -100,7 +100,7 @@ def monitor(
     Alerts are not errors: the exit code is 0."""
     if ctx.invoked_subcommand is not None:
         return
-    from kiln.monitoring.hook import production_config
+    from kiln.monitoring.hook import budget_lines, production_config
     from kiln.monitoring.monitor import Monitor
 
     length = _window(window)
@@ -133,6 +133,8 @@ def monitor(
             docs += [r.to_dict() | {"stored_before": stored} for r in shown]
             if not as_json:
                 _print_pass(name, cfg, monitor, shown, stored)
+            for line in budget_lines(settings, stores, {name: cfg}, datetime.now(UTC)):
+                _say(as_json, f"{name}: {line}")
     finally:
         stores.close()
     if as_json:

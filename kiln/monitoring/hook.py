@@ -24,7 +24,14 @@ from kiln.monitoring.monitor import Monitor
 from kiln.settings import Settings
 from kiln.stores import Stores
 
-__all__ = ["MonitorHook", "change_line", "production_config", "refresh_gauges", "serve_gauges"]
+__all__ = [
+    "MonitorHook",
+    "budget_lines",
+    "change_line",
+    "production_config",
+    "refresh_gauges",
+    "serve_gauges",
+]
 
 log = logging.getLogger("kiln.monitor")
 
@@ -54,6 +61,7 @@ class MonitorHook:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.monitor = Monitor(settings, stores)
+        self.settings = settings
         self.stores = stores
         self.configs = configs
         self.clock = clock
@@ -86,6 +94,7 @@ class MonitorHook:
         lines += [change_line(c) for c in done.alert_changes if c.kind != "still_open"]
         if results:  # "no captures yet" on every pass of a loop is noise
             lines += done.notes
+        lines += self.budget(pipeline, cfg, now)
         sent = self.monitor.deliver(pipeline, cfg, self.clock)
         if sent.attempted:
             held = f", {len(sent.postponed)} held back (channel down)" if sent.postponed else ""
@@ -94,6 +103,29 @@ class MonitorHook:
                 f"{held} (kept and retried on a later pass)"
             )
         return lines
+
+    def budget(self, pipeline: str, cfg: PipelineConfig, now: datetime) -> list[str]:
+        """The pipeline's budget check (:mod:`kiln.monitoring.cost.budget`), before the
+        delivery so that its notification goes out in this pass; a failure is a line, and
+        the pass goes on to deliver."""
+        if cfg.cost.budget_per_month is None:
+            return []
+        try:
+            return budget_lines(self.settings, self.stores, {pipeline: cfg}, now)
+        except KilnError as e:
+            log.error("budget check of %r failed: %s", pipeline, e)
+            return [f"budget check failed: {e}"]
+
+
+def budget_lines(
+    settings: Settings, stores: Stores, configs: dict[str, PipelineConfig], now: datetime
+) -> list[str]:
+    """Check the budgets of ``configs`` (prices from the settings); one line per alert change."""
+    from kiln.config.prices import resolve_prices
+    from kiln.monitoring.cost.budget import check_budgets
+
+    checks = check_budgets(stores.metadata, resolve_prices(settings), configs, now=now)
+    return [change_line(c) for b in checks for c in b.changes if c.kind != "still_open"]
 
 
 def change_line(change: AlertChange) -> str:
