@@ -75,6 +75,8 @@ def cost(
     prices = resolve_prices(settings)
     stores = _stores(ctx)
     try:
+        if pipeline is not None:
+            _known(stores, pipeline)
         if not no_measure:
             from kiln.monitoring.cost.storage import measure_storage
 
@@ -89,7 +91,7 @@ def cost(
     if as_json:
         doc = report.to_dict()
         for p in doc["pipelines"]:
-            p["rightsizing"] = advice.get(p["pipeline"], [])
+            p["rightsizing"] = [_advice_doc(a) for a in advice.get(p["pipeline"], [])]
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
     if not report.pipelines:
@@ -101,18 +103,35 @@ def cost(
     for p in report.pipelines:
         if p.rows:
             out.print(_rows_table(report, p.pipeline))
-        for line in advice.get(p.pipeline, []):
-            out.print(Text(f"{p.pipeline}: {line}", style="yellow"), highlight=False)
+        for a in advice.get(p.pipeline, []):
+            out.print(Text(f"{p.pipeline}: {a.text}", style="yellow"), highlight=False)
     if any(not p.total.complete for p in report.pipelines):
         out.print(
             "≥: some amounts are unknown (a measurement is missing); the figure is what is known"
         )
 
 
-def _advice(stores: Any, pipeline: str) -> list[str]:
+def _known(stores: Any, pipeline: str) -> None:
+    from kiln.errors import NotFoundError
+
+    with stores.metadata.read() as uow:
+        names = sorted(p.name for p in uow.pipelines.list())
+    if pipeline not in names:
+        raise NotFoundError(
+            f"no pipeline {pipeline!r} (known: {', '.join(names) or 'none yet'})",
+            hint="`kiln status` lists the pipelines; `kiln run kiln.yaml` registers one",
+        )
+
+
+def _advice(stores: Any, pipeline: str) -> list[Any]:
+    """A's right-sizing advice (resource, requested, used, text) of the pipeline's latest run."""
     from kiln.monitoring.cost.rightsize import rightsizing
 
-    return [a.text for a in rightsizing(stores.metadata, pipeline)]
+    return list(rightsizing(stores.metadata, pipeline))
+
+
+def _advice_doc(advice: Any) -> dict[str, Any]:
+    return {k: getattr(advice, k, None) for k in ("resource", "requested", "used", "text")}
 
 
 def _trend(value: float | None) -> str:
