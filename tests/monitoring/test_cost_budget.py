@@ -107,6 +107,9 @@ def test_an_episode_notifies_once_escalates_once_and_resolves_once(
         ("opened", "budget", "budget", "warn")
     ]
     assert sent[0]["threshold"] == 8.0
+    text = receiver.requests[0]["json"]["text"]
+    assert text.startswith(f"[kiln] alert #{first[0].alert.id} {P}: budget WARN opened: forecast")
+    assert "passes the budget $8.00" in text
 
     # spent passes the budget: announced once more (escalated), then quiet again
     more = [*items, item(5.0, NOW + timedelta(hours=1))]
@@ -119,6 +122,11 @@ def test_an_episode_notifies_once_escalates_once_and_resolves_once(
         one_pass(store, channel, more, 1000.0, NOW + timedelta(hours=hours))
     events = [r["json"]["kiln"]["event"] for r in receiver.requests]
     assert events == ["opened", "escalated", "resolved"]
+    assert "already spent more than it" in receiver.requests[1]["json"]["text"]
+    assert (
+        "budget resolved: the month's forecast is back within the budget (last over:"
+        in (receiver.requests[2]["json"]["text"])
+    )
     with store.read() as uow:
         (alert,) = uow.alerts.list(P)
     assert (alert.kind, alert.status) == ("budget", "resolved")
