@@ -115,3 +115,20 @@ def test_a_real_cost_over_a_tiny_budget_notifies_once_and_resolves_when_raised(
     hook(P)
     hook(P)
     assert [r["json"]["kiln"]["event"] for r in receiver.requests] == ["opened", "resolved"]
+
+
+def test_a_pipeline_with_nothing_in_production_still_has_its_budget_checked(
+    settings: Settings,
+    stores: Stores,
+    make_config: Callable[..., LoadedConfig],
+    receiver: Receiver,
+) -> None:
+    from kiln.runs import Runner
+
+    channel = {"type": "webhook", "url": receiver.url(), "timeout": 2, "retries": 0}
+    tiny = make_config(cost={"budget_per_month": 1e-9}, monitor={"channels": [channel]})
+    Runner(settings, stores).run(tiny)  # a candidate: nothing promoted, nothing to monitor
+    hook = MonitorHook(settings, stores)  # no configs given: the latest run's kiln.yaml
+    lines = hook(P)
+    assert any("opened: budget" in line for line in lines), lines
+    assert [r["json"]["kiln"]["kind"] for r in receiver.requests] == ["budget"]
