@@ -166,7 +166,7 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
     t = Table(title="pipelines", title_justify="left")
     for col in (
         "pipeline", "production", "age", "last run", "latest version", "gates", "canary",
-        "shadows", "blocked", "monitoring",
+        "shadows", "blocked", "monitoring", "$/month",
     ):  # fmt: skip
         t.add_column(col)
     for r in rows:
@@ -196,6 +196,7 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
             ", ".join(f"v{v}" for v in r["shadows"]) or "-",
             ", ".join(f"v{v}" for v in r["blocked"]) or "-",
             _monitoring(r.get("monitoring") or {}),
+            r.get("cost_per_month") or "-",
         )
     return t
 

@@ -1,5 +1,5 @@
-"""What the flights demos share: the real `kiln` commands, printed as they run, and a `kiln serve`
-they start, wait for, ask which version it serves, and stop."""
+"""What the flights demos share: the real `kiln` commands, printed as they run, a `kiln serve`
+they start, wait for, ask which version it serves, and stop, and the closing cost table."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ class KilnShell:
             **os.environ,
             "KILN_HOME": str(home),
             "KILN_RELOAD_SECONDS": "1",
+            "KILN_USAGE_FLUSH_SECONDS": "2",  # serving usage recorded in time for `kiln cost`
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
             **env,
         }
@@ -46,6 +47,13 @@ class KilnShell:
         if check and done.returncode != 0:
             raise SystemExit(f"`kiln {shown}` failed with exit code {done.returncode}")
         return done.returncode, done.stdout or ""
+
+    def cost(self) -> None:
+        """`kiln cost`: what the demo's pipeline cost, from what Kiln measured while it ran
+        (training tasks and steps, the server's CPU and memory, the bytes stored)."""
+        self.say("What it cost: training, serving and storage, as measured (`kiln cost`)")
+        time.sleep(2.5)  # the server records its usage every 2 s (KILN_USAGE_FLUSH_SECONDS)
+        self.run("cost", "--pipeline", self.pipeline)
 
     def say(self, text: str) -> None:
         print(f"\n\033[1;34m== {text}\033[0m", flush=True)

@@ -12,6 +12,7 @@
    feature-availability gates block it, with the failing requests as evidence.
 5. An admin overrides the block with a reason (audited). The callers' requests now fail on v3,
    and `kiln watch` rolls it back to v2 automatically: its error rate passed the threshold.
+6. `kiln cost` prints what it all cost: training, serving and storage, from what was measured.
 
 Every command is printed before it runs. The stores live in --home (wiped at the start), so
 `kiln --home .kiln-demo status` and friends work afterwards.
@@ -134,6 +135,7 @@ def story(
     demo.say("Where it stands")
     demo.kiln("status")
     demo.kiln("audit", "--pipeline", PIPELINE, "--limit", "12")
+    demo.cost()
 
 
 def main(argv: list[str] | None = None) -> int:

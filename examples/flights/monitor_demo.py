@@ -20,6 +20,7 @@
    asks for (`monitor.retrain.on: [drift]`, i.e. `kiln run --trigger drift --alert ID`), which
    trains v2; its gates pass and it is promoted. The remaining months are served by v2.
 6. `kiln monitor report` writes the whole story as one HTML page that opens offline.
+7. `kiln cost` prints what it all cost: training, serving and storage, from what was measured.
 
 The stores live in --home (wiped at the start), so `kiln --home .kiln-monitor-demo status`
 works afterwards.
@@ -211,6 +212,7 @@ def story(demo: Demo, traffic: dict[str, list[dict[str, Any]]], report: Path) ->
     demo.kiln("monitor", "report", PIPELINE, "--html", str(report))
     demo.kiln("alerts", "list", "--limit", "8")
     demo.kiln("status")
+    demo.cost()
     print(f"  the webhook received {len(receiver.received)} notification(s) in all")
     shutil.rmtree(labels_dir, ignore_errors=True)
     receiver.shutdown()

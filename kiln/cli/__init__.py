@@ -16,6 +16,7 @@ from rich.text import Text
 from kiln.cli import (
     _alerts,
     _compare,
+    _cost,
     _gc,
     _init,
     _labels,
@@ -82,6 +83,7 @@ app.command()(_stages.audit)
 app.command()(_serving.serve)
 app.command()(_scheduler.scheduler)
 app.command()(_gc.gc)
+app.command()(_cost.cost)
 _monitor.monitor_app.command("report")(_report.report)
 
 runs_app.command("list")(_pipelines.runs_list)

@@ -100,7 +100,7 @@ def monitor(
     Alerts are not errors: the exit code is 0."""
     if ctx.invoked_subcommand is not None:
         return
-    from kiln.monitoring.hook import production_config
+    from kiln.monitoring.hook import latest_config, production_config
     from kiln.monitoring.monitor import Monitor
 
     length = _window(window)
@@ -124,6 +124,10 @@ def monitor(
             if served is None:
                 _say(as_json, f"{name}: nothing in production, nothing to monitor"
                      f" (`kiln promote {name} VERSION` puts a version in production)")  # fmt: skip
+                latest = latest_config(stores, name)  # training costs money all the same
+                cfg = given.get(name) or (latest.config if latest is not None else None)
+                if cfg is not None:
+                    _budget(settings, stores, name, cfg, as_json)
                 continue
             cfg = given.get(name) or served.config
             results = monitor.run(name, cfg, now=now, since=start, window=length)
@@ -133,10 +137,19 @@ def monitor(
             docs += [r.to_dict() | {"stored_before": stored} for r in shown]
             if not as_json:
                 _print_pass(name, cfg, monitor, shown, stored)
+            _budget(settings, stores, name, cfg, as_json)
     finally:
         stores.close()
     if as_json:
         sys.stdout.write(json.dumps(docs, indent=2, default=str) + "\n")
+
+
+def _budget(settings: Any, stores: Any, name: str, cfg: PipelineConfig, as_json: bool) -> None:
+    """The pipeline's budget check (cost.budget_per_month), its alert changes said."""
+    from kiln.monitoring.hook import budget_lines
+
+    for line in budget_lines(settings, stores, {name: cfg}, datetime.now(UTC)):
+        _say(as_json, f"{name}: {line}")
 
 
 def _say(as_json: bool, text: str) -> None:

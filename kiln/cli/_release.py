@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -15,6 +16,7 @@ from rich.text import Text
 
 from kiln.cli._common import _settings, _sigterm, _stores, out
 from kiln.console import gate_table, status_table
+from kiln.errors import KilnError
 from kiln.stores.metadata.records import GateRecord
 
 
@@ -180,12 +182,34 @@ def status(ctx: typer.Context) -> None:
     stores = _stores(ctx)
     try:
         rows = pipeline_status(stores.metadata)
+        problem = _monthly_costs(ctx, stores, rows)
     finally:
         stores.close()
     if not rows:
         out.print("no pipelines yet: `kiln run kiln.yaml` registers the first version")
         return
     out.print(status_table(rows))
+    if problem:
+        out.print(Text(f"$/month unknown: {problem}", style="yellow"), highlight=False)
     for row in rows:  # a version whose run died between registering and releasing it
         for advice in row.get("never_gated", ()):
             out.print(Text(f"! {row['pipeline']} {advice}", style="yellow"), highlight=False)
+
+
+def _monthly_costs(ctx: typer.Context, stores: Any, rows: list[dict[str, Any]]) -> str | None:
+    """Set each row's ``cost_per_month`` (the last 30 days, from stored measurements); the
+    error when cost cannot be computed (status is still shown)."""
+    from kiln.config.prices import resolve_prices
+    from kiln.monitoring.cost.report import monthly_costs
+
+    if not rows:
+        return None
+    try:
+        prices = resolve_prices(_settings(ctx))
+        costs = monthly_costs(stores.metadata, prices, now=datetime.now(UTC))
+    except KilnError as e:
+        return str(e)
+    for row in rows:
+        found = costs.get(row["pipeline"])
+        row["cost_per_month"] = None if found is None else found.text(prices.currency)
+    return None

@@ -5,6 +5,10 @@ A pipeline is monitored with the kiln.yaml the loop was given (the scheduler's f
 there is none, with the config its production version was trained from (``runs.config_text``):
 monitor settings are not part of the config digest, so that config is the one serving. A failing
 monitor pass never stops the loop: its error is logged and returned as a line.
+
+Each pass also checks the pipeline's ``cost.budget_per_month`` (:mod:`kiln.monitoring.cost.budget`)
+before it delivers the outbox, so a budget alert goes out in the pass that opened it; a
+pipeline with nothing in production is checked with the config of its latest run.
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ from kiln.monitoring.monitor import Monitor
 from kiln.settings import Settings
 from kiln.stores import Stores
 
-__all__ = ["MonitorHook", "change_line", "production_config", "refresh_gauges", "serve_gauges"]
+__all__ = [
+    "MonitorHook",
+    "budget_lines",
+    "change_line",
+    "latest_config",
+    "production_config",
+    "refresh_gauges",
+    "serve_gauges",
+]
 
 log = logging.getLogger("kiln.monitor")
 
@@ -37,6 +49,15 @@ def production_config(stores: Stores, pipeline: str) -> LoadedConfig | None:
         if production is None:
             return None
         run = uow.runs.get(production.run_id)
+    return parse_config(run.config_text, Path(run.config_path or "kiln.yaml"))
+
+
+def latest_config(stores: Stores, pipeline: str) -> LoadedConfig | None:
+    """The kiln.yaml of ``pipeline``'s latest run; None when it never ran."""
+    with stores.metadata.read() as uow:
+        run = uow.runs.latest(pipeline)
+    if run is None:
+        return None
     return parse_config(run.config_text, Path(run.config_path or "kiln.yaml"))
 
 
@@ -54,6 +75,7 @@ class MonitorHook:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.monitor = Monitor(settings, stores)
+        self.settings = settings
         self.stores = stores
         self.configs = configs
         self.clock = clock
@@ -70,12 +92,31 @@ class MonitorHook:
 
     def _pass(self, pipeline: str) -> list[str]:
         cfg = self.configs(pipeline) if self.configs is not None else None
+        served = cfg is not None
         if cfg is None:
             loaded = production_config(self.stores, pipeline)
+            served = loaded is not None
+            # nothing serves, nothing to monitor; but training costs money: a budget is
+            # still checked, with the config of the latest run
+            loaded = loaded or latest_config(self.stores, pipeline)
             if loaded is None:
                 return []
             cfg = loaded.config
+        if not served and cfg.cost.budget_per_month is None:
+            return []
         now = self.clock()
+        lines = self._windows(pipeline, cfg, now) if served else []
+        lines += self.budget(pipeline, cfg, now)
+        sent = self.monitor.deliver(pipeline, cfg, self.clock)
+        if sent.attempted:
+            held = f", {len(sent.postponed)} held back (channel down)" if sent.postponed else ""
+            lines.append(
+                f"notifications: {len(sent.delivered)} delivered, {len(sent.failed)} failed"
+                f"{held} (kept and retried on a later pass)"
+            )
+        return lines
+
+    def _windows(self, pipeline: str, cfg: PipelineConfig, now: datetime) -> list[str]:
         results = self.monitor.run(pipeline, cfg, now=now)
         done = self.monitor.last
         lines = [
@@ -86,14 +127,30 @@ class MonitorHook:
         lines += [change_line(c) for c in done.alert_changes if c.kind != "still_open"]
         if results:  # "no captures yet" on every pass of a loop is noise
             lines += done.notes
-        sent = self.monitor.deliver(pipeline, cfg, self.clock)
-        if sent.attempted:
-            held = f", {len(sent.postponed)} held back (channel down)" if sent.postponed else ""
-            lines.append(
-                f"notifications: {len(sent.delivered)} delivered, {len(sent.failed)} failed"
-                f"{held} (kept and retried on a later pass)"
-            )
         return lines
+
+    def budget(self, pipeline: str, cfg: PipelineConfig, now: datetime) -> list[str]:
+        """The pipeline's budget check (:mod:`kiln.monitoring.cost.budget`), before the
+        delivery so that its notification goes out in this pass; a failure is a line, and
+        the pass goes on to deliver."""
+        if cfg.cost.budget_per_month is None:
+            return []
+        try:
+            return budget_lines(self.settings, self.stores, {pipeline: cfg}, now)
+        except KilnError as e:
+            log.error("budget check of %r failed: %s", pipeline, e)
+            return [f"budget check failed: {e}"]
+
+
+def budget_lines(
+    settings: Settings, stores: Stores, configs: dict[str, PipelineConfig], now: datetime
+) -> list[str]:
+    """Check the budgets of ``configs`` (prices from the settings); one line per alert change."""
+    from kiln.config.prices import resolve_prices
+    from kiln.monitoring.cost.budget import check_budgets
+
+    checks = check_budgets(stores.metadata, resolve_prices(settings), configs, now=now)
+    return [change_line(c) for b in checks for c in b.changes if c.kind != "still_open"]
 
 
 def change_line(change: AlertChange) -> str:

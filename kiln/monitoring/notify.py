@@ -104,6 +104,14 @@ def summary_line(alert: AlertRecord, event: Event) -> str:
     """One line that says what happened, where, and how much; it starts with the alert's id,
     which `kiln alerts ack ID` takes."""
     head = f"[kiln] alert #{alert.id} {alert.pipeline}: {alert.check}"
+    if alert.kind == "budget":  # checked once per monitor pass, not per window: its message
+        if event == "resolved":
+            return (
+                f"{head} resolved: the month's forecast is back within the budget (last over:"
+                f" {alert.message})"
+            )
+        what = "escalated to ALERT" if event == "escalated" else f"{alert.level.upper()} opened"
+        return f"{head} {what}: {alert.message}"
     if event == "resolved":
         since = f" (open since {alert.opened_at:%Y-%m-%d %H:%M} UTC)" if alert.opened_at else ""
         peak = alert.details.get("peak_value")
