@@ -11,6 +11,7 @@ from rich.text import Text
 
 from kiln.cli._common import _stores, err, out
 from kiln.errors import KilnError
+from kiln.monitoring.cost.model import amount_text
 from kiln.pipeline.plan import FALLBACK
 from kiln.settings import Settings
 
@@ -70,11 +71,7 @@ def _table(cost: Any, title: str) -> Table:
 
 def money(value: float | None) -> str:
     """An amount with the digits that matter (a run costs fractions of a cent)."""
-    if value is None:
-        return "unknown"
-    if value >= 1:
-        return f"{value:.2f}"
-    return f"{value:.4f}" if value >= 0.01 else f"{value:.6f}"
+    return "unknown" if value is None else amount_text(value)
 
 
 def _sum(values: list[float | None]) -> float | None:

@@ -105,11 +105,11 @@ class Inventory:
         newest = max(runs, key=lambda r: r.started_at)
         return parse_config(newest.config_text, Path(newest.config_path or "kiln.yaml"))
 
-    def measure(self) -> dict[str, dict[str, tuple[int, int]]]:
-        """pipeline -> kind -> (bytes, objects). Content two pipelines hold is counted for
+    def held(self) -> dict[str, dict[str, list[ObjectInfo]]]:
+        """pipeline -> kind -> the objects it keeps. Content two pipelines hold is counted for
         each (each would pay for it alone); orphans are left out (nobody's)."""
-        out: dict[str, dict[str, tuple[int, int]]] = {
-            p: {k: (0, 0) for k in ("packages", "snapshots", "captures", "labels")}
+        out: dict[str, dict[str, list[ObjectInfo]]] = {
+            p: {k: [] for k in ("packages", "snapshots", "captures", "labels")}
             for p in self.pipelines()
         }
         for digest, holders in self.holders().items():
@@ -121,13 +121,19 @@ class Inventory:
             for pipeline, kind in sorted(holders):
                 kinds[pipeline] = "packages" if "packages" in (kinds.get(pipeline), kind) else kind
             for pipeline, kind in kinds.items():
-                size, count = out[pipeline][kind]
-                out[pipeline][kind] = (size + info.size, count + 1)
+                out[pipeline][kind].append(info)
         for pipeline, files in self.captures.items():
-            out[pipeline]["captures"] = (sum(i.size for _, i in files), len(files))
+            out[pipeline]["captures"] = [i for _, i in files]
         for pipeline, infos in self.labels.items():
-            out[pipeline]["labels"] = (sum(i.size for i in infos), len(infos))
+            out[pipeline]["labels"] = list(infos)
         return out
+
+    def measure(self) -> dict[str, dict[str, tuple[int, int]]]:
+        """pipeline -> kind -> (bytes, objects) of :meth:`held`."""
+        return {
+            p: {k: (sum(i.size for i in infos), len(infos)) for k, infos in kinds.items()}
+            for p, kinds in self.held().items()
+        }
 
 
 def take_inventory(stores: Stores) -> Inventory:

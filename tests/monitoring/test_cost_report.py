@@ -30,14 +30,19 @@ def test_kinds_add_up_to_the_total_and_become_per_month() -> None:
         item(2.0, segment="JFK", run_id="r1", version=1),
         item(0.5, detail="shared", segment="JFK", run_id="r1", version=1),
         item(0.25, kind="serving", detail="requests", segment="JFK", version=1, predictions=5000),
-        item(0.05, kind="storage", detail="packages"),
+        item(0.05, kind="storage", detail="packages", at=SINCE, month_rate_usd=0.2),
+        item(0.07, kind="storage", detail="packages", at=SINCE + DAY, month_rate_usd=0.3),
     ]
     (p,) = build_report(items, since=SINCE, until=UNTIL).pipelines
     assert p.by_kind["training"] == Sum(3.5)
     assert p.by_kind["serving"] == Sum(0.25)
-    assert p.by_kind["storage"].usd == pytest.approx(0.05)
-    assert p.total.usd == pytest.approx(3.8)
-    assert p.monthly["total"].usd == pytest.approx(3.8 * MONTH / timedelta(days=10))
+    assert p.by_kind["storage"].usd == pytest.approx(0.12)
+    assert p.total.usd == pytest.approx(3.87)
+    # training and serving: the period's spend as a monthly rate; storage: what the newest
+    # measured bytes cost per month
+    assert p.monthly["training"].usd == pytest.approx(3.5 * MONTH / timedelta(days=10))
+    assert p.monthly["storage"] == Sum(0.3)
+    assert p.monthly["total"].usd == pytest.approx(3.75 * MONTH / timedelta(days=10) + 0.3)
     assert sum(p.monthly[k].usd for k in ("training", "serving", "storage")) == pytest.approx(
         p.monthly["total"].usd
     )

@@ -8,18 +8,28 @@ An amount that cannot be known (a measurement is missing) is ``None``, never 0.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from kiln.settings import Prices
 
-__all__ = ["GIB", "CostItem", "CostKind", "charge", "compute_usd", "storage_usd"]
+__all__ = [
+    "GIB",
+    "MONTH_SECONDS",
+    "CostItem",
+    "CostKind",
+    "amount_text",
+    "charge",
+    "compute_usd",
+    "storage_usd",
+]
 
 CostKind = Literal["training", "serving", "storage"]
 GIB = 2**30
 _HOUR = 3600.0
-_MONTH_SECONDS = 30.436875 * 86400  # a mean Gregorian month, as cloud bills prorate
+MONTH_SECONDS = 30.436875 * 86400  # a mean Gregorian month, as cloud bills prorate
 _GB = 10**9
 
 
@@ -52,6 +62,9 @@ class CostItem:
     memory_gib_seconds: float | None = None
     predictions: int = 0
     """Rows predicted (serving), for $ per 1,000 predictions."""
+    month_rate_usd: float | None = None
+    """Storage: what keeping this span's bytes costs per month (the report's $/month of
+    storage is the newest span's rate, not the period's average)."""
 
 
 def charge(
@@ -82,4 +95,14 @@ def compute_usd(
 
 def storage_usd(prices: Prices, nbytes: float, seconds: float) -> float:
     """$ of keeping ``nbytes`` for ``seconds`` (prorated from $/GB-month)."""
-    return nbytes / _GB * prices.storage_gb_month * seconds / _MONTH_SECONDS
+    return nbytes / _GB * prices.storage_gb_month * seconds / MONTH_SECONDS
+
+
+def amount_text(value: float) -> str:
+    """An amount with the digits that matter: cents from 1 up, else two significant digits
+    (a run costs fractions of a cent, minutes of storage millionths): 12.50, 0.0012, 0.000000031.
+    """
+    if value == 0 or abs(value) >= 1:
+        return f"{value:,.2f}"
+    digits = max(2, 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{digits}f}"

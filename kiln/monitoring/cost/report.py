@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from kiln.monitoring.cost.model import CostItem
+from kiln.monitoring.cost.model import CostItem, amount_text
 
 if TYPE_CHECKING:
     from kiln.settings import Prices
@@ -38,6 +38,7 @@ __all__ = [
     "cost_report",
     "monthly_costs",
     "per_month",
+    "storage_rate",
     "trend",
 ]
 
@@ -67,13 +68,11 @@ class Sum:
 
     def text(self, currency: str = "USD") -> str:
         sign = "$" if currency == "USD" else f"{currency} "
-        figure = f"{sign}{self.usd:,.2f}" if self.usd >= 0.01 or self.usd == 0 else (
-            f"{sign}{self.usd:.4f}"
-        )  # fmt: skip
+        figure = f"{sign}{amount_text(self.usd)}"
         return figure if self.complete else f"≥ {figure}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"usd": round(self.usd, 6), "complete": self.complete, "unknown_items": self.unknown}
+        return {"usd": self.usd, "complete": self.complete, "unknown_items": self.unknown}
 
 
 def add_up(items: Iterable[CostItem]) -> Sum:
@@ -91,6 +90,22 @@ def per_month(spent: Sum, period: timedelta) -> Sum:
     if period <= timedelta(0):
         raise ValueError(f"a cost period must be positive, got {period}")
     return spent.scaled(MONTH / period)
+
+
+def storage_rate(items: Iterable[CostItem]) -> Sum:
+    """$/month of storage: what the newest measured bytes of each kind cost per month (what a
+    cloud bill charges for them), not the period's average, which a young pipeline dilutes."""
+    newest: dict[tuple[str, str], CostItem] = {}
+    for item in items:
+        if item.kind != "storage":
+            continue
+        key = (item.pipeline, item.detail)
+        if key not in newest or item.at >= newest[key].at:
+            newest[key] = item
+    return Sum(
+        sum(i.month_rate_usd or 0.0 for i in newest.values()),
+        sum(1 for i in newest.values() if i.month_rate_usd is None),
+    )
 
 
 def trend(current: Sum, previous: Sum) -> float | None:
@@ -205,7 +220,8 @@ def _pipeline(
     by_kind = {k: add_up(i for i in items if i.kind == k) for k in KINDS}
     total = add_up(items)
     monthly = {k: per_month(s, length) for k, s in by_kind.items()}
-    monthly["total"] = per_month(total, length)
+    monthly["storage"] = storage_rate(items)
+    monthly["total"] = monthly["training"] + monthly["serving"] + monthly["storage"]
     before = add_up(previous)
     predictions = sum(i.predictions for i in items if i.kind == "serving")
     serving = by_kind["serving"]
@@ -302,6 +318,11 @@ def monthly_costs(
     source, storage from its stored measurements (no store listing)."""
     period = timedelta(days=days)
     spent: dict[str, Sum] = defaultdict(Sum)
+    stored: dict[str, list[CostItem]] = defaultdict(list)
     for item in cost_items(metadata, prices, since=now - period, until=now):
-        spent[item.pipeline] += add_up([item])
-    return {p: per_month(s, period) for p, s in spent.items()}
+        if item.kind == "storage":
+            stored[item.pipeline].append(item)
+        else:
+            spent[item.pipeline] += add_up([item])
+    names = set(spent) | set(stored)
+    return {p: per_month(spent[p], period) + storage_rate(stored[p]) for p in names}

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from kiln.monitoring.cost.model import CostItem, storage_usd
+from kiln.monitoring.cost.model import MONTH_SECONDS, CostItem, storage_usd
 from kiln.registry.gc import record_usage
 from kiln.registry.inventory import take_inventory
 from kiln.settings import Prices, Settings
@@ -79,6 +79,7 @@ def storage_items(
                     at=start,
                     usd=usd,
                     storage_usd=usd,
+                    month_rate_usd=storage_usd(prices, row.bytes, MONTH_SECONDS),
                 )
             )
     return items

@@ -41,6 +41,11 @@ class StorageUsageRepository(Repository):
         self._session.flush()
         return to_record(StorageUsageRecord, row)
 
+    def measured_kinds(self) -> set[tuple[str, str]]:
+        """The (pipeline, kind) pairs measured at least once."""
+        q = sa.select(t.StorageUsage.pipeline, t.StorageUsage.kind).distinct()
+        return {(p, k) for p, k in self._session.execute(q)}
+
     def list(
         self, pipeline: str | None = None, *, until: datetime | None = None
     ) -> builtins.list[StorageUsageRecord]:
