@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
+from kiln.errors import ConfigError
 from kiln.serving._launch import serve
-from kiln.settings import Settings
+from kiln.settings import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         "max_body_bytes": args.max_body_bytes,
     }
     try:
-        settings = Settings(**{k: v for k, v in given.items() if v is not None})
-    except ValidationError as e:
-        print(f"invalid setting: {e}", file=sys.stderr)
+        settings = load_settings(**{k: v for k, v in given.items() if v is not None})
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if args.workers < 1:
         parser.error("--workers must be >= 1")
