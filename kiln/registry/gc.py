@@ -203,7 +203,9 @@ def record_usage(
     """Record one storage_usage row per (pipeline, kind) of ``inventory``; returns what it
     recorded: pipeline -> kind -> (bytes, objects). The first measurement of a (pipeline,
     kind) is preceded by its history rebuilt from the objects' write times (one row per hour
-    in which objects were written), so that storage before it is charged, not unknown."""
+    in which objects were written, and none held from the pipeline's creation to its first
+    object), so that storage before it is charged, not unknown. Objects deleted before the
+    first measurement are not in that history (nothing says they were there)."""
     at = datetime.now(UTC)
     held = inventory.held()
     if pipeline is not None:
@@ -214,10 +216,16 @@ def record_usage(
     }
     with stores.metadata.unit_of_work() as uow:
         known = uow.storage_usage.measured_kinds()
+        born = {p.name: p.created_at for p in uow.pipelines.list()}
         for name, kinds in held.items():
             for kind, infos in kinds.items():
                 if (name, kind) not in known:
-                    for hour, nbytes, objects in _history(infos, at):
+                    history = _history(infos, at)
+                    start = born.get(name)
+                    if start is not None and (not history or start < history[0][0]):
+                        # before its first object the pipeline kept nothing of this kind
+                        uow.storage_usage.record(name, kind, min(start, at), 0, 0)
+                    for hour, nbytes, objects in history:
                         uow.storage_usage.record(name, kind, hour, nbytes, objects)
                 nbytes, objects = measured[name][kind]
                 uow.storage_usage.record(name, kind, at, nbytes, objects)

@@ -163,3 +163,16 @@ def test_measure_storage_on_real_runs_counts_what_is_on_disk(
     prices = resolve_prices(settings)
     month = sum(storage_usd(prices, b, 30.436875 * 86400) for b in mine.values())
     assert month > 0
+    # the first measurement rebuilt its history from the objects' write times: storage since
+    # the pipeline was created is known (nothing before its first object), none of it unknown
+    later = datetime.now(UTC)
+    items = [
+        i
+        for i in storage_items(stores.metadata, prices, since=now - timedelta(hours=2), until=later)
+        if i.pipeline == "flights-test"
+    ]
+    assert items and all(i.usd is not None for i in items)
+    path = root / "objects" / a.data_digest[:2] / a.data_digest  # type: ignore[index]
+    written = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    kept = storage_usd(prices, snapshot, (later - written).total_seconds())
+    assert sum(i.usd or 0.0 for i in items if i.detail == "snapshots") == pytest.approx(kept)
