@@ -36,8 +36,9 @@ def gc(
 
     Never deleted: the package of any registered version.
 
-    Nor the snapshots of live versions and resumable runs, nor the captures the next replay
-    or shadow gate reads or a gate's evidence names, nor anything younger than --grace.
+    Nor the snapshots of live versions and resumable runs, nor the captures the next replay,
+    feature-availability or shadow gate reads or a gate's evidence names, nor anything younger
+    than --grace. A run recorded running whose process is dead does not hold deletion up.
     """
 
     from kiln.registry.gc import apply_gc, plan_gc
@@ -62,15 +63,28 @@ def gc(
 
 
 def _grace(text: str) -> timedelta:
+    from datetime import UTC, datetime
+
     try:
         span = parse_duration(text)
     except ValueError as e:
         raise ConfigError(
             f"--grace {text!r}: {e}", hint="for example --grace 1h or --grace 0s"
         ) from e
-    if span.total_seconds() < 0:
+    except OverflowError:  # more days than a timedelta holds
+        span = None
+    if span is not None and span.total_seconds() < 0:
         raise ConfigError(f"--grace {text!r} is negative", hint="for example --grace 1h")
-    return span
+    try:  # gc keeps what was written since now - grace: that must be a date
+        if span is not None:
+            datetime.now(UTC) - span
+            return span
+    except OverflowError:
+        pass
+    raise ConfigError(
+        f"--grace {text!r} is too long: it reaches back before the year 1",
+        hint="for example --grace 1h, or --grace 3650d to keep ten years",
+    )
 
 
 def _show(plan: GcPlan, grace: str, *, applied: bool, as_json: bool) -> None:

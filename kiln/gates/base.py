@@ -17,8 +17,10 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from kiln.config.deploy import DeployConfig
+from kiln.config.deploy import ReplayGate as ReplayPolicy
 from kiln.errors import NotFoundError
 from kiln.executors import Usage
 from kiln.registry.version import Version
@@ -31,9 +33,11 @@ __all__ = [
     "GateResult",
     "GateStatus",
     "allowed_range",
+    "capture_span",
     "on_classes",
     "routed_as_worse",
     "target_std",
+    "tolerance",
 ]
 
 GateStatus = Literal["passed", "failed", "pending", "skipped"]
@@ -101,6 +105,46 @@ def target_std(version: Version) -> float | None:
     profile = version.manifest.get("reference_profile") or {}
     std = (profile.get("__target__") or {}).get("std")
     return float(std) if isinstance(std, int | float) and math.isfinite(std) else None
+
+
+def capture_span(*tables: pa.Table | None) -> dict[str, str]:
+    """``captures_from`` and ``captures_until``: the earliest and latest capture time (ISO,
+    UTC) of the captures a gate read, for its evidence (`kiln gc` keeps the capture files of
+    those days while the version is not archived: the evidence names their request ids).
+    Empty when the gate read no capture."""
+    times = [t for t in tables if t is not None and t.num_rows > 0]
+    if not times:
+        return {}
+    lows, highs = zip(*(pc.min_max(t["ts"]).values() for t in times), strict=True)
+    first, last = min(x.as_py() for x in lows), max(x.as_py() for x in highs)
+    return {"captures_from": _iso_utc(first), "captures_until": _iso_utc(last)}
+
+
+def _iso_utc(moment: datetime) -> str:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+
+
+def tolerance(
+    policy: ReplayPolicy, candidate: Version, champion: Version | None
+) -> tuple[float | None, str]:
+    """How far an answer may move, and where that number comes from: ``max_abs_diff`` when
+    set; else, for a classifier, ``max_probability_diff``; else ``max_abs_diff_std`` times the
+    standard deviation of the target over the training rows (the candidate's reference
+    profile, else the champion's)."""
+    where = "deploy.gates.replay"
+    if policy.max_abs_diff is not None:
+        return policy.max_abs_diff, f"{where}.max_abs_diff"
+    if candidate.predictor.task != "regression":
+        return policy.max_probability_diff, f"{where}.max_probability_diff (on probabilities)"
+    for version in (candidate, champion):
+        std = None if version is None else target_std(version)
+        if version is not None and std:
+            k = policy.max_abs_diff_std
+            return k * std, (
+                f"{where}.max_abs_diff_std {k:g} x the target's std at training {std:.4g}"
+                f" ({version.label}'s manifest)"
+            )
+    return None, "none: no max_abs_diff set and no target spread recorded at training"
 
 
 class GateContext:

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pyarrow.compute as pc
 
-from kiln.gates.base import MAX_EXAMPLES, GateContext, GateResult
+from kiln.gates.base import MAX_EXAMPLES, GateContext, GateResult, capture_span
 from kiln.registry.version import Version
 
 __all__ = ["FeatureAvailabilityGate"]
@@ -68,6 +68,7 @@ class FeatureAvailabilityGate:
             "features": report,
             "missing": missing,
             "requests_without": {k: v for k, v in examples.items() if k in missing},
+            **capture_span(captures),
         }
         if missing:
             shares = ", ".join(

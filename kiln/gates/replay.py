@@ -26,7 +26,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kiln.config.deploy import ReplayGate as ReplayPolicy
 from kiln.gates._requests import (
     Problems,
     parse_requests,
@@ -41,9 +40,10 @@ from kiln.gates.base import (
     GateResult,
     GateStatus,
     allowed_range,
+    capture_span,
     on_classes,
     routed_as_worse,
-    target_std,
+    tolerance,
 )
 from kiln.registry.predictor import Predictor
 from kiln.registry.version import Version
@@ -382,6 +382,7 @@ class ReplayGate:
             "max_share_beyond": policy.max_share_beyond,
             "fail_on_fallback_segments": policy.fail_on_fallback_segments,
             **report.as_evidence(),
+            **capture_span(captures),
         }
         if report.replayed == 0:
             return self._result(
@@ -438,29 +439,6 @@ class ReplayGate:
         self, status: GateStatus, summary: str, evidence: dict[str, Any] | None = None
     ) -> GateResult:
         return GateResult(self.name, status, summary, evidence or {})
-
-
-def tolerance(
-    policy: ReplayPolicy, candidate: Version, champion: Version | None
-) -> tuple[float | None, str]:
-    """How far an answer may move, and where that number comes from: ``max_abs_diff`` when
-    set; else, for a classifier, ``max_probability_diff``; else ``max_abs_diff_std`` times the
-    standard deviation of the target over the training rows (the candidate's reference
-    profile, else the champion's)."""
-    where = "deploy.gates.replay"
-    if policy.max_abs_diff is not None:
-        return policy.max_abs_diff, f"{where}.max_abs_diff"
-    if candidate.predictor.task != "regression":
-        return policy.max_probability_diff, f"{where}.max_probability_diff (on probabilities)"
-    for version in (candidate, champion):
-        std = None if version is None else target_std(version)
-        if version is not None and std:
-            k = policy.max_abs_diff_std
-            return k * std, (
-                f"{where}.max_abs_diff_std {k:g} x the target's std at training {std:.4g}"
-                f" ({version.label}'s manifest)"
-            )
-    return None, "none: no max_abs_diff set and no target spread recorded at training"
 
 
 def _diff_text(stats: DiffStats, max_abs_diff: float | None) -> str:

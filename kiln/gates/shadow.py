@@ -21,7 +21,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kiln.config.deploy import ShadowPolicy
-from kiln.gates.base import MAX_EXAMPLES, GateContext, GateResult, GateStatus, on_classes
+from kiln.gates.base import (
+    MAX_EXAMPLES,
+    GateContext,
+    GateResult,
+    GateStatus,
+    capture_span,
+    on_classes,
+)
 from kiln.monitoring.live import live_stats
 from kiln.registry.version import Version
 
@@ -101,6 +108,7 @@ class ShadowGate:
             "min_duration_seconds": policy.min_duration.total_seconds(),
             "requests": shadow.num_rows,
             "min_requests": policy.min_requests,
+            **capture_span(shadow),
         }
         if elapsed < policy.min_duration or shadow.num_rows < policy.min_requests:
             return self._result(
@@ -112,7 +120,7 @@ class ShadowGate:
 
         production = context.captures(candidate.pipeline, stage="production", since=since)
         status, summary, evidence = _judge(candidate, shadow, production, policy, elapsed)
-        return self._result(status, summary, progress | evidence)
+        return self._result(status, summary, progress | evidence | capture_span(shadow, production))
 
     def _result(
         self, status: GateStatus, summary: str, evidence: dict[str, Any] | None = None

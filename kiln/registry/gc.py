@@ -14,12 +14,16 @@ Never deleted, whatever the retention:
   re-check them), and the snapshot and stored segment models of a run that did not succeed
   (running, failed, interrupted: `kiln run --resume` restarts from them);
 - the capture files holding the newest ``deploy.gates.replay.window`` production captures (the
-  next replay gate reads them), those since the shadow period of a version now in shadow or
-  canary began (its shadow gate reads them), and those of every day on which a gate result of
-  a non-archived version was evaluated (its evidence names their request ids);
+  next replay and feature-availability gates read them, unless both are off), those since the
+  shadow period of a version now in shadow or canary began (its shadow gate reads them), and,
+  for every gate result of a non-archived version, those of the days from the first to the
+  last capture it read (its evidence ``captures_from``, ``captures_until``; the day it was
+  evaluated for a result without them): its evidence names their request ids;
 - anything written less than ``grace`` ago; no snapshot or orphan at all while a run is running
-  (a run writes or reuses content before it records it), and a content object is put back when
-  a run started, resumed, recorded or finished while it was being deleted.
+  (a run writes or reuses content before it records it; a run recorded ``running`` whose
+  process is dead, :func:`~kiln.registry.liveness.dead_reason`, is taken as interrupted), and a
+  content object is put back when a run started, resumed, recorded or finished while it was
+  being deleted.
 A content object held by several owners is deleted only when every one of them lets it go.
 ``apply_gc`` plans again just before deleting and deletes only what both plans list, so a run
 that started or recorded a reference in between keeps what it holds.
@@ -27,14 +31,18 @@ that started or recorded a reference in between keeps what it holds.
 
 from __future__ import annotations
 
+import contextlib
+import re
+import uuid
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from kiln.config.loader import LoadedConfig
-from kiln.errors import KilnError, NotFoundError
+from kiln.errors import KilnError, NotFoundError, StoreError
 from kiln.registry.inventory import Inventory, run_activity, take_inventory
+from kiln.registry.usage import record_usage
 from kiln.stores.artifacts import ObjectInfo
 from kiln.stores.bundle import Stores
 from kiln.stores.capture import read_captures
@@ -42,6 +50,9 @@ from kiln.stores.capture import read_captures
 __all__ = ["GcItem", "GcPlan", "GcResult", "apply_gc", "plan_gc", "record_usage"]
 
 LIVE_STAGES = frozenset({"production", "canary", "shadow", "candidate", "blocked"})
+QUARANTINE = "gc-quarantine/"
+"""Where `kiln gc --apply` moves content objects before deleting them (a folder per pass)."""
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 ORPHANS = "*"
 """The pipeline of orphans (nobody's) in plans, audit events and the JSON output."""
 
@@ -114,7 +125,18 @@ def plan_gc(
     def fresh(info: ObjectInfo) -> bool:
         return info.modified is None or info.modified >= young
 
-    running = sorted(r.id for r in inv.runs if r.status == "running")
+    if left := stores.content.store.stat(QUARANTINE):
+        plan.notes.append(
+            f"{len(left)} object(s) left in quarantine by an interrupted `kiln gc --apply`:"
+            " the next --apply puts them back first"
+        )
+    running = sorted(r.id for r in inv.runs if r.live)
+    for r in sorted(inv.runs, key=lambda r: r.id):
+        if r.status == "running" and r.dead:
+            plan.notes.append(
+                f"run {r.id} of {r.pipeline!r} is recorded running but {r.dead}: taken as"
+                " interrupted (its snapshot and models are kept for `kiln run --resume`)"
+            )
     if running:
         plan.notes.append(
             "no snapshot or orphan is deleted while a run is running (a run may reuse a stored"
@@ -153,103 +175,98 @@ def plan_gc(
 
 def apply_gc(stores: Stores, plan: GcPlan, *, actor: str, pipeline: str | None = None) -> GcResult:
     """Delete what ``plan`` lists and a fresh plan (same time and grace) still lists; audit it
-    per pipeline (action ``gc``) and record new storage measurements."""
+    per pipeline (action ``gc``) and record new storage measurements.
+
+    Content objects are first moved to a quarantine folder of this pass (no object is read),
+    put back when a run acted meanwhile, and the quarantine is emptied at the end. What a
+    crashed pass left in quarantine is put back first (it may be what a run found stored just
+    before the crash; a later pass deletes it if nobody holds it). An error part-way (a
+    StoreError on one delete) still audits and measures what was really deleted, then raises a
+    StoreError saying so."""
+    restored = _restore_quarantine(stores)
     again = plan_gc(stores, grace=plan.grace, pipeline=pipeline, now=plan.at)
     still = {i.key for i in again.items}
-    deleted, kept = [], []
+    deleted: list[GcItem] = []
+    kept: list[GcItem] = []
+    quarantined: dict[str, GcItem] = {}
+    folder = f"{QUARANTINE}{plan.at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}/"
     content_ok = True
-    for item in plan.items:
-        if item.key not in still or (item.digest is not None and not content_ok):
-            kept.append(item)
-            continue
-        if item.digest is None:
-            if stores.content.store.delete(item.key):
-                deleted.append(item)
-            continue
-        gone = _delete_content(stores, item.digest, again.activity)
-        if gone is None:  # a run did something since the plan: it may hold this object now
-            content_ok = False
-            kept.append(item)
-        elif gone:
-            deleted.append(item)
+    try:
+        for item in plan.items:
+            if item.key not in still or (item.digest is not None and not content_ok):
+                kept.append(item)
+                continue
+            if item.digest is None:
+                if stores.content.store.delete(item.key):
+                    deleted.append(item)
+                continue
+            gone = _quarantine(stores, item.digest, folder + item.digest, again.activity)
+            if gone is None:  # a run did something since the plan: it may hold this object now
+                content_ok = False
+                kept.append(item)
+            elif gone:
+                quarantined[folder + item.digest] = item
+    except KilnError as e:
+        done = len(deleted) + len(quarantined)
+        raise StoreError(
+            f"kiln gc --apply stopped part-way, after deleting {done} of {len(plan.items)}"
+            f" listed item(s): {e.message}",
+            hint="what was deleted is audited and measured; fix the cause and run"
+            " `kiln gc --apply` again (it lists what is left)",
+        ) from e
+    finally:
+        for key, item in quarantined.items():  # emptied: each of them passed its re-check
+            with contextlib.suppress(KilnError):  # left there: the next pass puts it back
+                if stores.content.store.delete(key):
+                    deleted.append(item)
+        _audit(stores, plan, deleted, actor)
+        measured = record_usage(stores, take_inventory(stores))
+    if restored:
+        plan.notes.append(
+            f"{restored} object(s) that an interrupted `kiln gc --apply` left in quarantine"
+            " were put back"
+        )
+    return GcResult(plan=plan, deleted=deleted, kept=kept, measured=measured)
+
+
+def _audit(stores: Stores, plan: GcPlan, deleted: list[GcItem], actor: str) -> None:
     done = GcPlan(at=plan.at, grace=plan.grace, items=deleted)
     with stores.metadata.unit_of_work() as uow:
         for name, kinds in sorted(done.totals().items()):
             uow.audit.record(
                 actor, "gc", name, reason=f"kiln gc --apply (grace {plan.grace})", details=kinds
             )
-    measured = record_usage(stores, take_inventory(stores))
-    return GcResult(plan=plan, deleted=deleted, kept=kept, measured=measured)
 
 
-def _delete_content(stores: Stores, digest: str, activity: tuple[Any, ...]) -> bool | None:
-    """Delete one content object unless a run acted since ``activity`` was read: then it is put
-    back and None returned. A run that finds an object stored does not write it again, so the
-    check comes after the delete: a run that looks after the delete writes it itself."""
-    try:
-        data = stores.content.store.get(stores.content.key_of(digest))
-    except NotFoundError:
-        return False
-    gone = stores.content.delete(digest)
+def _quarantine(stores: Stores, digest: str, key: str, activity: tuple[Any, ...]) -> bool | None:
+    """Move one content object to ``key`` unless a run acted since ``activity`` was read (then
+    None, before or after the move: after, it is moved back). A run that finds an object stored
+    does not write it again, so the check comes before the move and again after it: a run that
+    looks after the move writes the object itself. False when the object was not there."""
     if run_activity(stores) != activity:
-        stores.content.put(data)
         return None
-    return gone
+    store = stores.content.store
+    if not store.move(stores.content.key_of(digest), key):
+        return False
+    if run_activity(stores) != activity:
+        store.move(key, stores.content.key_of(digest))
+        return None
+    return True
 
 
-def record_usage(
-    stores: Stores, inventory: Inventory, *, pipeline: str | None = None
-) -> dict[str, dict[str, tuple[int, int]]]:
-    """Record one storage_usage row per (pipeline, kind) of ``inventory``; returns what it
-    recorded: pipeline -> kind -> (bytes, objects). The first measurement of a (pipeline,
-    kind) is preceded by its history rebuilt from the objects' write times (one row per hour
-    in which objects were written, and none held from the pipeline's creation to its first
-    object), so that storage before it is charged, not unknown. Objects deleted before the
-    first measurement are not in that history (nothing says they were there)."""
-    at = datetime.now(UTC)
-    held = inventory.held()
-    if pipeline is not None:
-        held = {pipeline: held.get(pipeline) or {}}
-    measured = {
-        name: {kind: (sum(i.size for i in infos), len(infos)) for kind, infos in kinds.items()}
-        for name, kinds in held.items()
-    }
-    with stores.metadata.unit_of_work() as uow:
-        known = uow.storage_usage.measured_kinds()
-        born = {p.name: p.created_at for p in uow.pipelines.list()}
-        for name, kinds in held.items():
-            for kind, infos in kinds.items():
-                if (name, kind) not in known:
-                    history = _history(infos, at)
-                    start = born.get(name)
-                    if start is not None and (not history or start < history[0][0]):
-                        # before its first object the pipeline kept nothing of this kind
-                        uow.storage_usage.record(name, kind, min(start, at), 0, 0)
-                    for hour, nbytes, objects in history:
-                        uow.storage_usage.record(name, kind, hour, nbytes, objects)
-                nbytes, objects = measured[name][kind]
-                uow.storage_usage.record(name, kind, at, nbytes, objects)
-    return measured
-
-
-def _history(infos: list[ObjectInfo], at: datetime) -> list[tuple[datetime, int, int]]:
-    """(time, bytes, objects) held from the first write of each hour in which objects were
-    written, before ``at``: the objects still here, by their write time (unknown times are
-    left out). One row per hour at most, however many objects."""
-    written: dict[datetime, tuple[datetime, int, int]] = {}
-    for info in infos:
-        if info.modified is None or info.modified >= at:
-            continue
-        when = info.modified.astimezone(UTC)
-        hour = when.replace(minute=0, second=0, microsecond=0)
-        first, size, count = written.get(hour, (when, 0, 0))
-        written[hour] = (min(first, when), size + info.size, count + 1)
-    out, nbytes, objects = [], 0, 0
-    for hour in sorted(written):
-        first, size, count = written[hour]
-        nbytes, objects = nbytes + size, objects + count
-        out.append((first, nbytes, objects))
-    return out
+def _restore_quarantine(stores: Stores) -> int:
+    """Put back what an interrupted pass left in quarantine (an object a run wrote again
+    meanwhile is kept as the run wrote it); returns how many were put back."""
+    store = stores.content.store
+    restored = 0
+    for info in store.stat(QUARANTINE):
+        digest = info.key.rsplit("/", 1)[-1]
+        target = stores.content.key_of(digest) if _DIGEST.match(digest) else None
+        if target is None or store.exists(target):
+            store.delete(info.key)
+        elif store.move(info.key, target):
+            restored += 1
+    return restored
 
 
 def _configs(inv: Inventory, notes: list[str]) -> dict[str, LoadedConfig]:
@@ -322,9 +339,9 @@ def _captures(
     shadow = inv.shadow_since.get(cfg.name)
     if shadow is not None:  # the shadow gate reads them (a day earlier: its clock skew)
         keep |= {day for day, _ in files if day >= shadow.date() - timedelta(days=1)}
-    replay = cfg.deploy.gates.replay
-    if replay.enabled:
-        first = _first_replay_day(stores, cfg.name, replay.window)
+    gates = cfg.deploy.gates  # both gates read the newest replay.window production captures
+    if gates.replay.enabled or gates.feature_availability.enabled:
+        first = _first_replay_day(stores, cfg.name, gates.replay.window)
         if first is not None:
             keep |= {day for day, _ in files if day >= first}
     why = f"older than {_days(cfg.capture.retention)}"
@@ -336,8 +353,8 @@ def _captures(
 
 
 def _first_replay_day(stores: Stores, pipeline: str, window: int) -> date | None:
-    """The oldest day of the newest ``window`` production captures (what the next replay
-    gate reads, read the way it reads them)."""
+    """The oldest day of the newest ``window`` production captures (what the next replay and
+    feature-availability gates read, read the way they read them)."""
     root = _artifact_url(stores)
     try:
         table = read_captures(root, pipeline, stage="production", last=window)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,13 @@ from sqlalchemy import exc as sa_exc
 
 from kiln.config.loader import LoadedConfig, parse_config
 from kiln.errors import IntegrityError, KilnError
+from kiln.registry.liveness import dead_reason
 from kiln.stores.artifacts import ObjectInfo
 from kiln.stores.bundle import Stores
 from kiln.stores.metadata import tables as t
+from kiln.stores.metadata.base import to_record
 from kiln.stores.metadata.engine import READONLY, unreachable
+from kiln.stores.metadata.records import LockRecord, RunRecord
 
 __all__ = ["Inventory", "RunInfo", "VersionInfo", "run_activity", "take_inventory"]
 
@@ -60,6 +63,14 @@ class RunInfo:
     """Segment models of a run that did not succeed (a resume reuses them)."""
     config_text: str
     config_path: str
+    dead: str | None = None
+    """Why a run recorded ``running`` is dead (:func:`~kiln.registry.liveness.dead_reason`:
+    its lock is gone or taken, its heartbeat stale, its process gone); None when alive."""
+
+    @property
+    def live(self) -> bool:
+        """Recorded running and its process alive."""
+        return self.status == "running" and self.dead is None
 
 
 @dataclass
@@ -72,7 +83,9 @@ class Inventory:
     versions: list[VersionInfo]
     runs: list[RunInfo]
     evidence_days: dict[str, set[date]]
-    """Per pipeline, the days on which a gate result of a non-archived version was evaluated."""
+    """Per pipeline, the capture days that gate results of non-archived versions read: from
+    their evidence's ``captures_from`` to ``captures_until`` (the day a result was evaluated
+    when its evidence does not say)."""
     shadow_since: dict[str, datetime] = field(default_factory=dict)
     """Per pipeline, when the shadow period of a version now in shadow or canary started (the
     shadow gate reads the captures since then)."""
@@ -156,13 +169,14 @@ def take_inventory(stores: Stores) -> Inventory:
         with engine.connect() as conn, conn.begin():
             version_rows = conn.execute(sa.select(t.ModelVersion)).all()
             run_rows = conn.execute(sa.select(t.Run)).all()
+            lock_rows = conn.execute(sa.select(t.PipelineLock)).all()
             task_rows = conn.execute(
                 sa.select(t.Task.run_id, t.Task.artifact_digest)
                 .join(t.Run, t.Run.id == t.Task.run_id)
                 .where(t.Run.status != "succeeded", t.Task.artifact_digest.is_not(None))
             ).all()
             gate_rows = conn.execute(
-                sa.select(t.GateResult.pipeline, t.GateResult.evaluated_at)
+                sa.select(t.GateResult.pipeline, t.GateResult.evaluated_at, t.GateResult.evidence)
                 .join(
                     t.ModelVersion,
                     sa.and_(
@@ -193,6 +207,7 @@ def take_inventory(stores: Stores) -> Inventory:
     for run_id, digest in task_rows:
         if digest:
             tasks[run_id].add(digest)
+    locks = {row.pipeline: to_record(LockRecord, row) for row in lock_rows}
     runs = [
         RunInfo(
             id=r.id,
@@ -203,6 +218,7 @@ def take_inventory(stores: Stores) -> Inventory:
             task_digests=frozenset(tasks.get(r.id, ())),
             config_text=r.config_text,
             config_path=r.config_path,
+            dead=dead_reason(to_record(RunRecord, r), locks.get(r.pipeline)),
         )
         for r in run_rows
     ]
@@ -232,8 +248,8 @@ def take_inventory(stores: Stores) -> Inventory:
         if at is not None:
             shadow_since[pipeline] = min(shadow_since.get(pipeline, at), at)
     evidence: dict[str, set[date]] = defaultdict(set)
-    for pipeline, at in gate_rows:
-        evidence[pipeline].add(at.date())
+    for pipeline, at, found in gate_rows:
+        evidence[pipeline] |= _evidence_days(at, found)
     return Inventory(
         objects=objects, captures=dict(captures), labels=dict(labels), versions=versions,
         runs=runs, evidence_days=dict(evidence), unreadable=unreadable, activity=activity,
@@ -266,6 +282,27 @@ def _activity(conn: sa.Connection) -> tuple[Any, ...]:
         )
     ).one()
     return tuple(row)
+
+
+def _evidence_days(evaluated_at: datetime, evidence: Any) -> set[date]:
+    """The UTC days of the captures a gate result read (its evidence's ``captures_from`` ..
+    ``captures_until``), else the day it was evaluated on (a result recorded before gates said,
+    or of a gate that reads no capture)."""
+    span = []
+    if isinstance(evidence, dict):
+        for name in ("captures_from", "captures_until"):
+            try:
+                span.append(_utc_day(datetime.fromisoformat(str(evidence[name]))))
+            except (KeyError, ValueError):
+                break
+    if len(span) != 2 or span[0] > span[1]:
+        return {_utc_day(evaluated_at)}
+    first, last = span
+    return {first + timedelta(days=n) for n in range((last - first).days + 1)}
+
+
+def _utc_day(moment: datetime) -> date:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).date()
 
 
 def _capture_file(key: str) -> tuple[str, date] | None:

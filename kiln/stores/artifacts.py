@@ -64,6 +64,8 @@ class ArtifactStore(Protocol):
 
     def delete(self, key: str) -> bool: ...
 
+    def move(self, src: str, dst: str) -> bool: ...
+
 
 def _check_key(key: str) -> str:
     parts = key.split("/")
@@ -182,6 +184,23 @@ class FsspecArtifactStore:
             return False
         except OSError as e:
             raise self._fail("delete", key, e) from e
+        return True
+
+    def move(self, src: str, dst: str) -> bool:
+        """Move one object to another key (replacing what is there), without reading it into
+        this process (fsspec ``mv``: a rename on a local folder, a server-side copy and delete
+        on S3); False when ``src`` was not there."""
+        source, target = self._path(src), self._path(dst)
+        try:
+            if not self._fs.isfile(source):
+                return False
+            if self._local:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+            self._fs.mv(source, target)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise self._fail("move", f"{src}' to '{dst}", e) from e
         return True
 
     def _find(self, prefix: str, *, detail: bool) -> dict[str, Any]:

@@ -22,8 +22,10 @@ import yaml
 from kiln.config import load_config
 from kiln.errors import ConfigError, TrainingError
 from kiln.registry.gc import apply_gc, plan_gc
+from kiln.registry.liveness import STALE_AFTER
 from kiln.registry.stages import Stages
 from kiln.registry.version import Version
+from kiln.runs.reporting import host_and_pid
 from kiln.runs.runner import Runner
 from kiln.settings import Settings
 from kiln.stores import CaptureRecord, CaptureWriter, open_stores
@@ -383,16 +385,19 @@ def test_a_running_run_keeps_every_content_object(expired_snapshot: tuple[Settin
         with stores.metadata.unit_of_work() as uow:
             text = uow.runs.latest(PIPELINE).config_text  # type: ignore[union-attr]
             running = uow.runs.create(PIPELINE, "manual", text, "c" * 64, "kiln.yaml", "h", 2)
+            uow.locks.acquire(PIPELINE, running.id, *host_and_pid(), STALE_AFTER)  # alive
         assert stores.content.put(b"the rows of an old run") == digest  # found, not written
         plan = plan_gc(stores, grace=timedelta(0))
         assert plan.items == [] and running.id in plan.notes[0]
         # a plan taken before the run started is planned again before deleting
         with stores.metadata.unit_of_work() as uow:
             uow.runs.mark_finished(running.id, "interrupted")
+            uow.locks.release(PIPELINE, running.id)
         before = plan_gc(stores, grace=timedelta(0))
         assert [i.digest for i in before.items] == [digest]
         with stores.metadata.unit_of_work() as uow:
             again = uow.runs.create(PIPELINE, "manual", text, "c" * 64, "kiln.yaml", "h", 3)
+            uow.locks.acquire(PIPELINE, again.id, *host_and_pid(), STALE_AFTER)
         result = apply_gc(stores, before, actor="tests")
         assert result.deleted == [] and [i.digest for i in result.kept] == [digest]
         assert stores.content.intact(digest)

@@ -247,6 +247,26 @@ def test_delete_removes_one_object_and_says_when_it_was_gone(
         artifacts.delete("../escape")
 
 
+def test_move_renames_one_object_replacing_the_target_and_says_when_it_was_gone(
+    artifacts: FsspecArtifactStore,
+) -> None:
+    data = bytes(range(256)) * 64
+    artifacts.put("objects/ab/one", data)
+    artifacts.put("elsewhere/two", b"the old bytes of two")
+    before = {i.key: i.modified for i in artifacts.stat()}
+    assert artifacts.move("objects/ab/one", "quarantine/pass-1/one") is True
+    assert artifacts.list() == ["elsewhere/two", "quarantine/pass-1/one"]
+    assert artifacts.get("quarantine/pass-1/one") == data
+    assert artifacts.move("objects/ab/one", "quarantine/pass-1/one") is False  # gone already
+    assert artifacts.move("quarantine/pass-1/one", "elsewhere/two") is True  # replaces it
+    assert artifacts.list() == ["elsewhere/two"]
+    assert artifacts.get("elsewhere/two") == data
+    if artifacts.url.startswith("/"):  # a local rename keeps the write time
+        assert artifacts.stat()[0].modified == before["objects/ab/one"]
+    with pytest.raises(ValueError, match="invalid artifact key"):
+        artifacts.move("elsewhere/two", "../escape")
+
+
 def test_content_stat_and_delete_follow_its_layout(artifacts: FsspecArtifactStore) -> None:
     content = ContentStore(artifacts)
     small, big = content.put(b"small"), content.put(b"b" * 4096)
