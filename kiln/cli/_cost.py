@@ -28,6 +28,8 @@ def parse_since(text: str, now: datetime) -> datetime:
 
     try:
         length = parse_duration(text)
+    except OverflowError:
+        raise _too_early(text) from None
     except ValueError:
         try:
             moment = datetime.fromisoformat(text)
@@ -40,10 +42,25 @@ def parse_since(text: str, now: datetime) -> datetime:
     else:
         if length <= timedelta(0):
             raise typer.BadParameter("the period must be longer than 0", param_hint="--since")
-        moment = now - length
+        try:
+            moment = now - length
+        except OverflowError:
+            raise _too_early(text) from None
     if moment >= now:
         raise typer.BadParameter(f"{text!r} is not in the past", param_hint="--since")
+    try:  # the report compares with the previous period of the same length
+        moment - (now - moment)
+    except OverflowError:
+        raise _too_early(text) from None
     return moment
+
+
+def _too_early(text: str) -> typer.BadParameter:
+    return typer.BadParameter(
+        f"{text!r} starts too long ago (the period and the previous one of the same length"
+        " must start after the year 1); use a later start, e.g. 365d or 2026-01-01",
+        param_hint="--since",
+    )
 
 
 def cost(

@@ -64,8 +64,11 @@ def _table(cost: Any, title: str) -> Table:
     table.add_section()
     retries = [i.usd for i in cost.items if i.detail == "retry"]
     tasks = [i.usd for i in cost.items if i.detail == "task"]
+    total = money(cost.total_usd)
+    if cost.total_usd is None:  # a killed step: what is known is a lower bound
+        total = "≥ " + amount_text(sum(i.usd for i in cost.items if i.usd is not None))
     table.add_row("run", money(_sum(tasks)), money(cost.shared_usd),
-                  money(_sum(retries)) if retries else "", money(cost.total_usd))  # fmt: skip
+                  money(_sum(retries)) if retries else "", total)  # fmt: skip
     return table
 
 

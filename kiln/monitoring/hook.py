@@ -6,7 +6,10 @@ there is none, with the config its production version was trained from (``runs.c
 monitor settings are not part of the config digest, so that config is the one serving. A failing
 monitor pass never stops the loop: its error is logged and returned as a line.
 
-Each pass also checks the pipeline's ``cost.budget_per_month`` (:mod:`kiln.monitoring.cost.budget`)
+Each pass first measures the pipeline's storage when its newest measurement is older than
+:data:`STORAGE_EVERY` (so budgets and `kiln status` see storage without anyone running `kiln
+cost`; a failure is logged and the pass goes on), and checks the pipeline's
+``cost.budget_per_month`` (:mod:`kiln.monitoring.cost.budget`)
 before it delivers the outbox, so a budget alert goes out in the pass that opened it; a
 pipeline with nothing in production is checked with the config of its latest run.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from kiln.settings import Settings
 from kiln.stores import Stores
 
 __all__ = [
+    "STORAGE_EVERY",
     "MonitorHook",
     "budget_lines",
     "change_line",
@@ -39,6 +43,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("kiln.monitor")
+
+STORAGE_EVERY = timedelta(hours=1)
+"""A pass measures a pipeline's storage when its newest measurement is older than this."""
 
 
 def production_config(stores: Stores, pipeline: str) -> LoadedConfig | None:
@@ -105,7 +112,8 @@ class MonitorHook:
         if not served and cfg.cost.budget_per_month is None:
             return []
         now = self.clock()
-        lines = self._windows(pipeline, cfg, now) if served else []
+        lines = self.storage(pipeline)
+        lines += self._windows(pipeline, cfg, now) if served else []
         lines += self.budget(pipeline, cfg, now)
         sent = self.monitor.deliver(pipeline, cfg, self.clock)
         if sent.attempted:
@@ -128,6 +136,22 @@ class MonitorHook:
         if results:  # "no captures yet" on every pass of a loop is noise
             lines += done.notes
         return lines
+
+    def storage(self, pipeline: str) -> list[str]:
+        """Measure the pipeline's storage when its newest measurement is older than
+        :data:`STORAGE_EVERY` (real time: measurements are stamped with it). Never fails the
+        pass: a failure is logged and is a line."""
+        from kiln.monitoring.cost.storage import measure_storage, newest_measurement
+
+        try:
+            newest = newest_measurement(self.stores.metadata, pipeline)
+            if newest is not None and datetime.now(UTC) - newest < STORAGE_EVERY:
+                return []
+            measure_storage(self.stores, self.settings, pipeline=pipeline)
+        except Exception as e:  # storage cost must not stop the monitor
+            log.exception("storage measurement of %r failed", pipeline)
+            return [f"storage measurement failed: {type(e).__name__}: {e}"]
+        return []
 
     def budget(self, pipeline: str, cfg: PipelineConfig, now: datetime) -> list[str]:
         """The pipeline's budget check (:mod:`kiln.monitoring.cost.budget`), before the

@@ -102,14 +102,14 @@ class Service:
             self.follower.stop(timeout)
         if self.shadow is not None:
             self.shadow.close(timeout)
-        self.usage.close(timeout)
-        if self._writer is not None:
+        if self._writer is not None:  # captures first: a stuck usage write must not lose them
             self._writer.close(timeout)
             w = self._writer
             logger.info(
                 "captures: %d written, %d dropped, %d rejected, %d not written",
                 w.written, w.dropped, w.rejected, w.queued,
             )  # fmt: skip
+        self.usage.close(timeout)
         if self.stores is not None:
             self.stores.close()
         self.metrics.process_exited()

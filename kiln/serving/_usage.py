@@ -5,17 +5,20 @@ Hot path (``UsageMeter.add``): the request's own thread CPU clock (``time.thread
 the start and the end of ``Predictions.handle``, on the event loop or in the worker thread that
 answered it) is added to cumulative totals that only that thread writes: no lock, no queue. A
 batch's CPU is split over its segments by rows. The shadow thread counts each shadow version's
-predictions the same way, as stage ``shadow`` (its CPU split over the copied requests by rows).
+predictions the same way, as stage ``shadow`` (its CPU split over the copied requests by rows):
+its own CPU is the pipeline's cost, but its copies are no requests of their own (they take no
+share of the shared CPU and the interval's ``requests`` count answered ones only).
 
 Per interval (``UsageRecorder``, one background thread per server process, every
 ``usage_flush_seconds`` and at a clean shutdown): the process CPU (``os.times``: every thread)
 since the last interval, its resident set, the reserved vCPUs (``serving_cpus``), and each key's
 requests, rows and CPU since the last interval. ``shared`` = process CPU - measured request CPU
 (the event loop's HTTP work, the capture writer, registry reloads, GC; never below 0)
-is split over the interval's keys by requests. The first interval starts at the process start:
-start-up is serving cost too. Intervals are written in order; a failed write keeps them in
-memory and retries them (same keys: idempotent) at the next interval, so nothing is lost while
-the database is down, and requests never wait for the database.
+is split over the interval's answered keys (production, canary) by requests. The first
+interval starts at the process start: start-up is serving cost too. Intervals are written in
+order; a failed write keeps them in memory and retries them (same keys: idempotent) at the
+next interval, so nothing is lost while the database is down, and requests never wait for
+the database.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import os
 import resource
 import socket
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +36,11 @@ from datetime import UTC, datetime, timedelta
 
 from kiln.serving._metrics import Metrics
 from kiln.stores.metadata import MetadataStore
-from kiln.stores.metadata.serving_usage import ServerIntervalRecord, ServingUsageRecord
+from kiln.stores.metadata.serving_usage import (
+    ANSWERED_STAGES,
+    ServerIntervalRecord,
+    ServingUsageRecord,
+)
 
 __all__ = ["Interval", "UsageMeter", "UsageRecorder", "process_start", "server_id"]
 
@@ -189,14 +197,27 @@ class UsageRecorder:
         self._thread.start()
 
     def close(self, timeout: float = 10.0) -> None:
-        """The last interval (up to now) is taken and written (once tried)."""
+        """The last interval (up to now) is taken and written (once tried), within ``timeout``
+        in all: a write stuck on a database that does not answer holds the interval thread's
+        lock, and the shutdown gives the last interval up rather than wait for it."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            logger.warning(
+                "serving usage: a write to the metadata store is still stuck after %ss; the"
+                " last interval of %s and %d unwritten one(s) are given up",
+                timeout, self.server, len(self.pending),
+            )  # fmt: skip
+            return
         try:
-            self.flush(last=True)
+            self.take(last=True)
+            self._write()
         except Exception:  # the rest of the shutdown (captures) goes on
             logger.exception("serving usage: recording the last interval failed")
+        finally:
+            self._lock.release()
         if self.pending:
             logger.warning(
                 "serving usage: %d interval(s) of %s could not be written before exit (%s)",
@@ -235,10 +256,11 @@ class UsageRecorder:
         if not keys and not pipelines and not last:
             return None
         measured = sum(v[2] for v in keys.values())
-        count = sum(v[0] for v in keys.values())
+        answered = {k: v for k, v in keys.items() if k[3] in ANSWERED_STAGES}
+        count = sum(v[0] for v in answered.values())
         shared = max(0.0, process - measured)
         if count:
-            for values in keys.values():
+            for values in answered.values():
                 values[3] = shared * values[0] / count
         self._last, self._last_cpu = totals, cpu
         interval = Interval(

@@ -24,6 +24,9 @@ def home(tmp_path: Path, cli: Callable[..., Any]) -> dict[str, str]:
         (["--since", "last week"], 2, "neither a duration nor a date"),
         (["--since", "2999-01-01"], 2, "is not in the past"),
         (["--since", "0d"], 2, "longer than 0"),
+        (["--since", "1000000d"], 2, "starts too long ago"),
+        (["--since", "0001-01-01"], 2, "starts too long ago"),
+        (["--since", "99999999999999999999d"], 2, "starts too long ago"),
         (["--pipeline", "nope"], 6, "no pipeline 'nope' (known: none yet)"),
     ],
 )

@@ -146,3 +146,35 @@ def test_a_new_month_resolves_and_a_later_overrun_is_a_new_episode(
     assert [c.kind for c in changes] == ["opened"]
     events = [r["json"]["kiln"]["event"] for r in receiver.requests]
     assert events == ["opened", "resolved", "opened"]
+
+
+def test_a_forecast_hovering_at_the_budget_opens_one_episode_resolved_below_90_percent(
+    store: MetadataStore, receiver: Receiver
+) -> None:
+    channel = hook(receiver.url())
+    spent = [item(1.0, datetime(2026, 11, 2, tzinfo=UTC))]  # $1 spent, no recent rate
+
+    def at(forecast: float) -> list[CostItem]:  # spent + w + w / 7 x 10 days left
+        return [*spent, item((forecast - 1.0) * 7 / 17, NOW - DAY)]
+
+    kinds = []
+    for hour, forecast in enumerate([8.2, 7.9, 8.1, 7.5, 8.3, 7.3, 7.1]):
+        changes = one_pass(store, channel, at(forecast), 8.0, NOW + timedelta(seconds=hour))
+        kinds.append([c.kind for c in changes if c.kind != "still_open"])
+    # opened over $8, kept open while the forecast stays at or above $7.20, resolved under it
+    assert kinds == [["opened"], [], [], [], [], [], ["resolved"]]
+    events = [r["json"]["kiln"]["event"] for r in receiver.requests]
+    assert events == ["opened", "resolved"]
+    with store.read() as uow:
+        (alert,) = uow.alerts.list(P)
+    assert alert.status == "resolved"
+
+
+def test_a_budget_raised_above_the_forecast_resolves_at_once(
+    store: MetadataStore, receiver: Receiver
+) -> None:
+    channel = hook(receiver.url())
+    items = month_of_spend()  # forecast $9.50
+    assert [c.kind for c in one_pass(store, channel, items, 9.0, NOW)] == ["opened"]
+    changes = one_pass(store, channel, items, 10.0, NOW + timedelta(hours=1))
+    assert [c.kind for c in changes] == ["resolved"]  # 9.5 is 95% of it, but it was raised

@@ -6,6 +6,7 @@ its items add up to the intervals' charges. A real server's intervals: tests/ser
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -77,6 +78,8 @@ def test_an_interval_is_written_once_and_read_by_period(store: MetadataStore) ->
         assert repo.intervals(T0, end) == [busy, quiet]
         assert repo.usage(T0, end) == rows
         assert repo.usage(T0, end, pipeline="fares") == rows[1:]
+        assert repo.usage(T0, end, pipeline="fares", whole_intervals=True) == rows
+        assert repo.usage(T0, end, pipeline="nope", whole_intervals=True) == []
         assert repo.intervals(T0, end, pipeline="delays") == [busy]
         assert repo.intervals(T0, end, pipeline="fares") == [busy, quiet]
         assert repo.intervals(busy.interval_end + timedelta(seconds=1), end) == [quiet]
@@ -141,7 +144,23 @@ def test_serving_items_charge_max_of_reserved_and_used_and_split_idle(
     assert all(i.kind == "serving" for i in items)
     assert sum(i.predictions for i in items) == 5310
 
-    delays = serving_items(store, PRICES, since=T0, until=until, pipeline="delays")
-    assert delays == [i for i in items if i.pipeline == "delays"]
+    for name in ("delays", "fares", NO_PIPELINE):  # read in the query, the same items
+        one = serving_items(store, PRICES, since=T0, until=until, pipeline=name)
+        assert one == [i for i in items if i.pipeline == name]
     later = serving_items(store, PRICES, since=quiet.interval_end, until=until)
     assert {i.at for i in later} == {quiet.interval_end, hot.interval_end, empty.interval_end}
+
+
+def test_a_shadow_predicts_nothing_and_takes_no_idle_share(store: MetadataStore) -> None:
+    busy = interval(T0, 60, cpu_seconds=10.0, requests=100, rss_bytes=GIB)
+    answered = usage(busy, "delays", "JFK", requests=100, rows=100, cpu=4.0, shared=2.0)
+    copies = replace(answered, version=4, stage="shadow", cpu_seconds=3.0, shared_cpu_seconds=0.0)
+    with store.unit_of_work() as uow:
+        uow.serving_usage.record(busy, [answered, copies])
+    items = serving_items(store, PRICES, since=T0, until=T0 + timedelta(hours=1))
+    assert sum(i.predictions for i in items) == 100
+    shadow = [i for i in items if i.version == 4]
+    assert [(i.detail, i.predictions) for i in shadow] == [("requests", 0)]
+    assert shadow[0].cpu_seconds == pytest.approx(3.0)
+    (idle,) = [i for i in items if i.detail == "idle"]
+    assert idle.version == 3 and idle.cpu_seconds == pytest.approx(60.0 - 9.0)

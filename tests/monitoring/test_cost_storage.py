@@ -176,3 +176,32 @@ def test_measure_storage_on_real_runs_counts_what_is_on_disk(
     written = datetime.fromtimestamp(path.stat().st_mtime, UTC)
     kept = storage_usd(prices, snapshot, (later - written).total_seconds())
     assert sum(i.usd or 0.0 for i in items if i.detail == "snapshots") == pytest.approx(kept)
+
+
+def test_storage_kept_since_the_previous_period_is_spent_in_each_period_it_covers(
+    store: MetadataStore,
+) -> None:
+    """Measured 45 days ago and now: `kiln cost --since 30d` spends 30 days of it in the period
+    and 15 in the previous one (not all 45 in the previous one), and the budget's month to
+    date and 7-day rate count it from their own starts."""
+    from kiln.monitoring.cost.budget import RATE_DAYS, budget_items, forecast_month, month_bounds
+    from kiln.monitoring.cost.report import MONTH, cost_report
+
+    now = datetime.now(UTC)
+    _pipeline(store, "p", now - timedelta(days=60))
+    _measure(store, "p", "packages", now - timedelta(days=45), 10**9)
+    _measure(store, "p", "packages", now - timedelta(seconds=1), 10**9)
+    since = now - timedelta(days=30)
+    [p] = cost_report(store, PRICES, since=since, until=now).pipelines
+    per_day = 0.023 / (MONTH / timedelta(days=1))  # 1 GB at $0.023/GB-month
+    assert p.by_kind["storage"].usd == pytest.approx(30 * per_day, rel=1e-4)
+    assert p.previous.usd == pytest.approx(15 * per_day, rel=1e-4)
+    assert p.trend == pytest.approx(1.0, rel=1e-3)  # +100%: 30 days against 15
+    month, week = budget_items(store, PRICES, now, pipeline="p")
+    forecast = forecast_month(month, now, week)
+    start, _ = month_bounds(now)
+    assert forecast.spent.usd == pytest.approx(
+        (now - start) / timedelta(days=1) * per_day, rel=1e-3
+    )
+    assert forecast.daily.usd == pytest.approx(per_day, rel=1e-3)
+    assert RATE_DAYS == 7

@@ -16,6 +16,7 @@ import pytest
 from kiln.config.prices import resolve_prices
 from kiln.errors import TrainingError
 from kiln.monitoring.cost.model import GIB
+from kiln.monitoring.cost.report import cost_report
 from kiln.monitoring.cost.rightsize import HEADROOM, rightsizing, size_text, suggest_memory
 from kiln.monitoring.cost.training import run_cost, training_items
 from kiln.release.controller import Release
@@ -57,12 +58,13 @@ def test_segments_add_up_to_the_run_and_memory_is_the_tasks_own(
     assert train.details["workers"] == 2 and train.details["threads_per_task"] == 1
     for item in cost.items:
         assert item.kind == "training" and item.run_id == result.run_id
-        if item.detail == "task":  # 1 thread and 1 GiB reserved, more if it used more
+        if item.detail == "task":  # 1 thread and 1 GiB reserved (base included), or more
             task = tasks[item.segment or ""]
             assert item.cpu_seconds == pytest.approx(max(task.wall_seconds, task.cpu_seconds))
-            assert item.memory_gib_seconds == pytest.approx(task.wall_seconds)  # 1 GiB x wall
-            expected = item.cpu_seconds / 3600 * 0.04 * 0.5 + task.wall_seconds / 3600 * 0.005 * 0.5
-            assert item.usd == pytest.approx(expected)
+            gib = (GIB - task.base_memory_bytes) / GIB  # type: ignore[operator]
+            assert item.memory_gib_seconds == pytest.approx(gib * task.wall_seconds)
+            expected = item.cpu_seconds * 0.04 + item.memory_gib_seconds * 0.005
+            assert item.usd == pytest.approx(expected / 3600 * 0.5)
     own = {k: t.own_memory_bytes for k, t in tasks.items()}
     assert all(v is not None for v in own.values())
     peak = max(t.peak_memory_bytes for t in tasks.values())
@@ -185,11 +187,105 @@ def test_a_step_without_measurement_is_unknown_never_zero(
         uow.runs.update(result.run_id, status="running", finished_at=None)
         uow.steps.start(result.run_id, "extract")
     cost = run_cost(stores.metadata, PRICES, result.run_id)
-    assert cost.total_usd is None and cost.shared_usd is None
+    assert cost.total_usd is None  # a lower bound: the running step is an item of its own
     assert any("extract" in u for u in cost.unknown)
-    assert all(v is None for v in cost.by_segment.values())
+    [running] = [i for i in cost.items if i.usd is None]
+    assert running.detail == "running" and running.segment is None
+    assert cost.shared_usd is not None and all(v is not None for v in cost.by_segment.values())
     assert {i.detail: i.usd for i in cost.items if i.detail == "task"} != {}
-    assert all(i.usd is not None for i in cost.items if i.detail == "task")  # tasks are known
+
+
+def test_a_killed_step_attempt_is_an_unknown_item_and_the_rest_stays_known(
+    make_config, runner: Runner, stores: Stores, settings: Settings
+) -> None:
+    since = datetime.now(UTC)
+    result = runner.run(make_config())
+    was = run_cost(stores.metadata, PRICES, result.run_id)
+    with stores.metadata.unit_of_work() as uow:  # a resume whose extract was SIGKILLed ...
+        uow.steps.start(result.run_id, "extract")
+        uow.steps.start(result.run_id, "extract")  # ... and the resume after it
+        uow.steps.finish(result.run_id, "extract", "succeeded", wall_seconds=2.0,
+                         cpu_seconds=1.0, peak_memory_bytes=100 * MiB)  # fmt: skip
+    cost = run_cost(stores.metadata, PRICES, result.run_id)
+    [killed] = [i for i in cost.items if i.usd is None]
+    assert killed.detail == "killed" and killed.run_id == result.run_id
+    assert killed.segment is None and killed.kind == "training"
+    assert any("extract attempt 2" in u for u in cost.unknown), cost.unknown
+    assert cost.total_usd is None
+    assert cost.shared_usd is not None and was.shared_usd is not None
+    assert cost.shared_usd > was.shared_usd  # the measured retry of extract is counted
+    assert all(v is not None for v in cost.by_segment.values())
+    known = sum(i.usd or 0.0 for i in cost.items)
+    assert _near(known, sum(v or 0.0 for v in cost.by_segment.values()))
+    until = datetime.now(UTC) + timedelta(seconds=1)
+    report = cost_report(stores.metadata, PRICES, since=since, until=until, pipeline=P)
+    [pipeline] = report.pipelines
+    training = pipeline.by_kind["training"]
+    assert training.unknown == 1 and training.usd == pytest.approx(known)
+    assert training.text().startswith("≥ $")  # a lower bound, not unknown
+    lines = run_cost_lines(cost)
+    assert re.search(r"│ run +│ .* │ ≥ 0\.0\d+ │", lines), lines
+
+
+def run_cost_lines(cost: object) -> str:
+    from rich.console import Console
+
+    from kiln.cli._run_cost import _table
+
+    console = Console(width=200, record=True)
+    console.print(_table(cost, "t"))
+    return console.export_text()
+
+
+def _expected(stores: Stores, run_id: str, memory: int | None) -> tuple[float, float]:
+    """(vCPU-seconds, GiB-seconds) of a run charged as OpenCost would, from its records: each
+    worker max(requested, used) for its life (threads x wall cores; max(R, B + own) while it
+    trains, max(R, B) while it idles), the run's process and its other steps."""
+    with stores.metadata.read() as uow:
+        tasks = uow.tasks.for_run(run_id)
+        steps = uow.steps.for_run(run_id)
+    train = next(s for s in steps if s.name == "train")
+    workers, threads = train.details["workers"], train.details["threads_per_task"]
+    r = memory or 0
+    cpu = memory_s = busy = 0.0
+    for t in tasks:
+        base = t.base_memory_bytes or 0
+        own = t.peak_memory_bytes - base
+        cpu += max(threads * t.wall_seconds, t.cpu_seconds)
+        memory_s += max(r, base + own) * t.wall_seconds
+        busy += t.wall_seconds
+    mean_base = sum(t.base_memory_bytes or 0 for t in tasks) / len(tasks)  # one attempt each
+    cpu = max(cpu, workers * threads * train.wall_seconds)
+    memory_s += max(r, mean_base) * (workers * train.wall_seconds - busy)
+    for s in steps:
+        cpu += s.cpu_seconds if s.name == "train" else max(s.wall_seconds, s.cpu_seconds)
+        memory_s += s.peak_memory_bytes * s.wall_seconds
+    return cpu, memory_s / GIB
+
+
+@pytest.mark.parametrize("memory", ["1GiB", None])
+def test_threads_and_the_memory_limit_are_charged_once(
+    make_config, stores: Stores, settings: Settings, memory: str | None
+) -> None:
+    one_worker = Runner(settings.model_copy(update={"max_workers": 1}), stores)
+    result = one_worker.run(make_config(resources={"cpus": 2, "memory": memory}))
+    cost = run_cost(stores.metadata, PRICES, result.run_id)
+    assert cost.unknown == [] and cost.total_usd is not None
+    with stores.metadata.read() as uow:
+        train = next(s for s in uow.steps.for_run(result.run_id) if s.name == "train")
+        tasks = {t.segment: t for t in uow.tasks.for_run(result.run_id)}
+    assert train.details["workers"] == 1 and train.details["threads_per_task"] == 2
+    limit = None if memory is None else GIB
+    cpu, gib_seconds = _expected(stores, result.run_id, limit)
+    assert sum(i.cpu_seconds or 0.0 for i in cost.items) == pytest.approx(cpu)
+    assert sum(i.memory_gib_seconds or 0.0 for i in cost.items) == pytest.approx(gib_seconds)
+    for item in cost.items:
+        if item.detail == "task":
+            t = tasks[item.segment or ""]
+            base = t.base_memory_bytes or 0
+            own = t.peak_memory_bytes - base
+            expected = max((limit or 0) - base, own) / GIB * t.wall_seconds
+            assert item.memory_gib_seconds == pytest.approx(expected)
 
 
 def test_gates_checked_outside_a_run_are_charged(

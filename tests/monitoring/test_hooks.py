@@ -102,3 +102,43 @@ def test_a_failing_monitor_is_logged_and_the_loop_goes_on(
     assert "monitor of 'flights-test' failed" in caplog.text
     with stores.metadata.read() as uow:
         assert uow.windows.list(P) == []  # nothing half-stored; the next pass tries again
+
+
+def test_a_pass_measures_storage_once_an_hour(
+    make_config, settings: Settings, stores: Stores
+) -> None:
+    """Budgets and status see storage without anyone running `kiln cost`: a pass records a
+    measurement when the newest is older than an hour, and only then."""
+    import sqlalchemy as sa
+
+    from kiln.monitoring.hook import STORAGE_EVERY
+    from kiln.stores.metadata import tables as t
+
+    loaded = make_config(monitor={"window": "1d"})
+    production(settings, stores, loaded)
+
+    def rows() -> list[tuple[str, datetime]]:
+        with stores.metadata.read() as uow:
+            return [(r.kind, r.measured_at) for r in uow.storage_usage.list(P)]
+
+    before = rows()  # a trained version's history is rebuilt by the first measurement
+    hook = MonitorHook(settings, stores)
+    started = datetime.now(UTC)
+    assert not [x for x in hook(P) if x.startswith("storage")]
+    first = rows()
+    newest = [kind for kind, at in first if at >= started]
+    assert "packages" in newest and len(first) > len(before)
+    hook(P)
+    assert rows() == first  # measured a moment ago: not again
+    back = STORAGE_EVERY + timedelta(minutes=1)
+    with stores.metadata.engine.begin() as conn:  # as if it were measured over an hour ago
+        found = conn.execute(sa.select(t.StorageUsage.id, t.StorageUsage.measured_at)).all()
+        for row_id, at in found:
+            conn.execute(
+                sa.update(t.StorageUsage)
+                .where(t.StorageUsage.id == row_id)
+                .values(measured_at=at - back)
+            )
+    again = datetime.now(UTC)
+    hook(P)
+    assert sorted(kind for kind, at in rows() if at >= again) == sorted(newest)

@@ -239,4 +239,63 @@ def test_each_worker_is_its_own_server_and_shadows_are_counted(
     assert {r.version for r in production} == {1} and {r.version for r in shadow} == {2}
     assert sum(r.rows for r in shadow) == load.rows["any"]  # every copy predicted by the exit
     assert sum(r.cpu_seconds for r in shadow) > 0
+    # the copies are no traffic: no share of the shared CPU, no requests, no predictions
+    assert all(r.shared_cpu_seconds == 0.0 for r in shadow)
+    assert sum(r.shared_cpu_seconds for r in production) > 0
+    assert sum(i.requests for i in intervals) == load.requests["any"]
+    stores = open_stores(Settings(home=home))
+    try:
+        prices = resolve_prices(Settings(home=home))
+        since = datetime(2000, 1, 1, tzinfo=UTC)
+        until = datetime.now(UTC) + timedelta(seconds=1)
+        items = serving_items(stores.metadata, prices, since=since, until=until)
+        mine = serving_items(stores.metadata, prices, since=since, until=until, pipeline=PIPELINE)
+    finally:
+        stores.close()
+    assert mine == items
+    assert sum(i.predictions for i in items) == load.rows["any"]
+    shadow_items = [i for i in items if i.version == 2]
+    assert shadow_items and all(i.detail == "requests" for i in shadow_items)  # no idle share
+    assert sum(i.usd or 0.0 for i in shadow_items) > 0  # its own CPU is the pipeline's cost
     assert samples[("kiln_serving_process_cpu_seconds_total", ())] > 0
+
+
+def test_close_gives_up_a_write_stuck_on_the_database(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A usage write blocked by the database (a table lock it never gets) holds the interval
+    thread's lock: close() returns within its timeout and says what it gave up."""
+    import sqlalchemy as sa
+
+    from kiln.serving._metrics import Metrics
+    from kiln.serving._usage import UsageMeter, UsageRecorder
+    from kiln.stores.metadata import MetadataStore
+
+    metadata = MetadataStore(pg_url, create=True)
+    metadata.upgrade()
+    blocker = sa.create_engine(pg_url)
+    conn = blocker.connect()
+    tx = conn.begin()
+    conn.execute(sa.text("LOCK TABLE server_intervals IN ACCESS EXCLUSIVE MODE"))
+    meter = UsageMeter()
+    recorder = UsageRecorder(meter, Metrics(), lambda: [PIPELINE], reserved_cpus=1.0, every=0.1)
+    recorder.start(metadata)
+    try:
+        meter.add(PIPELINE, 1, "production", ["JFK"], 0.01)
+        wait_for(lambda: recorder.pending, 5, "an interval to be taken")
+        time.sleep(0.5)  # its write waits for the table lock
+        closing = threading.Thread(target=recorder.close, args=(1.0,))
+        started = time.monotonic()
+        with caplog.at_level("WARNING", logger="kiln.serving"):
+            closing.start()
+            closing.join(10)
+        took = time.monotonic() - started
+        assert not closing.is_alive(), "close() waited for the stuck write"
+        assert took < 3.0, took
+        assert "is still stuck after 1.0s" in caplog.text and "given up" in caplog.text
+    finally:
+        tx.rollback()
+        conn.close()
+        blocker.dispose()
+        recorder.close(5.0)
+        metadata.dispose()

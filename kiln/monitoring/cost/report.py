@@ -1,9 +1,10 @@
 """What `kiln cost` and `kiln status` show: CostItems added up per pipeline, kind and key.
 
-Items come from the three sources (training, serving, storage: one call each, covering this
-period and the previous one of the same length) and are only added up here, so the figures
-add up by construction. :func:`build_report` is pure (items in, report out); :func:`cost_report`
-fetches the items.
+Items come from the three sources (training, serving, storage: one call each for this period
+and one for the previous one of the same length, so that each source cuts what spans both,
+e.g. a storage measurement kept since before the period, at the period's start) and are only
+added up here, so the figures add up by construction. :func:`build_report` is pure (items in,
+report out); :func:`cost_report` fetches the items.
 
 Unknown amounts (decided here): a sum with unknown parts is a :class:`Sum` whose ``usd`` is the
 known part and ``unknown`` the number of items it could not price; it is shown as ``≥ $x`` (a
@@ -307,7 +308,8 @@ def cost_report(
     if until <= since:
         raise ValueError(f"the cost period must end after it starts ({since} .. {until})")
     before = since - (until - since)
-    items = cost_items(metadata, prices, since=before, until=until, pipeline=pipeline)
+    items = cost_items(metadata, prices, since=before, until=since, pipeline=pipeline)
+    items += cost_items(metadata, prices, since=since, until=until, pipeline=pipeline)
     return build_report(items, since=since, until=until, currency=prices.currency, by=by)
 
 

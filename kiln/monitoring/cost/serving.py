@@ -8,8 +8,9 @@ Per interval of one server process (length L seconds), as OpenCost charges a con
 
 Each (pipeline, version, segment, stage) that had requests in the interval is charged its
 measured request CPU plus its share of the shared CPU (``detail="requests"``, with
-``predictions`` = the rows it answered). What is left, the reserved-but-unused CPU and the
-memory, is ``detail="idle"``: split over the interval's keys by requests, or equally over the
+``predictions`` = the rows it answered; a shadow's copies answer nothing: 0). What is left,
+the reserved-but-unused CPU and the memory, is ``detail="idle"``: split over the interval's
+answered keys (production, canary) by requests, or equally over the
 pipelines the process had loaded when it had no traffic (``pipeline="(none)"`` when it had
 none loaded either, so that the items still add up to the servers' charge). $ per 1,000
 predictions of a pipeline = its serving $ / its predictions x 1,000.
@@ -23,7 +24,11 @@ from datetime import datetime
 from kiln.monitoring.cost.model import GIB, CostItem, compute_usd
 from kiln.settings import Prices
 from kiln.stores.metadata import MetadataStore
-from kiln.stores.metadata.serving_usage import ServerIntervalRecord, ServingUsageRecord
+from kiln.stores.metadata.serving_usage import (
+    ANSWERED_STAGES,
+    ServerIntervalRecord,
+    ServingUsageRecord,
+)
 
 __all__ = ["NO_PIPELINE", "interval_charge", "interval_items", "serving_items"]
 
@@ -40,16 +45,19 @@ def serving_items(
     pipeline: str | None = None,
 ) -> list[CostItem]:
     """The serving cost of the intervals that ended in [since, until) (one pipeline's share
-    with ``pipeline``)."""
+    with ``pipeline``: only the intervals that served it, with their rows, are read)."""
+    query = None if pipeline == NO_PIPELINE else pipeline  # no server loads "(none)"
     with metadata.read() as uow:
-        intervals = uow.serving_usage.intervals(since, until)
-        usage = uow.serving_usage.usage(since, until)
+        intervals = uow.serving_usage.intervals(since, until, pipeline=query)
+        usage = uow.serving_usage.usage(since, until, pipeline=query, whole_intervals=True)
     rows: dict[tuple[str, datetime], list[ServingUsageRecord]] = defaultdict(list)
     for row in usage:
         rows[(row.server, row.interval_start)].append(row)
     items: list[CostItem] = []
     for interval in intervals:
         own = rows.get((interval.server, interval.interval_start), [])
+        if query is not None and not own and interval.requests:
+            continue  # it was loaded, others had the traffic: its idle share is 0
         for item in interval_items(interval, own, prices):
             if pipeline is None or item.pipeline == pipeline:
                 items.append(item)
@@ -94,7 +102,7 @@ def interval_items(
                 segment=r.segment,
                 cpu_seconds=seconds,
                 memory_gib_seconds=0.0,
-                predictions=r.rows,
+                predictions=r.rows if r.stage in ANSWERED_STAGES else 0,
             )
         )
     idle_cpu = max(0.0, cpu - used)
@@ -124,11 +132,13 @@ def interval_items(
 def _idle_shares(
     interval: ServerIntervalRecord, rows: list[ServingUsageRecord]
 ) -> dict[tuple[str, int | None, str | None], float]:
-    """Who bears the idle cost: the keys by requests, else the loaded pipelines equally."""
-    total = sum(r.requests for r in rows)
+    """Who bears the idle cost: the answered keys by requests, else the loaded pipelines
+    equally."""
+    answered = [r for r in rows if r.stage in ANSWERED_STAGES]
+    total = sum(r.requests for r in answered)
     shares: dict[tuple[str, int | None, str | None], float] = defaultdict(float)
     if total:
-        for r in rows:
+        for r in answered:
             shares[(r.pipeline, r.version, r.segment)] += r.requests / total
         return shares
     names = sorted(set(interval.pipelines)) or [NO_PIPELINE]

@@ -16,15 +16,18 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
+
 from kiln.monitoring.cost.model import MONTH_SECONDS, CostItem, storage_usd
 from kiln.registry.gc import record_usage
 from kiln.registry.inventory import take_inventory
 from kiln.settings import Prices, Settings
 from kiln.stores.bundle import Stores
 from kiln.stores.metadata import MetadataStore
+from kiln.stores.metadata import tables as t
 from kiln.stores.metadata.storage_usage import StorageUsageRecord
 
-__all__ = ["measure_storage", "storage_items"]
+__all__ = ["measure_storage", "newest_measurement", "storage_items"]
 
 
 def measure_storage(
@@ -35,6 +38,17 @@ def measure_storage(
     del settings  # the stores were opened from them; kept for the shared signature
     measured = record_usage(stores, take_inventory(stores), pipeline=pipeline)
     return {name: {kind: b for kind, (b, _) in kinds.items()} for name, kinds in measured.items()}
+
+
+def newest_measurement(metadata: MetadataStore, pipeline: str) -> datetime | None:
+    """When ``pipeline``'s storage was last measured (None: never); one indexed query."""
+    column = t.StorageUsage.measured_at
+    query = sa.select(sa.func.max(column)).where(t.StorageUsage.pipeline == pipeline)
+    with metadata.engine.connect() as conn:
+        found = conn.execute(query).scalar_one_or_none()
+    if found is None:
+        return None
+    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
 
 
 def storage_items(

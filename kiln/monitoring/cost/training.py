@@ -2,18 +2,26 @@
 
 Charged as OpenCost charges a container (:func:`~kiln.monitoring.cost.model.charge`):
 
-- a **task** reserved ``threads_per_task`` vCPUs and ``resources.memory`` for its wall time
-  and is charged the max of that and what it used (its CPU seconds; its own memory, the peak
-  over its worker's base);
-- the **train step** reserved its ``workers`` cores for its wall time: what the tasks did not
-  use (idle) and the workers' base memory (mean base x workers x wall) are shared;
+- a **task** reserved ``threads_per_task`` vCPUs for its wall time and is charged the max of
+  that and its CPU seconds; ``resources.memory`` (R) is a per-task *process* limit, the
+  worker's base memory (B) included, so the task's own memory is charged
+  max(R - B, own) x wall (own x wall when R is unset; own = its peak over B);
+- the **train step** reserved ``workers`` x ``threads_per_task`` cores for its wall time: what
+  the tasks did not use (idle) is shared, and so is the workers' memory outside the tasks'
+  own: each task's B x its wall, the mean B x idle worker time (workers x wall - the tasks'
+  wall), and the rest of the reservation the idle workers held, max(R - B, 0) x idle time.
+  So a worker is charged max(R, B + own) while it trains and max(R, B) while it idles, as
+  OpenCost charges each container max(requested, used) for its life;
 - the run's **other steps** (extract, check, package, register, release with its gates) are
   a 1-vCPU process with their peak memory, and the run's own process while the tasks train
   is charged what it used; all of it is shared too.
 
 The shared cost is split over the run's segments by their share of direct (task) cost, as
 OpenCost splits idle cost; earlier attempts of a task (a resumed run retrained it) are
-``retry`` items of that segment, earlier attempts of a step are shared. Every item of a run
+``retry`` items of that segment, earlier attempts of a step are shared. A step attempt that
+left no measurement (killed by SIGKILL or the OOM killer, or still running) is an item of its
+own, ``detail="killed"`` (``"running"`` while it runs) with ``usd=None``: the run's total is a
+lower bound and every measured figure stays known. Every item of a run
 is dated at the run's end (or its last activity while it runs), so a run falls in one period
 whole and its items add up to it. A missing measurement makes the amount unknown (None),
 never 0. Gates evaluated outside a run (``kiln watch``, ``kiln gates check``) are items of
@@ -22,7 +30,7 @@ their own, ``gate:<name>``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -134,8 +142,14 @@ def _cost(
             for n, attempt in enumerate(task.earlier_attempts, 1):
                 c = _task(attempt, reserved, notes, f"{task.segment} attempt {n}", unknown)
                 retry[task.segment].add(c.cpu, c.memory)
-    shared = _shared(steps, tasks, direct, retry, reserved, unknown, notes)
-    return _split(prices, run, at, direct, retry, shared, unknown, notes)
+    shared, lost = _shared(run, steps, tasks, direct, retry, reserved, unknown, notes)
+    cost = _split(prices, run, at, direct, retry, shared, unknown, notes)
+    for detail in lost:
+        cost.items.append(_item(prices, detail, _Charged(None, None), pipeline=run.pipeline,
+                                at=at, run_id=run.id, version=run.model_version))  # fmt: skip
+    if lost:
+        cost = replace(cost, total_usd=None)
+    return cost
 
 
 def _usage(task: TaskRecord) -> dict[str, Any]:
@@ -158,14 +172,17 @@ def _task(
     if base is None:
         notes.append(f"{what}: no worker base memory (an older run): its whole peak is counted")
     own = peak if base is None else max(0, peak - base)
+    # resources.memory limits the worker process: its base fills part of it
+    limit = None if reserved.memory is None else max(0, reserved.memory - (base or 0))
     cpu_s, memory = charge(
         wall_seconds=wall, cpu_seconds=cpu, memory_bytes=own,
-        requested_cpus=reserved.threads, requested_memory_bytes=reserved.memory,
+        requested_cpus=reserved.threads, requested_memory_bytes=limit,
     )  # fmt: skip
     return _Charged(cpu_s, memory)
 
 
 def _shared(  # noqa: PLR0917 (the parts of one run's shared cost)
+    run: RunRecord,
     steps: list[StepRecord],
     tasks: list[TaskRecord],
     direct: dict[str, _Charged],
@@ -173,52 +190,60 @@ def _shared(  # noqa: PLR0917 (the parts of one run's shared cost)
     reserved: _Reserved,
     unknown: list[str],
     notes: list[str],
-) -> _Charged:
-    """Idle reserved cores, the workers' base memory, the run's process while it trains and
-    its other steps (every attempt of each)."""
+) -> tuple[_Charged, list[str]]:
+    """Idle reserved cores and memory, the workers' base memory, the run's process while it
+    trains and its other steps (every attempt of each); and the detail of an item of its own
+    for each step attempt that left no measurement (its wall time is unknown: it is left out
+    of the train step's wall, so the rest stays known)."""
     shared = _Charged()
-    train_wall: float | None = 0.0
+    lost: list[str] = []
+    train_wall = 0.0
     for step in steps:
+        earlier = len(step.earlier_attempts or ())
         for n, attempt in enumerate(_attempts(step)):
-            what = f"step {step.name}" + (
-                f" attempt {n + 1}" if n < len(step.earlier_attempts or ()) else ""
-            )
+            what = f"step {step.name}" + (f" attempt {n + 1}" if n < earlier else "")
             wall, cpu, peak = (
                 attempt["wall_seconds"],
                 attempt["cpu_seconds"],
                 attempt["peak_memory_bytes"],
             )
             if wall is None or cpu is None or peak is None:
+                running = n == earlier and step.status == "running" and run.status == "running"
                 unknown.append(
                     f"{what}: not measured (left {attempt['status']}: it still runs or was killed)"
                 )
-                shared.add(None, None)
-                if step.name == "train":
-                    train_wall = None
+                lost.append("running" if running else "killed")
                 continue
             if step.name == "train":  # the run's own process, beside its workers
                 shared.add(cpu, peak / GIB * wall)
-                train_wall = None if train_wall is None else train_wall + wall
+                train_wall += wall
             else:
                 shared.add(*_process(wall, cpu, peak))
     if not any(s.name == "train" for s in steps) or train_wall == 0.0:
-        return shared
-    if reserved.workers is None or train_wall is None:
-        if reserved.workers is None:
-            unknown.append("train step: the number of workers was not recorded")
+        return shared, lost
+    if reserved.workers is None:
+        unknown.append("train step: the number of workers was not recorded")
         shared.add(None, None)
-        return shared
+        return shared, lost
     charged = _Charged()
     for c in [*direct.values(), *retry.values()]:
         charged.add(c.cpu, c.memory)
-    reserved_cpu = reserved.workers * train_wall
+    reserved_cpu = reserved.workers * reserved.threads * train_wall
     shared.add(None if charged.cpu is None else max(0.0, reserved_cpu - charged.cpu), 0.0)
-    bases = [b for t in tasks for b in _bases(t)]
-    if bases:
-        shared.add(0.0, sum(bases) / len(bases) / GIB * reserved.workers * train_wall)
+    attempts = [a for t in tasks for a in _task_attempts(t)]
+    busy = sum(a.get("wall_seconds") or 0.0 for a in attempts)
+    idle = max(0.0, reserved.workers * train_wall - busy)
+    measured = [a for a in attempts if a.get("base_memory_bytes") is not None]
+    base = 0.0
+    if measured:  # each task's worker base while it trained, their mean while idle
+        base = sum(a["base_memory_bytes"] for a in measured) / len(measured)
+        held = sum(a["base_memory_bytes"] * (a.get("wall_seconds") or 0.0) for a in measured)
+        shared.add(0.0, (held + base * idle) / GIB)
     elif tasks:
         notes.append("no worker base memory was measured: the tasks' peaks include it")
-    return shared
+    if reserved.memory is not None:  # the rest of the reservation the idle workers held
+        shared.add(0.0, max(0.0, reserved.memory - base) / GIB * idle)
+    return shared, lost
 
 
 def _attempts(step: StepRecord) -> list[dict[str, Any]]:
@@ -231,9 +256,9 @@ def _attempts(step: StepRecord) -> list[dict[str, Any]]:
     return [*(step.earlier_attempts or []), current]
 
 
-def _bases(task: TaskRecord) -> list[int]:
-    found = [a.get("base_memory_bytes") for a in task.earlier_attempts or []]
-    return [b for b in [*found, task.base_memory_bytes] if b is not None]
+def _task_attempts(task: TaskRecord) -> list[dict[str, Any]]:
+    """The usage of each attempt of a task, earlier ones first."""
+    return [*(task.earlier_attempts or []), _usage(task)]
 
 
 def _process(

@@ -23,7 +23,17 @@ from kiln.stores.metadata.base import (
     to_record,
 )
 
-__all__ = ["ServerIntervalRecord", "ServingUsageRecord", "ServingUsageRepository"]
+__all__ = [
+    "ANSWERED_STAGES",
+    "ServerIntervalRecord",
+    "ServingUsageRecord",
+    "ServingUsageRepository",
+]
+
+ANSWERED_STAGES = ("production", "canary")
+"""Stages whose predictions answer requests; a shadow's copies are no traffic of their own:
+they count no predictions and take no share of the shared or idle CPU (their own CPU is
+the pipeline's cost, as stage ``shadow``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +47,7 @@ class ServerIntervalRecord:
     rss_bytes: int
     reserved_cpus: float
     requests: int
+    """Requests answered (production and canary; shadow copies are not counted)."""
     pipelines: list[str]
 
     @property
@@ -124,14 +135,30 @@ class ServingUsageRepository(Repository):
         ]
 
     def usage(
-        self, since: datetime, until: datetime, *, pipeline: str | None = None
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        pipeline: str | None = None,
+        whole_intervals: bool = False,
     ) -> builtins.list[ServingUsageRecord]:
-        """Usage rows of the intervals that ended in [since, until), oldest first."""
+        """Usage rows of the intervals that ended in [since, until), oldest first; with
+        ``pipeline``, its rows, or with ``whole_intervals`` every row of the intervals in which
+        it has one (what splitting those intervals' cost needs)."""
         check_aware("since", since)
         check_aware("until", until)
         c = self._usage.c
         stmt = sa.select(self._usage).where(c.interval_end >= since, c.interval_end < until)
-        if pipeline is not None:
+        if pipeline is not None and whole_intervals:
+            mine = self._usage.alias("mine")
+            stmt = stmt.where(
+                sa.exists().where(
+                    mine.c.server == c.server,
+                    mine.c.interval_start == c.interval_start,
+                    mine.c.pipeline == pipeline,
+                )
+            )
+        elif pipeline is not None:
             stmt = stmt.where(c.pipeline == pipeline)
         stmt = stmt.order_by(c.interval_end, c.server, c.pipeline, c.version, c.segment, c.stage)
         return [to_record(ServingUsageRecord, r) for r in self._session.execute(stmt)]
