@@ -125,6 +125,13 @@ def test_usage_under_load_adds_up_to_the_process_cpu_and_survives_a_db_outage(
     batches = [{"instances": jfk[i : i + 50]} for i in range(0, len(jfk) - 49, 10)]
     singles = [{"features": r} for r in lga]
     load = Load(server.url)
+    # the start-up interval (imports, loading the version: seconds of CPU on a busy machine)
+    # closes before the load, so the intervals that overlap the load hold only its CPU
+    wait_for(
+        lambda: any(i.interval_end >= ready for i in written(home)[0]),
+        10,
+        "the start-up interval to be written",
+    )
 
     cpu_before = process_cpu(pid)
     started = datetime.now(UTC)
