@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kiln.cli._common import _settings, _stores, out
+from kiln.pipeline.plan import segment_label
 
 if TYPE_CHECKING:
     from kiln.monitoring.cost.report import CostReport, Sum
@@ -175,7 +176,8 @@ def cost_table(report: CostReport) -> Table:
         t.add_column(col, justify="left" if col in ("pipeline", "top segments") else "right")
     for p in report.pipelines:
         m = p.monthly
-        tops = ", ".join(f"{escape(s)} {v.text(c)}" for s, v in p.top_segments) or "-"
+        tops = ", ".join(f"{escape(segment_label(s))} {v.text(c)}" for s, v in p.top_segments)
+        tops = tops or "-"
         per_k = "-" if p.usd_per_1000_predictions is None else (
             Sum(p.usd_per_1000_predictions).text(c)
         )  # fmt: skip
@@ -195,5 +197,6 @@ def _rows_table(report: CostReport, pipeline: str) -> Table:
         t.add_column(col, justify="left" if col == report.by else "right")
     for r in p.rows:
         cells: list[Sum] = [r.by_kind[k] for k in ("training", "serving", "storage")]
-        t.add_row(escape(r.key), *(s.text(c) for s in cells), r.total.text(c))
+        key = segment_label(r.key) if report.by == "segment" else r.key
+        t.add_row(escape(key), *(s.text(c) for s in cells), r.total.text(c))
     return t

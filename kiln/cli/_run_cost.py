@@ -12,7 +12,7 @@ from rich.text import Text
 from kiln.cli._common import _stores, err, out
 from kiln.errors import KilnError
 from kiln.monitoring.cost.model import amount_text
-from kiln.pipeline.plan import FALLBACK
+from kiln.pipeline.plan import segment_label
 from kiln.settings import Settings
 
 __all__ = ["money", "show_run_cost"]
@@ -56,7 +56,7 @@ def _table(cost: Any, title: str) -> Table:
     for segment, total in sorted(cost.by_segment.items(), key=lambda kv: -(kv[1] or 0.0)):
         parts = {i.detail: i.usd for i in cost.items if i.segment == segment}
         retry = money(parts["retry"]) if "retry" in parts else ""
-        name = "(fallback)" if segment == FALLBACK else segment
+        name = segment_label(segment)
         table.add_row(name, money(parts.get("task")), money(parts.get("shared")), retry,
                       money(total))  # fmt: skip
     if not cost.by_segment:

@@ -16,6 +16,8 @@ from kiln.config.models import PipelineConfig, SplitConfig
 __all__ = ["FALLBACK", "STEPS", "SegmentPlan", "plan_segments", "time_cutoff"]
 
 FALLBACK = "__fallback__"
+FALLBACK_LABEL = "(fallback)"
+"""How tables show the fallback's task."""
 """Task key of the fallback model (trained on all rows); never a segment value."""
 
 STEPS = ("extract", "check", "train", "package", "register", "release")
@@ -79,3 +81,8 @@ def plan_segments(
         else:
             trained.append(name)
     return SegmentPlan(trained=trained, to_fallback=to_fallback)
+
+
+def segment_label(segment: str) -> str:
+    """A segment as tables show it: the fallback's task is ``(fallback)``."""
+    return FALLBACK_LABEL if segment == FALLBACK else segment

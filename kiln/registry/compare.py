@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kiln.errors import KilnError, NotFoundError
-from kiln.pipeline.plan import FALLBACK as FALLBACK_TASK
+from kiln.pipeline.plan import FALLBACK_LABEL, segment_label
 from kiln.pipeline.split import Split
 from kiln.stores import MetadataStore
 from kiln.stores.content import ContentStore
@@ -24,7 +24,7 @@ from kiln.stores.metadata.records import RunRecord, VersionRecord
 __all__ = ["Comparison", "Side", "compare"]
 
 OVERALL = "(overall)"
-FALLBACK = "(fallback)"
+FALLBACK = FALLBACK_LABEL
 _VERSION = re.compile(r"^v?(\d+)$")
 
 
@@ -137,7 +137,7 @@ def _side(metadata: MetadataStore, content: ContentStore, pipeline: str, ref: st
         tasks = uow.tasks.for_run(run.id) if version is None else []
     if version is None:
         metrics = {
-            (FALLBACK if t.segment == FALLBACK_TASK else t.segment): dict(t.metrics or {})
+            segment_label(t.segment): dict(t.metrics or {})
             for t in tasks
             if t.status == "succeeded"
         }
