@@ -1,12 +1,8 @@
 """`kiln cost` and the budget alert end to end: a real flights run, then the real commands (child
-processes) and the real monitor pass with a real webhook receiver.
-
-They need the item sources of issue 11 (training, serving, storage, right-sizing), written in
-other branches: until those are merged these tests are skipped, with the reason."""
+processes) and the real monitor pass with a real webhook receiver."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,22 +18,7 @@ from kiln.stores import Stores
 from tests.monitoring.monitor_support import P, production
 from tests.monitoring.test_notify import Receiver
 
-SOURCES = ("training", "serving", "storage", "rightsize")
-
-
-def _sources_merged() -> bool:
-    return all(importlib.util.find_spec(f"kiln.monitoring.cost.{m}") for m in SOURCES)
-
-
-pytestmark = [
-    pytest.mark.needs_cost_sources,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not _sources_merged(),
-        reason="needs kiln.monitoring.cost.training/serving/storage/rightsize (issue 11 parts A,"
-        " B, C), not merged yet",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
 def kinds_add_up(doc: dict[str, Any]) -> None:
