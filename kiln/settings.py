@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from kiln.errors import ConfigError
 
@@ -146,6 +146,12 @@ def load_settings(**given: object) -> Settings:
     naming its ``KILN_*`` variable (or flag), never a traceback."""
     try:
         return Settings(**given)  # type: ignore[arg-type]
+    except SettingsError as e:  # a nested setting that is not JSON, e.g. KILN_PRICES=cheap
+        raise ConfigError(
+            f"bad setting: {e}",
+            hint="set one price at a time, e.g. KILN_PRICES__VCPU_HOUR=0.04, or a prices file"
+            " (KILN_PRICES_FILE)",
+        ) from None
     except ValidationError as e:
         problems = []
         for err in e.errors():

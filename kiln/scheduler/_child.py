@@ -41,11 +41,12 @@ def child_env(settings: Settings) -> dict[str, str]:
     """This process's environment with the scheduler's settings as ``KILN_*`` variables, so
     that a child `kiln run` uses the same stores whether they came from flags or variables."""
     env = dict(os.environ)
-    values = settings.model_dump()
+    values = settings.model_dump(exclude={"prices"})  # set only by KILN_PRICES__*: inherited
     values |= {
         "home": settings.home.resolve(),
         "db_url": settings.metadata_url,
         "artifacts_url": settings.artifact_root,
+        "prices_file": settings.prices_file and settings.prices_file.resolve(),
     }
     for name, value in values.items():
         if value is None:

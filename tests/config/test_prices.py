@@ -3,6 +3,7 @@ environment, which wins; a bad setting is a clear error, never a traceback."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,33 @@ def test_the_cli_answers_a_bad_setting_with_an_error_not_a_traceback(tmp_path: P
     result = kiln_cli("status", cwd=tmp_path, env={"KILN_PRICES__VCPU_HOUR": "cheap"})
     assert result.returncode == 2
     assert "KILN_PRICES__VCPU_HOUR" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_prices_as_one_variable_that_is_not_json_is_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KILN_PRICES", "cheap")
+    with pytest.raises(ConfigError, match="KILN_PRICES__VCPU_HOUR"):
+        load_settings()
+
+
+def test_a_child_run_of_the_scheduler_rebuilds_the_settings_prices_included(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler hands its settings to each `kiln run` as KILN_* variables: the child
+    must be able to read them back (the price table is inherited as KILN_PRICES__*)."""
+    from kiln.scheduler._child import child_env
+
+    monkeypatch.setenv("KILN_PRICES__VCPU_HOUR", "0.05")
+    (tmp_path / "p.yaml").write_text("storage_gb_month: 0.02\n")
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(home=Path("home"), prices_file=Path("p.yaml"))
+    env = child_env(settings)
+    monkeypatch.chdir("/")
+    for key in [k for k in os.environ if k.startswith("KILN_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith("KILN_"):
+            monkeypatch.setenv(key, value)
+    rebuilt = resolve_prices(load_settings())
+    assert (rebuilt.vcpu_hour, rebuilt.storage_gb_month) == (0.05, 0.02)

@@ -16,8 +16,6 @@ from kiln.gates.shadow import ShadowGate
 from kiln.registry.gc import plan_gc
 from tests.gates.conftest import PIPELINE, GateEnv, GateHome, gate_config
 
-NOW = datetime.now(UTC)
-
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
@@ -32,9 +30,12 @@ def test_gates_record_the_capture_times_they_read(
 ) -> None:
     production = gate_env.version(GateHome.PRODUCTION)
     candidate = gate_env.version(GateHome.HONEST)
-    old = gate_env.capture(production, traffic_rows[:20], ts=NOW - timedelta(days=10))
+    # now, not at import: the shadow gate reads production's captures since its period began
+    # (less the clock skew), so "today's" captures must be from just before it
+    now = datetime.now(UTC)
+    old = gate_env.capture(production, traffic_rows[:20], ts=now - timedelta(days=10))
     new = gate_env.capture(
-        production, traffic_rows[20:40], ids=[f"new-{i}" for i in range(20)], ts=NOW
+        production, traffic_rows[20:40], ids=[f"new-{i}" for i in range(20)], ts=now
     )
     first, last = old[0].ts, new[-1].ts
     context = gate_env.context()
@@ -68,9 +69,10 @@ def test_gc_keeps_every_capture_day_a_gate_result_read(
     today's captures: days -10 and -6 are kept as long as the version is not archived."""
     production = gate_env.version(GateHome.PRODUCTION)
     candidate = gate_env.version(GateHome.HONEST)
+    now = datetime.now(UTC)
     for day in (10, 6, 0):
         ids = [f"d{day}-{i}" for i in range(10)]
-        gate_env.capture(production, traffic_rows[:10], ids=ids, ts=NOW - timedelta(days=day))
+        gate_env.capture(production, traffic_rows[:10], ids=ids, ts=now - timedelta(days=day))
     result = ReplayGate().evaluate(candidate, production, gate_env.context())
     assert result.status == "passed", result.summary
     stores = gate_env.stores
@@ -94,5 +96,5 @@ def test_gc_keeps_every_capture_day_a_gate_result_read(
     assert listed_days() == set()
     with stores.metadata.unit_of_work() as uow:
         uow.versions.set_stage(PIPELINE, candidate.number, "archived")
-    days = {f"date={(NOW - timedelta(days=d)).date()}" for d in (10, 6)}
+    days = {f"date={(now - timedelta(days=d)).date()}" for d in (10, 6)}
     assert listed_days() == days
