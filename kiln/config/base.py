@@ -6,13 +6,14 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
     "CLASSIFICATION_METRICS",
     "REGRESSION_METRICS",
     "Duration",
     "Metric",
+    "Retention",
     "Strict",
     "parse_duration",
     "parse_size",
@@ -52,6 +53,19 @@ def parse_size(value: Any) -> int:
 
 
 Duration = Annotated[timedelta, Field(json_schema_extra={"examples": ["30m", "12h", "7d"]})]
+
+
+def _retention(value: Any) -> timedelta | None:
+    if value is None:
+        return None
+    kept = parse_duration(value)
+    if kept <= timedelta(0):
+        raise ValueError(f"expected a positive duration such as '30d', got {value!r}")
+    return kept
+
+
+Retention = Annotated[timedelta | None, BeforeValidator(_retention)]
+"""How long something is kept (``"30d"``), or None: kept for good."""
 
 
 class Strict(BaseModel):

@@ -16,6 +16,7 @@ from kiln.config.base import (
     CLASSIFICATION_METRICS,
     REGRESSION_METRICS,
     Metric,
+    Retention,
     parse_duration,
     parse_size,
 )
@@ -59,7 +60,7 @@ class DataConfig(_Strict):
         description="A .duckdb file, a parquet/csv file or glob (queried as table `data`), "
         "or any SQLAlchemy URL (postgresql://..., sqlite:///...)."
     )
-    snapshot_retention: timedelta | None = Field(
+    snapshot_retention: Retention = Field(
         default=None,
         description="`kiln gc --apply` deletes the data snapshots of runs older than this (e.g."
         " 90d), except those a production, canary, shadow, candidate or blocked version, a"
@@ -74,11 +75,6 @@ class DataConfig(_Strict):
         "checks.freshness reads it. Optional: without it the holdout is a seeded random "
         "share of the rows (see evaluation.split).",
     )
-
-    @field_validator("snapshot_retention", mode="before")
-    @classmethod
-    def _retention(cls, v: Any) -> timedelta | None:
-        return None if v is None else _positive_duration(v)
 
     @field_validator("source", "time_column")
     @classmethod
@@ -295,24 +291,12 @@ class ScheduleConfig(_Strict):
 
 class CaptureConfig(_Strict):
     sample_rate: float = Field(default=1.0, ge=0, le=1)
-    retention: timedelta | None = Field(
+    retention: Retention = Field(
         default=None,
         description="`kiln gc --apply` deletes captures (and labels) older than this (e.g."
         " 30d), except the newest requests the replay gate reads and those a gate's evidence"
         " names. Unset: kept.",
     )
-
-    @field_validator("retention", mode="before")
-    @classmethod
-    def _retention(cls, v: Any) -> timedelta | None:
-        return None if v is None else _positive_duration(v)
-
-
-def _positive_duration(v: Any) -> timedelta:
-    d = parse_duration(v)
-    if d <= timedelta(0):
-        raise ValueError(f"expected a positive duration such as '30d', got {v!r}")
-    return d
 
 
 UnseenCategories = Literal["accept", "fallback", "reject"]
