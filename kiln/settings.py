@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from kiln.errors import ConfigError
 
-__all__ = ["Prices", "Settings", "load_settings"]
+__all__ = ["Prices", "Settings", "load_settings", "settings_env"]
 
 PRICES_SOURCE = (
     "on-demand list prices: Google Compute Engine N1 predefined vCPU ($0.031611/vCPU-hour) and"
@@ -165,3 +165,27 @@ def load_settings(**given: object) -> Settings:
             problems=problems,
             hint="fix the environment variable or flag; `kiln --help` lists the settings",
         ) from None
+
+
+def settings_env(settings: Settings) -> dict[str, str | None]:
+    """The ``KILN_*`` variables that rebuild ``settings`` in a child process (a scheduled `kiln
+    run`, a server worker), whether they came from flags or variables; None: unset it. Paths
+    and store URLs are made absolute (a child may start elsewhere). The price table is left
+    out: it can only come from ``KILN_PRICES__*`` variables, which the child inherits."""
+    values = settings.model_dump(exclude={"prices"})
+    values |= {
+        "home": settings.home.resolve(),
+        "db_url": settings.metadata_url,
+        "artifacts_url": settings.artifact_root,
+        "prices_file": settings.prices_file and settings.prices_file.resolve(),
+    }
+    env: dict[str, str | None] = {}
+    for name, value in values.items():
+        key = f"KILN_{name.upper()}"
+        if value is None:
+            env[key] = None
+        elif isinstance(value, SecretStr):
+            env[key] = value.get_secret_value()
+        else:
+            env[key] = repr(value) if isinstance(value, float) else str(value)
+    return env

@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from pydantic import SecretStr
-
 from kiln.errors import EXIT_BLOCKED
-from kiln.settings import Settings
+from kiln.settings import Settings, settings_env
 from kiln.stores.metadata.records import FireRecord
 
 __all__ = ["Attempt", "child_env", "explain_exit"]
@@ -41,18 +39,11 @@ def child_env(settings: Settings) -> dict[str, str]:
     """This process's environment with the scheduler's settings as ``KILN_*`` variables, so
     that a child `kiln run` uses the same stores whether they came from flags or variables."""
     env = dict(os.environ)
-    values = settings.model_dump(exclude={"prices"})  # set only by KILN_PRICES__*: inherited
-    values |= {
-        "home": settings.home.resolve(),
-        "db_url": settings.metadata_url,
-        "artifacts_url": settings.artifact_root,
-        "prices_file": settings.prices_file and settings.prices_file.resolve(),
-    }
-    for name, value in values.items():
+    for key, value in settings_env(settings).items():
         if value is None:
-            continue
-        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-        env[f"KILN_{name.upper()}"] = text
+            env.pop(key, None)
+        else:
+            env[key] = value
     return env
 
 

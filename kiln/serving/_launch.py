@@ -15,34 +15,12 @@ import shutil
 import uvicorn
 
 from kiln.serving._metrics import multiprocess_dir
-from kiln.settings import Settings
+from kiln.settings import Settings, settings_env
 
 __all__ = ["serve", "settings_env"]
 
 _FACTORY = "kiln.serving._app:app_from_env"
 _MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def settings_env(settings: Settings) -> dict[str, str | None]:
-    """The KILN_* variables that rebuild ``settings`` in a worker (None: unset it)."""
-    secret = {
-        "KILN_ADMIN_TOKEN": settings.admin_token,
-        "KILN_PREDICT_TOKEN": settings.predict_token,
-    }
-    return {
-        "KILN_HOME": str(settings.home.resolve()),
-        "KILN_DB_URL": settings.metadata_url,
-        "KILN_ARTIFACTS_URL": settings.artifact_root,
-        "KILN_RELOAD_SECONDS": repr(settings.reload_seconds),
-        "KILN_CAPTURE_FLUSH_SECONDS": repr(settings.capture_flush_seconds),
-        "KILN_CAPTURE_FLUSH_ROWS": str(settings.capture_flush_rows),
-        "KILN_CAPTURE_MAX_QUEUE": str(settings.capture_max_queue),
-        "KILN_CAPTURE_MAX_BACKLOG_BYTES": str(settings.capture_max_backlog_bytes),
-        "KILN_MAX_BODY_BYTES": str(settings.max_body_bytes),
-        "KILN_SERVING_CPUS": repr(settings.serving_cpus),
-        "KILN_USAGE_FLUSH_SECONDS": repr(settings.usage_flush_seconds),
-        **{k: None if v is None else v.get_secret_value() for k, v in secret.items()},
-    }
 
 
 def serve(
