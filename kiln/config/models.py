@@ -24,6 +24,7 @@ from kiln.config.base import Strict as _Strict
 from kiln.config.cost import CostConfig
 from kiln.config.deploy import DeployConfig
 from kiln.config.monitor import MonitorConfig
+from kiln.config.serving import CaptureConfig, ServingConfig, UnseenCategories
 
 __all__ = [
     "CaptureConfig",
@@ -287,37 +288,6 @@ class ScheduleConfig(_Strict):
                 f"unknown time zone {v!r}; use an IANA name like 'Europe/Paris'"
             ) from e
         return v
-
-
-class CaptureConfig(_Strict):
-    sample_rate: float = Field(default=1.0, ge=0, le=1)
-    retention: Retention = Field(
-        default=None,
-        description="`kiln gc --apply` deletes captures (and labels) older than this (e.g."
-        " 30d), except the newest requests the replay gate reads and those a gate's evidence"
-        " names. Unset: kept.",
-    )
-
-
-UnseenCategories = Literal["accept", "fallback", "reject"]
-
-
-class ServingConfig(_Strict):
-    """How the server (and `kiln predict`) answer rows; packaged into each version."""
-
-    unseen_categories: UnseenCategories = Field(
-        default="accept",
-        description="A categorical value that training never saw: accept (the model sees it as"
-        " missing; the row is flagged and counted), fallback (the fallback model answers the"
-        " row) or reject (the server answers 422, `kiln predict` reports the row as bad).",
-    )
-    max_text_length: int = Field(
-        default=256,
-        ge=1,
-        description="Longest text a categorical feature (or the segment column) may hold, in"
-        " characters; longer is answered 422 by the server and a bad row by `kiln predict`"
-        " (never captured). A category seen in training is always allowed, however long.",
-    )
 
 
 class PipelineConfig(_Strict):
