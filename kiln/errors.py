@@ -37,6 +37,7 @@ __all__ = [
     "DataCheckError",
     "DataError",
     "ExecutorError",
+    "ForbiddenError",
     "IntegrityError",
     "KilnError",
     "NotFoundError",
@@ -165,6 +166,12 @@ class ExecutorError(KilnError):
 class AuthError(KilnError):
     exit_code = 9
     code = "not_authorized"
+
+
+class ForbiddenError(AuthError):
+    """Who is asking is known, and may not do this (a viewer's write, another team's pipeline)."""
+
+    code = "forbidden"
 
 
 class NotifyError(KilnError):

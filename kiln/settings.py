@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         " ~800 bytes of JSON (a row of 10 features is ~150-300 bytes).",
     )
     admin_token: SecretStr | None = None
+    ui_session_hours: float = Field(
+        default=12.0,
+        gt=0,
+        le=24 * 30,
+        description="How long a sign-in to `kiln ui` lasts before the login page asks again.",
+    )
     predict_token: SecretStr | None = None
     capture_flush_seconds: float = Field(
         default=1.0,

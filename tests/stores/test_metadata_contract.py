@@ -68,7 +68,7 @@ class TestMetadataContract:
             metadata.check_schema()
             metadata.upgrade()  # idempotent
             metadata.check_schema()
-            assert metadata.schema_revision() == "0006"
+            assert metadata.schema_revision() == "0007"
         finally:
             metadata.dispose()
 

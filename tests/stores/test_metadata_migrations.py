@@ -11,6 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import exc as sa_exc
 
+from kiln.errors import StoreError
 from kiln.stores import MetadataStore
 from kiln.stores.metadata.tables import ONE_PRODUCTION, Base
 
@@ -65,7 +66,7 @@ def test_0002_downgrades_and_upgrades_keeping_versions(store: MetadataStore) -> 
     assert "deployments" not in sa.inspect(store.engine).get_table_names()
     assert _production_index(store) is None
     store.upgrade()
-    assert store.schema_revision() == "0006"
+    assert store.schema_revision() == "0007"
     assert _production_index(store) is not None
     with store.unit_of_work() as uow:
         assert [v.stage for v in uow.versions.list("flights")] == [
@@ -151,7 +152,7 @@ def test_0004_keeps_gate_results_as_history_and_downgrades_to_the_decision(
                 },
             )
     store.upgrade()
-    assert store.schema_revision() == "0006"
+    assert store.schema_revision() == "0007"
     with store.unit_of_work() as uow:
         found = uow.gates.history("flights", 2)
         assert [(g.gate, g.trigger, g.champion_version) for g in found] == [
@@ -194,7 +195,7 @@ def test_0005_keeps_runs_and_their_steps_and_tasks_and_an_alert_can_start_a_run(
             uow.tasks.record(run.id, "JFK", status="succeeded", **_TASK)
     store.downgrade("0004")
     store.upgrade()
-    assert store.schema_revision() == "0006"
+    assert store.schema_revision() == "0007"
     with store.unit_of_work() as uow:
         assert {r.id for r in uow.runs.list("flights")} == {r.id for r in runs}
         for run in runs:
@@ -211,7 +212,7 @@ def test_0005_keeps_runs_and_their_steps_and_tasks_and_an_alert_can_start_a_run(
         assert dict(triggers)[started.id] == "manual"
         assert conn.execute(sa.text("SELECT count(*) FROM steps")).scalar() == 2
     store.upgrade()
-    assert store.schema_revision() == "0006"
+    assert store.schema_revision() == "0007"
 
 
 _TASK: dict[str, Any] = {
@@ -244,7 +245,7 @@ def test_0006_adds_cost_columns_and_tables_keeping_tasks_and_gate_results(
     tables = set(sa.inspect(store.engine).get_table_names())
     assert not {"server_intervals", "serving_usage", "storage_usage"} & tables
     store.upgrade()
-    assert store.schema_revision() == "0006"
+    assert store.schema_revision() == "0007"
     with store.engine.connect() as conn:
         task = conn.execute(
             sa.text("SELECT segment, base_memory_bytes, earlier_attempts FROM tasks")
@@ -256,3 +257,28 @@ def test_0006_adds_cost_columns_and_tables_keeping_tasks_and_gate_results(
     assert tuple(task) == ("JFK", None, None)
     assert tuple(gate) == ("replay", None, None, None)
     assert tuple(step) == ("extract", None)
+
+
+def test_0007_adds_people_tables_and_removes_them_keeping_the_rest(store: MetadataStore) -> None:
+    """0007 adds users, api_tokens and web_sessions; the role is checked by the database, a
+    token hash is unique, and a downgrade drops the three tables and nothing else."""
+    _seed(store, ["production"])
+    with store.unit_of_work() as uow:
+        uow.users.add("ana", "owner", pipelines="flights*")
+        uow.tokens.add("ana", "laptop", "a" * 64)
+    with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO users (name, role, created_at) VALUES ('x', 'god', :t)"),
+            {"t": "2026-12-02 00:00:00"},
+        )
+    with pytest.raises(StoreError), store.unit_of_work() as uow:
+        uow.tokens.add("ana", "again", "a" * 64)
+    store.downgrade("0006")
+    tables = set(sa.inspect(store.engine).get_table_names())
+    assert not {"users", "api_tokens", "web_sessions"} & tables
+    assert "model_versions" in tables
+    store.upgrade()
+    assert store.schema_revision() == "0007"
+    with store.read() as uow:
+        assert uow.users.list() == []
+        assert [v.stage for v in uow.versions.list("flights")] == ["production"]

@@ -23,6 +23,7 @@ from kiln.stores.metadata.engine import READONLY, SqliteFile, masked, open_engin
 from kiln.stores.metadata.fires import FireRepository
 from kiln.stores.metadata.gates import GateRepository
 from kiln.stores.metadata.outbox import OutboxRepository
+from kiln.stores.metadata.people import SessionRepository, TokenRepository, UserRepository
 from kiln.stores.metadata.repositories import (
     AuditRepository,
     DeploymentRepository,
@@ -66,6 +67,9 @@ class UnitOfWork:
         self.outbox = OutboxRepository(session)
         self.serving_usage = ServingUsageRepository(session)
         self.storage_usage = StorageUsageRepository(session)
+        self.users = UserRepository(session)
+        self.tokens = TokenRepository(session)
+        self.web_sessions = SessionRepository(session)
 
 
 class MetadataStore:

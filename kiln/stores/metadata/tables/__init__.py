@@ -12,6 +12,7 @@ from kiln.stores.metadata.tables.base import (
     GATE_TRIGGERS,
     ONE_EPISODE,
     ONE_PRODUCTION,
+    ROLES,
     RUN_STATUSES,
     RUN_TRIGGERS,
     STAGES,
@@ -37,6 +38,7 @@ from kiln.stores.metadata.tables.core import (
 )
 from kiln.stores.metadata.tables.cost import ServerInterval, ServingUsage, StorageUsage
 from kiln.stores.metadata.tables.monitor import Alert, AlertDelivery, MonitorWindow
+from kiln.stores.metadata.tables.people import ApiToken, User, WebSession
 
 __all__ = [
     "ALERT_KINDS",
@@ -50,6 +52,7 @@ __all__ = [
     "GATE_TRIGGERS",
     "ONE_EPISODE",
     "ONE_PRODUCTION",
+    "ROLES",
     "RUN_STATUSES",
     "RUN_TRIGGERS",
     "STAGES",
@@ -59,6 +62,7 @@ __all__ = [
     "WINDOW_STATES",
     "Alert",
     "AlertDelivery",
+    "ApiToken",
     "AuditEvent",
     "Base",
     "Deployment",
@@ -75,5 +79,7 @@ __all__ = [
     "StorageUsage",
     "Task",
     "UTCDateTime",
+    "User",
+    "WebSession",
     "table_of",
 ]

@@ -32,6 +32,7 @@ ALERT_STATUSES = ("pending", "open", "resolved")
 DELIVERY_EVENTS = ("opened", "resolved")
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
 STORAGE_KINDS = ("packages", "snapshots", "captures", "labels")
+ROLES = ("viewer", "owner", "admin")
 ONE_PRODUCTION = "ux_model_versions_one_production"
 ONE_EPISODE = "ux_alerts_one_episode"
 PRODUCTION_WHERE = "stage = 'production'"
