@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from kiln.ui._deps import CSRF_FIELD, Visitor
 
-__all__ = ["TEMPLATES", "render"]
+__all__ = ["FLASH_COOKIE", "TEMPLATES", "redirect_with_flash", "render"]
+
+FLASH_COOKIE = "kiln_flash"
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 _env = TEMPLATES.env
@@ -59,11 +61,30 @@ def render(
     **context: Any,
 ) -> HTMLResponse:
     """Render ``template`` with ``who`` (the signed-in visitor, None on the login and error
-    pages), its CSRF token as ``csrf`` and the CSRF field name as ``csrf_field``."""
+    pages), its CSRF token as ``csrf``, the CSRF field name as ``csrf_field``, and the message
+    of the action that redirected here (``flash``, ``flash_kind``: ``ok`` or ``error``)."""
+    flash = request.cookies.get(FLASH_COOKIE)
+    kind, _, message = (flash or "").partition(":")
     page = {
         "who": who,
         "csrf": who.csrf_token if who is not None else None,
         "csrf_field": CSRF_FIELD,
+        "flash": message or None,
+        "flash_kind": kind or None,
         **context,
     }
-    return TEMPLATES.TemplateResponse(request, template, page, status_code=status_code)
+    response = TEMPLATES.TemplateResponse(request, template, page, status_code=status_code)
+    if flash:
+        response.delete_cookie(FLASH_COOKIE, path="/")
+    return response
+
+
+def redirect_with_flash(url: str, message: str, kind: str = "ok") -> RedirectResponse:
+    """Redirect (303, after a form's POST) to ``url``, whose page shows ``message`` once (a
+    short-lived HttpOnly cookie, so that a link cannot make a page say anything)."""
+    response = RedirectResponse(url, status_code=303)
+    response.set_cookie(
+        FLASH_COOKIE, f"{kind}:{message[:1500]}", max_age=60, path="/",
+        httponly=True, samesite="lax",
+    )  # fmt: skip
+    return response
