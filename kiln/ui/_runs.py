@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +48,8 @@ def spawn(settings: Settings, name: str, args: list[str]) -> tuple[int, Path]:
             env=child_env(settings),
             start_new_session=True,
         )
+    # Reap it when it ends (no zombie, no warning), without making the request wait for it.
+    threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
     return process.pid, log
 
 

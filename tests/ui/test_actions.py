@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
+from kiln.config import LoadedConfig
 from kiln.registry.stages import Stages
 from kiln.stores import Stores
 from kiln.stores.metadata.base import now
@@ -274,3 +279,49 @@ def test_ack_an_alert_names_the_person(client: TestClient, stores: Stores) -> No
     assert _audit(stores)[0] == ("olga", "ack_alert", "looking into it")
     missing = client.post("/api/alerts/999/ack", json={}, headers=_bearer(client, "olga"))
     assert missing.status_code == 404
+
+
+def test_start_a_run_spawns_kiln_run_and_audits_the_person(
+    client: TestClient, stores: Stores, tmp_path: Path
+) -> None:
+    register(stores, 1)
+    config = tmp_path / "kiln.yaml"
+    config.write_text("name: [not, a, name]\n")  # the child `kiln run` refuses it at once
+    with stores.metadata.unit_of_work() as uow:
+        uow.pipelines.upsert(PIPELINE, "olga", "arrival delays", str(config))
+    r = client.post(f"/api/pipelines/{PIPELINE}/run", json={}, headers=_bearer(client, "olga"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["changed"] is True and body["run_id"] is None
+    assert f"a run of {PIPELINE} is starting" in body["message"]
+    with stores.metadata.read() as uow:
+        [event] = uow.audit.list(PIPELINE, limit=1)
+    assert (event.actor, event.action) == ("olga", "run.start")
+    log = Path(event.details["log"])
+    deadline = time.monotonic() + 60
+    while "hint:" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert f"error: {config}" in log.read_text()  # the child's own refusal, in its log
+
+
+@pytest.mark.slow
+def test_a_run_started_from_the_ui_registers_a_version(
+    client: TestClient, stores: Stores, make_config: Callable[..., LoadedConfig]
+) -> None:
+    loaded = make_config(owner="olga")
+    with stores.metadata.unit_of_work() as uow:
+        uow.pipelines.upsert(loaded.config.name, "olga", "", str(loaded.path))
+    r = client.post(f"/api/pipelines/{loaded.config.name}/run", json={},
+                    headers=_bearer(client, "olga"))  # fmt: skip
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        with stores.metadata.read() as uow:
+            runs = uow.runs.list(loaded.config.name, limit=1)
+        if runs and runs[0].status != "running":
+            break
+        time.sleep(1)
+    assert runs and runs[0].status == "succeeded" and runs[0].trigger == "manual"
+    assert r.json()["run_id"] in (None, runs[0].id)
+    with stores.metadata.read() as uow:
+        assert uow.versions.for_run(runs[0].id) is not None
