@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from kiln.errors import KilnError
 from kiln.registry.liveness import shown_status
@@ -30,7 +32,6 @@ from kiln.stores.metadata.records import (
     DeploymentRecord,
     PipelineRecord,
     RunRecord,
-    VersionRecord,
 )
 
 __all__ = [
@@ -54,8 +55,8 @@ class PipelineVersion:
 
     version: int
     stage: str
-    created_at: Any
-    stage_changed_at: Any
+    created_at: datetime
+    stage_changed_at: datetime
     run_id: str
     primary: str | None
     """The name of the primary metric."""
@@ -113,12 +114,18 @@ def _headline(metrics: dict[str, Any]) -> tuple[str | None, float | None]:
     return primary, _float(overall.get(primary)) if isinstance(overall, dict) else None
 
 
-def _row(v: VersionRecord) -> PipelineVersion:
-    primary, headline = _headline(v.metrics or {})
+def _row(v: Any) -> PipelineVersion:
+    version, stage, created, changed, run_id, metrics, experiment, share, _ = v
+    primary, headline = _headline(metrics or {})
     return PipelineVersion(
-        v.version, v.stage, v.created_at, v.stage_changed_at, v.run_id, primary, headline,
-        v.experiment, v.traffic_share,
+        version, stage, _utc(created), _utc(changed), run_id, primary, headline,
+        experiment or None, share,
     )  # fmt: skip
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite gives naive datetimes back from a column select (the ORM's type adds UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _read_segments(
@@ -161,12 +168,16 @@ def pipeline_view(
         pipeline = uow.pipelines.get(name)
         session = uow.versions._session
         mv = t.ModelVersion
-        rows = [
-            to_record(VersionRecord, v)
-            for v in session.scalars(
-                sa.select(mv).where(mv.pipeline == name).order_by(mv.version.desc()).limit(versions)
+        # the columns the page shows (not the lineage, which can be large): one indexed read
+        rows = session.execute(
+            sa.select(
+                mv.version, mv.stage, mv.created_at, mv.stage_changed_at, mv.run_id, mv.metrics,
+                mv.lineage["experiment"].as_string(), mv.traffic_share, mv.manifest_digest,
             )
-        ]
+            .where(mv.pipeline == name)
+            .order_by(mv.version.desc())
+            .limit(versions)
+        ).all()  # fmt: skip
         count = session.scalar(sa.select(sa.func.count()).where(mv.pipeline == name)) or 0
         production = session.scalar(
             sa.select(mv.version).where(mv.pipeline == name, mv.stage == "production")
@@ -174,11 +185,19 @@ def pipeline_view(
         history = tuple(uow.deployments.list(name, limit=deployments))
         open_alerts = tuple(uow.alerts.list(name, status=("pending", "open"), limit=alerts))
         recent = tuple(uow.alerts.list(name, limit=alerts))
-        events = tuple(uow.audit.list(name, limit=min(audit, MAX_AUDIT)))
-        latest = uow.runs.latest(name)
+        events = _audit(session, name, min(audit, MAX_AUDIT))
+        # by the (pipeline, started_at) index alone: runs.latest() breaks ties by id, which
+        # sorts every run of the pipeline
+        newest = session.scalars(
+            sa.select(t.Run)
+            .where(t.Run.pipeline == name)
+            .order_by(t.Run.started_at.desc())
+            .limit(1)
+        ).first()
+        latest = None if newest is None else to_record(RunRecord, newest)
         status = None if latest is None else shown_status(latest, uow.locks.get(name))
     listed = tuple(_row(v) for v in rows)
-    digests = {v.version: v.manifest_digest for v in rows}
+    digests = {v[0]: v[-1] for v in rows}
     primary = next((v.primary for v in listed if v.primary), None)
     points: list[SegmentPoint] = []
     errors: list[str] = []
@@ -199,8 +218,15 @@ def pipeline_view(
     )  # fmt: skip
 
 
+def _audit(session: Session, name: str, limit: int) -> tuple[AuditRecord, ...]:
+    """The newest events by the (pipeline, at) index, as plain rows (no ORM objects)."""
+    a = t.table_of(t.AuditEvent)
+    stmt = sa.select(a).where(a.c.pipeline == name).order_by(a.c.at.desc(), a.c.id.desc())
+    return tuple(to_record(AuditRecord, row) for row in session.execute(stmt.limit(limit)))
+
+
 def pipeline_audit(metadata: MetadataStore, name: str, limit: int = 100) -> tuple[AuditRecord, ...]:
     """The audit log of pipeline ``name``, newest first (NotFoundError when there is none)."""
     with metadata.read() as uow:
         uow.pipelines.get(name)
-        return tuple(uow.audit.list(name, limit=max(1, min(limit, MAX_AUDIT))))
+        return _audit(uow.audit._session, name, max(1, min(limit, MAX_AUDIT)))
