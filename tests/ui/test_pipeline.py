@@ -15,9 +15,11 @@ from pathlib import Path
 import httpx
 from fastapi.testclient import TestClient
 
+from kiln.registry.queries.pipeline import pipeline_view
 from kiln.registry.stages import Stages
 from kiln.settings import Settings
-from kiln.stores import Stores, open_stores
+from kiln.stores import ContentStore, MetadataStore, Stores, open_stores
+from kiln.stores.artifacts import FsspecArtifactStore
 from tests.conftest import ROOT
 from tests.ui._pipelines import PIPELINE, register
 from tests.ui.conftest import sign_in
@@ -179,3 +181,25 @@ def test_kiln_ui_starts_answers_login_and_stops_on_sigterm(tmp_path: Path) -> No
     assert process.returncode == 0, errors
     assert "no user exists yet" in errors and "kiln users add" in errors
     assert f":{port}/" in out
+
+
+def test_the_pipeline_query_on_every_backend(store: MetadataStore, tmp_path: Path) -> None:
+    """SQLite and PostgreSQL: the column read of the versions (experiment from the lineage's
+    JSON), the latest run, the audit log, the per-segment metric from the manifests."""
+    stores = Stores(store, ContentStore(FsspecArtifactStore(str(tmp_path / "artifacts"))))
+    v1, v2 = register(stores, 2)
+    with store.unit_of_work() as uow:
+        run = uow.runs.create(PIPELINE, "manual", "", "c" * 64, "kiln.yaml", "host", 1)
+        v3 = uow.versions.register(PIPELINE, run.id, "f" * 64, {}, {"experiment": "wider"}).version
+    Stages(store).promote(PIPELINE, v1, actor="ada", reason="first")
+    view = pipeline_view(store, stores.content, PIPELINE)
+    assert [(v.version, v.stage, v.experiment) for v in view.versions] == [
+        (v3, "candidate", "wider"), (v2, "candidate", None), (v1, "production", None),
+    ]  # fmt: skip
+    assert view.versions[0].created_at.tzinfo is not None
+    assert view.production == v1 and view.version_count == 3
+    assert view.latest_run is not None and view.latest_run.id == run.id
+    assert view.resumable_run == run.id  # recorded running, its process gone: interrupted
+    assert [(e.actor, e.action) for e in view.audit] == [("ada", "promote")]
+    assert view.primary == "mae" and view.manifests_read == 3
+    assert len(view.segments) == 6 and view.manifest_errors[0].startswith(f"v{v3}: ")
