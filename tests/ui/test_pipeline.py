@@ -203,3 +203,26 @@ def test_the_pipeline_query_on_every_backend(store: MetadataStore, tmp_path: Pat
     assert [(e.actor, e.action) for e in view.audit] == [("ada", "promote")]
     assert view.primary == "mae" and view.manifests_read == 3
     assert len(view.segments) == 6 and view.manifest_errors[0].startswith(f"v{v3}: ")
+
+
+def test_after_an_action_the_page_shows_the_flash_the_audit_row_and_a_resume_button(
+    client: TestClient, stores: Stores
+) -> None:
+    [v1] = register(stores, 1)
+    with stores.metadata.unit_of_work() as uow:
+        failed = uow.runs.create(PIPELINE, "manual", "", "c" * 64, "kiln.yaml", "host", 1)
+        uow.runs.mark_finished(failed.id, "failed", error="training failed")
+    csrf = sign_in(client, "olga")
+    form = {"csrf_token": csrf, "version": str(v1), "reason": "<i>ready</i>"}
+    done = client.post(f"/pipelines/{PIPELINE}/actions/promote", data=form)
+    assert done.status_code == 303
+    page = client.get(done.headers["location"]).text
+    assert re.search(r'<p class="flash ok"[^>]*>[^<]*v1 -&gt; production', page)
+    row = (
+        r'<tr data-action="promote">.*?<td class="actor wrap">olga</td>'
+        r'.*?<td class="reason wrap">&lt;i&gt;ready&lt;/i&gt;</td>'
+    )
+    assert re.search(row, page, re.S)
+    assert f'name="run_id" value="{failed.id}"' in page
+    assert "resume" in ACTION_FORM.findall(page)
+    assert "flash" not in client.get(f"/pipelines/{PIPELINE}").text  # shown once
