@@ -32,9 +32,13 @@ def live_lock(lock: LockRecord | None, now: datetime | None = None) -> bool:
     return not (lock.host == os.uname().nodename and not pid_alive(lock.pid))
 
 
-def spawn(settings: Settings, name: str, args: list[str]) -> tuple[int, Path]:
+def spawn(settings: Settings, name: str, args: list[str], actor: str) -> tuple[int, Path]:
     """Start `kiln ARGS` detached (a session of its own, like the scheduler's child), its
-    output in a log file under the home folder; returns its pid and the log's path."""
+    output in a log file under the home folder; returns its pid and the log's path.
+
+    The child's ``LOGNAME`` and ``USER`` are ``actor``: the audit events that `kiln run` writes
+    itself (register, the release's promote or block) name the person who started it, as they
+    name the user who runs `kiln run` in a terminal."""
     logs = settings.home.resolve() / "ui-runs"
     logs.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
@@ -45,7 +49,7 @@ def spawn(settings: Settings, name: str, args: list[str]) -> tuple[int, Path]:
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=child_env(settings),
+            env=child_env(settings) | {"LOGNAME": actor, "USER": actor},
             start_new_session=True,
         )
     # Reap it when it ends (no zombie, no warning), without making the request wait for it.

@@ -340,7 +340,7 @@ def run(
             f"the kiln.yaml of {name!r} is not at {found.config_path} on this host",
             hint=f"run `kiln run {found.config_path}` where the file is",
         )
-    pid, log = spawn(settings, name, ["run", str(config), "--trigger", "manual"])
+    pid, log = spawn(settings, name, ["run", str(config), "--trigger", "manual"], who.name)
     with stores.metadata.unit_of_work() as uow:
         uow.audit.record(
             who.name,
@@ -385,7 +385,7 @@ def resume(
             hint="start a new run instead",
         )
     _refuse_if_locked(stores, name)
-    pid, log = spawn(settings, name, ["run", "--resume", run_id])
+    pid, log = spawn(settings, name, ["run", "--resume", run_id], who.name)
     with stores.metadata.unit_of_work() as uow:
         uow.audit.record(
             who.name, "run.resume", name, details={"run_id": run_id, "pid": pid, "log": str(log)}

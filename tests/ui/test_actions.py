@@ -324,4 +324,8 @@ def test_a_run_started_from_the_ui_registers_a_version(
     assert runs and runs[0].status == "succeeded" and runs[0].trigger == "manual"
     assert r.json()["run_id"] in (None, runs[0].id)
     with stores.metadata.read() as uow:
-        assert uow.versions.for_run(runs[0].id) is not None
+        version = uow.versions.for_run(runs[0].id)
+        events = uow.audit.list(loaded.config.name)
+    assert version is not None
+    assert ("olga", "register", version.version) in [(e.actor, e.action, e.version) for e in events]
+    assert ("olga", "run.start") in [(e.actor, e.action) for e in events]
