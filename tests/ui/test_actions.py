@@ -329,3 +329,24 @@ def test_a_run_started_from_the_ui_registers_a_version(
     assert version is not None
     assert ("olga", "register", version.version) in [(e.actor, e.action, e.version) for e in events]
     assert ("olga", "run.start") in [(e.actor, e.action) for e in events]
+
+
+def test_the_ack_form_acknowledges_and_comes_back_with_a_flash(
+    client: TestClient, stores: Stores
+) -> None:
+    register(stores, 1)
+    with stores.metadata.unit_of_work() as uow:
+        episode = uow.alerts.start(
+            PIPELINE, "latency:p99", "latency", "warn", now(), 900.0, 500.0, "p99 is slow"
+        )
+    assert episode is not None
+    csrf = sign_in(client, "olga")
+    back = f"/pipelines/{PIPELINE}/monitoring"
+    r = client.post(f"/pipelines/{PIPELINE}/actions/ack",
+                    data={"csrf_token": csrf, "alert_id": str(episode.id), "note": "on it",
+                          "back": back})  # fmt: skip
+    assert r.status_code == 303 and r.headers["location"] == back
+    assert "acknowledged by olga" in r.cookies[FLASH]
+    with stores.metadata.read() as uow:
+        acked = uow.alerts.get(episode.id)
+    assert (acked.acked_by, acked.ack_note) == ("olga", "on it")
