@@ -27,6 +27,7 @@ from kiln.cli import (
     _scheduler,
     _serving,
     _stages,
+    _ui,
 )
 from kiln.cli._common import _state, err
 from kiln.errors import KilnError
@@ -84,6 +85,7 @@ app.command()(_serving.serve)
 app.command()(_scheduler.scheduler)
 app.command()(_gc.gc)
 app.command()(_cost.cost)
+app.command()(_ui.ui)
 _monitor.monitor_app.command("report")(_report.report)
 
 runs_app.command("list")(_pipelines.runs_list)
