@@ -62,12 +62,15 @@ def _a(role: str) -> str:
 
 
 def _read_password(what: str) -> str:
-    """One line of stdin, without its line ending."""
+    """One line of stdin, without its line ending (typed without echo on a terminal)."""
     from kiln.registry.people import PeopleError
 
-    if sys.stdin.isatty():
-        err.print(f"{what} (one line, then Enter):", highlight=False)
-    line = sys.stdin.readline().rstrip("\r\n")
+    if sys.stdin.isatty():  # typed by hand: not echoed
+        import getpass
+
+        line = getpass.getpass(f"{what}: ")
+    else:
+        line = sys.stdin.readline().rstrip("\r\n")
     if not line:
         raise PeopleError(
             f"no {what} on stdin", hint="e.g. `printf '%s\\n' \"$PASSWORD\" | kiln users ...`"
