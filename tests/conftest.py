@@ -214,12 +214,16 @@ def runner(settings: Settings, stores: Stores) -> Runner:
 
 
 def kiln_cli(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real `kiln` command in a child process."""
+    """Run the real `kiln` command in a child process (``input``: its stdin)."""
     full_env = {**os.environ, **(env or {}), "COLUMNS": "250", "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "kiln.cli", *args],
+        [sys.executable, "-m", "kiln.cli", *args], input=input,
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
 

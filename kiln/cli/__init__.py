@@ -21,6 +21,7 @@ from kiln.cli import (
     _init,
     _labels,
     _monitor,
+    _people,
     _pipelines,
     _release,
     _report,
@@ -50,6 +51,8 @@ app.add_typer(_monitor.monitor_app, name="monitor")
 app.add_typer(labels_app, name="labels")
 alerts_app = typer.Typer(no_args_is_help=True, help="Alert episodes of the monitor.")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(_people.users_app, name="users")
+app.add_typer(_people.tokens_app, name="tokens")
 
 
 @app.callback()

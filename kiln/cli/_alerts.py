@@ -1,4 +1,5 @@
-"""Alert episodes from the terminal: list them, and acknowledge one (admin, audited)."""
+"""Alert episodes from the terminal: list them, and acknowledge one (the pipeline's owner or an
+admin, by token; audited)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from kiln.cli._common import _actor, _num, _settings, _stores, _Token, out
+from kiln.cli._common import _actor_of, _authorize, _num, _sign_in, _stores, _Token, out
 from kiln.stores.metadata.alerts import AlertRecord
 
 _STATUS_ORDER = {"open": 0, "pending": 1, "resolved": 2}
@@ -69,21 +70,31 @@ def alerts_ack(
         int, typer.Argument(metavar="ID", help="The alert's id (kiln alerts list).")
     ],
     actor: Annotated[
-        str | None, typer.Option(help="Who acknowledges it (default: your user name); audited.")
+        str | None,
+        typer.Option(
+            help="Who acknowledges it, with the admin token (default: your user name); a user's"
+            " token acknowledges as that user. Audited."
+        ),
     ] = None,
     note: Annotated[str | None, typer.Option(help="What is being done about it; audited.")] = None,
     token: _Token = None,
 ) -> None:
-    """Acknowledge alert ID (admin): someone has seen it. Audited with the actor and note;
-    an episode that already resolved can be acknowledged too."""
-    from kiln.registry.auth import check_admin
-
-    check_admin(_settings(ctx).admin_token, token)  # before any store is opened
-    who = (actor or "").strip() or _actor()
-    stores = _stores(ctx)
+    """Acknowledge alert ID (the pipeline's owner or an admin): someone has seen it. Audited with
+    the actor and note; an episode that already resolved can be acknowledged too."""
+    principal, stores = _sign_in(ctx, token)
     try:
+        who = _actor_of(principal)
+        if principal.via == "bootstrap":
+            who = (actor or "").strip() or who
+        elif actor is not None and actor.strip() != principal.name:
+            raise typer.BadParameter(
+                f"{actor!r} is not you: your token acknowledges as {principal.name!r}; only the"
+                " admin token names someone else",
+                param_hint="--actor",
+            )
         with stores.metadata.unit_of_work() as uow:
             before = uow.alerts.get(alert_id)
+            _authorize(uow, principal, "ack", before.pipeline)
             acked = uow.alerts.ack(alert_id, who, note)
     finally:
         stores.close()

@@ -1,17 +1,21 @@
 """What the `kiln` commands share: the consoles, the settings and stores of the global options,
-the admin-token check, and small cell formatters."""
+who is asking (a user's token or the admin token) and whether they may, and small cell
+formatters."""
 
 from __future__ import annotations
 
 import os
 import sys
 from types import FrameType
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 
 from kiln.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from kiln.registry.people import Principal
 
 
 def _width(stream: Any) -> int | None:
@@ -42,18 +46,75 @@ def _sigterm(signum: int, frame: FrameType | None) -> NoReturn:
 _Reason = Annotated[str | None, typer.Option(help="Why; kept in the audit log.")]
 _Token = Annotated[
     str | None,
-    typer.Option(envvar="KILN_TOKEN", show_default=False, help="The admin token (KILN_TOKEN)."),
-]
+    typer.Option(
+        envvar="KILN_TOKEN", show_default=False,
+        help="Your token (`kiln tokens create`), or the admin token (KILN_TOKEN).",
+    ),
+]  # fmt: skip
 
 
-def _stage_service(ctx: typer.Context, token: str | None) -> tuple[Any, Any]:
-    """Check the admin token (before touching any store), then open the stage service."""
-    from kiln.registry.auth import check_admin
+def _sign_in(ctx: typer.Context, token: str | None) -> tuple[Principal, Any]:
+    """Authenticate ``--token``/KILN_TOKEN: a user's token or the bootstrap admin token
+    (KILN_ADMIN_TOKEN). A missing token is refused before any store is opened; the stores
+    returned are the caller's to close."""
+    from kiln.errors import AuthError
+    from kiln.registry.people import People
+
+    if not token:
+        raise AuthError(
+            "this needs a token (yours, or the admin token), and none was given",
+            hint="pass --token or set KILN_TOKEN; an admin makes you one with"
+            " `kiln tokens create USER`",
+        )
+    settings = _settings(ctx)
+    stores = _stores(ctx)
+    try:
+        return People(stores.metadata, settings.admin_token).authenticate(token), stores
+    except AuthError as e:
+        stores.close()
+        configured = settings.admin_token is not None and settings.admin_token.get_secret_value()
+        if configured:
+            raise
+        raise AuthError(
+            e.message, hint=f"{e.hint}; KILN_ADMIN_TOKEN is not set here, so only users' tokens"
+            " are accepted",
+        ) from None  # fmt: skip
+
+
+def _actor_of(principal: Principal) -> str:
+    """The audit log's actor: the user, or for the bootstrap admin token the OS user name."""
+    return _actor() if principal.via == "bootstrap" else principal.name
+
+
+def _authorize(uow: Any, principal: Principal, action: str, pipeline: str) -> None:
+    """Refuse (ForbiddenError, exit 9) unless ``principal`` may ``action`` ``pipeline``, whose
+    owner is read in ``uow``; an unknown pipeline has no owner (the command says it is
+    missing to those who may change it)."""
+    from kiln.errors import NotFoundError
+    from kiln.registry.people import authorize
+
+    try:
+        owner: str | None = uow.pipelines.get(pipeline).owner
+    except NotFoundError:
+        owner = None
+    authorize(principal, action, pipeline, owner)
+
+
+def _stage_service(
+    ctx: typer.Context, token: str | None, action: str, pipeline: str
+) -> tuple[Any, Any, str]:
+    """Authenticate the token, check that its principal may ``action`` ``pipeline``, then open
+    the stage service: (stages, stores, the actor to audit). The caller closes the stores."""
     from kiln.registry.stages import Stages
 
-    check_admin(_settings(ctx).admin_token, token)
-    stores = _stores(ctx)
-    return Stages(stores.metadata), stores
+    principal, stores = _sign_in(ctx, token)
+    try:
+        with stores.metadata.read() as uow:
+            _authorize(uow, principal, action, pipeline)
+    except BaseException:
+        stores.close()
+        raise
+    return Stages(stores.metadata), stores, _actor_of(principal)
 
 
 def _actor() -> str:

@@ -1,5 +1,5 @@
-"""Stage changes by hand (admin): promote, roll back, shadow, override a blocked version; and
-the audit log that records each of them."""
+"""Stage changes by hand (the pipeline's owner or an admin, by token): promote, roll back,
+shadow, override a blocked version; and the audit log that records each of them."""
 
 from __future__ import annotations
 
@@ -9,16 +9,17 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from kiln.cli._common import _actor, _changed, _Reason, _stage_service, _stores, _Token, out
+from kiln.cli._common import _changed, _Reason, _stage_service, _stores, _Token, out
 
 
 def promote(
     ctx: typer.Context, pipeline: str, version: int, reason: _Reason = None, token: _Token = None
 ) -> None:
-    """Make VERSION the production version of PIPELINE (admin); the previous one is archived."""
-    stages, stores = _stage_service(ctx, token)
+    """Make VERSION the production version of PIPELINE (its owner or an admin); the previous one
+    is archived."""
+    stages, stores, actor = _stage_service(ctx, token, "promote", pipeline)
     try:
-        _changed(stages.promote(pipeline, version, actor=_actor(), reason=reason))
+        _changed(stages.promote(pipeline, version, actor=actor, reason=reason))
     finally:
         stores.close()
 
@@ -26,10 +27,11 @@ def promote(
 def rollback(
     ctx: typer.Context, pipeline: str, reason: _Reason = None, token: _Token = None
 ) -> None:
-    """Put back the version that served PIPELINE before the current one (admin)."""
-    stages, stores = _stage_service(ctx, token)
+    """Put back the version that served PIPELINE before the current one (its owner or an
+    admin)."""
+    stages, stores, actor = _stage_service(ctx, token, "rollback", pipeline)
     try:
-        _changed(stages.rollback(pipeline, actor=_actor(), reason=reason))
+        _changed(stages.rollback(pipeline, actor=actor, reason=reason))
     finally:
         stores.close()
 
@@ -42,11 +44,11 @@ def shadow(
     reason: _Reason = None,
     token: _Token = None,
 ) -> None:
-    """Serve VERSION in shadow beside production (admin); --off stops it."""
-    stages, stores = _stage_service(ctx, token)
+    """Serve VERSION in shadow beside production (its owner or an admin); --off stops it."""
+    stages, stores, actor = _stage_service(ctx, token, "shadow", pipeline)
     try:
         change = stages.unshadow if off else stages.set_shadow
-        _changed(change(pipeline, version, actor=_actor(), reason=reason))
+        _changed(change(pipeline, version, actor=actor, reason=reason))
     finally:
         stores.close()
 
@@ -60,7 +62,8 @@ def override(
     ] = None,
     token: _Token = None,
 ) -> None:
-    """Promote a BLOCKED version despite its gates (admin; the reason is audited)."""
+    """Promote a BLOCKED version despite its gates (its owner or an admin; the reason is
+    audited)."""
     from kiln.registry.stages import StageError
 
     if not (reason or "").strip():
@@ -68,9 +71,9 @@ def override(
             f"overriding the gates of {pipeline} v{version} needs a reason",
             hint='pass --reason "why this version may serve despite its gates"',
         )
-    stages, stores = _stage_service(ctx, token)
+    stages, stores, actor = _stage_service(ctx, token, "override", pipeline)
     try:
-        _changed(stages.override(pipeline, version, actor=_actor(), reason=reason or ""))
+        _changed(stages.override(pipeline, version, actor=actor, reason=reason or ""))
     finally:
         stores.close()
 

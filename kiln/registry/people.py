@@ -18,15 +18,16 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
 from kiln.errors import AuthError, ForbiddenError, KilnError, NotFoundError
-from kiln.stores import MetadataStore
+from kiln.stores import MetadataStore, UnitOfWork
 from kiln.stores.metadata.people import TokenRecord, UserRecord
 
 __all__ = [
+    "AUDIT_PIPELINE",
     "ROLES",
     "WRITE_ACTIONS",
     "People",
@@ -45,6 +46,8 @@ ROLES: tuple[Role, ...] = ("viewer", "owner", "admin")
 WRITE_ACTIONS = ("promote", "rollback", "override", "block", "shadow", "run", "resume", "ack")
 """What an owner may do to its own pipelines and an admin to every one; viewers only read."""
 
+AUDIT_PIPELINE = ""
+"""The audit log's ``pipeline`` of a change to people (``user.add``, ``token.create``...): none."""
 TOKEN_PREFIX = "kiln_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,199}$")
 _REFUSED = "the user name, password or token is not valid"
@@ -164,8 +167,15 @@ class People:
 
     # users ---------------------------------------------------------------------------------
     def add_user(
-        self, name: str, role: str, *, pipelines: str | None = None, password: str | None = None
+        self,
+        name: str,
+        role: str,
+        *,
+        pipelines: str | None = None,
+        password: str | None = None,
+        actor: str | None = None,
     ) -> UserRecord:
+        """Add a user; ``actor`` (who adds it) records a ``user.add`` audit event with it."""
         if not _NAME.match(name):
             raise PeopleError(
                 f"user name {name[:80]!r} is not valid",
@@ -180,28 +190,34 @@ class People:
                 f"--pipelines is for owners; a {role} reads (viewer) or changes (admin) them all",
                 hint="drop --pipelines, or use --role owner",
             )
+        if password is not None:
+            _check_password(password)
         hashed = hash_password(password) if password else None
         with self._metadata.unit_of_work() as uow:
             if uow.users.get(name) is not None:
                 raise PeopleError(
                     f"user {name!r} exists", hint="`kiln users list` shows every user"
                 )
-            return uow.users.add(name, role, pipelines=pipelines, password_hash=hashed)
+            user = uow.users.add(name, role, pipelines=pipelines, password_hash=hashed)
+            details = {"user": name, "role": role, "pipelines": pipelines}
+            _audit(uow, actor, "user.add", details | {"password": hashed is not None})
+            return user
 
-    def set_password(self, name: str, password: str) -> None:
-        if len(password) < 8:
-            raise PeopleError("a password needs at least 8 characters", hint="choose a longer one")
+    def set_password(self, name: str, password: str, *, actor: str | None = None) -> None:
+        _check_password(password)
         with self._metadata.unit_of_work() as uow:
             if uow.users.update(name, password_hash=hash_password(password)) is None:
                 raise _no_user(name)
+            _audit(uow, actor, "user.passwd", {"user": name})
 
-    def disable(self, name: str) -> UserRecord:
+    def disable(self, name: str, *, actor: str | None = None) -> UserRecord:
         """Disable a user: its tokens and sessions stop working at once."""
         with self._metadata.unit_of_work() as uow:
             user = uow.users.update(name, disabled=True)
             if user is None:
                 raise _no_user(name)
             uow.web_sessions.delete_user(name)
+            _audit(uow, actor, "user.disable", {"user": name})
             return user
 
     def users(self) -> list[UserRecord]:
@@ -210,7 +226,12 @@ class People:
 
     # tokens --------------------------------------------------------------------------------
     def create_token(
-        self, user: str, label: str = "", *, expires_in: timedelta | None = None
+        self,
+        user: str,
+        label: str = "",
+        *,
+        expires_in: timedelta | None = None,
+        actor: str | None = None,
     ) -> tuple[TokenRecord, str]:
         """A new token of ``user``: its record and the secret, shown once and never stored."""
         secret = new_secret()
@@ -224,15 +245,17 @@ class People:
                     f"user {user!r} is disabled", hint="a disabled user gets no token"
                 )
             record = uow.tokens.add(user, label or "token", hash_secret(secret), expires_at=expires)
+            _audit(uow, actor, "token.create", _token_details(record))
         return record, secret
 
-    def revoke_token(self, token_id: int) -> TokenRecord:
+    def revoke_token(self, token_id: int, *, actor: str | None = None) -> TokenRecord:
         with self._metadata.unit_of_work() as uow:
             record = uow.tokens.revoke(token_id)
-        if record is None:
-            raise NotFoundError(
-                f"no token with id {token_id}", hint="`kiln tokens list` shows the ids"
-            )
+            if record is None:
+                raise NotFoundError(
+                    f"no token with id {token_id}", hint="`kiln tokens list` shows the ids"
+                )
+            _audit(uow, actor, "token.revoke", _token_details(record))
         return record
 
     def tokens(self, user: str | None = None) -> list[TokenRecord]:
@@ -320,6 +343,22 @@ _DUMMY = hash_password("timing-equaliser")
 def _principal(user: UserRecord, via: Literal["token", "session"]) -> Principal:
     role: Role = user.role  # type: ignore[assignment]  # the table's check constraint holds it
     return Principal(user.name, role, user.pipelines, via)
+
+
+def _check_password(password: str) -> None:
+    if len(password) < 8:
+        raise PeopleError("a password needs at least 8 characters", hint="choose a longer one")
+
+
+def _audit(uow: UnitOfWork, actor: str | None, action: str, details: dict[str, Any]) -> None:
+    """One audit event of a change to people, in the change's transaction (no secret in it)."""
+    if actor is not None:
+        uow.audit.record(actor, action, AUDIT_PIPELINE, details=details)
+
+
+def _token_details(record: TokenRecord) -> dict[str, Any]:
+    expires = None if record.expires_at is None else record.expires_at.isoformat()
+    return {"user": record.user, "token_id": record.id, "label": record.label, "expires": expires}
 
 
 def _no_user(name: str) -> NotFoundError:

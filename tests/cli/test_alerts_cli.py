@@ -92,7 +92,7 @@ def test_ack_needs_the_admin_token_is_audited_and_says_what_it_acknowledged(
     temp = str(ids["drift:temp:EWR"])
 
     refused = kiln(tmp_path, store.url, "alerts", "ack", temp, **admin)
-    assert refused.returncode == 9 and "needs the admin token" in refused.stderr
+    assert refused.returncode == 9 and "needs a token (yours, or the admin token)" in refused.stderr
 
     result = kiln(
         tmp_path, store.url, "alerts", "ack", temp, "--note", "retraining on autumn data",
