@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo demo-monitor test lint bench bench-drift bench-evidently install lock clean
+.PHONY: demo demo-monitor ui test lint bench bench-drift bench-evidently install lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ examples/flights/warehouse.duckdb: $(STAMP) examples/flights/build_warehouse.py
 ## block, override, automatic rollback), with embedded stores in .kiln-demo/
 demo: $(STAMP)
 	$(BIN)/python examples/flights/loop_demo.py
+
+## ui: the web UI on the demo's stores (after `make demo`): http://127.0.0.1:8080/, sign in as
+## ana / kiln-demo-ana (owner of the flights pipelines) or vic / kiln-demo-vic (viewer)
+ui: $(STAMP)
+	$(BIN)/kiln --home .kiln-demo ui --port 8080
 
 ## demo-monitor: v1 trained on January-June serves the rest of 2013's flights; labels arrive,
 ## the weather drifts, an alert opens, v2 retrains and is promoted; monitor-report.html

@@ -31,17 +31,23 @@ class KilnShell:
             **env,
         }
         self.server: subprocess.Popen[bytes] | None = None
+        self.masked: dict[str, str] = {}
+        """Secrets (tokens) printed as the name of a shell variable instead."""
 
     # -- commands -----------------------------------------------------------------------------
-    def run(self, *args: str, check: bool = True, capture: bool = False) -> tuple[int, str]:
-        """Run `kiln ARGS` in HERE, printed first and timed; its exit code and (with
-        ``capture``) its standard output."""
-        shown = " ".join(shlex.quote(a) for a in args)
-        print(f"\n\033[1m$ kiln {shown}\033[0m", flush=True)
+    def run(
+        self, *args: str, check: bool = True, capture: bool = False, stdin: str | None = None
+    ) -> tuple[int, str]:
+        """Run `kiln ARGS` in HERE, printed first (secrets as their variable) and timed; its
+        exit code and (with ``capture``) its standard output. ``stdin`` is piped in."""
+        shown = " ".join(self.masked.get(a) or shlex.quote(a) for a in args)
+        piped = "printf '%s\\n' \"$PASSWORD\" | " if stdin is not None else ""
+        print(f"\n\033[1m$ {piped}kiln {shown}\033[0m", flush=True)
         started = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "kiln.cli", *args], env=self.env, cwd=HERE, check=False,
             stdout=subprocess.PIPE if capture else None, text=True,
+            input=None if stdin is None else stdin + "\n",
         )  # fmt: skip
         print(f"  ({time.perf_counter() - started:.1f} s)", flush=True)
         if check and done.returncode != 0:

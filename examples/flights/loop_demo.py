@@ -10,9 +10,13 @@
    holdout; it passes and is promoted. The server picks it up without a restart.
 4. A candidate that needs `dep_delay` (which callers never send) trains v3: the replay and
    feature-availability gates block it, with the failing requests as evidence.
-5. An admin overrides the block with a reason (audited). The callers' requests now fail on v3,
-   and `kiln watch` rolls it back to v2 automatically: its error rate passed the threshold.
+5. Ana, who owns the flights pipelines, overrides the block with her own token and a reason
+   (audited under her name). The callers' requests now fail on v3, and `kiln watch` rolls it
+   back to v2 automatically: its error rate passed the threshold.
 6. `kiln cost` prints what it all cost: training, serving and storage, from what was measured.
+
+`make ui` then opens the whole story in the browser (`kiln --home .kiln-demo ui`): sign in as
+ana (owner) or vic (viewer), with the passwords the demo prints at its end.
 
 Every command is printed before it runs. The stores live in --home (wiped at the start), so
 `kiln --home .kiln-demo status` and friends work afterwards.
@@ -39,6 +43,8 @@ FEATURES = ["origin", "dest", "carrier", "hour", "day_of_week", "distance",
             "sched_dep_time", "temp", "dewp", "humid", "wind_speed", "wind_gust", "precip",
             "pressure", "visib"]  # fmt: skip
 ADMIN_TOKEN = "demo-admin-token"
+PEOPLE = {"ana": ("owner", "kiln-demo-ana"), "vic": ("viewer", "kiln-demo-vic")}
+"""The demo's people: ana owns the flights pipelines, vic reads; (role, password)."""
 EXIT_BLOCKED = 10  # `kiln run`: the version was registered but its gates blocked it
 
 
@@ -48,6 +54,21 @@ class Demo(KilnShell):
 
     def kiln(self, *args: str, check: bool = True) -> int:
         return self.run(*args, check=check)[0]
+
+    def people(self) -> str:
+        """Add ana (owner of flights-*) and vic (viewer) with the admin token; ana's token."""
+        self.masked[ADMIN_TOKEN] = "$KILN_ADMIN_TOKEN"
+        for name, (role, password) in PEOPLE.items():
+            scope = ["--pipelines", "flights-*"] if role == "owner" else []
+            self.run("users", "add", name, "--role", role, *scope, "--password-stdin",
+                     "--token", ADMIN_TOKEN, stdin=password)  # fmt: skip
+        _, token = self.run(
+            "tokens", "create", "ana", "--label", "demo", "--token", ADMIN_TOKEN, capture=True
+        )
+        secret = token.strip()
+        self.masked[secret] = "$ANA_TOKEN"
+        print("  (printed once; kept as $ANA_TOKEN)")
+        return secret
 
     def post(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         req = urllib.request.Request(
@@ -118,9 +139,10 @@ def story(
         raise SystemExit(f"expected exit code {EXIT_BLOCKED} (blocked), got {code}")
     demo.kiln("gates", "show", PIPELINE, "3")
 
-    demo.say("5. An admin overrides the block, with a reason")
+    demo.say("5. Ana, who owns the pipeline, overrides the block with her token and a reason")
+    ana = demo.people()
     reason = "dep_delay improves MAE a lot; the booking app will send it from tomorrow"
-    demo.kiln("override", PIPELINE, "3", "--token", ADMIN_TOKEN, "--reason", reason)
+    demo.kiln("override", PIPELINE, "3", "--token", ana, "--reason", reason)
     demo.wait_for_version(3)
     codes = demo.traffic(august[:60], batch=1)
     print(f"  60 requests as the callers send them (no dep_delay): status codes {codes}")
@@ -160,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         build(warehouse, None)  # leave the whole year in place, as `make demo` found it
     print(
         f"\nthe release loop ran in {time.perf_counter() - started:.0f} s;"
-        f" explore it with `kiln --home {home} status`"
+        f" explore it with `kiln --home {home} status`, or in the browser:"
+        f" `make ui` (`kiln --home {home} ui`), http://127.0.0.1:8080/, signed in as"
+        + ", ".join(f" {n} / {pw} ({role})" for n, (role, pw) in PEOPLE.items())
     )
     return 0
 
