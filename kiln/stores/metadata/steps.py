@@ -148,6 +148,51 @@ class TaskRepository(Repository):
         )
         return [to_record(TaskRecord, row) for row in rows]
 
+    def page(self, run_id: str, *, limit: int, offset: int = 0) -> builtins.list[TaskRecord]:
+        """``limit`` tasks of the run, failed first, then the slowest (a page of a run of
+        thousands of tasks, for the UI)."""
+        c = self._table.c
+        failed_first = sa.case((c.status == "failed", 0), else_=1)
+        rows = self._session.execute(
+            sa.select(self._table)
+            .where(c.run_id == run_id)
+            .order_by(failed_first, c.wall_seconds.desc(), c.segment)
+            .limit(limit)
+            .offset(offset)
+        )
+        return [to_record(TaskRecord, row) for row in rows]
+
+    def counts(self, run_id: str) -> dict[str, int]:
+        """The run's tasks per status."""
+        c = self._table.c
+        rows = self._session.execute(
+            sa.select(c.status, sa.func.count()).where(c.run_id == run_id).group_by(c.status)
+        )
+        return {str(status): int(n) for status, n in rows}
+
+    def spans(self, run_id: str) -> builtins.list[tuple[str, str, datetime, datetime]]:
+        """(segment, status, started_at, finished_at) of every task of the run, by start: the
+        fan-out's timeline without the logs and metrics."""
+        c = self._table.c
+        rows = self._session.execute(
+            sa.select(c.segment, c.status, c.started_at, c.finished_at)
+            .where(c.run_id == run_id)
+            .order_by(c.started_at, c.id)
+        )
+        return [(r.segment, r.status, r.started_at, r.finished_at) for r in rows]
+
+    def get(self, run_id: str, segment: str) -> TaskRecord:
+        c = self._table.c
+        row = self._session.execute(
+            sa.select(self._table).where(c.run_id == run_id, c.segment == segment)
+        ).first()
+        if row is None:
+            raise NotFoundError(
+                f"run {run_id!r} has no task for segment {segment!r}",
+                hint="the run page lists its tasks",
+            )
+        return to_record(TaskRecord, row)
+
     def succeeded(self, run_id: str) -> dict[str, TaskRecord]:
         return {task.segment: task for task in self.for_run(run_id) if task.status == "succeeded"}
 
