@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from kiln.pipeline.plan import segment_label
 from kiln.registry.liveness import shown_status
 from kiln.stores import MetadataStore
 from kiln.stores.metadata.records import RunRecord, StepRecord, TaskRecord, VersionRecord
@@ -50,6 +51,8 @@ class StepLine:
 @dataclass(frozen=True)
 class TaskLine:
     segment: str
+    """The task's key (``__fallback__`` for the fallback's); ``label`` is as tables show it."""
+    label: str
     status: str
     attempt: int
     started_at: datetime
@@ -70,6 +73,7 @@ class TaskLine:
 @dataclass(frozen=True)
 class Span:
     segment: str
+    """As tables show it (``(fallback)``)."""
     status: str
     started_at: datetime
     finished_at: datetime
@@ -153,6 +157,7 @@ def _task(t: TaskRecord) -> TaskLine:
     log = t.log or ""
     return TaskLine(
         segment=t.segment,
+        label=segment_label(t.segment),
         status=t.status,
         attempt=t.attempt,
         started_at=t.started_at,
@@ -173,7 +178,7 @@ def _task(t: TaskRecord) -> TaskLine:
 def _timeline(rows: list[tuple[str, str, datetime, datetime]]) -> Timeline:
     """Every span up to ``TIMELINE_MAX``; past it every failed one and an even sample of the
     rest (by start time), so that the chart stays drawable."""
-    spans = [Span(*r) for r in rows]
+    spans = [Span(segment_label(seg), status, a, b) for seg, status, a, b in rows]
     if len(spans) <= TIMELINE_MAX:
         return Timeline(spans, len(spans))
     failed = [s for s in spans if s.status == "failed"][:TIMELINE_MAX]
