@@ -63,7 +63,9 @@ def test_fanout_chart_has_one_bar_per_task(client: TestClient, stores: Stores) -
     sign_in(client, "vic")
     page = client.get(f"/runs/{run_of(stores, 2)}").text
     fanout = section(page, "fanout")
-    data = re.search(r'<script type="application/json" id="fanout-figure">(.*?)</script>', fanout, re.S)
+    data = re.search(
+        r'<script type="application/json" id="fanout-figure">(.*?)</script>', fanout, re.S
+    )
     assert data
     figure = json.loads(data.group(1))
     bars = {t["name"]: t for t in figure["data"]}

@@ -17,7 +17,7 @@ from typing import Any
 from kiln.errors import NotFoundError
 from kiln.registry.compare import FALLBACK, OVERALL, Comparison, Side, side_of
 from kiln.registry.liveness import shown_status
-from kiln.stores import MetadataStore
+from kiln.stores import MetadataStore, UnitOfWork
 from kiln.stores.content import ContentStore
 from kiln.stores.metadata.records import GateRecord, RunRecord, VersionRecord
 
@@ -192,11 +192,11 @@ def version_detail(
         fallback_only=dict(metrics.get("fallback_only") or {}),
         lineage=_lineage(side, previous, previous_run, manifest),
         gates=[_gate(g, [h for h in history if h.gate == g.gate]) for g in decided],
-        champion=_comparison(content, pipeline, side, champion, champion_run, why),
+        champion=_comparison(content, side, champion=champion, champion_run=champion_run, why=why),
     )
 
 
-def _previous(uow: Any, pipeline: str, version: int) -> VersionRecord | None:
+def _previous(uow: UnitOfWork, pipeline: str, version: int) -> VersionRecord | None:
     """The version registered before ``version`` (numbers are allocated max+1)."""
     if version <= 1:
         return None
@@ -208,7 +208,7 @@ def _previous(uow: Any, pipeline: str, version: int) -> VersionRecord | None:
 
 
 def _champion(
-    uow: Any, record: VersionRecord, decided: list[GateRecord]
+    uow: UnitOfWork, record: VersionRecord, decided: list[GateRecord]
 ) -> tuple[VersionRecord | None, str]:
     """The version the gates judged this one against, else the production version."""
     judged = next((g.champion_version for g in decided if g.champion_version is not None), None)
@@ -234,14 +234,15 @@ def _champion(
 
 def _comparison(
     content: ContentStore,
-    pipeline: str,
     side: Side,
+    *,
     champion: VersionRecord | None,
     champion_run: RunRecord | None,
     why: str,
 ) -> ChampionComparison | None:
     if champion is None or champion_run is None:
         return None
+    pipeline = champion.pipeline
     other = side_of(content, pipeline, champion_run, champion)
     both = Comparison(pipeline, side, other, [], None)
     names: list[str] = []
@@ -356,7 +357,8 @@ def failing_of(evidence: dict[str, Any]) -> tuple[list[FailingSegment], list[Fai
 
 def _failing_segments(e: dict[str, Any]) -> list[FailingSegment]:
     out: list[FailingSegment] = []
-    table = e.get("segments") if isinstance(e.get("segments"), dict) else {}
+    found = e.get("segments")
+    table: dict[str, Any] = found if isinstance(found, dict) else {}
     overall = e.get("overall")
     if isinstance(overall, dict) and overall.get("regressed"):
         out.append(FailingSegment(OVERALL, _regression_text(e, overall)))

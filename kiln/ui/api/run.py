@@ -59,17 +59,17 @@ def run_json(d: RunDetail) -> dict[str, Any]:
         "rows": r.rows,
         "error": r.error,
         "host": r.host,
-        "version": None if d.version is None else {
+        "version": None
+        if d.version is None
+        else {
             "version": d.version.version,
             "stage": d.version.stage,
             "url": f"/api/pipelines/{r.pipeline}/versions/{d.version.version}",
-        },  # fmt: skip
+        },
         "steps": [asdict(s) for s in d.steps],
         "task_counts": d.task_counts,
         "tasks_total": d.task_total,
-        "tasks": [
-            asdict(t) | {"log_url": log_url(r.id, t.segment)} for t in d.tasks
-        ],
+        "tasks": [asdict(t) | {"log_url": log_url(r.id, t.segment)} for t in d.tasks],
         "failed_segments": [t.segment for t in d.failed],
         "timeline": {
             "total": d.timeline.total,

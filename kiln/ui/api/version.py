@@ -56,22 +56,33 @@ def version_json(d: VersionDetail) -> dict[str, Any]:
                 "failing_requests": [asdict(x) for x in g.failing_requests],
                 "evidence": g.evidence,
                 "history": [
-                    {"status": h.status, "trigger": h.trigger, "summary": h.summary,
-                     "evaluated_at": h.evaluated_at, "champion_version": h.champion_version}
+                    {
+                        "status": h.status,
+                        "trigger": h.trigger,
+                        "summary": h.summary,
+                        "evaluated_at": h.evaluated_at,
+                        "champion_version": h.champion_version,
+                    }
                     for h in g.history
-                ],  # fmt: skip
+                ],
             }
             for g in d.gates
         ],
-        "champion": None if d.champion is None else {
+        "champion": None
+        if d.champion is None
+        else {
             "version": d.champion.version,
             "stage": d.champion.stage,
             "why": d.champion.why,
             "metrics": d.champion.metrics,
             "segments": [
-                {"segment": seg, "this": mine, "champion": theirs,
-                 "difference": d.champion.deltas.get(seg, {})}
+                {
+                    "segment": seg,
+                    "this": mine,
+                    "champion": theirs,
+                    "difference": d.champion.deltas.get(seg, {}),
+                }
                 for seg, mine, theirs in d.champion.rows
-            ],  # fmt: skip
-        },  # fmt: skip
+            ],
+        },
     }

@@ -53,7 +53,9 @@ def fanout_figure(timeline: Timeline) -> dict[str, Any] | None:
                     max(1.0, (s.finished_at - s.started_at).total_seconds() * 1000) for s in spans
                 ],
                 "marker": {"color": _COLOURS.get(status, "#9a6700")},
-                "hovertemplate": "%{y}: %{base|%H:%M:%S} + %{x:.0f} ms<extra>" + status + "</extra>",
+                "hovertemplate": "%{y}: %{base|%H:%M:%S} + %{x:.0f} ms<extra>"
+                + status
+                + "</extra>",
             }
         )
     title = "tasks of the train step"
