@@ -124,7 +124,7 @@ def run_detail(
         steps = uow.steps.for_run(run_id)
         tasks = uow.tasks.page(run_id, limit=limit, offset=max(0, offset))
         counts = uow.tasks.counts(run_id)
-        spans = uow.tasks.spans(run_id)
+        spans = uow.tasks.spans(run_id, most=TIMELINE_MAX, total=sum(counts.values()))
         version = uow.versions.for_run(run_id)
     lines = [_task(t) for t in tasks]
     return RunDetail(
@@ -134,7 +134,7 @@ def run_detail(
         tasks=lines,
         task_counts=counts,
         failed=[t for t in lines if t.status == "failed"],
-        timeline=_timeline(spans),
+        timeline=_timeline(spans, sum(counts.values())),
         version=version,
     )
 
@@ -175,16 +175,20 @@ def _task(t: TaskRecord) -> TaskLine:
     )
 
 
-def _timeline(rows: list[tuple[str, str, datetime, datetime]]) -> Timeline:
+def _timeline(
+    rows: list[tuple[str, str, datetime, datetime]], total: int | None = None
+) -> Timeline:
     """Every span up to ``TIMELINE_MAX``; past it every failed one and an even sample of the
-    rest (by start time), so that the chart stays drawable."""
+    rest (by start time), so that the chart stays drawable. ``total``: the run's tasks (the
+    store may have sampled ``rows`` already)."""
     spans = [Span(segment_label(seg), status, a, b) for seg, status, a, b in rows]
+    total = len(spans) if total is None else total
     if len(spans) <= TIMELINE_MAX:
-        return Timeline(spans, len(spans))
+        return Timeline(spans, total)
     failed = [s for s in spans if s.status == "failed"][:TIMELINE_MAX]
     rest = [s for s in spans if s.status != "failed"]
     room = TIMELINE_MAX - len(failed)
     step = len(rest) / room if room else 0
     sample = [rest[int(i * step)] for i in range(room)] if room else []
     kept = sorted(failed + sample, key=lambda s: s.started_at)
-    return Timeline(kept, len(spans))
+    return Timeline(kept, total)

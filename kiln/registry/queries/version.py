@@ -380,16 +380,17 @@ def _failing_segments(e: dict[str, Any]) -> list[FailingSegment]:
                         " answered with the segment's model now get the fallback",
                     )
                 )
-    by_segment, most = e.get("fallback_by_segment"), e.get("max_fallback_share")
-    if isinstance(by_segment, dict) and isinstance(most, int | float):
-        if (e.get("fallback_share") or 0) > most:  # data quality: too much left to the fallback
-            for seg, part in by_segment.items():
-                if isinstance(part, int | float) and part > most:
-                    out.append(
-                        FailingSegment(
-                            str(seg), f"{part:.0%} of its holdout rows answered by the fallback"
-                        )
+    by_segment, limit_share = e.get("fallback_by_segment"), e.get("max_fallback_share")
+    most = float(limit_share) if isinstance(limit_share, int | float) else 1.0
+    too_much = float(e.get("fallback_share") or 0) > most
+    if isinstance(by_segment, dict) and too_much:  # data quality: too much left to the fallback
+        for seg, part in by_segment.items():
+            if isinstance(part, int | float) and part > most:
+                out.append(
+                    FailingSegment(
+                        str(seg), f"{part:.0%} of its holdout rows answered by the fallback"
                     )
+                )
     limit = e.get("max_abs_diff")
     share = e.get("max_share_beyond")
     for seg, s in table.items():
