@@ -14,7 +14,7 @@ from markupsafe import escape
 
 from kiln.registry.queries.run import LOG_CHARS, TIMELINE_MAX, Span, _timeline
 from kiln.settings import Settings
-from kiln.stores import Stores
+from kiln.stores import MetadataStore, Stores
 from tests.ui._version_home import BROKEN, LOG_MARK, PIPELINE, SCRIPT, copy_home, version_home
 from tests.ui.conftest import sign_in
 
@@ -140,3 +140,30 @@ def test_timeline_keeps_every_failed_task_and_samples_the_rest() -> None:
     assert starts == sorted(starts) and isinstance(timeline.spans[0], Span)
     assert timeline.spans[-1].started_at > start + timedelta(seconds=9_000)  # spread over all
     assert LOG_CHARS > 0
+
+
+def test_bounded_task_reads_on_each_backend(store: MetadataStore) -> None:
+    """The store's page (failed first, then slowest), counts and sampled spans of a run."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    with store.unit_of_work() as uow:
+        uow.pipelines.upsert("p", "olga", "", "kiln.yaml")
+        run = uow.runs.create("p", "manual", "name: p", "0" * 64, "kiln.yaml", "h", 1)
+        for i in range(30):
+            uow.tasks.record(
+                run.id, f"s{i:02d}", status="failed" if i in (3, 17) else "succeeded",
+                started_at=start + timedelta(seconds=i),
+                finished_at=start + timedelta(seconds=i + 1),
+                wall_seconds=float(i % 7), cpu_seconds=0.5, peak_memory_bytes=10, rows_train=1,
+                rows_holdout=1, metrics={}, artifact_digest=None, error=None, log="",
+            )  # fmt: skip
+    with store.read() as uow:
+        page = uow.tasks.page(run.id, limit=5)
+        counts = uow.tasks.counts(run.id)
+        spans = uow.tasks.spans(run.id, most=10)
+        every = uow.tasks.spans(run.id)
+    assert [t.segment for t in page[:2]] == ["s03", "s17"]
+    assert [t.wall_seconds for t in page[2:]] == [6.0, 6.0, 6.0]
+    assert counts == {"failed": 2, "succeeded": 28}
+    assert len(every) == 30 and [s[0] for s in every] == sorted(s[0] for s in every)
+    assert 10 <= len(spans) <= 20 and {"s03", "s17"} <= {s[0] for s in spans}
+    assert [s[2] for s in spans] == sorted(s[2] for s in spans)

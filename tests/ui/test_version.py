@@ -72,6 +72,10 @@ def test_blocked_version_shows_the_failed_gates_evidence_first(client: TestClien
         assert requests, gate
         assert html.escape(REQUEST_PREFIX) + "-0" in requests.group(0)
         assert "dep_delay" in requests.group(0)
+    # data quality: the segment left wholly to the fallback
+    quality = gate_block(page, "data_quality")
+    found = rf'failing-segments.*data-segment="{BROKEN}".*100% of its holdout'
+    assert re.search(found, quality, re.S)
     # the whole evidence is there as JSON too
     assert '"lost_segments"' in champion.replace("&#34;", '"').replace("&quot;", '"')
 
