@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from markupsafe import escape
 
 from kiln.settings import Settings
+from kiln.ui.api.version import finite
 from tests.ui._version_home import (
     BROKEN,
     PIPELINE,
@@ -191,3 +192,11 @@ def test_signed_out_is_sent_to_sign_in(client: TestClient) -> None:
     r = client.get(f"{PAGE}/2")
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
     assert client.get(f"/api{PAGE}/2").status_code == 401
+
+
+def test_api_answers_undefined_metrics_as_null() -> None:
+    nan, inf = float("nan"), float("inf")
+    assert finite({"a": [1.0, nan, {"b": inf}], "c": (2, "x")}) == {
+        "a": [1.0, None, {"b": None}],
+        "c": [2, "x"],
+    }

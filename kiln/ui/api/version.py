@@ -3,6 +3,7 @@ lineage, every gate's evidence and the comparison with its champion."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from typing import Any
 
@@ -11,7 +12,7 @@ from fastapi import APIRouter, Request
 from kiln.registry.queries.version import VersionDetail, parse_version, version_detail
 from kiln.ui._deps import Viewer, state
 
-__all__ = ["router", "version_json"]
+__all__ = ["finite", "router", "version_json"]
 
 router = APIRouter(prefix="/api", tags=["versions"])
 
@@ -23,7 +24,19 @@ def get_version(request: Request, name: str, version: str, who: Viewer) -> dict[
     champion's metrics side by side. 404 when the pipeline or version does not exist."""
     stores = state(request).stores
     number = parse_version(name, version)
-    return version_json(version_detail(stores.metadata, stores.content, name, number))
+    return finite(version_json(version_detail(stores.metadata, stores.content, name, number)))
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity (a metric undefined on a segment) as None: JSON has
+    no such numbers, and the response would fail on them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
 
 
 def version_json(d: VersionDetail) -> dict[str, Any]:

@@ -53,9 +53,8 @@ def fanout_figure(timeline: Timeline) -> dict[str, Any] | None:
                     max(1.0, (s.finished_at - s.started_at).total_seconds() * 1000) for s in spans
                 ],
                 "marker": {"color": _COLOURS.get(status, "#9a6700")},
-                "hovertemplate": "%{y}: %{base|%H:%M:%S} + %{x:.0f} ms<extra>"
-                + status
-                + "</extra>",
+                "customdata": [f"{s.started_at:%H:%M:%S}" for s in spans],
+                "hovertemplate": "%{y}: %{customdata} + %{x:.0f} ms<extra>%{fullData.name}</extra>",
             }
         )
     title = "tasks of the train step"
