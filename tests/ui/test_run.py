@@ -12,7 +12,14 @@ import pytest
 from fastapi.testclient import TestClient
 from markupsafe import escape
 
-from kiln.registry.queries.run import LOG_CHARS, TIMELINE_MAX, Span, _timeline
+from kiln.registry.queries.run import (
+    LOG_CHARS,
+    TIMELINE_MAX,
+    Span,
+    _timeline,
+    run_detail,
+    task_log,
+)
 from kiln.settings import Settings
 from kiln.stores import MetadataStore, Stores
 from tests.ui._version_home import BROKEN, LOG_MARK, PIPELINE, SCRIPT, copy_home, version_home
@@ -154,7 +161,8 @@ def test_bounded_task_reads_on_each_backend(store: MetadataStore) -> None:
                 started_at=start + timedelta(seconds=i),
                 finished_at=start + timedelta(seconds=i + 1),
                 wall_seconds=float(i % 7), cpu_seconds=0.5, peak_memory_bytes=10, rows_train=1,
-                rows_holdout=1, metrics={}, artifact_digest=None, error=None, log="",
+                rows_holdout=1, metrics={}, artifact_digest=None, error=None,
+                log="start\n" + "x" * LOG_CHARS + "\nthe end" if i == 3 else "",
             )  # fmt: skip
     with store.read() as uow:
         page = uow.tasks.page(run.id, limit=5)
@@ -167,3 +175,9 @@ def test_bounded_task_reads_on_each_backend(store: MetadataStore) -> None:
     assert len(every) == 30 and [s[0] for s in every] == sorted(s[0] for s in every)
     assert 10 <= len(spans) <= 20 and {"s03", "s17"} <= {s[0] for s in spans}
     assert [s[2] for s in spans] == sorted(s[2] for s in spans)
+    detail = run_detail(store, run.id, limit=3)
+    long = detail.tasks[0]
+    assert long.segment == "s03" and long.log_truncated and long.log.endswith("the end")
+    assert len(long.log) == LOG_CHARS and long.log_chars == LOG_CHARS + 14
+    assert detail.task_total == 30 and detail.failed_total == 2 and len(detail.tasks) == 3
+    assert task_log(store, run.id, "s03").log.startswith("start")
