@@ -19,9 +19,9 @@ from kiln.pipeline.plan import FALLBACK_LABEL, segment_label
 from kiln.pipeline.split import Split
 from kiln.stores import MetadataStore
 from kiln.stores.content import ContentStore
-from kiln.stores.metadata.records import RunRecord, VersionRecord
+from kiln.stores.metadata.records import RunRecord, TaskRecord, VersionRecord
 
-__all__ = ["Comparison", "Side", "compare"]
+__all__ = ["FALLBACK", "OVERALL", "Comparison", "Side", "compare", "side_of"]
 
 OVERALL = "(overall)"
 FALLBACK = FALLBACK_LABEL
@@ -135,7 +135,20 @@ def _side(metadata: MetadataStore, content: ContentStore, pipeline: str, ref: st
         if version is not None:
             run = uow.runs.get(version.run_id)
         tasks = uow.tasks.for_run(run.id) if version is None else []
+    return side_of(content, pipeline, run, version, tasks)
+
+
+def side_of(
+    content: ContentStore,
+    pipeline: str,
+    run: RunRecord,
+    version: VersionRecord | None,
+    tasks: list[TaskRecord] | None = None,
+) -> Side:
+    """One side from records already read: a version's (its manifest is read from
+    ``content``), or a run's that registered nothing (the metrics its ``tasks`` recorded)."""
     if version is None:
+        tasks = tasks or []
         metrics = {
             segment_label(t.segment): dict(t.metrics or {})
             for t in tasks

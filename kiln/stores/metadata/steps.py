@@ -148,6 +148,66 @@ class TaskRepository(Repository):
         )
         return [to_record(TaskRecord, row) for row in rows]
 
+    def page(self, run_id: str, *, limit: int, offset: int = 0) -> builtins.list[TaskRecord]:
+        """``limit`` tasks of the run, failed first, then the slowest (a page of a run of
+        thousands of tasks, for the UI). The order is found on the narrow columns first, so
+        that only the page's rows (and their logs) are read whole."""
+        c = self._table.c
+        failed_first = sa.case((c.status == "failed", 0), else_=1)
+        order = (failed_first, c.wall_seconds.desc(), c.segment)
+        ids = [
+            i
+            for (i,) in self._session.execute(
+                sa.select(c.id)
+                .where(c.run_id == run_id)
+                .order_by(*order)
+                .limit(limit)
+                .offset(offset)
+            )
+        ]
+        if not ids:
+            return []
+        rows = self._session.execute(sa.select(self._table).where(c.id.in_(ids)).order_by(*order))
+        return [to_record(TaskRecord, row) for row in rows]
+
+    def counts(self, run_id: str) -> dict[str, int]:
+        """The run's tasks per status."""
+        c = self._table.c
+        rows = self._session.execute(
+            sa.select(c.status, sa.func.count()).where(c.run_id == run_id).group_by(c.status)
+        )
+        return {str(status): int(n) for status, n in rows}
+
+    def spans(
+        self, run_id: str, *, most: int | None = None, total: int | None = None
+    ) -> builtins.list[tuple[str, str, datetime, datetime]]:
+        """(segment, status, started_at, finished_at) of the run's tasks, by start: the
+        fan-out's timeline without the logs and metrics. ``most``: past that many tasks (the
+        run's ``total``, counted when not given), every failed one and about ``most`` others
+        (every k-th by id: a run's tasks are numbered as they finish), at most ``2 * most``."""
+        c = self._table.c
+        stmt = sa.select(c.segment, c.status, c.started_at, c.finished_at).where(c.run_id == run_id)
+        if most is not None:
+            if total is None:
+                total = sum(self.counts(run_id).values())
+            if total > most:
+                every = -(-total // most)
+                stmt = stmt.where(sa.or_(c.status == "failed", c.id % every == 0)).limit(2 * most)
+        rows = self._session.execute(stmt.order_by(c.started_at, c.id))
+        return [(r.segment, r.status, r.started_at, r.finished_at) for r in rows]
+
+    def get(self, run_id: str, segment: str) -> TaskRecord:
+        c = self._table.c
+        row = self._session.execute(
+            sa.select(self._table).where(c.run_id == run_id, c.segment == segment)
+        ).first()
+        if row is None:
+            raise NotFoundError(
+                f"run {run_id!r} has no task for segment {segment!r}",
+                hint="the run page lists its tasks",
+            )
+        return to_record(TaskRecord, row)
+
     def succeeded(self, run_id: str) -> dict[str, TaskRecord]:
         return {task.segment: task for task in self.for_run(run_id) if task.status == "succeeded"}
 
