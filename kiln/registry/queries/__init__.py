@@ -1,0 +1,1 @@
+"""Typed read queries that the CLI and the UI share (the catalogue helper owns this file)."""
