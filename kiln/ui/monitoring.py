@@ -4,15 +4,15 @@
 The figures are those of ``kiln monitor report`` (kiln/monitoring/charts.py: same traces, same
 colours, same escaping of names), built as dicts rather than ``go.Figure`` s: validating a
 figure costs hundreds of milliseconds on 200 windows, past the page's budget. Only what a
-chart draws is read from each window's stored document (its performance and latency rows); the
-drift rows, the bulk of a window, are read for the heatmap's window only.
+chart draws is read from each window's stored document (kiln.registry.queries.monitoring): the
+drift rows, the bulk of a window, only for the heatmap's window.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from html import escape
 from itertools import cycle
 from typing import Any
@@ -26,10 +26,14 @@ from kiln.monitoring.charts import (
     _scale,
 )
 from kiln.monitoring.findings import ALL, PREDICTION, FeatureDrift, LatencyRow, PerformanceRow
-from kiln.registry.queries.monitoring import MAX_WINDOWS, MonitoringRows, monitoring_rows
+from kiln.registry.queries.monitoring import (
+    MAX_WINDOWS,
+    MonitoringRows,
+    WindowRow,
+    monitoring_rows,
+)
 from kiln.stores import MetadataStore
 from kiln.stores.metadata.alerts import AlertRecord
-from kiln.stores.metadata.windows import WindowRecord
 
 __all__ = ["MonitoringView", "WindowPoint", "monitoring_view"]
 
@@ -52,6 +56,8 @@ class WindowPoint:
 
     start: datetime
     end: datetime
+    x: str
+    """The start as plotly's x (naive UTC: plotly.js has no time zones)."""
     rows: int
     state: str
     worst: str | None
@@ -65,7 +71,7 @@ class WindowPoint:
 class MonitoringView:
     rows: MonitoringRows
     points: list[WindowPoint]
-    heatmap_window: WindowRecord | None
+    heatmap_window: WindowPoint | None
     """The window the heatmap shows (the newest with drift figures)."""
     heatmap_cells: list[FeatureDrift]
     heatmap: Figure | None
@@ -107,33 +113,33 @@ def _rows(kind: type[Any], items: list[dict[str, Any]] | None) -> list[Any]:
     return [kind(**{k: v for k, v in i.items() if k in names}) for i in items or []]
 
 
-def _point(w: WindowRecord) -> WindowPoint:
-    doc = w.summary
-    latency: list[LatencyRow] = _rows(LatencyRow, doc.get("latency"))
+def _point(w: WindowRow) -> WindowPoint:
+    latency: list[LatencyRow] = _rows(LatencyRow, w.latency)
     return WindowPoint(
-        start=w.window_start,
-        end=w.window_end,
+        start=w.start,
+        end=w.end,
+        x=_x(w.start),
         rows=w.rows,
         state=w.state,
         worst=w.worst,
-        version=_serving_version(latency, doc),
-        performance=_rows(PerformanceRow, doc.get("performance")),
+        version=_serving_version(latency, w),
+        performance=_rows(PerformanceRow, w.performance),
         latency=latency,
     )
 
 
-def _serving_version(latency: list[LatencyRow], doc: dict[str, Any]) -> int | None:
+def _serving_version(latency: list[LatencyRow], w: WindowRow) -> int | None:
     """As ``kiln.monitoring.charts.serving_version``: most requests, else most traffic rows,
-    else most drift rows (read from the document without typing every drift row)."""
+    else most drift rows (of the windows whose drift rows were read)."""
     counts: dict[int, int] = defaultdict(int)
     for lat in latency:
         if lat.segment == ALL:
             counts[lat.version] += lat.requests
     if not counts:
-        for tr in doc.get("traffic") or []:
+        for tr in w.traffic:
             counts[int(tr["version"])] += int(tr["rows"])
     if not counts:
-        for d in doc.get("drift") or []:
+        for d in w.drift or []:
             if d.get("segment") == ALL:
                 v = int(d["version"])
                 counts[v] = max(counts[v], int(d.get("rows", 0)))
@@ -143,20 +149,22 @@ def _serving_version(latency: list[LatencyRow], doc: dict[str, Any]) -> int | No
 
 
 def _heatmap_window(
-    windows: list[WindowRecord], points: list[WindowPoint]
-) -> tuple[WindowRecord | None, list[FeatureDrift]]:
+    windows: list[WindowRow], points: list[WindowPoint]
+) -> tuple[WindowPoint | None, list[FeatureDrift]]:
     for w, p in zip(windows[::-1], points[::-1], strict=True):
-        cells = [d for d in _rows(FeatureDrift, w.summary.get("drift")) if d.version == p.version]
+        if w.drift is None:
+            break
+        cells = [d for d in _rows(FeatureDrift, w.drift) if d.version == p.version]
         if cells:
-            return w, cells
+            return p, cells
     return None, []
 
 
 def _x(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
 
 
-def heatmap(window: WindowRecord, cells: list[FeatureDrift]) -> Figure:
+def heatmap(window: WindowPoint, cells: list[FeatureDrift]) -> Figure:
     """Feature x segment drift of one window (the report's heatmap without its menu of earlier
     windows: each would add a copy of the grid to the page). Blank cells were not judged."""
     features = sorted({d.feature for d in cells}, key=lambda f: (f == PREDICTION, f))
@@ -175,6 +183,8 @@ def heatmap(window: WindowRecord, cells: list[FeatureDrift]) -> Figure:
     layout = {
         **_LAYOUT,
         "height": max(320, 28 * len(features) + 140),
+        "title": {"text": f"window {window.x} UTC, v{window.version},"
+                  f" {window.rows:,} requests ({window.state})", "font": {"size": 14}},
         "xaxis": {"title": {"text": "segment"}, "type": "category"},
         "yaxis": {"autorange": "reversed", "type": "category"},
     }
@@ -189,7 +199,7 @@ def _version_marks(points: list[WindowPoint]) -> dict[str, Any]:
         if p.version is None:
             continue
         if before is not None and p.version != before:
-            x = _x(p.start)
+            x = p.x
             shapes.append({"type": "line", "x0": x, "x1": x, "y0": 0, "y1": 1, "xref": "x",
                            "yref": "paper", "line": {"dash": "dot", "color": "#555", "width": 1}})  # fmt: skip
             notes.append({"x": x, "y": 1, "xref": "x", "yref": "paper", "showarrow": False,
@@ -214,7 +224,7 @@ def live_metric(points: list[WindowPoint]) -> Figure | None:
             if r.segment not in best or r.labelled > best[r.segment].labelled:
                 best[r.segment] = r
         for segment, r in best.items():
-            live[segment].append((_x(p.start), r))
+            live[segment].append((p.x, r))
             metrics.add(r.metric)
     if not any(r.value is not None for rows in live.values() for _, r in rows):
         return None
@@ -247,7 +257,7 @@ def _overall(points: list[WindowPoint]) -> dict[int, list[tuple[str, LatencyRow]
     for p in points:
         for r in p.latency:
             if r.segment == ALL:
-                found[r.version].append((_x(p.start), r))
+                found[r.version].append((p.x, r))
     return found
 
 

@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from kiln.errors import NotFoundError
 from kiln.monitoring.findings import ALL, PREDICTION, WindowResult
-from kiln.stores import Stores
+from kiln.registry.queries.monitoring import monitoring_rows
+from kiln.stores import MetadataStore, Stores
 from tests.monitoring.flight_windows import PIPELINE, flights, windows
 from tests.monitoring.test_report import HOSTILE, store_alerts, store_windows
 from tests.ui.conftest import sign_in
@@ -182,3 +184,23 @@ def test_the_page_reads_only_the_newest_windows_and_stays_fast(
     assert api["more_windows"] is True
     assert api["windows"][-1]["start"] == many[-1].start.isoformat()
     assert took < 1.5, f"the page took {took:.3f} s"  # generous: 2 shared cores; see the report
+
+
+def test_the_query_reads_the_same_parts_on_every_backend(
+    store: MetadataStore, results: list[WindowResult]
+) -> None:
+    """The chart parts come out of the stored JSON by the database (JSON_EXTRACT, ``->``)."""
+    ids = store_alerts(store, results)
+    store_windows(store, results[:3], 86400, year=2025)  # an older window length: left out
+    store_windows(store, results, WEEK)
+    rows = monitoring_rows(store, PIPELINE, limit=12)
+    assert rows.window_seconds == WEEK and rows.more_windows
+    assert [w.start for w in rows.windows] == [r.start for r in results[-12:]]
+    newest = rows.windows[-1]
+    assert newest.performance == results[-1].to_dict()["performance"]
+    assert newest.latency == results[-1].to_dict()["latency"]
+    assert newest.drift == results[-1].to_dict()["drift"]
+    assert rows.windows[1].drift is None and rows.windows[2].drift  # the look-back: 10
+    assert [a.id for a in rows.alerts] == [ids["performance:mae:EWR"], ids["drift:temp:JFK"]]
+    with pytest.raises(NotFoundError, match="no pipeline 'nope'"):
+        monitoring_rows(store, "nope")

@@ -64,7 +64,7 @@ def view_doc(view: MonitoringView, *, may_ack: bool) -> dict[str, Any]:
             for p in view.points
         ],  # fmt: skip
         "drift": None if shown is None else {
-            "window_start": _iso(shown.window_start),
+            "window_start": _iso(shown.start),
             "cells": [
                 {k: v for k, v in asdict(d).items() if k in _CELL} for d in view.heatmap_cells
             ],
