@@ -183,8 +183,11 @@ def heatmap(window: WindowPoint, cells: list[FeatureDrift]) -> Figure:
     layout = {
         **_LAYOUT,
         "height": max(320, 28 * len(features) + 140),
-        "title": {"text": f"window {window.x} UTC, v{window.version},"
-                  f" {window.rows:,} requests ({window.state})", "font": {"size": 14}},
+        "title": {
+            "text": f"window {window.x} UTC, v{window.version},"
+            f" {window.rows:,} requests ({window.state})",
+            "font": {"size": 14},
+        },
         "xaxis": {"title": {"text": "segment"}, "type": "category"},
         "yaxis": {"autorange": "reversed", "type": "category"},
     }
@@ -200,10 +203,12 @@ def _version_marks(points: list[WindowPoint]) -> dict[str, Any]:
             continue
         if before is not None and p.version != before:
             x = p.x
+            line = {"dash": "dot", "color": "#555", "width": 1}
             shapes.append({"type": "line", "x0": x, "x1": x, "y0": 0, "y1": 1, "xref": "x",
-                           "yref": "paper", "line": {"dash": "dot", "color": "#555", "width": 1}})  # fmt: skip
+                           "yref": "paper", "line": line})  # fmt: skip
             notes.append({"x": x, "y": 1, "xref": "x", "yref": "paper", "showarrow": False,
-                          "text": f"v{p.version} serves", "xanchor": "left", "yanchor": "bottom"})  # fmt: skip
+                          "text": f"v{p.version} serves", "xanchor": "left",
+                          "yanchor": "bottom"})  # fmt: skip
         before = p.version
     return {"shapes": shapes, "annotations": notes}
 

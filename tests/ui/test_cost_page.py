@@ -66,32 +66,43 @@ def cli_cost(settings: Settings, cli: Callable[..., Any], *args: str) -> dict[st
 
 
 STABLE = ("per_month", "previous_period", "top_segments", "predictions",
-          "usd_per_1000_predictions", "rows")  # fmt: skip
-"""Every figure of a pipeline but the period's storage spend and the trend of the total that
-holds it: they grow with `now` (the last measurement's span runs until the report is made)."""
+          "usd_per_1000_predictions")  # fmt: skip
+"""Figures that do not move with `now` (storage's $/month is the newest measurement's rate)."""
 
 
-def close(ours: Any, theirs: Any, rel: float = 1e-6) -> bool:
-    """Equal, floats to ``rel`` (a period given as a date ends at each report's own `now`)."""
+def close(ours: Any, theirs: Any, rel: float, tiny: float = 0.0) -> bool:
+    """Equal, floats to ``rel`` or ``tiny`` dollars."""
     if isinstance(ours, dict) and isinstance(theirs, dict):
-        return ours.keys() == theirs.keys() and all(close(ours[k], theirs[k], rel) for k in ours)
+        return ours.keys() == theirs.keys() and all(
+            close(ours[k], theirs[k], rel, tiny) for k in ours
+        )
     if isinstance(ours, list) and isinstance(theirs, list):
-        return len(ours) == len(theirs) and all(close(a, b, rel) for a, b in zip(ours, theirs))
+        return len(ours) == len(theirs) and all(
+            close(a, b, rel, tiny) for a, b in zip(ours, theirs, strict=True)
+        )
     if isinstance(ours, float) and isinstance(theirs, float | int):
-        return ours == pytest.approx(theirs, rel=rel)
+        return ours == pytest.approx(theirs, rel=rel, abs=tiny)
     return bool(ours == theirs)
 
 
 def same_figures(ours: dict[str, Any], theirs: dict[str, Any], rel: float = 1e-9) -> None:
-    """``rel``: a period given as a date is as long as from it to each report's `now`, so its
-    $/month differ by the seconds between the two reports."""
+    """The page's figures are `kiln cost`'s. ``rel``: a period given as a date is as long as
+    from it to each report's `now`, so its $/month differ by the seconds between the reports.
+    What storage has cost so far in the period grows with `now` too (the newest measurement's
+    span runs until the report is made): spent storage, the totals holding it and the trend
+    are equal to a millionth of a dollar."""
     assert ours["pipeline"] == theirs["pipeline"]
     for key in STABLE:
         assert close(ours[key], theirs[key], rel), (ours["pipeline"], key, ours[key], theirs[key])
     for kind in ("training", "serving"):
-        assert ours["spent"][kind] == theirs["spent"][kind], (ours["pipeline"], kind)
-    for key in ("spent", "trend"):
-        assert close(ours[key], theirs[key], rel=1e-3), (ours["pipeline"], key)
+        assert close(ours["spent"][kind], theirs["spent"][kind], rel), (ours["pipeline"], kind)
+    assert close(ours["spent"], theirs["spent"], 1e-3, tiny=1e-6), ours["pipeline"]
+    assert close(ours["trend"], theirs["trend"], 1e-3, tiny=1e-6), ours["pipeline"]
+    assert [r["key"] for r in ours["rows"]] == [r["key"] for r in theirs["rows"]]
+    for mine, cli_row in zip(ours["rows"], theirs["rows"], strict=True):
+        for kind in ("training", "serving"):
+            assert close(mine[kind], cli_row[kind], rel), (mine["key"], kind)
+        assert close(mine, cli_row, 1e-3, tiny=1e-6), mine["key"]
 
 
 def test_every_pipelines_figures_are_kiln_costs(
@@ -100,9 +111,11 @@ def test_every_pipelines_figures_are_kiln_costs(
     theirs = cli_cost(settings, cli, "--since", "30d")
     sign_in(client, "vic")
     ours = client.get("/api/cost?since=30d").json()
-    assert [p["pipeline"] for p in ours["pipelines"]] == [P, "taxi"] == [
-        p["pipeline"] for p in theirs["pipelines"]
-    ]
+    assert (
+        [p["pipeline"] for p in ours["pipelines"]]
+        == [P, "taxi"]
+        == [p["pipeline"] for p in theirs["pipelines"]]
+    )
     for mine, cli_doc in zip(ours["pipelines"], theirs["pipelines"], strict=True):
         same_figures(mine, cli_doc)
     flights = ours["pipelines"][0]
@@ -136,7 +149,7 @@ def test_one_pipeline_per_segment_and_version_is_kiln_cost_by_segment(
     versions = {v["key"]: v for v in ours["versions"]}
     assert close(  # "(none)": storage, which grows with `now`
         {r["key"]: r["total"] for r in by_version["pipelines"][0]["rows"]},
-        {k: v["total"] for k, v in versions.items()}, rel=1e-4,
+        {k: v["total"] for k, v in versions.items()}, rel=1e-4, tiny=1e-6,
     )  # fmt: skip
     segments = {s["key"]: s for s in ours["segments"]}
     assert segments["EWR"]["predictions"] == 1300 and versions["v2"]["predictions"] == 600

@@ -169,7 +169,10 @@ def test_the_page_reads_only_the_newest_windows_and_stays_fast(
     for i in range(250):
         r = results[i % len(results)]
         shift = timedelta(days=7 * i) - (r.start - results[0].start)
-        doc = r.to_dict() | {"start": (r.start + shift).isoformat(), "end": (r.end + shift).isoformat()}
+        doc = r.to_dict() | {
+            "start": (r.start + shift).isoformat(),
+            "end": (r.end + shift).isoformat(),
+        }
         many.append(WindowResult.from_dict(doc))
     store_windows(stores.metadata, many, WEEK)
     with stores.metadata.unit_of_work() as uow:

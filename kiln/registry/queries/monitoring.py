@@ -119,10 +119,17 @@ def _windows(conn: sa.Connection, pipeline: str, limit: int) -> tuple[int | None
                  .all()) if recent else {}  # fmt: skip
     return seconds, [
         WindowRow(
-            start=row[1], end=row[2], computed_at=row[3], rows=row[4], state=row[5],
-            worst=row[6], performance=row[7] or [], latency=row[8] or [], traffic=row[9] or [],
+            start=row[1],
+            end=row[2],
+            computed_at=row[3],
+            rows=row[4],
+            state=row[5],
+            worst=row[6],
+            performance=row[7] or [],
+            latency=row[8] or [],
+            traffic=row[9] or [],
             drift=(drift.get(row.id) or []) if row.id in drift else None,
-        )  # fmt: skip
+        )
         for row in found
     ]
 

@@ -30,7 +30,9 @@ def monitoring(request: Request, who: Viewer, name: str = NAME) -> JSONResponse:
     live metric against training, latency and error rate (plotly JSON), and its alert
     episodes (open and pending first, then recently resolved)."""
     view = monitoring_view(state(request).stores.metadata, name)
-    return JSONResponse(view_doc(view, may_ack=who.principal.may_change(name, view.rows.pipeline.owner)))
+    return JSONResponse(
+        view_doc(view, may_ack=who.principal.may_change(name, view.rows.pipeline.owner))
+    )
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -59,20 +61,30 @@ def view_doc(view: MonitoringView, *, may_ack: bool) -> dict[str, Any]:
         "more_windows": rows.more_windows,
         "may_ack": may_ack,
         "windows": [
-            {"start": _iso(p.start), "end": _iso(p.end), "rows": p.rows, "state": p.state,
-             "worst": p.worst, "version": p.version}
+            {
+                "start": _iso(p.start),
+                "end": _iso(p.end),
+                "rows": p.rows,
+                "state": p.state,
+                "worst": p.worst,
+                "version": p.version,
+            }
             for p in view.points
-        ],  # fmt: skip
-        "drift": None if shown is None else {
+        ],
+        "drift": None
+        if shown is None
+        else {
             "window_start": _iso(shown.start),
             "cells": [
                 {k: v for k, v in asdict(d).items() if k in _CELL} for d in view.heatmap_cells
             ],
-        },  # fmt: skip
+        },
         "figures": {
-            "drift_heatmap": view.heatmap, "live_metric": view.live_metric,
-            "latency": view.latency, "error_rate": view.error_rate,
-        },  # fmt: skip
+            "drift_heatmap": view.heatmap,
+            "live_metric": view.live_metric,
+            "latency": view.latency,
+            "error_rate": view.error_rate,
+        },
         "alerts": [alert_doc(a) for a in view.alerts],
     }
 
