@@ -54,7 +54,7 @@ def parse_since(text: str | None, now: datetime) -> datetime:
         return period_start(given, now)
     except ValueError as e:
         raise ConfigError(
-            f"since={given[:100]!r}: {e}",
+            f"since: {e}",
             hint="give since as a duration back from now (30d, 12h) or a date (2026-11-01)",
         ) from None
 

@@ -189,7 +189,7 @@ def heatmap(window: WindowPoint, cells: list[FeatureDrift]) -> Figure:
             "font": {"size": 14},
         },
         "xaxis": {"title": {"text": "segment"}, "type": "category"},
-        "yaxis": {"autorange": "reversed", "type": "category"},
+        "yaxis": {"autorange": "reversed", "type": "category", "automargin": True},
     }
     return {"data": [trace], "layout": layout}
 
