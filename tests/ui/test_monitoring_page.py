@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,9 +17,13 @@ from fastapi.testclient import TestClient
 
 from kiln.errors import NotFoundError
 from kiln.monitoring.findings import ALL, PREDICTION, WindowResult
+from kiln.monitoring.monitor import Monitor
 from kiln.registry.queries.monitoring import monitoring_rows
+from kiln.settings import Settings
 from kiln.stores import MetadataStore, Stores
 from tests.monitoring.flight_windows import PIPELINE, flights, windows
+from tests.monitoring.monitor_support import P, production, serve
+from tests.monitoring.monitor_support import flights as support_flights
 from tests.monitoring.test_report import HOSTILE, store_alerts, store_windows
 from tests.ui.conftest import sign_in
 
@@ -207,3 +213,39 @@ def test_the_query_reads_the_same_parts_on_every_backend(
     assert [a.id for a in rows.alerts] == [ids["performance:mae:EWR"], ids["drift:temp:JFK"]]
     with pytest.raises(NotFoundError, match="no pipeline 'nope'"):
         monitoring_rows(store, "nope")
+
+
+@pytest.mark.slow
+def test_the_page_of_a_real_monitor_pass(
+    client: TestClient,
+    make_config: Callable[..., Any],
+    settings: Settings,
+    stores: Stores,
+    warehouse: Path,
+) -> None:
+    """A real version serves four real July days (one in ten of July 2 answered 500); the real
+    monitor pass stores its windows and opens its alerts; the page draws exactly those."""
+    loaded = make_config(monitor={"window": "1d", "drift": {"alert_by": "segment"}})
+    version = production(settings, stores, loaded)
+    served = support_flights(warehouse, date(2013, 7, 1), date(2013, 7, 4))
+    july_2 = [i for i, r in enumerate(served) if r["time_hour"].date() == date(2013, 7, 2)]
+    serve(settings, version, served, failing=set(july_2[::10]))
+    results = Monitor(settings, stores).run(P, loaded.config, now=datetime(2013, 7, 5, tzinfo=UTC))
+    assert len(results) == 4
+
+    sign_in(client, "ada")
+    page = client.get(f"/pipelines/{P}/monitoring").text
+    newest = next(r for r in results[::-1] if r.drift)
+    trace = _figure(page, "heatmap")["data"][0]
+    cells = {(d.feature, d.segment): d.value for d in newest.drift if d.version == version.number}
+    for f, row in zip(trace["y"], trace["z"], strict=True):
+        for s, z in zip(trace["x"], row, strict=True):
+            key = (PREDICTION if f == "prediction" else f, ALL if s == "all" else s)
+            assert z == cells[key], key
+    errors = _figure(page, "errors")["data"][0]
+    rates = [next(x.error_rate for x in r.latency if x.segment == ALL) for r in results]
+    assert errors["y"] == pytest.approx(rates) and errors["y"][1] == pytest.approx(0.1, abs=0.01)
+    alerts = client.get(f"/api/pipelines/{P}/monitoring").json()["alerts"]
+    assert any(a["check"] == "drift:temp:__all__" for a in alerts)
+    ids = re.findall(r'<tr data-alert-id="(\d+)"', page)
+    assert ids == [str(a["id"]) for a in alerts]
