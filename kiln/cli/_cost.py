@@ -25,43 +25,12 @@ _BY = ("segment", "version", "run")
 
 def parse_since(text: str, now: datetime) -> datetime:
     """``30d`` (a duration back from now) or a date (UTC), e.g. ``2026-11-01``."""
-    from kiln.config.base import parse_duration
+    from kiln.monitoring.cost.report import period_start
 
     try:
-        length = parse_duration(text)
-    except OverflowError:
-        raise _too_early(text) from None
-    except ValueError:
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            raise typer.BadParameter(
-                f"{text!r} is neither a duration nor a date; use e.g. 30d, 12h or 2026-11-01",
-                param_hint="--since",
-            ) from None
-        moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    else:
-        if length <= timedelta(0):
-            raise typer.BadParameter("the period must be longer than 0", param_hint="--since")
-        try:
-            moment = now - length
-        except OverflowError:
-            raise _too_early(text) from None
-    if moment >= now:
-        raise typer.BadParameter(f"{text!r} is not in the past", param_hint="--since")
-    try:  # the report compares with the previous period of the same length
-        moment - (now - moment)
-    except OverflowError:
-        raise _too_early(text) from None
-    return moment
-
-
-def _too_early(text: str) -> typer.BadParameter:
-    return typer.BadParameter(
-        f"{text!r} starts too long ago (the period and the previous one of the same length"
-        " must start after the year 1); use a later start, e.g. 365d or 2026-01-01",
-        param_hint="--since",
-    )
+        return period_start(text, now)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--since") from None
 
 
 def cost(

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from kiln.monitoring.cost.model import CostItem, amount_text
@@ -39,6 +39,8 @@ __all__ = [
     "cost_report",
     "monthly_costs",
     "per_month",
+    "period_items",
+    "period_start",
     "storage_rate",
     "trend",
 ]
@@ -305,12 +307,66 @@ def cost_report(
     """Per pipeline: training, serving, storage and total in ``[since, until)`` and as
     $/month, the previous period and the trend, the top segments, $ per 1,000 predictions,
     and with ``by`` one row per segment, version or run."""
+    items = period_items(metadata, prices, since=since, until=until, pipeline=pipeline)
+    return build_report(items, since=since, until=until, currency=prices.currency, by=by)
+
+
+def period_items(
+    metadata: MetadataStore,
+    prices: Prices,
+    *,
+    since: datetime,
+    until: datetime,
+    pipeline: str | None = None,
+) -> list[CostItem]:
+    """The items :func:`cost_report` adds up: those of ``[since, until)`` and of the previous
+    period of the same length (each fetched on its own, so that each source cuts what spans
+    both). One fetch gives several reports (``build_report`` with another ``by``)."""
     if until <= since:
         raise ValueError(f"the cost period must end after it starts ({since} .. {until})")
     before = since - (until - since)
     items = cost_items(metadata, prices, since=before, until=since, pipeline=pipeline)
     items += cost_items(metadata, prices, since=since, until=until, pipeline=pipeline)
-    return build_report(items, since=since, until=until, currency=prices.currency, by=by)
+    return items
+
+
+def period_start(text: str, now: datetime) -> datetime:
+    """The start of a cost period written as ``30d`` (a duration back from ``now``) or a date
+    (UTC), e.g. ``2026-11-01`` (`kiln cost --since`, the UI's ``?since=``). ValueError saying
+    what is wrong and what to write: not a duration nor a date, not in the past, or so early
+    that the previous period of the same length would start before the year 1."""
+    from kiln.config.base import parse_duration
+
+    too_early = ValueError(
+        f"{text!r} starts too long ago (the period and the previous one of the same length"
+        " must start after the year 1); use a later start, e.g. 365d or 2026-01-01"
+    )
+    try:
+        length = parse_duration(text)
+    except OverflowError:
+        raise too_early from None
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is neither a duration nor a date; use e.g. 30d, 12h or 2026-11-01"
+            ) from None
+        moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    else:
+        if length <= timedelta(0):
+            raise ValueError("the period must be longer than 0") from None
+        try:
+            moment = now - length
+        except OverflowError:
+            raise too_early from None
+    if moment >= now:
+        raise ValueError(f"{text!r} is not in the past")
+    try:  # the report compares with the previous period of the same length
+        moment - (now - moment)
+    except OverflowError:
+        raise too_early from None
+    return moment
 
 
 def monthly_costs(
