@@ -240,19 +240,30 @@ def test_forged_forms_are_refused(story: SimpleNamespace, page: Any) -> None:
     page.goto(f"{base}/pipelines/{P}")
     # A form planted in the page itself (same origin, the session cookie goes with it) without
     # the session's CSRF token.
-    page.evaluate(
-        """([action]) => {
+    with page.expect_navigation():
+        page.evaluate(
+            """([action]) => {
             const f = document.createElement('form');
             f.method = 'post'; f.action = action;
             const r = document.createElement('input');
             r.name = 'reason'; r.value = 'forged'; f.appendChild(r);
             document.body.appendChild(f); f.submit();
         }""",
-        [f"/pipelines/{P}/actions/rollback"],
-    )
+            [f"/pipelines/{P}/actions/rollback"],
+        )
     page.wait_for_load_state()
     assert "CSRF" in page.content()
     shot(page, "16-forged-form-refused")
+    # The same form on another site (here a page with no origin): the SameSite cookie stays
+    # home, so the post arrives signed out and is sent to the login page.
+    page.set_content(
+        f'<form method="post" action="{base}/pipelines/{P}/actions/rollback">'
+        '<input name="reason" value="forged"></form>'
+    )
+    with page.expect_navigation():
+        page.evaluate("document.forms[0].submit()")
+    page.wait_for_load_state()
+    assert "/login" in page.url
     with story.stores.metadata.read() as uow:
         assert not [e for e in uow.audit.list(P) if e.reason == "forged"]
 
