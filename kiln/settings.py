@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         le=24 * 30,
         description="How long a sign-in to `kiln ui` lasts before the login page asks again.",
     )
+    ui_cost_cache_seconds: float = Field(
+        default=300.0, ge=0, le=86400,
+        description="`kiln ui` keeps cost reports this long and recomputes them in the"
+        " background (pages show them at once, with the time they were computed); 0: every"
+        " page view computes its report.",
+    )
     predict_token: SecretStr | None = None
     capture_flush_seconds: float = Field(
         default=1.0,

@@ -30,8 +30,10 @@ from kiln.registry.stages import StageError
 from kiln.settings import Settings
 from kiln.stores import Stores, open_stores
 from kiln.ui import api, pages
+from kiln.ui._cache import Recent
 from kiln.ui._deps import CsrfError, UiState
 from kiln.ui._render import render
+from kiln.ui.cost import warm_cost
 
 __all__ = ["create_app", "status_of"]
 
@@ -77,9 +79,16 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
     owned = stores is None
     opened = open_stores(settings) if stores is None else stores
 
+    ui = UiState(
+        settings, opened, People(opened.metadata, settings.admin_token),
+        Recent(settings.ui_cost_cache_seconds),
+    )  # fmt: skip
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        warm_cost(ui)  # the cost of every pipeline takes seconds at scale: start it now
         yield
+        ui.recent.close()
         if owned:
             opened.close()
 
@@ -91,7 +100,7 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.state.kiln = UiState(settings, opened, People(opened.metadata, settings.admin_token))
+    app.state.kiln = ui
 
     plotly_js = _plotly_js()
 

@@ -18,6 +18,7 @@ from kiln.errors import AuthError
 from kiln.registry.people import People, Principal
 from kiln.settings import Settings
 from kiln.stores import Stores
+from kiln.ui._cache import Recent
 
 __all__ = [
     "CSRF_FIELD",
@@ -46,11 +47,14 @@ class CsrfError(AuthError):
 
 @dataclass
 class UiState:
-    """What every request shares: the settings, the stores and the people service."""
+    """What every request shares: the settings, the stores, the people service and the
+    reports kept for the cost pages."""
 
     settings: Settings
     stores: Stores
     people: People
+    recent: Recent
+    """Reports kept and recomputed in the background (the cost pages)."""
 
 
 def state(request: Request) -> UiState:

@@ -10,7 +10,7 @@ its $ per 1,000 predictions and the right-sizing advice of its latest run. The f
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ from kiln.monitoring.cost.rightsize import Advice, rightsizing
 from kiln.pipeline.plan import segment_label
 from kiln.settings import Settings
 from kiln.stores import Stores
+from kiln.ui._cache import Recent
 
 __all__ = [
     "DEFAULT_SINCE",
@@ -66,6 +67,8 @@ class CostOverview:
     since_text: str
     page: int
     per_page: int
+    computed_at: datetime | None = None
+    """When the report was computed (kept up to ``ui_cost_cache_seconds``)."""
 
     @property
     def total(self) -> int:
@@ -82,12 +85,33 @@ class CostOverview:
 
 
 def cost_overview(
-    settings: Settings, stores: Stores, since: str | None, *, page: int = 1, per_page: int = 50
+    settings: Settings,
+    stores: Stores,
+    since: str | None,
+    *,
+    page: int = 1,
+    per_page: int = 50,
+    recent: Recent | None = None,
 ) -> CostOverview:
-    now = datetime.now(UTC)
-    start = parse_since(since, now)
-    report = cost_report(stores.metadata, resolve_prices(settings), since=start, until=now)
-    return CostOverview(report, (since or DEFAULT_SINCE).strip(), page, per_page)
+    """Every pipeline's cost; with ``recent``, the report kept for ``since`` (see _cache)."""
+    since_text = (since or DEFAULT_SINCE).strip()
+    parse_since(since_text, datetime.now(UTC))  # a bad value is a 400 before anything is kept
+
+    def compute() -> CostReport:
+        now = datetime.now(UTC)
+        start = parse_since(since_text, now)
+        return cost_report(stores.metadata, resolve_prices(settings), since=start, until=now)
+
+    kept = (recent or Recent(0)).get(("overview", since_text), compute)
+    return CostOverview(kept.value, since_text, page, per_page, kept.computed_at)
+
+
+def warm_cost(ui: Any) -> None:
+    """Start computing the default period's overview in the background (app start-up)."""
+    ui.recent.warm(
+        ("overview", DEFAULT_SINCE),
+        lambda: cost_overview(ui.settings, ui.stores, DEFAULT_SINCE).report,
+    )
 
 
 @dataclass(frozen=True)
@@ -117,16 +141,35 @@ class PipelineCostView:
     segments: list[KeyCost] = field(default_factory=list)
     versions: list[KeyCost] = field(default_factory=list)
     advice: list[Advice] = field(default_factory=list)
+    computed_at: datetime | None = None
 
 
 def pipeline_cost(
-    settings: Settings, stores: Stores, name: str, since: str | None
+    settings: Settings,
+    stores: Stores,
+    name: str,
+    since: str | None,
+    *,
+    recent: Recent | None = None,
 ) -> PipelineCostView:
-    """One pipeline's cost by segment and by version (NotFoundError for an unknown one)."""
-    now = datetime.now(UTC)
-    start = parse_since(since, now)
+    """One pipeline's cost by segment and by version (NotFoundError for an unknown one); with
+    ``recent``, the view kept for (name, since) (see _cache)."""
+    since_text = (since or DEFAULT_SINCE).strip()
+    parse_since(since_text, datetime.now(UTC))
     with stores.metadata.read() as uow:
         owner = uow.pipelines.get(name).owner
+    key = ("pipeline", name, since_text)
+    kept = (recent or Recent(0)).get(
+        key, lambda: _pipeline_cost(settings, stores, name, owner, since_text)
+    )
+    return replace(kept.value, computed_at=kept.computed_at)
+
+
+def _pipeline_cost(
+    settings: Settings, stores: Stores, name: str, owner: str, since: str
+) -> PipelineCostView:
+    now = datetime.now(UTC)
+    start = parse_since(since, now)
     prices = resolve_prices(settings)
     items = period_items(stores.metadata, prices, since=start, until=now, pipeline=name)
     shown = [i for i in items if start <= i.at < now]
@@ -140,7 +183,7 @@ def pipeline_cost(
     return PipelineCostView(
         pipeline=name,
         owner=owner,
-        since_text=(since or DEFAULT_SINCE).strip(),
+        since_text=since,
         report=by_segment,
         cost=cost,
         segments=_keys(cost, shown, lambda i: i.segment, segment_label),

@@ -18,7 +18,11 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture
 def ui_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"admin_token": SecretStr("boot-admin-token")})
+    """The bootstrap admin token set; cost reports computed on every view (not kept: the tests
+    compare them with `kiln cost` right after changing the registry; tests/ui/test_cache.py
+    tests keeping them)."""
+    update = {"admin_token": SecretStr("boot-admin-token"), "ui_cost_cache_seconds": 0}
+    return settings.model_copy(update=update)
 
 
 @pytest.fixture

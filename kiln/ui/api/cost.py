@@ -28,7 +28,9 @@ def cost(
     period and the trend, top segments, $ per 1,000 predictions: a page of the pipelines, most
     expensive first (``total`` counts them all). Storage from its stored measurements."""
     ui = state(request)
-    view = cost_overview(ui.settings, ui.stores, since, page=page, per_page=per_page)
+    view = cost_overview(
+        ui.settings, ui.stores, since, page=page, per_page=per_page, recent=ui.recent
+    )
     doc = view.report.to_dict()
     start = (page - 1) * per_page
     doc["pipelines"] = doc["pipelines"][start : start + per_page]
@@ -48,7 +50,7 @@ def pipeline(
     writes it (with its right-sizing advice), plus ``versions``: the rows by version, and each
     segment's and version's predictions and $ per 1,000 predictions."""
     ui = state(request)
-    view = pipeline_cost(ui.settings, ui.stores, name, since)
+    view = pipeline_cost(ui.settings, ui.stores, name, since, recent=ui.recent)
     doc = view.report.to_dict()
     for p in doc["pipelines"]:
         p["rightsizing"] = [advice_doc(a) for a in view.advice]

@@ -26,7 +26,9 @@ def cost_page(
     per_page: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> HTMLResponse:
     ui = state(request)
-    view = cost_overview(ui.settings, ui.stores, since, page=page, per_page=per_page)
+    view = cost_overview(
+        ui.settings, ui.stores, since, page=page, per_page=per_page, recent=ui.recent
+    )
     return render(request, "cost.html", who, view=view)
 
 
@@ -38,5 +40,5 @@ def pipeline_cost_page(
     since: Annotated[str | None, SINCE] = None,
 ) -> HTMLResponse:
     ui = state(request)
-    view = pipeline_cost(ui.settings, ui.stores, name, since)
+    view = pipeline_cost(ui.settings, ui.stores, name, since, recent=ui.recent)
     return render(request, "cost_pipeline.html", who, view=view, name=name)
