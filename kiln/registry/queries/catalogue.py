@@ -313,7 +313,7 @@ def _gates(conn: sa.Connection, versions: list[tuple[str, int]]) -> dict[str, Ga
         .where(wanted)
         .order_by(g.c.id)
     ).all()
-    by_pipeline: dict[str, list[sa.Row[Any]]] = defaultdict(list)
+    by_pipeline: dict[str, list[Any]] = defaultdict(list)
     for row in results:
         by_pipeline[row.pipeline].append(row)
     found = {}
