@@ -34,7 +34,7 @@ from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -363,11 +363,17 @@ def _reserved(run: RunRecord, train: StepRecord | None, notes: list[str]) -> _Re
     return _Reserved(workers, float(threads), memory)
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@lru_cache(maxsize=4096)
 def requested_resources(config_text: str) -> tuple[int | None, int | None]:
     """``resources.cpus`` and ``resources.memory`` (bytes) of a run's kiln.yaml (None: not set,
-    or not readable: the run's config was validated when it ran)."""
+    or not readable: the run's config was validated when it ran). Cached by text: a
+    pipeline's runs share few configs, and a cost read over a page of the catalogue reads
+    thousands of runs."""
     try:
-        data = yaml.safe_load(config_text)
+        data = yaml.load(config_text, Loader=_LOADER)
     except yaml.YAMLError:
         return None, None
     found = data.get("resources") if isinstance(data, dict) else None
