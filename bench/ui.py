@@ -146,7 +146,7 @@ def bench(backend: str, url: str, home: Path, args: argparse.Namespace) -> None:
             print(f"{backend}: measuring the registry as it is (--as-is)")
         elif not _filled(url, args.pipelines, args.versions):
             start = time.perf_counter()
-            fill(stores.metadata, args.pipelines, args.versions)
+            fill(stores.metadata, args.pipelines, args.fill_versions or args.versions)
             print(f"{backend}: filled {args.pipelines} pipelines x {args.versions} versions"
                   f" in {time.perf_counter() - start:.1f} s")  # fmt: skip
         else:
@@ -186,6 +186,11 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--backend", default="sqlite,postgres")
+    parser.add_argument(
+        "--fill-versions", type=int, default=None,
+        help="versions of each pipeline that this fill adds (default --versions): a quicker"
+        " fill that keeps the pipelines already filled with --versions",
+    )  # fmt: skip
     parser.add_argument("--fill-only", action="store_true", help="fill (or resume), no timing")
     parser.add_argument(
         "--as-is", action="store_true", help="time the registry as it is (a partial fill)"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from kiln.errors import KilnError
-from kiln.registry.queries import CatalogueFilter, catalogue
+from kiln.registry.queries import CatalogueFilter, catalogue, versions_page
 from kiln.stores import MetadataStore
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -136,3 +136,30 @@ def test_a_bad_filter_names_the_field_and_the_values_it_takes(
 def test_an_empty_registry_is_an_empty_page(store: MetadataStore) -> None:
     page = catalogue(store)
     assert (page.rows, page.total, page.owners, page.pages) == ([], 0, [], 1)
+
+
+def test_versions_page_is_newest_first_filtered_and_paged(registry: MetadataStore) -> None:
+    every = versions_page(registry)
+    assert every.total == 4
+    assert [(r.pipeline, r.version) for r in every.rows] == [
+        ("alpha", 2), ("alpha", 1), ("beta", 2), ("beta", 1),
+    ]  # fmt: skip
+    assert every.rows[2].experiment == "bigger-trees" and every.rows[0].experiment is None
+    blocked = versions_page(registry, stage="blocked")
+    assert [(r.pipeline, r.version, r.stage) for r in blocked.rows] == [("alpha", 2, "blocked")]
+    second = versions_page(registry, pipeline="alpha", page=2, per_page=1)
+    assert [r.version for r in second.rows] == [1] and second.total == 2 and second.after == 0
+    assert versions_page(registry, page=3, per_page=2).rows == []
+    with pytest.raises(KilnError, match="unknown stage 'live'"):
+        versions_page(registry, stage="live")
+
+
+def test_versions_page_reads_the_headline_metric(store: MetadataStore) -> None:
+    metrics = {"primary": "mae", "segments": 3, "overall": {"mae": 11.5, "rmse": 20.0},
+               "per_segment": {"JFK": {"mae": 9.0}}}  # fmt: skip
+    with store.unit_of_work() as uow:
+        uow.pipelines.upsert("alpha", "olga", "", "k")
+        run = uow.runs.create("alpha", "manual", "", "c" * 64, "kiln.yaml", "host", 1)
+        uow.versions.register("alpha", run.id, "d" * 64, metrics, {})
+    (row,) = versions_page(store).rows
+    assert (row.primary, row.primary_value, row.segments) == ("mae", 11.5, 3)

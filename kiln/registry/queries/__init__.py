@@ -11,6 +11,7 @@ from kiln.registry.queries.catalogue import (
     MonitorState,
     catalogue,
 )
+from kiln.registry.queries.versions import VersionRow, VersionsPage, versions_page
 
 __all__ = [
     "MONITOR_STATES",
@@ -20,5 +21,8 @@ __all__ = [
     "GateOutcome",
     "LastRun",
     "MonitorState",
+    "VersionRow",
+    "VersionsPage",
     "catalogue",
+    "versions_page",
 ]

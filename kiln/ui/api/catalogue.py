@@ -4,8 +4,9 @@ pipeline's $/month composed from kiln.monitoring.cost for that page's pipelines 
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
@@ -15,6 +16,8 @@ from kiln.registry.queries import CatalogueFilter, CataloguePage, CatalogueRow, 
 from kiln.ui._deps import UiState, Viewer, state
 
 router = APIRouter(prefix="/api", tags=["catalogue"])
+COST_TTL = 300.0
+"""Seconds a pipeline's $/month is reused before it is read again."""
 
 
 def _blank(value: str | None) -> str | None:
@@ -33,28 +36,45 @@ def catalogue_filter(
     )  # fmt: skip
 
 
-def with_costs(ui: UiState, page: CataloguePage, now: datetime) -> tuple[CataloguePage, str | None]:
-    """The page with each row's ``monthly_usd`` (the last 30 days), and why cost is unknown
-    when it cannot be computed (the page is shown without it)."""
+def with_costs(
+    app: Any, ui: UiState, page: CataloguePage, now: datetime
+) -> tuple[CataloguePage, str | None]:
+    """The page with each row's ``monthly_usd`` (the last 30 days; computed at most every
+    ``COST_TTL`` seconds per pipeline), and why cost is unknown when it cannot be computed (the
+    page is shown without it)."""
     from kiln.config.prices import resolve_prices
     from kiln.monitoring.cost.report import monthly_costs
 
     if not page.rows:
         return page, None
-    try:
-        prices = resolve_prices(ui.settings)
-        costs = monthly_costs(
-            ui.stores.metadata, prices, now=now, pipelines=[r.pipeline for r in page.rows]
-        )
-    except KilnError as e:
-        return page, e.message
-    rows = [_cost(row, costs.get(row.pipeline)) for row in page.rows]
+    cache: dict[str, tuple[float, float | None]] = cache_of(app)
+    clock = time.monotonic()
+    missing = [
+        r.pipeline
+        for r in page.rows
+        if r.pipeline not in cache or clock - cache[r.pipeline][0] > COST_TTL
+    ]
+    if missing:
+        try:
+            prices = resolve_prices(ui.settings)
+            costs = monthly_costs(ui.stores.metadata, prices, now=now, pipelines=missing)
+        except KilnError as e:
+            return page, e.message
+        for name in missing:
+            found = costs.get(name)
+            cache[name] = (clock, None if found is None else float(found.usd))
+    rows = [dataclasses.replace(r, monthly_usd=cache[r.pipeline][1]) for r in page.rows]
     return dataclasses.replace(page, rows=rows), None
 
 
-def _cost(row: CatalogueRow, found: object) -> CatalogueRow:
-    usd = getattr(found, "usd", None)
-    return dataclasses.replace(row, monthly_usd=None if usd is None else float(usd))
+def cache_of(app: Any) -> dict[str, tuple[float, float | None]]:
+    """The app's $/month per pipeline with when it was computed (one dict per app: a cost
+    figure over 30 days moves slowly, and reading every run of a page's pipelines is the
+    slowest read of the page)."""
+    found = getattr(app.state, "catalogue_costs", None)
+    if found is None:
+        found = app.state.catalogue_costs = {}
+    return found
 
 
 class CatalogueAnswer(BaseModel):
@@ -90,7 +110,7 @@ def pipelines(
         ),
         now,
     )
-    found, problem = with_costs(ui, found, now)
+    found, problem = with_costs(request.app, ui, found, now)
     return CatalogueAnswer(
         rows=found.rows, total=found.total, page=found.page, per_page=found.per_page,
         pages=found.pages, owners=found.owners, cost_problem=problem,

@@ -47,7 +47,7 @@ def catalogue_page(
     flt = catalogue_filter(
         q=q, owner=owner, stage=stage, state=monitoring, page=page, per_page=per_page
     )
-    found, cost_problem = with_costs(ui, catalogue(ui.stores.metadata, flt, now), now)
+    found, cost_problem = with_costs(request.app, ui, catalogue(ui.stores.metadata, flt, now), now)
     prev_url = _link(flt, page - 1) if page > 1 else None
     if page > found.pages:  # past the end: "previous" goes back to the last page
         prev_url = _link(flt, found.pages)
