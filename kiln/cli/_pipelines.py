@@ -337,11 +337,10 @@ def models_list(
         )  # fmt: skip
     out.print(t)
     if found.after:
-        out.print(
-            f"{found.after} more version{'s' if found.after != 1 else ''}:"
-            f" `kiln models list --page {page + 1}`" + (f" --limit {limit}" if limit != 50 else ""),
-            highlight=False,
-        )
+        more = f" --page {page + 1}" + (f" --limit {limit}" if limit != 50 else "")
+        more += "".join(f" --{k} {v}" for k, v in (("pipeline", pipeline), ("stage", stage)) if v)
+        plural = "s" if found.after != 1 else ""
+        out.print(f"{found.after} more version{plural}: `kiln models list{more}`", highlight=False)
     elif not found.rows and found.total:
         out.print(f"page {page} is past the end: {found.pages} page(s) of {limit}")
 
