@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -120,3 +121,22 @@ def test_a_bad_filter_is_a_clear_400_on_the_page_and_the_api(
 def test_the_catalogue_needs_a_signed_in_user(client: TestClient) -> None:
     assert client.get("/").status_code == 303
     assert client.get("/api/pipelines").status_code == 401
+
+
+def test_each_row_shows_the_pipelines_monthly_cost(client: TestClient) -> None:
+    with _metadata(client).unit_of_work() as uow:
+        for name in ("costly", "free"):
+            uow.pipelines.upsert(name, "olga", "", "k")
+        config = "resources: {cpus: 2, memory: 4GiB}\n"
+        run = uow.runs.create("costly", "manual", config, "c" * 64, "kiln.yaml", "host", 1)
+        uow.steps.start(run.id, "train")
+        uow.steps.finish(run.id, "train", "succeeded", wall_seconds=3600.0,
+                         cpu_seconds=3600.0, peak_memory_bytes=1 << 30)  # fmt: skip
+        uow.runs.mark_finished(run.id, "succeeded")
+        uow.runs.update(run.id, started_at=run.started_at - timedelta(hours=1))
+    sign_in(client, "vic")
+    rows = {r["pipeline"]: r for r in client.get("/api/pipelines").json()["rows"]}
+    assert rows["costly"]["monthly_usd"] > 0 and not rows["free"]["monthly_usd"]
+    page = client.get("/").text
+    costly = page[page.index('data-pipeline="costly"') :].split("</tr>")[0]
+    assert re.search(r'class="num cost"><a href="/pipelines/costly/cost">\$\d', costly)
