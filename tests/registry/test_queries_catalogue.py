@@ -163,3 +163,18 @@ def test_versions_page_reads_the_headline_metric(store: MetadataStore) -> None:
         uow.versions.register("alpha", run.id, "d" * 64, metrics, {})
     (row,) = versions_page(store).rows
     assert (row.primary, row.primary_value, row.segments) == ("mae", 11.5, 3)
+
+
+def test_open_alerts_are_counted_for_many_pipelines(store: MetadataStore) -> None:
+    """Twelve alerts started one after the other on one pooled connection: on PostgreSQL the
+    insert is a prepared statement with a generic plan from its 11th run, whose ON CONFLICT
+    must still find the partial unique index (it did not while its predicate was bound
+    parameters)."""
+    for i in range(12):
+        with store.unit_of_work() as uow:
+            uow.pipelines.upsert(f"a{i}", "olga", "", "k")
+            alert = uow.alerts.start(f"a{i}", "drift:temp", "drift", "alert", T0, 0.4, 0.3, "x")
+            assert alert is not None
+            uow.alerts.open(alert.id, T0)
+    page = catalogue(store)
+    assert [r.open_alerts for r in page.rows] == [1] * 12
