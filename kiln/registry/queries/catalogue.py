@@ -239,6 +239,18 @@ def _catalogue(conn: sa.Connection, flt: CatalogueFilter, now: datetime) -> Cata
         )  # fmt: skip
     if flt.owner:
         base = base.where(_p.c.owner == flt.owner)
+    offset = (flt.page - 1) * flt.per_page
+    if not (flt.stage or flt.state):
+        # No filter on the latest version or window: count and page the pipelines alone, and
+        # seek the latest version, window and run for the page's names only (PostgreSQL would
+        # otherwise run the correlated subqueries for every pipeline before the LIMIT).
+        matching = base.with_only_columns(_p.c.name)
+        total = conn.scalar(sa.select(sa.func.count()).select_from(matching.subquery())) or 0
+        shown = matching.order_by(_p.c.name).limit(flt.per_page).offset(offset).subquery("shown")
+        base = base.where(_p.c.name.in_(sa.select(shown.c.name)))
+        offset = 0
+    else:
+        total = None  # counted over the joined query below
     b = base.subquery("b")
     mv = _mv.alias("lv")
     w = _w.alias("lw")
@@ -254,10 +266,9 @@ def _catalogue(conn: sa.Connection, flt: CatalogueFilter, now: datetime) -> Cata
         query = query.where(b.c.window_id.is_(None))
     elif flt.state:
         query = query.where(w.c.state == flt.state.replace(" ", "_"))
-    total = conn.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
-    page = conn.execute(
-        query.order_by(b.c.name).limit(flt.per_page).offset((flt.page - 1) * flt.per_page)
-    ).all()
+    if total is None:
+        total = conn.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
+    page = conn.execute(query.order_by(b.c.name).limit(flt.per_page).offset(offset)).all()
     owners = list(conn.scalars(sa.select(_p.c.owner).distinct().order_by(_p.c.owner)))
     rows = _rows(conn, page, now)
     return CataloguePage(rows, total, flt.page, flt.per_page, owners)
