@@ -254,12 +254,11 @@ def _catalogue(conn: sa.Connection, flt: CatalogueFilter, now: datetime) -> Cata
     b = base.subquery("b")
     mv = _mv.alias("lv")
     w = _w.alias("lw")
-    query = (
-        sa.select(b, mv.c.stage, mv.c.created_at, w.c.state)
-        .select_from(b)
-        .outerjoin(mv, sa.and_(mv.c.pipeline == b.c.name, mv.c.version == b.c.latest))
-        .outerjoin(w, w.c.id == b.c.window_id)
-    )
+    query = sa.select(b)
+    if flt.stage:  # joined only to filter: the page's rows read them in one batch below
+        query = query.join(mv, sa.and_(mv.c.pipeline == b.c.name, mv.c.version == b.c.latest))
+    if flt.state and flt.state != "not monitored yet":
+        query = query.join(w, w.c.id == b.c.window_id)
     if flt.stage:
         query = query.where(mv.c.stage == flt.stage)
     if flt.state == "not monitored yet":
@@ -286,7 +285,9 @@ def _rows(conn: sa.Connection, page: Sequence[sa.Row[Any]], now: datetime) -> li
             )
         )
     }
-    gates = _gates(conn, [(r.name, r.latest) for r in page if r.latest is not None])
+    latest = [(r.name, r.latest) for r in page if r.latest is not None]
+    stages = _latest(conn, latest)
+    gates = _gates(conn, latest)
     windows = _windows(conn, [r.window_id for r in page if r.window_id is not None])
     alerts = _open_alerts(conn, names)
     runs = _runs(conn, names, [r.run_id for r in page if r.run_id is not None], now)
@@ -301,8 +302,8 @@ def _rows(conn: sa.Connection, page: Sequence[sa.Row[Any]], now: datetime) -> li
                 production=prod.version if prod else None,
                 production_since=prod.stage_changed_at if prod else None,
                 latest=r.latest,
-                latest_stage=r.stage,
-                latest_created_at=r.created_at,
+                latest_stage=stages[r.name][0] if r.name in stages else None,
+                latest_created_at=stages[r.name][1] if r.name in stages else None,
                 gates=gates.get(r.name, GateOutcome("none")),
                 monitoring=windows.get(r.window_id) or MonitorState("not monitored yet"),
                 open_alerts=alerts.get(r.name, 0),
@@ -310,6 +311,17 @@ def _rows(conn: sa.Connection, page: Sequence[sa.Row[Any]], now: datetime) -> li
             )
         )
     return found
+
+
+def _latest(
+    conn: sa.Connection, versions: list[tuple[str, int]]
+) -> dict[str, tuple[str, datetime]]:
+    """The stage and creation time of each pipeline's latest released version."""
+    if not versions:
+        return {}
+    wanted = sa.or_(*(sa.and_(_mv.c.pipeline == p, _mv.c.version == v) for p, v in versions))
+    rows = conn.execute(sa.select(_mv.c.pipeline, _mv.c.stage, _mv.c.created_at).where(wanted))
+    return {r.pipeline: (r.stage, r.created_at) for r in rows}
 
 
 def _gates(conn: sa.Connection, versions: list[tuple[str, int]]) -> dict[str, GateOutcome]:
