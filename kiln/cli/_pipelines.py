@@ -309,24 +309,40 @@ def runs_show(ctx: typer.Context, run_id: str) -> None:
     out.print(t)
 
 
-def models_list(ctx: typer.Context, pipeline: Annotated[str | None, typer.Option()] = None) -> None:
-    """Registered versions with their stage and headline metric."""
+def models_list(
+    ctx: typer.Context,
+    pipeline: Annotated[str | None, typer.Option()] = None,
+    stage: Annotated[str | None, typer.Option(help="Only versions at this stage.")] = None,
+    limit: Annotated[int, typer.Option(help="Versions per page (at most 200).")] = 50,
+    page: Annotated[int, typer.Option(help="Page to show (1: the newest versions).")] = 1,
+) -> None:
+    """Registered versions with their stage and headline metric, newest first per pipeline."""
+    from kiln.registry.queries.versions import versions_page
+
     stores = _stores(ctx)
-    with stores.metadata.read() as uow:
-        versions = uow.versions.list(pipeline=pipeline)
+    try:
+        found = versions_page(stores.metadata, pipeline, stage, page=page, per_page=limit)
+    finally:
+        stores.close()
     t = Table("pipeline", "version", "stage", "created", "segments", "primary metric", "run")
-    for v in versions:
-        m = v.metrics or {}
-        primary = m.get("primary", "")
+    for v in found.rows:
         t.add_row(
             v.pipeline, f"v{v.version}",
             f"{v.stage} [magenta](experiment {escape(v.experiment)})[/]"
             if v.experiment else v.stage,
             f"{v.created_at:%Y-%m-%d %H:%M}",
-            str(m.get("segments", "-")), f"{primary}={_num((m.get('overall') or {}).get(primary))}",
+            "-" if v.segments is None else str(v.segments),
+            f"{v.primary or ''}={_num(v.primary_value)}",
             v.run_id,
         )  # fmt: skip
     out.print(t)
+    if found.after:
+        more = f" --page {page + 1}" + (f" --limit {limit}" if limit != 50 else "")
+        more += "".join(f" --{k} {v}" for k, v in (("pipeline", pipeline), ("stage", stage)) if v)
+        plural = "s" if found.after != 1 else ""
+        out.print(f"{found.after} more version{plural}: `kiln models list{more}`", highlight=False)
+    elif not found.rows and found.total:
+        out.print(f"page {page} is past the end: {found.pages} page(s) of {limit}")
 
 
 def models_show(

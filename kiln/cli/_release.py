@@ -206,7 +206,9 @@ def _monthly_costs(ctx: typer.Context, stores: Any, rows: list[dict[str, Any]]) 
         return None
     try:
         prices = resolve_prices(_settings(ctx))
-        costs = monthly_costs(stores.metadata, prices, now=datetime.now(UTC))
+        costs = monthly_costs(
+            stores.metadata, prices, now=datetime.now(UTC), pipelines=[r["pipeline"] for r in rows]
+        )
     except KilnError as e:
         return str(e)
     for row in rows:

@@ -99,16 +99,23 @@ def release_pending(uow: UnitOfWork, version: VersionRecord) -> Ungated | None:
 
 
 def ungated_versions(
-    uow: UnitOfWork, pipeline: str, *, now: datetime | None = None, legacy: bool = False
+    uow: UnitOfWork,
+    pipeline: str,
+    *,
+    now: datetime | None = None,
+    legacy: bool = False,
+    versions: list[VersionRecord] | None = None,
 ) -> list[Ungated]:
     """The pipeline's candidates that their run did not release and never will: it is dead.
 
     Candidates of runs that a Kiln without a release step recorded as succeeded are left out
     unless ``legacy`` (``kiln status`` flags them): they may have been registered with
-    ``--skip-gates`` on purpose, so no watcher releases them."""
+    ``--skip-gates`` on purpose, so no watcher releases them.
+    ``versions``: the pipeline's candidates when the caller has read them already (only a
+    candidate can be pending; `kiln status` reads them for a page of pipelines at once)."""
     lock = uow.locks.get(pipeline)
     found = []
-    for v in uow.versions.list(pipeline):
+    for v in uow.versions.list(pipeline) if versions is None else versions:
         pending = release_pending(uow, v)
         if pending is None:
             continue

@@ -1,78 +1,104 @@
 """What `kiln status` shows: every pipeline's production version, last run, gates, the
 versions waiting (shadow, canary) or refused (blocked), and its monitoring state (the latest
-stored monitor window), read in one unit of work."""
+stored monitor window).
+
+Read through the catalogue query (kiln.registry.queries.catalogue) page by page, plus one query
+per page for the versions waiting or refused and the candidates: bounded work per pipeline,
+never every version of every pipeline."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from kiln.registry.liveness import shown_status, ungated_versions
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from kiln.registry.liveness import ungated_versions
+from kiln.registry.queries.catalogue import (
+    MAX_PER_PAGE,
+    CatalogueFilter,
+    CatalogueRow,
+    catalogue,
+)
 from kiln.stores import MetadataStore
-from kiln.stores.metadata.windows import WindowRecord
+from kiln.stores.metadata import tables as t
+from kiln.stores.metadata.base import to_record
+from kiln.stores.metadata.engine import READONLY, unreachable
+from kiln.stores.metadata.records import VersionRecord
 
 __all__ = ["pipeline_status"]
+
+_WAITING = ("canary", "shadow", "blocked", "candidate")
 
 
 def pipeline_status(metadata: MetadataStore, now: datetime | None = None) -> list[dict[str, Any]]:
     now = now or datetime.now(UTC)
     rows: list[dict[str, Any]] = []
-    with metadata.read() as uow:
-        for pipeline in uow.pipelines.list():
-            versions = uow.versions.list(pipeline.name)
-            production = next((v for v in versions if v.stage == "production"), None)
-            canary = next((v for v in versions if v.stage == "canary"), None)
-            released = [v for v in versions if v.experiment is None]  # experiments never serve
-            latest = released[-1] if released else None
-            run = uow.runs.latest(pipeline.name)
-            lock = uow.locks.get(pipeline.name)
-            ungated = ungated_versions(uow, pipeline.name, now=now, legacy=True)
-            last_run = None
-            if run is not None:
-                shown = shown_status(run, lock, now=now)  # `running` with a dead process: not
-                last_run = f"{shown} {run.started_at:%Y-%m-%d %H:%M} ({run.trigger})"
-            gates: dict[str, str] = {}
-            if latest is not None:
-                found = uow.gates.for_version(pipeline.name, latest.version)
-                gates = {g.gate: g.status for g in found}
-            rows.append(
-                {
-                    "pipeline": pipeline.name,
-                    "production": production.version if production else None,
-                    "production_age": (now - production.stage_changed_at).total_seconds()
-                    if production
-                    else None,
-                    "last_run": last_run,
-                    "latest": {"version": latest.version, "stage": latest.stage}
-                    if latest
-                    else None,
-                    "gates": gates,
-                    "canary": f"v{canary.version} at {canary.traffic_share:.0%}"
-                    if canary and canary.traffic_share is not None
-                    else None,
-                    "shadows": [v.version for v in versions if v.stage == "shadow"],
-                    "blocked": [v.version for v in versions if v.stage == "blocked"],
-                    "never_gated": [u.advice() for u in ungated],
-                    "monitoring": _monitoring(uow.windows.latest(pipeline.name)),
-                }
-            )
-    return rows
+    page = 1
+    while True:
+        found = catalogue(metadata, CatalogueFilter(page=page, per_page=MAX_PER_PAGE), now)
+        rows += _rows(metadata, found.rows, now)
+        if not found.has_next:
+            return rows
+        page += 1
 
 
-def _monitoring(window: WindowRecord | None) -> dict[str, Any]:
-    """The state of the latest monitor window (``ok``, ``warn``, ``alert``, ``no traffic``, or
-    ``not monitored yet``) with its worst finding's check, feature, segment and figures."""
-    if window is None:
-        return {"state": "not monitored yet"}
-    found: dict[str, Any] = {
-        "state": "no traffic" if window.state == "no_traffic" else window.state,
-        "window_start": window.window_start.isoformat(),
-        "window_end": window.window_end.isoformat(),
-    }
-    worst = next(
-        (f for f in window.summary.get("findings", []) if f.get("check") == window.worst), None
-    )
-    if worst is not None:
-        found |= {k: worst.get(k) for k in ("check", "feature", "segment", "value", "threshold")}
-        found["statistic"] = (worst.get("details") or {}).get("statistic")
+def _waiting(metadata: MetadataStore, names: list[str]) -> dict[str, list[VersionRecord]]:
+    """The canary, shadow, blocked and candidate versions of ``names``, oldest first."""
+    mv = t.table_of(t.ModelVersion)
+    engine = metadata.engine.execution_options(**{READONLY: True})
+    found: dict[str, list[VersionRecord]] = defaultdict(list)
+    try:
+        with engine.connect() as conn, conn.begin():
+            for row in conn.execute(
+                sa.select(mv)
+                .where(mv.c.pipeline.in_(names), mv.c.stage.in_(_WAITING))
+                .order_by(mv.c.pipeline, mv.c.version)
+            ):
+                found[row.pipeline].append(to_record(VersionRecord, row))
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
+        raise unreachable(metadata.url, e) from e
     return found
+
+
+def _rows(metadata: MetadataStore, page: list[CatalogueRow], now: datetime) -> list[dict[str, Any]]:
+    if not page:
+        return []
+    waiting = _waiting(metadata, [r.pipeline for r in page])
+    never_gated: dict[str, list[str]] = {}
+    with metadata.read() as uow:
+        for name, versions in waiting.items():
+            candidates = [v for v in versions if v.stage == "candidate"]
+            if candidates:
+                found = ungated_versions(uow, name, now=now, legacy=True, versions=candidates)
+                never_gated[name] = [u.advice() for u in found]
+    return [_row(r, waiting.get(r.pipeline, []), never_gated.get(r.pipeline, []), now)
+            for r in page]  # fmt: skip
+
+
+def _row(
+    r: CatalogueRow, versions: list[VersionRecord], never_gated: list[str], now: datetime
+) -> dict[str, Any]:
+    canary = next((v for v in versions if v.stage == "canary"), None)
+    run = r.last_run
+    return {
+        "pipeline": r.pipeline,
+        "production": r.production,
+        "production_age": (now - r.production_since).total_seconds()
+        if r.production_since is not None
+        else None,
+        "last_run": f"{run.status} {run.started_at:%Y-%m-%d %H:%M} ({run.trigger})"
+        if run is not None
+        else None,
+        "latest": {"version": r.latest, "stage": r.latest_stage} if r.latest else None,
+        "gates": dict(r.gates.gates),
+        "canary": f"v{canary.version} at {canary.traffic_share:.0%}"
+        if canary and canary.traffic_share is not None
+        else None,
+        "shadows": [v.version for v in versions if v.stage == "shadow"],
+        "blocked": [v.version for v in versions if v.stage == "blocked"],
+        "never_gated": never_gated,
+        "monitoring": r.monitoring.to_dict(),
+    }

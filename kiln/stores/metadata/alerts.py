@@ -31,6 +31,7 @@ from kiln.stores.metadata.base import (
 )
 from kiln.stores.metadata.base import now as _now
 from kiln.stores.metadata.repositories import AuditRepository
+from kiln.stores.metadata.tables.base import LIVE_EPISODE_WHERE
 
 __all__ = [
     "AlertLevel",
@@ -200,7 +201,10 @@ class AlertRepository(Repository):
                 self._table,
                 chunk,
                 ["pipeline", "check"],
-                self._table.c.status.in_(_LIVE),
+                # the partial index's own predicate as literal SQL: with bound parameters,
+                # PostgreSQL cannot infer the index once a prepared statement gets a generic
+                # plan (its 11th run on a connection): "no unique or exclusion constraint matching"
+                sa.text(LIVE_EPISODE_WHERE),
             )
             for row in self._session.execute(stmt.returning(*self._table.c)):
                 started[row.check] = to_record(AlertRecord, row)
