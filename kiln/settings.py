@@ -84,7 +84,9 @@ class Settings(BaseSettings):
         description="How long a sign-in to `kiln ui` lasts before the login page asks again.",
     )
     ui_cost_cache_seconds: float = Field(
-        default=300.0, ge=0, le=86400,
+        default=300.0,
+        ge=0,
+        le=86400,
         description="`kiln ui` keeps cost reports this long and recomputes them in the"
         " background (pages show them at once, with the time they were computed); 0: every"
         " page view computes its report.",

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from kiln.cli._common import _actor_of, _sign_in, _Token, err, out
+from kiln.cli._common import _actor_of, _Reason, _sign_in, _Token, err, out
 
 if TYPE_CHECKING:
     from kiln.registry.people import People, Principal
@@ -166,6 +166,28 @@ def users_disable(ctx: typer.Context, name: str, token: _Token = None) -> None:
         stores.close()
     out.print(
         f"[green]✓[/] user {escape(name)} disabled: its tokens and sessions no longer work",
+        highlight=False,
+    )
+
+
+def transfer(
+    ctx: typer.Context,
+    pipeline: str,
+    owner: str,
+    reason: _Reason = None,
+    token: _Token = None,
+) -> None:
+    """Give PIPELINE to OWNER (admin; audited): a run cannot change who owns a pipeline."""
+    from kiln.registry.ownership import transfer as give
+
+    _, principal, stores = _people(ctx, token)
+    try:
+        _need_admin(principal, f"giving {pipeline!r} to {owner!r}")
+        before = give(stores.metadata, pipeline, owner, actor=_actor_of(principal), reason=reason)
+    finally:
+        stores.close()
+    out.print(
+        f"[green]✓[/] {escape(pipeline)}: owner {escape(before)} -> {escape(owner)}",
         highlight=False,
     )
 

@@ -40,8 +40,9 @@ def ui(
 ) -> None:
     """Serve the web pages and the management API (OpenAPI at /api/docs) until Ctrl-C.
 
-    Sign in with a user (`kiln users add NAME --role admin --password-stdin`) or one of its
-    tokens; KILN_ADMIN_TOKEN signs in as the bootstrap admin."""
+    Sign in with a user (`kiln users add NAME --role admin --password-stdin`) and its password
+    or one of its tokens; the API also takes KILN_ADMIN_TOKEN as a bearer token (the bootstrap
+    admin has no page session: add a user with it first)."""
     import uvicorn
 
     from kiln.ui import create_app
@@ -53,9 +54,8 @@ def ui(
         users = uow.users.list()
     if not users:
         err.print(
-            "[yellow]warning:[/] no user exists yet: add one with"
-            " `kiln users add NAME --role admin --password-stdin`"
-            + (" (or sign in with KILN_ADMIN_TOKEN)" if settings.admin_token else ""),
+            "[yellow]warning:[/] no user exists yet, so nobody can sign in: add one with"
+            " `kiln users add NAME --role admin --password-stdin --token $KILN_ADMIN_TOKEN`",
             highlight=False,
         )
     app = create_app(settings, stores)

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -70,6 +70,8 @@ class Principal:
     role: Role
     pipelines: str | None = None
     via: Literal["token", "session", "bootstrap"] = "token"
+    token_id: int | None = field(default=None, compare=False)
+    """The token it authenticated with (None: a password or the bootstrap token)."""
 
     def may_change(self, pipeline: str, owner: str | None = None) -> bool:
         """Whether this principal may change what serves ``pipeline`` (owned by ``owner``)."""
@@ -208,6 +210,7 @@ class People:
         with self._metadata.unit_of_work() as uow:
             if uow.users.update(name, password_hash=hash_password(password)) is None:
                 raise _no_user(name)
+            uow.web_sessions.delete_user(name, password_only=True)  # the old password's
             _audit(uow, actor, "user.passwd", {"user": name})
 
     def disable(self, name: str, *, actor: str | None = None) -> UserRecord:
@@ -255,6 +258,7 @@ class People:
                 raise NotFoundError(
                     f"no token with id {token_id}", hint="`kiln tokens list` shows the ids"
                 )
+            uow.web_sessions.delete_token(token_id)  # signed in with it: signed out now
             _audit(uow, actor, "token.revoke", _token_details(record))
         return record
 
@@ -273,27 +277,33 @@ class People:
         if self._admin and hmac.compare_digest(token.encode(), self._admin.encode()):
             return Principal(self._bootstrap, "admin", via="bootstrap")
         now = datetime.now(UTC)
-        with self._metadata.unit_of_work() as uow:
+        with self._metadata.read() as uow:  # no write lock: a busy writer never delays a read
             record = uow.tokens.by_hash(hash_secret(token))
-            if record is None or record.revoked_at is not None:
-                raise _refused()
-            if record.expires_at is not None and record.expires_at <= now:
-                raise _refused()
-            user = uow.users.get(record.user)
-            if user is None or user.disabled_at is not None:
-                raise _refused()
-            if record.last_used_at is None or now - record.last_used_at > timedelta(minutes=1):
-                uow.tokens.touch(record.id, now)
-        return _principal(user, "token")
+            user = uow.users.get(record.user) if record is not None else None
+        if record is None or record.revoked_at is not None or user is None:
+            raise _refused()
+        if record.expires_at is not None and record.expires_at <= now:
+            raise _refused()
+        if user.disabled_at is not None:
+            raise _refused()
+        if record.last_used_at is None or now - record.last_used_at > timedelta(minutes=1):
+            try:  # when it was last used is a courtesy: never worth failing the request
+                with self._metadata.unit_of_work() as uow:
+                    uow.tokens.touch(record.id, now)
+            except KilnError:
+                pass
+        return replace(_principal(user, "token"), token_id=record.id)
 
     def login(self, name: str, secret: str) -> Principal:
         """Sign in with a user name and its password, or one of its tokens."""
         with self._metadata.read() as uow:
             user = uow.users.get(name)
+        # One scrypt whatever the case (no user, no password, wrong one): the time says nothing.
+        stored = user.password_hash if user is not None else None
+        matched = verify_password(secret, stored or _DUMMY) and stored is not None
         if user is None or user.disabled_at is not None:
-            verify_password(secret, _DUMMY)  # the same time whether the user exists or not
             raise _refused()
-        if verify_password(secret, user.password_hash):
+        if matched:
             return _principal(user, "session")
         try:
             principal = self.authenticate(secret)
@@ -301,7 +311,7 @@ class People:
             raise _refused() from None
         if principal.name != name or principal.via == "bootstrap":
             raise _refused()
-        return _principal(user, "session")
+        return replace(_principal(user, "session"), token_id=principal.token_id)
 
     def open_session(self, principal: Principal, ttl: timedelta) -> WebSessionOpened:
         """A web session for ``principal`` (a user; the bootstrap admin signs in as ``admin``
@@ -310,7 +320,9 @@ class People:
         expires = datetime.now(UTC) + ttl
         with self._metadata.unit_of_work() as uow:
             uow.web_sessions.purge_expired(datetime.now(UTC))
-            uow.web_sessions.add(hash_secret(secret), principal.name, csrf, expires)
+            uow.web_sessions.add(
+                hash_secret(secret), principal.name, csrf, expires, token_id=principal.token_id
+            )
         return WebSessionOpened(secret, csrf, expires)
 
     def session(self, secret: str | None) -> tuple[Principal, str]:
@@ -321,14 +333,26 @@ class People:
         )
         if not secret:
             raise expired
+        now = datetime.now(UTC)
         with self._metadata.read() as uow:
             record = uow.web_sessions.get(hash_secret(secret))
             user = uow.users.get(record.user) if record is not None else None
+            token = (
+                uow.tokens.get(record.token_id)
+                if record is not None and record.token_id is not None
+                else None
+            )
         if record is None or user is None or user.disabled_at is not None:
             raise expired
-        if record.expires_at <= datetime.now(UTC):
+        if record.expires_at <= now:
             raise expired
-        return _principal(user, "session"), record.csrf_token
+        if record.token_id is not None and (  # signed in with a token since revoked or expired
+            token is None
+            or token.revoked_at is not None
+            or (token.expires_at is not None and token.expires_at <= now)
+        ):
+            raise expired
+        return replace(_principal(user, "session"), token_id=record.token_id), record.csrf_token
 
     def close_session(self, secret: str | None) -> None:
         if not secret:

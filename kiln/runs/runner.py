@@ -21,6 +21,7 @@ from kiln.config.loader import LoadedConfig, parse_config
 from kiln.errors import ConfigError, KilnError, SourceError
 from kiln.executors import Executor, make_executor
 from kiln.pipeline.plan import STEPS, SegmentPlan
+from kiln.registry.ownership import check_owner
 from kiln.registry.package import save_manifest
 from kiln.runs.data import Prepared, prepare, where_field
 from kiln.runs.options import (
@@ -143,6 +144,7 @@ class Runner:
         cfg = loaded.config
         host, pid = host_and_pid()
         with self.stores.metadata.unit_of_work() as uow:
+            check_owner(uow, cfg.name, cfg.owner, str(loaded.path))
             uow.pipelines.upsert(cfg.name, cfg.owner, cfg.description, str(loaded.path.resolve()))
             run = uow.runs.create(
                 pipeline=cfg.name,

@@ -31,7 +31,7 @@ from kiln.settings import Settings
 from kiln.stores import Stores, open_stores
 from kiln.ui import api, pages
 from kiln.ui._cache import Recent
-from kiln.ui._deps import CsrfError, UiState
+from kiln.ui._deps import SESSION_COOKIE, CsrfError, UiState
 from kiln.ui._render import render
 from kiln.ui.cost import warm_cost
 
@@ -128,9 +128,8 @@ def _errors(app: FastAPI) -> None:
             return JSONResponse(body, status_code=status)
         if status == 401:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            return RedirectResponse(
-                f"/login?next={quote(target)}&why={quote(error.message)}", status_code=303
-            )
+            why = "expired" if request.cookies.get(SESSION_COOKIE) else "signin"
+            return RedirectResponse(f"/login?next={quote(target)}&why={why}", status_code=303)
         return render(request, "error.html", None, status_code=status, status=status, error=error)
 
     @app.exception_handler(RequestValidationError)

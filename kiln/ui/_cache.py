@@ -40,9 +40,15 @@ class Recent:
         self._kept: dict[Hashable, tuple[float, Kept[Any]]] = {}
         self._running: dict[Hashable, Future[Kept[Any]]] = {}
         self._lock = threading.Lock()
+        self._uncached = threading.BoundedSemaphore(1)
         self._pool: ThreadPoolExecutor | None = None  # made when first needed
 
-    def get(self, key: Hashable, compute: Callable[[], T]) -> Kept[T]:
+    def get(self, key: Hashable, compute: Callable[[], T], *, keep: bool = True) -> Kept[T]:
+        """``keep=False``: computed now and not kept (a period nobody else asks for), one such
+        computation at a time: a visitor looping over periods cannot load every core."""
+        if not keep:
+            with self._uncached:
+                return Kept(compute(), datetime.now(UTC))
         if self.ttl <= 0:
             return Kept(compute(), datetime.now(UTC))
         with self._lock:

@@ -19,7 +19,11 @@ from kiln.stores import Stores
 from kiln.stores.metadata.locks import pid_alive
 from kiln.stores.metadata.records import LockRecord
 
-__all__ = ["live_lock", "run_of", "spawn"]
+__all__ = ["SECRETS", "live_lock", "run_of", "spawn"]
+
+SECRETS = ("KILN_ADMIN_TOKEN", "KILN_PREDICT_TOKEN", "KILN_TOKEN")
+"""Never passed to a run the UI starts: a run imports the pipeline's own code (custom
+estimators, features), which must not read the server's admin token."""
 
 
 def live_lock(lock: LockRecord | None, now: datetime | None = None) -> bool:
@@ -38,7 +42,8 @@ def spawn(settings: Settings, name: str, args: list[str], actor: str) -> tuple[i
 
     The child's ``LOGNAME`` and ``USER`` are ``actor``: the audit events that `kiln run` writes
     itself (register, the release's promote or block) name the person who started it, as they
-    name the user who runs `kiln run` in a terminal."""
+    name the user who runs `kiln run` in a terminal. The server's tokens (``SECRETS``) are not
+    passed on: a run needs none, and it runs code from the pipeline's folder."""
     logs = settings.home.resolve() / "ui-runs"
     logs.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
@@ -49,12 +54,19 @@ def spawn(settings: Settings, name: str, args: list[str], actor: str) -> tuple[i
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=child_env(settings) | {"LOGNAME": actor, "USER": actor},
+            env=_env(settings, actor),
             start_new_session=True,
         )
     # Reap it when it ends (no zombie, no warning), without making the request wait for it.
     threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
     return process.pid, log
+
+
+def _env(settings: Settings, actor: str) -> dict[str, str]:
+    env = child_env(settings) | {"LOGNAME": actor, "USER": actor}
+    for key in SECRETS:
+        env.pop(key, None)
+    return env
 
 
 def run_of(stores: Stores, name: str, pid: int, wait: float) -> str | None:

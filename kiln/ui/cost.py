@@ -45,6 +45,9 @@ __all__ = [
 
 DEFAULT_SINCE = "30d"
 """As `kiln cost`."""
+KEPT_PERIODS = ("7d", "30d", "90d")
+"""Periods whose reports the UI keeps (see _cache); any other is computed on demand, one at a
+time."""
 
 
 def parse_since(text: str | None, now: datetime) -> datetime:
@@ -102,7 +105,8 @@ def cost_overview(
         start = parse_since(since_text, now)
         return cost_report(stores.metadata, resolve_prices(settings), since=start, until=now)
 
-    kept = (recent or Recent(0)).get(("overview", since_text), compute)
+    keep = since_text in KEPT_PERIODS
+    kept = (recent or Recent(0)).get(("overview", since_text), compute, keep=keep)
     return CostOverview(kept.value, since_text, page, per_page, kept.computed_at)
 
 
@@ -160,7 +164,9 @@ def pipeline_cost(
         owner = uow.pipelines.get(name).owner
     key = ("pipeline", name, since_text)
     kept = (recent or Recent(0)).get(
-        key, lambda: _pipeline_cost(settings, stores, name, owner, since_text)
+        key,
+        lambda: _pipeline_cost(settings, stores, name, owner, since_text),
+        keep=since_text in KEPT_PERIODS,
     )
     return replace(kept.value, computed_at=kept.computed_at)
 

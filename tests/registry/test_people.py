@@ -96,3 +96,29 @@ def test_owners_change_their_own_pipelines_viewers_none_admins_all() -> None:
         authorize(scoped, "promote", "weather", owner="bo")
     with pytest.raises(ForbiddenError, match="viewer"):
         authorize(viewer, "ack", "p1", owner="cy")
+
+
+def test_revoking_a_token_or_changing_the_password_ends_the_sessions_opened_with_it(
+    people: People,
+) -> None:
+    people.add_user("ana", "owner", password="first password")
+    record, token = people.create_token("ana")
+    by_token = people.open_session(people.login("ana", token), timedelta(hours=1))
+    by_password = people.open_session(people.login("ana", "first password"), timedelta(hours=1))
+    people.revoke_token(record.id)
+    with pytest.raises(AuthError, match="expired"):
+        people.session(by_token.secret)
+    assert people.session(by_password.secret)[0].name == "ana"
+    people.set_password("ana", "second password")
+    with pytest.raises(AuthError, match="expired"):
+        people.session(by_password.secret)
+
+
+def test_a_token_is_checked_without_the_write_lock(people: People, store: MetadataStore) -> None:
+    """A writer holding the database (a run, the monitor) never delays a token check."""
+    people.add_user("ana", "viewer")
+    _, token = people.create_token("ana")
+    people.authenticate(token)  # last_used_at is fresh now: nothing to write for a minute
+    with store.unit_of_work() as uow:  # holds the write lock (BEGIN IMMEDIATE on SQLite)
+        uow.users.update("ana", pipelines="")
+        assert people.authenticate(token).name == "ana"

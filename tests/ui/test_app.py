@@ -3,8 +3,10 @@ OpenAPI spec, and plotly.js served by Kiln."""
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
+from kiln.settings import Settings
 from tests.ui.conftest import sign_in
 
 
@@ -62,3 +64,35 @@ def test_openapi_spec_lists_the_api_and_plotly_is_served_locally(client: TestCli
     js = client.get("/static/plotly.min.js")
     assert js.status_code == 200 and len(js.content) > 1_000_000
     assert client.get("/static/kiln.css").status_code == 200
+
+
+def test_guessing_passwords_is_throttled_per_name_and_address(client: TestClient) -> None:
+    for _ in range(10):
+        assert client.post("/login", data={"name": "vic", "secret": "guess"}).status_code == 401
+    slowed = client.post("/login", data={"name": "vic", "secret": "correct horse battery"})
+    assert slowed.status_code == 429 and "wait" in slowed.text
+    other = client.post("/login", data={"name": "olga", "secret": "correct horse battery"})
+    assert other.status_code == 303  # another name from the same address is not slowed
+
+
+def test_the_login_page_says_only_what_kiln_wrote(client: TestClient) -> None:
+    """A link cannot make the login page say something (``why`` is a code, not text)."""
+    forged = client.get("/login?why=Kiln+moved:+sign+in+at+evil.example")
+    assert "evil.example" not in forged.text
+    assert "expired" in client.get("/login?why=expired").text
+    assert "why=signin" in client.get("/").headers["location"]
+    client.cookies.set("kiln_session", "kiln_stale")
+    assert "why=expired" in client.get("/").headers["location"]
+
+
+def test_a_run_started_from_the_ui_gets_no_token(
+    ui_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run imports the pipeline's own code: it must not find the server's tokens."""
+    from kiln.ui._runs import SECRETS, _env
+
+    monkeypatch.setenv("KILN_ADMIN_TOKEN", "boot-admin-token")
+    monkeypatch.setenv("KILN_TOKEN", "someone's")
+    env = _env(ui_settings, "olga")
+    assert not set(SECRETS) & set(env)
+    assert env["USER"] == "olga" and env["KILN_HOME"]

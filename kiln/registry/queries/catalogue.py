@@ -50,6 +50,10 @@ _w = t.table_of(t.MonitorWindow)
 _r = t.table_of(t.Run)
 
 
+MAX_PAGE = 1_000_000
+"""Pages past it are refused (a page number is an SQL offset: a database integer)."""
+
+
 class FilterError(KilnError):
     """A catalogue filter or page that is not one of the values it takes (answered 400)."""
 
@@ -79,8 +83,11 @@ class CatalogueFilter:
                 f"unknown monitoring state {self.state!r} in the catalogue filter",
                 hint=f"state is one of {', '.join(MONITOR_STATES)}",
             )
-        if self.page < 1:
-            raise FilterError(f"page {self.page} does not exist", hint="pages start at 1")
+        if not 1 <= self.page <= MAX_PAGE:
+            raise FilterError(
+                f"page {str(self.page)[:30]} does not exist",
+                hint=f"pages start at 1 (and stop before {MAX_PAGE:,})",
+            )
         if not 1 <= self.per_page <= MAX_PER_PAGE:
             raise FilterError(
                 f"per_page {self.per_page} is out of range",

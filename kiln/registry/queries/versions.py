@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from kiln.registry.queries.catalogue import MAX_PER_PAGE, FilterError
+from kiln.registry.queries.catalogue import MAX_PAGE, MAX_PER_PAGE, FilterError
 from kiln.stores import MetadataStore
 from kiln.stores.metadata import tables as t
 from kiln.stores.metadata.engine import READONLY, unreachable
@@ -64,8 +64,8 @@ def versions_page(
     pipeline and newest version first; one page of ``per_page`` with the total."""
     if stage is not None and stage not in t.STAGES:
         raise FilterError(f"unknown stage {stage!r}", hint=f"stage is one of {', '.join(t.STAGES)}")
-    if page < 1:
-        raise FilterError(f"page {page} does not exist", hint="pages start at 1")
+    if not 1 <= page <= MAX_PAGE:
+        raise FilterError(f"page {str(page)[:30]} does not exist", hint="pages start at 1")
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise FilterError(
             f"the page size {per_page} is out of range",

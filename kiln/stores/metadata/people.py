@@ -49,6 +49,7 @@ class SessionRecord:
     id_hash: str
     user: str
     csrf_token: str
+    token_id: int | None
     created_at: datetime
     expires_at: datetime
 
@@ -149,11 +150,19 @@ class TokenRepository(Repository):
 
 
 class SessionRepository(Repository):
-    def add(self, id_hash: str, user: str, csrf_token: str, expires_at: datetime) -> SessionRecord:
+    def add(
+        self,
+        id_hash: str,
+        user: str,
+        csrf_token: str,
+        expires_at: datetime,
+        *,
+        token_id: int | None = None,
+    ) -> SessionRecord:
         check_aware("expires_at", expires_at)
         row = t.WebSession(
-            id_hash=id_hash, user=user, csrf_token=csrf_token, created_at=now(),
-            expires_at=expires_at,
+            id_hash=id_hash, user=user, csrf_token=csrf_token, token_id=token_id,
+            created_at=now(), expires_at=expires_at,
         )  # fmt: skip
         self._session.add(row)
         self._session.flush()
@@ -166,9 +175,17 @@ class SessionRepository(Repository):
     def delete(self, id_hash: str) -> None:
         self._session.execute(sa.delete(t.WebSession).where(t.WebSession.id_hash == id_hash))
 
-    def delete_user(self, user: str) -> int:
-        """End every session of ``user`` (disabled, or signed out everywhere)."""
+    def delete_user(self, user: str, *, password_only: bool = False) -> int:
+        """End every session of ``user`` (disabled), or those opened with its password (a new
+        password)."""
         q = sa.delete(t.WebSession).where(t.WebSession.user == user)
+        if password_only:
+            q = q.where(t.WebSession.token_id.is_(None))
+        return int(self._session.execute(q).rowcount or 0)  # type: ignore[attr-defined]
+
+    def delete_token(self, token_id: int) -> int:
+        """End the sessions opened with token ``token_id`` (revoked)."""
+        q = sa.delete(t.WebSession).where(t.WebSession.token_id == token_id)
         return int(self._session.execute(q).rowcount or 0)  # type: ignore[attr-defined]
 
     def purge_expired(self, at: datetime) -> int:

@@ -4,9 +4,10 @@ owner of another pipeline gets 403, a page that lost a race 409."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
+from fastapi import Path as FastApiPath
 from pydantic import BaseModel, Field
 
 from kiln.ui import actions
@@ -26,7 +27,7 @@ class ActionRequest(BaseModel):
     block), ``run_id`` (resume), ``expected_stage`` (refuse with 409 if the version is no longer
     in this stage)."""
 
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     reason: str | None = Field(default=None, max_length=_BODY_TEXT)
     run_id: str | None = Field(default=None, max_length=200)
     expected_stage: str | None = Field(default=None, max_length=40)
@@ -70,6 +71,11 @@ def pipeline_action(
 
 
 @router.post("/alerts/{alert_id}/ack", response_model=ActionAnswer)
-def ack_alert(request: Request, alert_id: int, body: AckRequest, who: Writer) -> ActionAnswer:
+def ack_alert(
+    request: Request,
+    alert_id: Annotated[int, FastApiPath(ge=1, le=2**31 - 1)],
+    body: AckRequest,
+    who: Writer,
+) -> ActionAnswer:
     """Acknowledge an alert (someone has seen it); audited with the caller's name and note."""
     return _answer(actions.ack(state(request).stores, who.principal, alert_id, body.note))

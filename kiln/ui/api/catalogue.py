@@ -8,11 +8,18 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel
 
 from kiln.errors import KilnError
-from kiln.registry.queries import CatalogueFilter, CataloguePage, CatalogueRow, catalogue
+from kiln.registry.queries import (
+    CatalogueFilter,
+    CataloguePage,
+    CatalogueRow,
+    VersionRow,
+    catalogue,
+    versions_page,
+)
 from kiln.ui._deps import UiState, Viewer, state
 
 router = APIRouter(prefix="/api", tags=["catalogue"])
@@ -114,4 +121,34 @@ def pipelines(
     return CatalogueAnswer(
         rows=found.rows, total=found.total, page=found.page, per_page=found.per_page,
         pages=found.pages, owners=found.owners, cost_problem=problem,
+    )  # fmt: skip
+
+
+class VersionsAnswer(BaseModel):
+    rows: list[VersionRow]
+    total: int
+    page: int
+    per_page: int
+    pages: int
+
+
+@router.get("/pipelines/{name}/versions", response_model=VersionsAnswer)
+def versions(
+    request: Request,
+    who: Viewer,
+    *,
+    name: Annotated[str, Path(max_length=200)],
+    stage: str | None = None,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> VersionsAnswer:
+    """A pipeline's versions, newest first, one page (``stage``: only those at that stage);
+    what `kiln models list --pipeline NAME` lists."""
+    ui = state(request)
+    with ui.stores.metadata.read() as uow:
+        uow.pipelines.get(name)  # 404 for an unknown pipeline
+    found = versions_page(ui.stores.metadata, name, _blank(stage), page, per_page)
+    return VersionsAnswer(
+        rows=found.rows, total=found.total, page=found.page, per_page=found.per_page,
+        pages=found.pages,
     )  # fmt: skip

@@ -24,7 +24,7 @@ def get_run(
     run_id: str,
     who: Viewer,
     limit: Annotated[int, Query(ge=1, le=1000)] = TASKS_SHOWN,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> dict[str, Any]:
     """The run (status as shown, trigger, config digest, rows, error), its steps with their
     usage, ``limit`` of its tasks (failed first, then the slowest) with the counts per status,

@@ -29,6 +29,10 @@ def safe_back(target: str | None, default: str) -> str:
     return target
 
 
+MAX_ID = 2**31 - 1
+"""The largest version or alert id (a database integer); a larger one is refused, not a 500."""
+
+
 def _number(value: str | None, field: str) -> int | None:
     if value is None or not value.strip():
         return None
@@ -36,7 +40,7 @@ def _number(value: str | None, field: str) -> int | None:
         number = int(value.strip())
     except ValueError:
         number = 0
-    if number < 1:
+    if not 1 <= number <= MAX_ID:
         raise actions.ActionInputError(
             f"{field} must be a positive whole number, got {value[:40]!r}",
             hint="reload the page and use its buttons",

@@ -5,6 +5,7 @@ who may change it."""
 from __future__ import annotations
 
 from collections import defaultdict
+from html import escape
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -56,7 +57,7 @@ def metric_figure(view: PipelineView) -> dict[str, Any] | None:
         by_segment[p.segment].append(p)
     data = [
         {
-            "type": "scatter", "mode": "lines+markers", "name": segment,
+            "type": "scatter", "mode": "lines+markers", "name": escape(segment),
             "x": [p.version for p in points], "y": [p.value for p in points],
             "text": ["fallback" if p.fallback else "own model" for p in points],
         }
@@ -65,7 +66,7 @@ def metric_figure(view: PipelineView) -> dict[str, Any] | None:
     layout = {
         "margin": {"l": 48, "r": 16, "t": 16, "b": 40}, "height": 320,
         "xaxis": {"title": {"text": "version"}, "dtick": 1},
-        "yaxis": {"title": {"text": view.primary}},
+        "yaxis": {"title": {"text": escape(view.primary)}},
     }  # fmt: skip
     return {"data": data, "layout": layout}
 

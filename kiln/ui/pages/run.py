@@ -3,6 +3,7 @@ and logs, and a link to the version the run registered."""
 
 from __future__ import annotations
 
+from html import escape
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -47,7 +48,7 @@ def fanout_figure(timeline: Timeline) -> dict[str, Any] | None:
                 "type": "bar",
                 "orientation": "h",
                 "name": status,
-                "y": [s.segment for s in spans],
+                "y": [escape(s.segment) for s in spans],  # plotly renders some HTML
                 "base": [s.started_at.isoformat() for s in spans],
                 "x": [
                     max(1.0, (s.finished_at - s.started_at).total_seconds() * 1000) for s in spans

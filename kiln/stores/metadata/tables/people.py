@@ -55,5 +55,8 @@ class WebSession(Base):
     id_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     user: Mapped[str] = mapped_column(sa.ForeignKey("users.name"))
     csrf_token: Mapped[str] = mapped_column(sa.String(64))
+    token_id: Mapped[int | None]
+    """The token the user signed in with (None: the password): revoking it ends the session,
+    as a new password ends the sessions opened with the old one."""
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]

@@ -53,6 +53,7 @@ def upgrade() -> None:
         sa.Column("id_hash", sa.String(64), nullable=False),
         sa.Column("user", sa.String(200), nullable=False),
         sa.Column("csrf_token", sa.String(64), nullable=False),
+        sa.Column("token_id", sa.Integer(), nullable=True),
         sa.Column("created_at", TZ, nullable=False),
         sa.Column("expires_at", TZ, nullable=False),
         sa.PrimaryKeyConstraint("id_hash", name=op.f("pk_web_sessions")),
