@@ -254,12 +254,16 @@ def test_forged_forms_are_refused(story: SimpleNamespace, page: Any) -> None:
     page.wait_for_load_state()
     assert "CSRF" in page.content()
     shot(page, "16-forged-form-refused")
-    # The same form on another site (here a page with no origin): the SameSite cookie stays
-    # home, so the post arrives signed out and is sent to the login page.
-    page.set_content(
+    # The same form on another site (http://forger.test, answered by the browser itself): the
+    # SameSite cookie stays home, so the post arrives signed out and goes to the login page.
+    forged = (
         f'<form method="post" action="{base}/pipelines/{P}/actions/rollback">'
         '<input name="reason" value="forged"></form>'
     )
+    page.route(
+        "http://forger.test/**", lambda route: route.fulfill(body=forged, content_type="text/html")
+    )
+    page.goto("http://forger.test/")
     with page.expect_navigation():
         page.evaluate("document.forms[0].submit()")
     page.wait_for_load_state()
