@@ -42,7 +42,8 @@ def timeline_figure(view: PipelineView) -> dict[str, Any] | None:
     ]  # fmt: skip
     layout = {
         "margin": {"l": 48, "r": 16, "t": 16, "b": 40}, "height": 280,
-        "xaxis": {"title": {"text": "registered"}}, "yaxis": {"title": {"text": "version"}},
+        "xaxis": {"title": {"text": "registered"}},
+        "yaxis": {"title": {"text": "version"}, "tickformat": "d"},
         "legend": {"orientation": "h"},
     }  # fmt: skip
     return {"data": data, "layout": layout}
