@@ -10,8 +10,10 @@ import re
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from kiln.config.prices import resolve_prices
 from kiln.errors import TrainingError
@@ -91,6 +93,18 @@ def test_runs_add_up_to_the_pipeline_over_a_period(
     before = training_items(stores.metadata, prices, since=since - timedelta(days=1), until=since)
     assert before == []
     assert training_items(stores.metadata, prices, since=since, until=until, pipeline="x") == []
+    selects: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        selects.extend([statement] if statement.lstrip().upper().startswith("SELECT") else [])
+
+    sa.event.listen(stores.metadata.engine, "before_cursor_execute", count)
+    try:  # a page of the catalogue: the same items, in four queries whatever the runs
+        page = training_items(stores.metadata, prices, since=since, until=until, pipelines={P, "x"})
+    finally:
+        sa.event.remove(stores.metadata.engine, "before_cursor_execute", count)
+    assert page == items and len(selects) == 4
+    assert training_items(stores.metadata, prices, since=since, until=until, pipelines={"x"}) == []
     # resources unset: one line each saying what they would be
     advice = {a.resource: a for a in rightsizing(stores.metadata, P)}
     assert advice["memory"].requested is None and advice["cpus"].requested is None

@@ -379,8 +379,7 @@ def monthly_costs(
 ) -> dict[str, Sum]:
     """$/month per pipeline over the last ``days`` (what `kiln status` shows): one call per
     source, storage from its stored measurements (no store listing). ``pipelines``: only
-    these (a page of the catalogue): their runs, steps and tasks are read in three batched
-    queries instead of every pipeline's runs one by one."""
+    these (a page of the catalogue): only their runs, steps, tasks and gates are read."""
     period = timedelta(days=days)
     spent: dict[str, Sum] = defaultdict(Sum)
     stored: dict[str, list[CostItem]] = defaultdict(list)
@@ -400,15 +399,14 @@ def monthly_costs(
 def _items_of(
     metadata: MetadataStore, prices: Prices, *, since: datetime, until: datetime, names: set[str]
 ) -> list[CostItem]:
-    """:func:`cost_items` of the pipelines ``names`` only, with the training source batched
-    (runs, then their steps and tasks, by IN over the page's pipelines and runs)."""
+    """:func:`cost_items` of the pipelines ``names`` only (training reads only theirs)."""
     from kiln.monitoring.cost.serving import serving_items
     from kiln.monitoring.cost.storage import storage_items
-    from kiln.monitoring.cost.training import batched_training_items
+    from kiln.monitoring.cost.training import training_items
 
     if not names:
         return []
-    found = batched_training_items(metadata, prices, since=since, until=until, names=names)
+    found = training_items(metadata, prices, since=since, until=until, pipelines=names)
     for source in (serving_items, storage_items):
         found += [
             i for i in source(metadata, prices, since=since, until=until) if i.pipeline in names

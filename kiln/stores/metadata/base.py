@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ __all__ = [
     "Repository",
     "check_aware",
     "check_choice",
+    "chunks",
     "field_names",
     "insert_ignoring",
     "no_pipeline",
@@ -31,6 +33,7 @@ __all__ = [
 ]
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 def now() -> datetime:
@@ -50,6 +53,17 @@ def field_names(cls: type) -> tuple[str, ...]:
 def to_record(cls: type[R], source: Any) -> R:
     """Copy the record's fields from an ORM object or a Row (both expose them as attributes)."""
     return cls(**{name: getattr(source, name) for name in field_names(cls)})
+
+
+IN_CHUNK = 500
+"""The most values one ``IN (...)`` list carries (SQLite's and drivers' parameter limits)."""
+
+
+def chunks(values: Iterable[T], size: int = IN_CHUNK) -> Iterator[list[T]]:
+    """``values`` (in order, without duplicates) in lists of at most ``size``, for IN lists."""
+    unique = list(dict.fromkeys(values))
+    for i in range(0, len(unique), size):
+        yield unique[i : i + size]
 
 
 def check_aware(field: str, value: datetime) -> None:

@@ -9,16 +9,20 @@ not over): the outcome it waited for replaces it, since it judged nothing.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from kiln.stores.metadata import tables as t
-from kiln.stores.metadata.base import Repository, check_choice, now, to_record
+from kiln.stores.metadata.base import Repository, check_choice, chunks, now, to_record
 from kiln.stores.metadata.records import GateRecord, GateStatus, GateTrigger
 
-__all__ = ["GateRepository", "latest_per_gate"]
+__all__ = ["OUTSIDE_RUN_TRIGGERS", "GateRepository", "latest_per_gate"]
+
+OUTSIDE_RUN_TRIGGERS: tuple[GateTrigger, ...] = ("watch", "recheck")
+"""Gate results evaluated outside a run: a run's own gates are inside its release step."""
 
 
 class GateRepository(Repository):
@@ -95,25 +99,30 @@ class GateRepository(Repository):
         decided = [g for g in found if g.trigger != "recheck"]
         return latest_per_gate(decided or found)
 
-    def evaluated_between(
-        self,
-        since: datetime,
-        until: datetime,
-        *,
-        triggers: tuple[GateTrigger, ...],
-        pipeline: str | None = None,
+    def outside_runs(
+        self, since: datetime, until: datetime, pipelines: Collection[str] | None = None
     ) -> builtins.list[GateRecord]:
-        """Results of ``triggers`` evaluated in [since, until), oldest first (what cost reads:
-        the gates evaluated outside a run)."""
+        """Results evaluated outside a run (:data:`OUTSIDE_RUN_TRIGGERS`) in [since, until),
+        oldest first, of ``pipelines`` only when given (what cost reads: a run's own gates
+        are inside its release step)."""
         c = self._table.c
         stmt = (
             sa.select(self._table)
-            .where(c.evaluated_at >= since, c.evaluated_at < until, c.trigger.in_(triggers))
+            .where(
+                c.evaluated_at >= since,
+                c.evaluated_at < until,
+                c.trigger.in_(OUTSIDE_RUN_TRIGGERS),
+            )
             .order_by(c.evaluated_at, c.id)
         )
-        if pipeline is not None:
-            stmt = stmt.where(c.pipeline == pipeline)
-        return [to_record(GateRecord, g) for g in self._session.execute(stmt)]
+        if pipelines is None:
+            return [to_record(GateRecord, g) for g in self._session.execute(stmt)]
+        found = [
+            to_record(GateRecord, g)
+            for names in chunks(sorted(pipelines))
+            for g in self._session.execute(stmt.where(c.pipeline.in_(names)))
+        ]
+        return sorted(found, key=lambda g: (g.evaluated_at, g.id))
 
     def latest(self, pipeline: str, version: int) -> builtins.list[GateRecord]:
         """The latest result of each gate, whatever evaluated it (a re-check included)."""

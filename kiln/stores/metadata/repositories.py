@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import time
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from kiln.stores.metadata import tables as t
 from kiln.stores.metadata.base import (
     Repository,
     check_choice,
+    chunks,
     field_names,
     no_pipeline,
     no_run,
@@ -165,11 +167,12 @@ class RunRepository(Repository):
             run_id, status=status, error=error, model_version=model_version, finished_at=now()
         )
 
-    def active_between(
-        self, since: datetime, until: datetime, pipeline: str | None = None
+    def in_period(
+        self, since: datetime, until: datetime, pipelines: Collection[str] | None = None
     ) -> builtins.list[RunRecord]:
         """Runs that were alive at some moment of [since, until): started before ``until``
-        and not finished before ``since`` (a running run counts), oldest first."""
+        and not finished before ``since`` (a running run counts), oldest first; of
+        ``pipelines`` only when given (one query per 500 of them)."""
         stmt = (
             sa.select(t.Run)
             .where(
@@ -178,9 +181,14 @@ class RunRepository(Repository):
             )
             .order_by(t.Run.started_at, t.Run.id)
         )
-        if pipeline is not None:
-            stmt = stmt.where(t.Run.pipeline == pipeline)
-        return [to_record(RunRecord, run) for run in self._session.scalars(stmt)]
+        if pipelines is None:
+            return [to_record(RunRecord, run) for run in self._session.scalars(stmt)]
+        found = [
+            to_record(RunRecord, run)
+            for names in chunks(sorted(pipelines))
+            for run in self._session.scalars(stmt.where(t.Run.pipeline.in_(names)))
+        ]
+        return sorted(found, key=lambda r: (r.started_at, r.id))
 
     def latest(self, pipeline: str) -> RunRecord | None:
         runs = self.list(pipeline, limit=1)

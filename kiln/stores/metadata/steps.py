@@ -8,6 +8,8 @@ still counted (:data:`~kiln.stores.metadata.records.ATTEMPT_FIELDS`).
 from __future__ import annotations
 
 import builtins
+from collections import defaultdict
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +18,15 @@ from sqlalchemy.orm import Session
 
 from kiln.errors import NotFoundError
 from kiln.stores.metadata import tables as t
-from kiln.stores.metadata.base import Repository, check_aware, check_choice, now, to_record, upsert
+from kiln.stores.metadata.base import (
+    Repository,
+    check_aware,
+    check_choice,
+    chunks,
+    now,
+    to_record,
+    upsert,
+)
 from kiln.stores.metadata.records import (
     ATTEMPT_FIELDS,
     StepRecord,
@@ -89,6 +99,19 @@ class StepRepository(Repository):
         )
         return [to_record(StepRecord, row) for row in rows]
 
+    def for_runs(self, run_ids: Collection[str]) -> dict[str, builtins.list[StepRecord]]:
+        """The steps of each of ``run_ids`` (as :meth:`for_run` orders them; a run without
+        steps is left out), in one query per 500 runs."""
+        c = self._table.c
+        found: dict[str, builtins.list[StepRecord]] = defaultdict(list)
+        for ids in chunks(run_ids):
+            rows = self._session.execute(
+                sa.select(self._table).where(c.run_id.in_(ids)).order_by(c.started_at, c.id)
+            )
+            for row in rows:
+                found[row.run_id].append(to_record(StepRecord, row))
+        return dict(found)
+
 
 class TaskRepository(Repository):
     _table = t.table_of(t.Task)
@@ -147,6 +170,19 @@ class TaskRepository(Repository):
             sa.select(self._table).where(c.run_id == run_id).order_by(c.segment)
         )
         return [to_record(TaskRecord, row) for row in rows]
+
+    def for_runs(self, run_ids: Collection[str]) -> dict[str, builtins.list[TaskRecord]]:
+        """The tasks of each of ``run_ids`` (as :meth:`for_run` orders them; a run without
+        tasks is left out), in one query per 500 runs."""
+        c = self._table.c
+        found: dict[str, builtins.list[TaskRecord]] = defaultdict(list)
+        for ids in chunks(run_ids):
+            rows = self._session.execute(
+                sa.select(self._table).where(c.run_id.in_(ids)).order_by(c.segment)
+            )
+            for row in rows:
+                found[row.run_id].append(to_record(TaskRecord, row))
+        return dict(found)
 
     def page(self, run_id: str, *, limit: int, offset: int = 0) -> builtins.list[TaskRecord]:
         """``limit`` tasks of the run, failed first, then the slowest (a page of a run of
