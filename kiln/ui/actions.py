@@ -33,16 +33,12 @@ __all__ = [
     "ActionInputError",
     "Outcome",
     "ack",
-    "block",
+    "change_stage",
     "do",
     "expected",
-    "override",
-    "promote",
     "resume",
     "rollback",
     "run",
-    "shadow",
-    "unshadow",
 ]
 
 ACTIONS = ("promote", "rollback", "override", "block", "shadow", "unshadow", "run", "resume")
@@ -187,27 +183,70 @@ def _outcome(change: Transition, action: str) -> Outcome:
 # -- stage changes -----------------------------------------------------------------------------
 
 
-def promote(
+@dataclass(frozen=True)
+class _StageChange:
+    """How one stage change is made: ``apply`` (stages, pipeline, version, actor, reason,
+    only_from), whether it needs a reason, and how a page out of date is found: before the
+    change where ``Stages`` offers no compare-and-set (``checked_first``), as a no-op from a
+    stage the page did not show otherwise; ``refused_from``: the stage a refused change
+    assumes the page showed when it said none."""
+
+    apply: Callable[[Stages, str, int, str, str | None, Stage | None], Transition]
+    reason_required: bool = False
+    checked_first: bool = False
+    refused_from: str | None = None
+
+
+_STAGE_CHANGES = {
+    # `kiln promote NAME VERSION`: VERSION serves; the previous production is archived
+    "promote": _StageChange(lambda s, name, v, actor, why, only: s.promote(
+        name, v, actor=actor, reason=why, only_from=only)),
+    # `kiln override NAME VERSION --reason`: a blocked version serves despite its gates
+    "override": _StageChange(lambda s, name, v, actor, why, _: s.override(
+        name, v, actor=actor, reason=why or ""),
+        reason_required=True, checked_first=True, refused_from="blocked"),
+    # blocked by hand: no traffic until an override
+    "block": _StageChange(lambda s, name, v, actor, why, only: s.block(
+        name, v, actor=actor, reason=why or "", only_from=only), reason_required=True),
+    # `kiln shadow NAME VERSION`: VERSION sees production traffic, its answers unused
+    "shadow": _StageChange(lambda s, name, v, actor, why, _: s.set_shadow(
+        name, v, actor=actor, reason=why), checked_first=True),
+    # `kiln shadow NAME VERSION --off`: a candidate again
+    "unshadow": _StageChange(lambda s, name, v, actor, why, _: s.unshadow(
+        name, v, actor=actor, reason=why)),
+}  # fmt: skip
+
+
+def change_stage(
     stores: Stores,
     who: Principal,
     name: str,
+    action: str,
     *,
     version: int | None,
     reason: str | None = None,
     expected_stage: str | None = None,
 ) -> Outcome:
-    """`kiln promote NAME VERSION`: ``version`` serves; the previous production is archived."""
-    _allowed(stores, who, "promote", name)
-    number = _need_version(version, "promote", name)
-    text = _text(reason, "reason", name)
+    """Promote, override (reason required), block (reason required), shadow or unshadow
+    ``version`` of ``name`` as the CLI does; a page out of date is an ActionConflict."""
+    how = _STAGE_CHANGES[action]
+    _allowed(stores, who, action, name)
+    number = _need_version(version, action, name)
+    if how.reason_required:
+        text: str | None = _required(reason, action, name, number)
+    else:
+        text = _text(reason, "reason", name)
+    if how.checked_first:
+        _check_expected(stores, name, number, expected_stage)
+    only_from = None if how.checked_first else expected(expected_stage)
     try:
-        change = Stages(stores.metadata).promote(
-            name, number, actor=who.name, reason=text, only_from=expected(expected_stage)
-        )
+        change = how.apply(Stages(stores.metadata), name, number, who.name, text, only_from)
     except StageError as e:
-        _raced_or(stores, name, number, expected_stage, e)
+        _raced_or(stores, name, number, expected_stage or how.refused_from, e)
         raise
-    return _outcome(_guarded(stores, name, number, expected_stage, change), "promote")
+    if not how.checked_first:
+        change = _guarded(stores, name, number, expected_stage, change)
+    return _outcome(change, action)
 
 
 def rollback(
@@ -217,7 +256,6 @@ def rollback(
     *,
     version: int | None = None,
     reason: str | None = None,
-    expected_stage: str | None = None,
 ) -> Outcome:
     """`kiln rollback NAME`: the version that served before the current one serves again.
     ``version``: the production version the page showed (a no-op race otherwise)."""
@@ -227,90 +265,6 @@ def rollback(
     if version is not None and not change.changed:
         raise _race(name, version, change.stage)
     return _outcome(change, "rollback")
-
-
-def override(
-    stores: Stores,
-    who: Principal,
-    name: str,
-    *,
-    version: int | None,
-    reason: str | None,
-    expected_stage: str | None = None,
-) -> Outcome:
-    """`kiln override NAME VERSION --reason`: a blocked version serves despite its gates."""
-    _allowed(stores, who, "override", name)
-    number = _need_version(version, "override", name)
-    text = _required(reason, "override", name, number)
-    _check_expected(stores, name, number, expected_stage)
-    try:
-        change = Stages(stores.metadata).override(name, number, actor=who.name, reason=text)
-    except StageError as e:
-        _raced_or(stores, name, number, expected_stage or "blocked", e)
-        raise
-    return _outcome(change, "override")
-
-
-def block(
-    stores: Stores,
-    who: Principal,
-    name: str,
-    *,
-    version: int | None,
-    reason: str | None,
-    expected_stage: str | None = None,
-) -> Outcome:
-    """Block ``version`` by hand (it takes no traffic until an override); reason required."""
-    _allowed(stores, who, "block", name)
-    number = _need_version(version, "block", name)
-    text = _required(reason, "block", name, number)
-    try:
-        change = Stages(stores.metadata).block(
-            name, number, actor=who.name, reason=text, only_from=expected(expected_stage)
-        )
-    except StageError as e:
-        _raced_or(stores, name, number, expected_stage, e)
-        raise
-    return _outcome(_guarded(stores, name, number, expected_stage, change), "block")
-
-
-def shadow(
-    stores: Stores,
-    who: Principal,
-    name: str,
-    *,
-    version: int | None,
-    reason: str | None = None,
-    expected_stage: str | None = None,
-) -> Outcome:
-    """`kiln shadow NAME VERSION`: ``version`` sees production traffic, its answers unused."""
-    _allowed(stores, who, "shadow", name)
-    number = _need_version(version, "shadow", name)
-    text = _text(reason, "reason", name)
-    _check_expected(stores, name, number, expected_stage)
-    try:
-        change = Stages(stores.metadata).set_shadow(name, number, actor=who.name, reason=text)
-    except StageError as e:
-        _raced_or(stores, name, number, expected_stage, e)
-        raise
-    return _outcome(change, "shadow")
-
-
-def unshadow(
-    stores: Stores,
-    who: Principal,
-    name: str,
-    *,
-    version: int | None,
-    reason: str | None = None,
-    expected_stage: str | None = None,
-) -> Outcome:
-    """`kiln shadow NAME VERSION --off`: stop shadowing ``version`` (a candidate again)."""
-    _allowed(stores, who, "unshadow", name)
-    number = _need_version(version, "unshadow", name)
-    text = _text(reason, "reason", name)
-    change = Stages(stores.metadata).unshadow(name, number, actor=who.name, reason=text)
-    return _outcome(_guarded(stores, name, number, expected_stage, change), "unshadow")
 
 
 # -- runs --------------------------------------------------------------------------------------
@@ -432,16 +386,9 @@ def do(
         return resume(stores, settings, who, name, run_id)
     if action == "rollback":
         return rollback(stores, who, name, version=version, reason=reason)
-    changes: dict[str, Callable[..., Outcome]] = {
-        "promote": promote,
-        "override": override,
-        "block": block,
-        "shadow": shadow,
-        "unshadow": unshadow,
-    }
-    change = changes.get(action)
-    if change is None:
+    if action not in _STAGE_CHANGES:
         raise NotFoundError(
             f"no action {action!r}", hint=f"the actions are {', '.join(ACTIONS)} (and ack)"
         )
-    return change(stores, who, name, version=version, reason=reason, expected_stage=expected_stage)
+    return change_stage(stores, who, name, action, version=version, reason=reason,
+                        expected_stage=expected_stage)  # fmt: skip

@@ -37,45 +37,26 @@ class AckRequest(BaseModel):
     note: str | None = Field(default=None, max_length=_BODY_TEXT)
 
 
-class ActionAnswer(BaseModel):
-    changed: bool
-    message: str
-    pipeline: str
-    action: str
-    version: int | None = None
-    stage: str | None = None
-    run_id: str | None = None
-
-
-def _answer(outcome: actions.Outcome) -> ActionAnswer:
-    return ActionAnswer(
-        changed=outcome.changed, message=outcome.message, pipeline=outcome.pipeline,
-        action=outcome.action, version=outcome.version, stage=outcome.stage,
-        run_id=outcome.run_id,
-    )  # fmt: skip
-
-
-@router.post("/pipelines/{name}/{action}", response_model=ActionAnswer)
+@router.post("/pipelines/{name}/{action}", response_model=actions.Outcome)
 def pipeline_action(
     request: Request, name: str, action: Action, body: ActionRequest, who: Writer
-) -> ActionAnswer:
+) -> actions.Outcome:
     """Promote, roll back, override (reason required), block (reason required), shadow or
     unshadow a version, start a run, or resume one; audited with the caller's name."""
     ui = state(request)
-    outcome = actions.do(
+    return actions.do(
         ui.stores, ui.settings, who.principal, name, action,
         version=body.version, reason=body.reason, run_id=body.run_id,
         expected_stage=body.expected_stage,
     )  # fmt: skip
-    return _answer(outcome)
 
 
-@router.post("/alerts/{alert_id}/ack", response_model=ActionAnswer)
+@router.post("/alerts/{alert_id}/ack", response_model=actions.Outcome)
 def ack_alert(
     request: Request,
     alert_id: Annotated[int, FastApiPath(ge=1, le=2**31 - 1)],
     body: AckRequest,
     who: Writer,
-) -> ActionAnswer:
+) -> actions.Outcome:
     """Acknowledge an alert (someone has seen it); audited with the caller's name and note."""
-    return _answer(actions.ack(state(request).stores, who.principal, alert_id, body.note))
+    return actions.ack(state(request).stores, who.principal, alert_id, body.note)
