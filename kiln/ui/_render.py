@@ -13,7 +13,7 @@ from fastapi.templating import Jinja2Templates
 
 from kiln.ui._deps import CSRF_FIELD, Visitor
 
-__all__ = ["FLASH_COOKIE", "TEMPLATES", "redirect_with_flash", "render"]
+__all__ = ["FLASH_COOKIE", "TEMPLATES", "redirect_with_flash", "render", "safe_path"]
 
 FLASH_COOKIE = "kiln_flash"
 
@@ -77,6 +77,14 @@ def render(
     if flash:
         response.delete_cookie(FLASH_COOKIE, path="/")
     return response
+
+
+def safe_path(target: str | None, default: str = "/") -> str:
+    """``target`` if it is a path of this site (no ``//host``, no scheme, no backslash),
+    ``default`` otherwise: a redirect to it is never an open redirect."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return default
+    return target
 
 
 def redirect_with_flash(url: str, message: str, kind: str = "ok") -> RedirectResponse:

@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kiln.settings import Settings
+from kiln.ui._render import safe_path
 from tests.ui.conftest import sign_in
 
 
@@ -83,6 +84,20 @@ def test_the_login_page_says_only_what_kiln_wrote(client: TestClient) -> None:
     assert "why=signin" in client.get("/").headers["location"]
     client.cookies.set("kiln_session", "kiln_stale")
     assert "why=expired" in client.get("/").headers["location"]
+
+
+@pytest.mark.parametrize(
+    ("target", "sent_to"),
+    [("/pipelines/x?page=2", "/pipelines/x?page=2"), ("//evil.example/x", "/"),
+     ("https://evil.example", "/"), ("/\\evil.example", "/"), ("", "/"), (None, "/")],
+)  # fmt: skip
+def test_sign_in_sends_back_only_to_a_path_of_this_site(
+    client: TestClient, target: str | None, sent_to: str
+) -> None:
+    assert safe_path(target, "/home") == ("/home" if sent_to == "/" else sent_to)
+    data = {"name": "olga", "secret": "correct horse battery"}
+    r = client.post("/login", data=data if target is None else {**data, "next": target})
+    assert r.status_code == 303 and r.headers["location"] == sent_to
 
 
 def test_a_run_started_from_the_ui_gets_no_token(

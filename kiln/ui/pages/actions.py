@@ -14,19 +14,11 @@ from fastapi.responses import Response
 from kiln.errors import AuthError, KilnError
 from kiln.ui import actions
 from kiln.ui._deps import Writer, state
-from kiln.ui._render import redirect_with_flash
+from kiln.ui._render import redirect_with_flash, safe_path
 
 router = APIRouter(include_in_schema=False)
 
 _Text = Annotated[str | None, Form()]
-
-
-def safe_back(target: str | None, default: str) -> str:
-    """Only a path of this site (no ``//host``, no scheme, no backslash): never an open
-    redirect."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return default
-    return target
 
 
 MAX_ID = 2**31 - 1
@@ -69,7 +61,7 @@ def pipeline_action(
 ) -> Response:
     ui = state(request)
     home = f"/pipelines/{quote(name, safe='')}"
-    target = safe_back(back, home)
+    target = safe_path(back, home)
     try:
         if action == "ack":
             number = _number(alert_id, "alert_id")

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from kiln.errors import AuthError
 from kiln.ui._deps import SESSION_COOKIE, Writer, state
-from kiln.ui._render import render
+from kiln.ui._render import render, safe_path
 
 router = APIRouter(include_in_schema=False)
 
@@ -27,16 +27,9 @@ WHY = {
 must not make the page say anything)."""
 
 
-def _safe_next(target: str | None) -> str:
-    """Only a path of this site (no ``//host`` or scheme): never an open redirect."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return "/"
-    return target
-
-
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str = "/", why: str | None = None) -> Response:
-    return render(request, "login.html", None, next=_safe_next(next), why=WHY.get(why or ""))
+    return render(request, "login.html", None, next=safe_path(next), why=WHY.get(why or ""))
 
 
 @router.post("/login")
@@ -52,7 +45,7 @@ def login(
     wait = throttle.wait(who)
     if wait:
         return render(
-            request, "login.html", None, status_code=429, next=_safe_next(next), name=name,
+            request, "login.html", None, status_code=429, next=safe_path(next), name=name,
             why=f"Too many failed sign-ins for this name from this address: wait {wait} s.",
         )  # fmt: skip
     try:
@@ -61,12 +54,12 @@ def login(
         throttle.failed(who)
         return render(
             request, "login.html", None, status_code=401,
-            next=_safe_next(next), why=e.message, name=name,
+            next=safe_path(next), why=e.message, name=name,
         )  # fmt: skip
     throttle.passed(who)
     hours = ui.settings.ui_session_hours
     opened = ui.people.open_session(principal, timedelta(hours=hours))
-    response = RedirectResponse(_safe_next(next), status_code=303)
+    response = RedirectResponse(safe_path(next), status_code=303)
     response.set_cookie(
         SESSION_COOKIE, opened.secret, max_age=int(hours * 3600), path="/",
         httponly=True, samesite="lax", secure=request.url.scheme == "https",
