@@ -128,9 +128,18 @@ def test_the_api_gives_the_pipeline_and_its_audit_log(client: TestClient, stores
     audit = client.get(f"/api/pipelines/{PIPELINE}/audit", params={"limit": 1}).json()
     assert [(e["actor"], e["action"], e["reason"]) for e in audit] == [("ada", "promote", "better")]
     assert client.get(f"/api/pipelines/{PIPELINE}/audit", params={"limit": 0}).status_code == 400
-    spec = client.get("/api/openapi.json").json()["paths"]
+    openapi = client.get("/api/openapi.json").json()
+    spec = openapi["paths"]
     assert "/api/pipelines/{name}" in spec and "/api/pipelines/{name}/{action}" in spec
     assert "/api/alerts/{alert_id}/ack" in spec
+    schemas = openapi["components"]["schemas"]  # the query dataclasses, with their fields
+    assert {"version", "stage", "headline", "traffic_share"} <= set(
+        schemas["PipelineVersion"]["properties"]
+    )
+    assert {"segment", "value", "fallback"} <= set(schemas["SegmentPoint"]["properties"])
+    assert {"actor", "action", "reason", "details"} <= set(schemas["AuditRecord"]["properties"])
+    assert {"from_version", "actor", "at"} <= set(schemas["DeploymentRecord"]["properties"])
+    assert {"changed", "message", "stage", "run_id"} <= set(schemas["Outcome"]["properties"])
 
 
 def test_the_page_lists_at_most_the_newest_200_versions(client: TestClient, stores: Stores) -> None:

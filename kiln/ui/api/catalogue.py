@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel
 
 from kiln.errors import KilnError
@@ -33,14 +33,25 @@ def _blank(value: str | None) -> str | None:
 
 
 def catalogue_filter(
-    *, q: str | None, owner: str | None, stage: str | None, state: str | None,
-    page: int, per_page: int,
-) -> CatalogueFilter:  # fmt: skip
-    """The filter of a page's or the API's query parameters (an empty choice: no filter)."""
+    *,
+    q: str | None = None,
+    owner: str | None = None,
+    stage: str | None = None,
+    monitoring: Annotated[str | None, Query(alias="state")] = None,
+    page: int = 1,
+    per_page: int = 50,
+) -> CatalogueFilter:
+    """The filter of the catalogue page's and the API's query parameters (an empty choice: no
+    filter): ``q`` searched in name, owner and description, ``owner``, ``stage`` (the latest
+    version's), ``state`` (monitoring), one page."""
     return CatalogueFilter(
-        q=_blank(q), owner=_blank(owner), stage=_blank(stage), state=_blank(state),
+        q=_blank(q), owner=_blank(owner), stage=_blank(stage), state=_blank(monitoring),
         page=page, per_page=per_page,
     )  # fmt: skip
+
+
+CatalogueQuery = Annotated[CatalogueFilter, Depends(catalogue_filter)]
+"""The catalogue's query parameters, as a filter (a dependency of the page and the API)."""
 
 
 def with_costs(
@@ -95,29 +106,12 @@ class CatalogueAnswer(BaseModel):
 
 
 @router.get("/pipelines", response_model=CatalogueAnswer)
-def pipelines(
-    request: Request,
-    who: Viewer,
-    *,
-    q: str | None = None,
-    owner: str | None = None,
-    stage: str | None = None,
-    monitoring: Annotated[str | None, Query(alias="state")] = None,
-    page: int = 1,
-    per_page: int = 50,
-) -> CatalogueAnswer:
+def pipelines(request: Request, who: Viewer, flt: CatalogueQuery) -> CatalogueAnswer:
     """The catalogue: pipelines ordered by name, ``q`` searched in name, owner and description,
     ``owner``, ``stage`` (the latest version's) and ``state`` (monitoring) filters, one page."""
     ui = state(request)
     now = datetime.now(UTC)
-    found = catalogue(
-        ui.stores.metadata,
-        catalogue_filter(
-            q=q, owner=owner, stage=stage, state=monitoring, page=page, per_page=per_page
-        ),
-        now,
-    )
-    found, problem = with_costs(request.app, ui, found, now)
+    found, problem = with_costs(request.app, ui, catalogue(ui.stores.metadata, flt, now), now)
     return CatalogueAnswer(
         rows=found.rows, total=found.total, page=found.page, per_page=found.per_page,
         pages=found.pages, owners=found.owners, cost_problem=problem,

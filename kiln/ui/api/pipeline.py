@@ -8,39 +8,17 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from kiln.registry.queries.pipeline import MAX_AUDIT, pipeline_audit, pipeline_view
+from kiln.registry.queries.pipeline import (
+    MAX_AUDIT,
+    PipelineVersion,
+    SegmentPoint,
+    pipeline_audit,
+    pipeline_view,
+)
+from kiln.stores.metadata.records import AuditRecord, DeploymentRecord
 from kiln.ui._deps import Viewer, state
 
 router = APIRouter(prefix="/api", tags=["pipelines"])
-
-
-class VersionOut(BaseModel):
-    version: int
-    stage: str
-    created_at: datetime
-    stage_changed_at: datetime
-    run_id: str
-    primary: str | None
-    headline: float | None
-    experiment: str | None
-    traffic_share: float | None
-
-
-class DeploymentOut(BaseModel):
-    id: int
-    version: int
-    action: str
-    from_version: int | None
-    actor: str
-    reason: str | None
-    at: datetime
-
-
-class SegmentPointOut(BaseModel):
-    version: int
-    segment: str
-    value: float | None
-    fallback: bool
 
 
 class AlertOut(BaseModel):
@@ -57,17 +35,6 @@ class AlertOut(BaseModel):
     ack_note: str | None
 
 
-class AuditOut(BaseModel):
-    id: int
-    at: datetime
-    actor: str
-    action: str
-    pipeline: str
-    version: int | None
-    reason: str | None
-    details: dict[str, Any]
-
-
 class PipelineOut(BaseModel):
     name: str
     owner: str
@@ -75,14 +42,14 @@ class PipelineOut(BaseModel):
     config_path: str
     version_count: int
     production: int | None
-    versions: list[VersionOut]
-    deployments: list[DeploymentOut]
+    versions: list[PipelineVersion]
+    deployments: list[DeploymentRecord]
     primary: str | None
-    segments: list[SegmentPointOut]
+    segments: list[SegmentPoint]
     segments_from_manifests: int
     open_alerts: list[AlertOut]
     recent_alerts: list[AlertOut]
-    audit: list[AuditOut]
+    audit: list[AuditRecord]
     latest_run: str | None
     latest_run_status: str | None
     resumable_run: str | None
@@ -103,24 +70,20 @@ def pipeline(request: Request, name: str, who: Viewer) -> dict[str, Any]:
     return dict(
         name=p.name, owner=p.owner, description=p.description, config_path=p.config_path,
         version_count=v.version_count, production=v.production,
-        versions=[_fields(x, VersionOut) for x in v.versions],
-        deployments=[_fields(d, DeploymentOut) for d in v.deployments],
-        primary=v.primary,
-        segments=[_fields(s, SegmentPointOut) for s in v.segments],
+        versions=v.versions, deployments=v.deployments, primary=v.primary, segments=v.segments,
         segments_from_manifests=v.manifests_read,
         open_alerts=[_fields(a, AlertOut) for a in v.open_alerts],
         recent_alerts=[_fields(a, AlertOut) for a in v.recent_alerts],
-        audit=[_fields(e, AuditOut) for e in v.audit],
+        audit=v.audit,
         latest_run=v.latest_run.id if v.latest_run else None,
         latest_run_status=v.latest_run_status, resumable_run=v.resumable_run,
         may_change=who.principal.may_change(name, p.owner),
     )  # fmt: skip
 
 
-@router.get("/pipelines/{name}/audit", response_model=list[AuditOut])
+@router.get("/pipelines/{name}/audit", response_model=list[AuditRecord])
 def audit(
     request: Request, name: str, who: Viewer, limit: int = Query(100, ge=1, le=MAX_AUDIT)
-) -> list[dict[str, Any]]:
+) -> tuple[AuditRecord, ...]:
     """The pipeline's audit log, newest first: who changed what, when, and why."""
-    events = pipeline_audit(state(request).stores.metadata, name, limit)
-    return [_fields(e, AuditOut) for e in events]  # validated once, by the response model
+    return pipeline_audit(state(request).stores.metadata, name, limit)

@@ -4,17 +4,16 @@ stage and gates, monitoring, $/month, last run), searched, filtered and paged.""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from kiln.registry.queries import MONITOR_STATES, CatalogueFilter, catalogue
 from kiln.stores.metadata.tables import STAGES
 from kiln.ui._deps import Viewer, state
 from kiln.ui._render import render
-from kiln.ui.api.catalogue import catalogue_filter, with_costs
+from kiln.ui.api.catalogue import CatalogueQuery, with_costs
 
 router = APIRouter(include_in_schema=False)
 
@@ -31,22 +30,10 @@ def _link(flt: CatalogueFilter, page: int) -> str:
 
 
 @router.get("/", response_class=HTMLResponse)
-def catalogue_page(
-    request: Request,
-    who: Viewer,
-    *,
-    q: str | None = None,
-    owner: str | None = None,
-    stage: str | None = None,
-    monitoring: Annotated[str | None, Query(alias="state")] = None,
-    page: int = 1,
-    per_page: int = 50,
-) -> HTMLResponse:
+def catalogue_page(request: Request, who: Viewer, flt: CatalogueQuery) -> HTMLResponse:
     ui = state(request)
     now = datetime.now(UTC)
-    flt = catalogue_filter(
-        q=q, owner=owner, stage=stage, state=monitoring, page=page, per_page=per_page
-    )
+    page = flt.page
     found, cost_problem = with_costs(request.app, ui, catalogue(ui.stores.metadata, flt, now), now)
     prev_url = _link(flt, page - 1) if page > 1 else None
     if page > found.pages:  # past the end: "previous" goes back to the last page
