@@ -11,7 +11,7 @@ import builtins
 from collections import defaultdict
 from collections.abc import Collection
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -36,6 +36,8 @@ from kiln.stores.metadata.records import (
 )
 
 __all__ = ["StepRepository", "TaskRepository"]
+
+R = TypeVar("R")
 
 
 class StepRepository(Repository):
@@ -103,14 +105,7 @@ class StepRepository(Repository):
         """The steps of each of ``run_ids`` (as :meth:`for_run` orders them; a run without
         steps is left out), in one query per 500 runs."""
         c = self._table.c
-        found: dict[str, builtins.list[StepRecord]] = defaultdict(list)
-        for ids in chunks(run_ids):
-            rows = self._session.execute(
-                sa.select(self._table).where(c.run_id.in_(ids)).order_by(c.started_at, c.id)
-            )
-            for row in rows:
-                found[row.run_id].append(to_record(StepRecord, row))
-        return dict(found)
+        return _by_run(self._session, self._table, StepRecord, run_ids, c.started_at, c.id)
 
 
 class TaskRepository(Repository):
@@ -174,15 +169,7 @@ class TaskRepository(Repository):
     def for_runs(self, run_ids: Collection[str]) -> dict[str, builtins.list[TaskRecord]]:
         """The tasks of each of ``run_ids`` (as :meth:`for_run` orders them; a run without
         tasks is left out), in one query per 500 runs."""
-        c = self._table.c
-        found: dict[str, builtins.list[TaskRecord]] = defaultdict(list)
-        for ids in chunks(run_ids):
-            rows = self._session.execute(
-                sa.select(self._table).where(c.run_id.in_(ids)).order_by(c.segment)
-            )
-            for row in rows:
-                found[row.run_id].append(to_record(TaskRecord, row))
-        return dict(found)
+        return _by_run(self._session, self._table, TaskRecord, run_ids, self._table.c.segment)
 
     def page(self, run_id: str, *, limit: int, offset: int = 0) -> builtins.list[TaskRecord]:
         """``limit`` tasks of the run, failed first, then the slowest (a page of a run of
@@ -246,6 +233,23 @@ class TaskRepository(Repository):
 
     def succeeded(self, run_id: str) -> dict[str, TaskRecord]:
         return {task.segment: task for task in self.for_run(run_id) if task.status == "succeeded"}
+
+
+def _by_run(
+    session: Session,
+    table: sa.Table,
+    record: type[R],
+    run_ids: Collection[str],
+    *order: sa.ColumnElement[Any],
+) -> dict[str, builtins.list[R]]:
+    """The rows of ``table`` of each of ``run_ids`` as ``record``, by ``order``, in one query
+    per 500 runs."""
+    found: dict[str, builtins.list[R]] = defaultdict(list)
+    for ids in chunks(run_ids):
+        rows = session.execute(sa.select(table).where(table.c.run_id.in_(ids)).order_by(*order))
+        for row in rows:
+            found[row.run_id].append(to_record(record, row))
+    return dict(found)
 
 
 def _earlier_attempts(
