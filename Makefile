@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo demo-monitor ui test lint bench bench-drift bench-evidently install lock clean
+.PHONY: demo demo-monitor ui test lint bench bench-ui bench-drift bench-evidently install lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ lint: $(STAMP)
 ## bench: the benchmarks (not part of `make test`)
 bench: $(STAMP) examples/flights/warehouse.duckdb
 	$(BIN)/python bench/fanout.py
+
+## bench-ui: every page's server time with 1,000 pipelines x 100,000 versions on SQLite and
+## PostgreSQL (the first run fills both registries, about 15-30 min; later runs reuse them)
+bench-ui: $(STAMP) examples/flights/warehouse.duckdb
+	$(BIN)/python bench/ui.py
 
 ## bench-drift: drift maths and a monitor pass against a numpy floor and Evidently (whose row
 ## is skipped, with a message, until `make bench-evidently` has built its environment)

@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nthe release loop ran in {time.perf_counter() - started:.0f} s;"
         f" explore it with `kiln --home {home} status`, or in the browser:"
-        f" `make ui` (`kiln --home {home} ui`), http://127.0.0.1:8080/, signed in as"
-        + ", ".join(f" {n} / {pw} ({role})" for n, (role, pw) in PEOPLE.items())
+        f" `make ui` (`kiln --home {home} ui`), http://127.0.0.1:8080/, signed in as "
+        + " or ".join(f"{n} / {pw} ({role})" for n, (role, pw) in PEOPLE.items())
     )
     return 0
 

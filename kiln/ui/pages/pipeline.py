@@ -41,9 +41,10 @@ def timeline_figure(view: PipelineView) -> dict[str, Any] | None:
         for stage, found in sorted(by_stage.items())
     ]  # fmt: skip
     layout = {
-        "margin": {"l": 48, "r": 16, "t": 16, "b": 40}, "height": 280,
+        "margin": {"l": 48, "r": 16, "t": 16, "b": 60}, "height": 280,
         "xaxis": {"title": {"text": "registered"}},
-        "yaxis": {"title": {"text": "version"}, "tickformat": "d"},
+        "yaxis": {"title": {"text": "version"}, "tickformat": "d"}
+        | ({"dtick": 1} if len(view.versions) <= 20 else {}),  # whole versions only
         "legend": {"orientation": "h"},
     }  # fmt: skip
     return {"data": data, "layout": layout}
